@@ -1,0 +1,210 @@
+//! Command line (clap, with environment fallbacks) and the validated
+//! [`Config`] that owns every default and limit.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::store::FsyncPolicy;
+
+/// joblogd: appends newline-delimited JSON job records from many local
+/// writers to one crash-safe JSON array file, and answers requests on the
+/// same Unix socket.
+#[derive(Debug, Parser)]
+#[command(name = "joblogd", version, about, long_about = None)]
+pub struct Args {
+    /// Unix socket to listen on [default: $XDG_RUNTIME_DIR/joblogd.sock, else
+    /// /tmp/joblogd-<uid>.sock].
+    #[arg(long, env = "JOBLOGD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// The JSON array file records are appended to (created with its parent
+    /// directories if missing).
+    #[arg(
+        long,
+        env = "JOBLOGD_LOG_FILE",
+        value_name = "PATH",
+        default_value = "notes/processing_log.json"
+    )]
+    pub log_file: PathBuf,
+
+    /// File mode of the socket, in octal, applied whatever the umask.
+    #[arg(long, value_name = "OCTAL", default_value = "0660")]
+    pub socket_mode: String,
+
+    /// Flush a batch this long after its first record arrived.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub flush_interval_ms: u64,
+
+    /// Flush a batch once it holds this many records.
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    pub batch_max_records: u64,
+
+    /// Flush a batch once it holds this many bytes (as written to the file).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub batch_max_bytes: usize,
+
+    /// High-water mark of accepted but not yet durable bytes; past it the
+    /// daemon stops reading from sockets until a flush catches up.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_pending_bytes: usize,
+
+    /// Longest accepted line; the rest of a longer one is discarded with an
+    /// error reply.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_line_bytes: usize,
+
+    /// Connections served at once; further ones wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// `always`: fdatasync every batch before acknowledging it; `never`:
+    /// leave write-back to the kernel (survives a daemon crash, not a power
+    /// cut).
+    #[arg(long, value_enum, default_value = "always")]
+    pub fsync: FsyncPolicy,
+
+    /// At shutdown, how long connected clients get to finish before they are
+    /// cut off (their records read so far are still written).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub log_file: PathBuf,
+    pub socket_mode: u32,
+    pub flush_interval: Duration,
+    pub batch_max_records: u64,
+    pub batch_max_bytes: usize,
+    pub max_pending_bytes: usize,
+    pub max_line_bytes: usize,
+    pub max_connections: usize,
+    pub fsync: FsyncPolicy,
+    pub shutdown_timeout: Duration,
+}
+
+/// A setting that cannot work; fatal at start, names the flag.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Longest socket path the kernel accepts (`sun_path` is 108 bytes with the
+/// terminating NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// `$XDG_RUNTIME_DIR/joblogd.sock`, else `/tmp/joblogd-<uid>.sock`. Shared
+/// with `joblogctl` and the Python client, which resolve it the same way.
+pub fn default_socket() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("joblogd.sock"),
+        // SAFETY: getuid cannot fail and has no preconditions.
+        None => PathBuf::from(format!("/tmp/joblogd-{}.sock", unsafe { libc::getuid() })),
+    }
+}
+
+impl Config {
+    /// Checks and converts raw arguments.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the flag and what is wrong with it.
+    pub fn from_args(a: Args) -> Result<Config, ConfigError> {
+        let socket = a.socket.unwrap_or_else(default_socket);
+        if socket.as_os_str().len() > SUN_PATH_MAX {
+            return Err(ConfigError(format!(
+                "--socket {}: path is {} bytes, longer than the {SUN_PATH_MAX} a Unix socket allows",
+                socket.display(),
+                socket.as_os_str().len()
+            )));
+        }
+        let mode = a.socket_mode.trim_start_matches("0o");
+        let socket_mode = u32::from_str_radix(mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "--socket-mode {}: expected an octal mode such as 0660",
+                    a.socket_mode
+                ))
+            })?;
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError(format!("--{name} must be greater than 0")))
+            } else {
+                Ok(())
+            }
+        };
+        positive("flush-interval-ms", a.flush_interval_ms)?;
+        positive("batch-max-records", a.batch_max_records)?;
+        positive("batch-max-bytes", a.batch_max_bytes as u64)?;
+        positive("max-line-bytes", a.max_line_bytes as u64)?;
+        positive("max-connections", a.max_connections as u64)?;
+        if a.max_pending_bytes < a.batch_max_bytes {
+            return Err(ConfigError(format!(
+                "--max-pending-bytes ({}) must be at least --batch-max-bytes ({})",
+                a.max_pending_bytes, a.batch_max_bytes
+            )));
+        }
+        if a.max_pending_bytes > u32::MAX as usize {
+            return Err(ConfigError(format!(
+                "--max-pending-bytes ({}) must be at most {}",
+                a.max_pending_bytes,
+                u32::MAX
+            )));
+        }
+        Ok(Config {
+            socket,
+            log_file: a.log_file,
+            socket_mode,
+            flush_interval: Duration::from_millis(a.flush_interval_ms),
+            batch_max_records: a.batch_max_records,
+            batch_max_bytes: a.batch_max_bytes,
+            max_pending_bytes: a.max_pending_bytes,
+            max_line_bytes: a.max_line_bytes,
+            max_connections: a.max_connections,
+            fsync: a.fsync,
+            shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut v = vec!["joblogd"];
+        v.extend_from_slice(args);
+        Config::from_args(Args::try_parse_from(v).expect("clap accepts"))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&["--socket", "/tmp/x.sock"]).unwrap();
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.flush_interval, Duration::from_millis(200));
+        assert_eq!(c.max_line_bytes, 16 << 20);
+        assert_eq!(c.max_connections, 1024);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_flag() {
+        let e = parse(&["--socket-mode", "999"]).unwrap_err();
+        assert!(e.0.contains("--socket-mode"));
+        let long = format!("/tmp/{}", "s".repeat(120));
+        let e = parse(&["--socket", &long]).unwrap_err();
+        assert!(e.0.contains("--socket"));
+        let e = parse(&["--socket", "/tmp/x", "--max-pending-bytes", "10"]).unwrap_err();
+        assert!(e.0.contains("--max-pending-bytes"));
+    }
+}

@@ -1,0 +1,384 @@
+//! One client connection: framing, records, requests, replies in order.
+//!
+//! Two halves run concurrently. The read half frames lines, formats records
+//! straight into a chunk that goes to the writer once per read (not once per
+//! record), and handles requests. Replies go through a bounded queue to the
+//! write half, which waits for the durability of acknowledged writes in
+//! order. A client that never reads its replies fills its own queue and then
+//! only its own connection stops being read; nobody else waits.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use crate::batcher::{Command, Durable, Ingest};
+use crate::connection::{Frame, Lines, trim_line};
+use crate::json::Formatter;
+use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
+use crate::time::LocalTime;
+
+/// Replies a connection may have queued before its reading pauses.
+const MAX_QUEUED_REPLIES: usize = 256;
+/// A chunk of formatted records is sent to the writer at this size even in
+/// the middle of a read, to keep per-connection memory small.
+const CHUNK_SEND_BYTES: usize = 1 << 20;
+/// At shutdown, read at most this much more of what a client already sent.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// Separator before each record in the array, as indent=2 prints it.
+pub const RECORD_PREFIX: &[u8] = b",\n  ";
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub tx: mpsc::Sender<Command>,
+    /// Unflushed-bytes budget; see [`crate::batcher`].
+    pub budget: Arc<Semaphore>,
+    pub budget_total: usize,
+    pub max_line: usize,
+    pub started: Instant,
+    pub version: &'static str,
+}
+
+enum Reply {
+    Now(Vec<u8>),
+    /// Sent once the records are durable.
+    WhenDurable {
+        rx: oneshot::Receiver<Durable>,
+        ok: Vec<u8>,
+        line: u64,
+    },
+}
+
+/// Serves one connection until the client closes it (or shutdown drains it).
+pub async fn handle(stream: UnixStream, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let (rd, wr) = stream.into_split();
+    let (reply_tx, reply_rx) = mpsc::channel(MAX_QUEUED_REPLIES);
+    let session = Session {
+        shared,
+        fmt: Formatter::new(),
+        chunk: Vec::new(),
+        chunk_records: 0,
+        chunk_coerced: 0,
+        logged_at: String::new(),
+        replies: reply_tx,
+        writer_gone: false,
+    };
+    tokio::join!(read_side(rd, session, shutdown), write_side(wr, reply_rx));
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    fmt: Formatter,
+    /// Formatted records not yet handed to the writer.
+    chunk: Vec<u8>,
+    chunk_records: u64,
+    chunk_coerced: u64,
+    /// `logged_at` for records of the current read, quoted.
+    logged_at: String,
+    replies: mpsc::Sender<Reply>,
+    /// The batcher is gone (daemon stopping): records can no longer be taken.
+    writer_gone: bool,
+}
+
+async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::Receiver<bool>) {
+    let mut lines = Lines::new(s.shared.max_line);
+    let mut eof = false;
+    while !eof {
+        let stopping = tokio::select! {
+            r = rd.read_buf(lines.space()) => {
+                match r {
+                    Ok(0) => eof = true,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Read failed; closing connection.");
+                        eof = true;
+                    }
+                }
+                false
+            }
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        s.logged_at = LocalTime::now().iso_quoted();
+        process(&mut lines, &mut s).await;
+        if stopping {
+            // Take what the client has already sent, without waiting for
+            // more, then finish as at end of input.
+            let mut drained = 0usize;
+            loop {
+                match rd.try_read_buf(lines.space()) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        drained += n;
+                        process(&mut lines, &mut s).await;
+                        if drained > DRAIN_LIMIT {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            eof = true;
+        }
+        if eof && let Some(Frame::Line { no, bytes }) = lines.finish() {
+            line(&mut s, no, bytes).await;
+        }
+        send_chunk(&mut s, None).await;
+    }
+}
+
+/// Handles every complete line in the buffer.
+async fn process(lines: &mut Lines, s: &mut Session) {
+    while let Some(frame) = lines.next() {
+        match frame {
+            Frame::Line { no, bytes } => line(s, no, bytes).await,
+            Frame::TooLong { no } => {
+                let e = ProtocolError::new(
+                    ErrorCode::LineTooLong,
+                    format!(
+                        "line longer than {} bytes; the rest of it is discarded",
+                        s.shared.max_line
+                    ),
+                );
+                queue(s, Reply::Now(e.reply(no))).await;
+            }
+        }
+        if s.chunk.len() >= CHUNK_SEND_BYTES {
+            send_chunk(s, None).await;
+        }
+    }
+}
+
+/// One line: a record (formatted into the chunk), a request, or an error.
+async fn line(s: &mut Session, no: u64, raw: &[u8]) {
+    let bytes = trim_line(raw);
+    if bytes.trim_ascii().is_empty() {
+        return;
+    }
+    if let Some(word) = protocol::bare_word(bytes) {
+        let req = protocol::parse_bare(word);
+        return request(s, no, req).await;
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let err = ProtocolError::new(
+            ErrorCode::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+        );
+        return queue(s, Reply::Now(err.reply(no))).await;
+    }
+    let mark = s.chunk.len();
+    match s
+        .fmt
+        .record(bytes, RECORD_PREFIX, s.logged_at.as_bytes(), &mut s.chunk)
+    {
+        Ok(f) => {
+            let is_request = s
+                .fmt
+                .fields
+                .iter()
+                .any(|t| &s.chunk[t.key_out.clone()] == b"op");
+            if is_request {
+                let members: Vec<protocol::Member<'_>> = s
+                    .fmt
+                    .fields
+                    .iter()
+                    .map(|t| {
+                        let key = String::from_utf8_lossy(&s.chunk[t.key_out.clone()]).into_owned();
+                        (key, &bytes[t.value_in.clone()])
+                    })
+                    .collect();
+                s.chunk.truncate(mark);
+                let req = protocol::parse_request(&members);
+                request(s, no, req).await;
+            } else {
+                s.chunk_records += 1;
+                s.chunk_coerced += u64::from(f.coerced);
+            }
+        }
+        Err(e) => queue(s, Reply::Now(ProtocolError::from_json(&e).reply(no))).await,
+    }
+}
+
+async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolError>) {
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return queue(s, Reply::Now(e.reply(no))).await,
+    };
+    match req {
+        Request::Log { jobs, ack } => {
+            // Records sent earlier on this connection go first.
+            send_chunk(s, None).await;
+            let mut data = Vec::new();
+            let mut coerced = 0u64;
+            for (i, job) in jobs.iter().enumerate() {
+                match s
+                    .fmt
+                    .record(job, RECORD_PREFIX, s.logged_at.as_bytes(), &mut data)
+                {
+                    Ok(f) => coerced += u64::from(f.coerced),
+                    Err(e) => {
+                        let mut err = ProtocolError::from_json(&e);
+                        err.message = format!(
+                            "job {i}: {}; nothing from this request was logged",
+                            err.message
+                        );
+                        return queue(s, Reply::Now(err.reply(no))).await;
+                    }
+                }
+            }
+            let n = jobs.len() as u64;
+            s.chunk = data;
+            s.chunk_records = n;
+            s.chunk_coerced = coerced;
+            let ok = reply_line(&serde_json::json!({"ok": true, "logged": n}));
+            if ack {
+                let (tx, rx) = oneshot::channel();
+                if send_chunk(s, Some(tx)).await {
+                    queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
+                } else {
+                    queue(s, Reply::Now(stopping_error().reply(no))).await;
+                }
+            } else if send_chunk(s, None).await {
+                queue(s, Reply::Now(ok)).await;
+            } else {
+                queue(s, Reply::Now(stopping_error().reply(no))).await;
+            }
+        }
+        Request::Flush => {
+            send_chunk(s, None).await;
+            let (tx, rx) = oneshot::channel();
+            let ok = reply_line(&serde_json::json!({"ok": true}));
+            if s.shared.tx.send(Command::Flush(tx)).await.is_ok() {
+                queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
+            } else {
+                queue(s, Reply::Now(stopping_error().reply(no))).await;
+            }
+        }
+        Request::Ping => {
+            send_chunk(s, None).await;
+            let (tx, rx) = oneshot::channel();
+            let status = match s.shared.tx.send(Command::Status(tx)).await {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            };
+            let Some(st) = status else {
+                return queue(s, Reply::Now(stopping_error().reply(no))).await;
+            };
+            let v = serde_json::json!({
+                "ok": true,
+                "version": s.shared.version,
+                "records": st.records,
+                "pending": st.pending,
+                "log_file": st.log_file.display().to_string(),
+                "file_bytes": st.file_bytes,
+                "uptime_s": (s.shared.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                "coerced": st.coerced,
+                "flushes": st.flushes,
+                "failed_flushes": st.failed_flushes,
+                "last_error": st.last_error,
+            });
+            queue(s, Reply::Now(reply_line(&v))).await;
+        }
+        Request::Stats => {
+            let e = ProtocolError::new(
+                ErrorCode::Unimplemented,
+                "stats is not implemented yet; use ping for counters",
+            );
+            queue(s, Reply::Now(e.reply(no))).await;
+        }
+    }
+}
+
+fn stopping_error() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::ShuttingDown,
+        "the daemon is shutting down; nothing from this request was logged",
+    )
+}
+
+/// Hands the chunk (and `done`, answered when it is durable) to the writer,
+/// after taking its bytes from the unflushed budget; waits while the budget
+/// is spent (backpressure). Returns false if the writer is gone.
+async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> bool {
+    if s.writer_gone {
+        if s.chunk_records > 0 {
+            tracing::warn!(
+                records = s.chunk_records,
+                "Records received after the writer stopped were not logged."
+            );
+        }
+        s.chunk.clear();
+        s.chunk_records = 0;
+        return false;
+    }
+    if s.chunk_records == 0 && done.is_none() {
+        return true;
+    }
+    let want = s.chunk.len().clamp(1, s.shared.budget_total);
+    // The semaphore is never closed, so acquiring cannot fail.
+    let permit = s
+        .shared
+        .budget
+        .clone()
+        .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
+        .await
+        .ok();
+    let ing = Ingest {
+        data: std::mem::take(&mut s.chunk),
+        records: std::mem::take(&mut s.chunk_records),
+        coerced: std::mem::take(&mut s.chunk_coerced),
+        permit,
+        done,
+    };
+    if s.shared.tx.send(Command::Ingest(ing)).await.is_err() {
+        s.writer_gone = true;
+        return false;
+    }
+    true
+}
+
+async fn queue(s: &mut Session, r: Reply) {
+    // The write half only ends after this half drops its sender, so a send
+    // error cannot happen; ignore it rather than panic.
+    let _ = s.replies.send(r).await;
+}
+
+async fn write_side(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
+    let mut w = BufWriter::new(wr);
+    let mut broken = false;
+    while let Some(r) = rx.recv().await {
+        let bytes = match r {
+            Reply::Now(b) => b,
+            Reply::WhenDurable { rx, ok, line } => match rx.await {
+                Ok(Ok(())) => ok,
+                Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),
+                Err(_) => ProtocolError::new(
+                    ErrorCode::WriteFailed,
+                    "the daemon stopped before these records were durable",
+                )
+                .reply(line),
+            },
+        };
+        if broken {
+            // The client stopped reading; keep consuming so the read half
+            // is never blocked by replies nobody will read.
+            continue;
+        }
+        let mut res = w.write_all(&bytes).await;
+        if res.is_ok() && rx.is_empty() {
+            res = w.flush().await;
+        }
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "Client stopped reading replies.");
+            broken = true;
+        }
+    }
+    if !broken {
+        let _ = w.flush().await;
+        let _ = w.shutdown().await;
+    }
+}

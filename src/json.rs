@@ -1,0 +1,1001 @@
+//! Byte-level JSON for the hot path: validate one value and, in the same pass,
+//! pretty-print it exactly as Python's `json.dump(obj, f, indent=2,
+//! ensure_ascii=False)` prints an element of a top-level list.
+//!
+//! Why not serde_json: building a `Value` per record and printing it again
+//! costs several times more than the socket and the disk together (see the
+//! README's Performance section). This module never allocates per token; it
+//! walks the bytes once with an explicit stack (no recursion, so hostile
+//! nesting cannot overflow the thread's stack) and writes into a caller-owned
+//! buffer.
+//!
+//! What it guarantees about its output, for any input it accepts:
+//! - the output is strict JSON (RFC 8259) and valid UTF-8;
+//! - numbers are copied as sent, key order and duplicate keys are kept;
+//! - strings are re-escaped as Python's `ensure_ascii=False` escapes them:
+//!   only `"`, `\` and U+0000..U+001F, with `\b \f \n \r \t` short forms and
+//!   lowercase `\u00xx` otherwise; every other `\u` escape is decoded to UTF-8,
+//!   except lone surrogates, which stay escaped (`\udxxx`) because they have
+//!   no UTF-8 form;
+//! - `NaN`, `Infinity` and `-Infinity` (which Python's `json.dumps` emits by
+//!   default) are written as `null` and reported in [`Formatted::coerced`].
+
+use std::ops::Range;
+
+/// Deepest nesting accepted in a record received from a client. Python's own
+/// decoder gives up near 1000; 128 matches serde_json's limit used for
+/// requests, and keeps the indentation of the output bounded.
+pub const MAX_RECORD_DEPTH: usize = 128;
+
+/// Why a value was refused. `offset` is a byte offset into the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonError {
+    /// The input ended inside a value. On a line this is a syntax error; in
+    /// the start-up file scan it means "read more bytes".
+    Incomplete,
+    /// A syntax error at `offset`.
+    Syntax { offset: usize, what: &'static str },
+    /// Valid JSON so far, but nested deeper than the limit.
+    TooDeep { offset: usize },
+    /// A well-formed value that is not an object where an object is required.
+    NotObject { found: &'static str },
+    /// Bytes that are not UTF-8 inside a string.
+    Utf8 { offset: usize },
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::Incomplete => write!(f, "unexpected end of input"),
+            JsonError::Syntax { offset, what } => write!(f, "{what} at byte {}", offset + 1),
+            JsonError::TooDeep { offset } => write!(
+                f,
+                "nesting deeper than {MAX_RECORD_DEPTH} levels at byte {}",
+                offset + 1
+            ),
+            JsonError::NotObject { found } => write!(f, "expected a JSON object, found {found}"),
+            JsonError::Utf8 { offset } => write!(f, "invalid UTF-8 at byte {}", offset + 1),
+        }
+    }
+}
+
+/// Where the printer writes. `Vec<u8>` collects the pretty-printed bytes;
+/// [`Discard`] validates only (the start-up scan of an existing file).
+pub trait Sink {
+    fn push(&mut self, b: u8);
+    fn extend(&mut self, s: &[u8]);
+    fn len(&self) -> usize;
+    fn truncate(&mut self, len: usize);
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Sink for Vec<u8> {
+    #[inline(always)]
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b)
+    }
+    #[inline(always)]
+    fn extend(&mut self, s: &[u8]) {
+        self.extend_from_slice(s)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    #[inline(always)]
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len)
+    }
+}
+
+/// A sink that keeps nothing: validation only.
+#[derive(Default)]
+pub struct Discard;
+
+impl Sink for Discard {
+    #[inline(always)]
+    fn push(&mut self, _: u8) {}
+    #[inline(always)]
+    fn extend(&mut self, _: &[u8]) {}
+    #[inline(always)]
+    fn len(&self) -> usize {
+        0
+    }
+    #[inline(always)]
+    fn truncate(&mut self, _: usize) {}
+}
+
+/// A member of the top-level object, located in both the input and the
+/// output, so that the index can read a few fields without a second parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopField {
+    /// The decoded key, as printed (without quotes), in output coordinates.
+    pub key_out: Range<usize>,
+    /// The raw key in input coordinates (with quotes).
+    pub key_in: Range<usize>,
+    /// The value in input coordinates.
+    pub value_in: Range<usize>,
+    /// The value in output coordinates.
+    pub value_out: Range<usize>,
+}
+
+/// What a successful format reports besides the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Formatted {
+    /// Byte offset just past the value in the input (trailing whitespace not
+    /// included).
+    pub end: usize,
+    /// The value held `NaN`, `Infinity` or `-Infinity`, written as `null`.
+    pub coerced: bool,
+    /// A top-level `logged_at` key was present (so none was added).
+    pub had_logged_at: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    Object,
+    Array,
+}
+
+/// Reusable formatter state: the nesting stack and the top-level fields of
+/// the last value, kept between calls so the hot path does not allocate.
+#[derive(Default)]
+pub struct Formatter {
+    stack: Vec<Frame>,
+    /// Members of the last formatted top-level object, in order.
+    pub fields: Vec<TopField>,
+}
+
+/// Indentation source: Python's indent=2 at up to this many levels is
+/// sliced from here; deeper levels are written in pieces.
+const SPACES: &[u8; 256] = &[b' '; 256];
+
+#[inline(always)]
+fn newline_indent<S: Sink>(out: &mut S, depth: usize) {
+    out.push(b'\n');
+    // An element of the top-level array sits at level 1, so depth d prints
+    // 2 * (d + 1) spaces.
+    let mut n = 2 * (depth + 1);
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        out.extend(&SPACES[..k]);
+        n -= k;
+    }
+}
+
+#[inline(always)]
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+#[inline(always)]
+fn skip_ws(input: &[u8], mut i: usize) -> usize {
+    while i < input.len() && is_ws(input[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first byte at or after `i` that is `"`, `\` or below 0x20,
+/// or `input.len()`. Eight bytes at a time: transcripts are long strings.
+#[inline(always)]
+fn string_run_end(input: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while i + 8 <= input.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&input[i..i + 8]);
+        let v = u64::from_le_bytes(word);
+        let quote = v ^ (LO * u64::from(b'"'));
+        let backslash = v ^ (LO * u64::from(b'\\'));
+        // Classic "has zero byte" and "has byte < n" tricks; bytes >= 0x80
+        // are excluded by `!v` so UTF-8 continuation bytes never match.
+        let hit = ((quote.wrapping_sub(LO) & !quote)
+            | (backslash.wrapping_sub(LO) & !backslash)
+            | (v.wrapping_sub(LO * 0x20) & !v))
+            & HI;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < input.len() {
+        let b = input[i];
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+#[inline(always)]
+fn hex4(input: &[u8], i: usize) -> Result<u32, JsonError> {
+    if i + 4 > input.len() {
+        return Err(JsonError::Incomplete);
+    }
+    let mut v = 0u32;
+    for (k, &b) in input[i..i + 4].iter().enumerate() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => {
+                return Err(JsonError::Syntax {
+                    offset: i + k,
+                    what: "invalid \\u escape",
+                });
+            }
+        };
+        v = v * 16 + u32::from(d);
+    }
+    Ok(v)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[inline(always)]
+fn push_u_escape<S: Sink>(out: &mut S, cp: u32) {
+    out.extend(&[
+        b'\\',
+        b'u',
+        HEX[(cp >> 12) as usize & 0xf],
+        HEX[(cp >> 8) as usize & 0xf],
+        HEX[(cp >> 4) as usize & 0xf],
+        HEX[cp as usize & 0xf],
+    ]);
+}
+
+/// Writes code point `cp` as Python's ensure_ascii=False encoder would.
+#[inline(always)]
+fn push_char<S: Sink>(out: &mut S, cp: u32) {
+    match cp {
+        0x22 => out.extend(b"\\\""),
+        0x5c => out.extend(b"\\\\"),
+        0x08 => out.extend(b"\\b"),
+        0x0c => out.extend(b"\\f"),
+        0x0a => out.extend(b"\\n"),
+        0x0d => out.extend(b"\\r"),
+        0x09 => out.extend(b"\\t"),
+        0..=0x1f => push_u_escape(out, cp),
+        // Lone surrogates have no UTF-8 form: keep them escaped.
+        0xd800..=0xdfff => push_u_escape(out, cp),
+        _ => match char::from_u32(cp) {
+            Some(c) => {
+                let mut buf = [0u8; 4];
+                out.extend(c.encode_utf8(&mut buf).as_bytes());
+            }
+            None => push_u_escape(out, cp),
+        },
+    }
+}
+
+/// Parses the string whose opening quote is at `i`, writing it re-escaped.
+/// Returns the offset after the closing quote.
+#[inline(always)]
+fn string<S: Sink>(input: &[u8], mut i: usize, out: &mut S) -> Result<usize, JsonError> {
+    debug_assert_eq!(input[i], b'"');
+    out.push(b'"');
+    i += 1;
+    loop {
+        let run_end = string_run_end(input, i);
+        if run_end > i {
+            let run = &input[i..run_end];
+            if !run.is_ascii() {
+                // Validate only runs that hold non-ASCII bytes. A run can end
+                // in the middle of a multi-byte character only at the end of
+                // the input (the stop bytes are all ASCII).
+                if let Err(e) = std::str::from_utf8(run) {
+                    if e.error_len().is_none() && run_end == input.len() {
+                        return Err(JsonError::Incomplete);
+                    }
+                    return Err(JsonError::Utf8 {
+                        offset: i + e.valid_up_to(),
+                    });
+                }
+            }
+            out.extend(run);
+        }
+        i = run_end;
+        let Some(&b) = input.get(i) else {
+            return Err(JsonError::Incomplete);
+        };
+        match b {
+            b'"' => {
+                out.push(b'"');
+                return Ok(i + 1);
+            }
+            b'\\' => {
+                let Some(&e) = input.get(i + 1) else {
+                    return Err(JsonError::Incomplete);
+                };
+                i += 2;
+                match e {
+                    b'"' => out.extend(b"\\\""),
+                    b'\\' => out.extend(b"\\\\"),
+                    b'/' => out.push(b'/'),
+                    b'b' => out.extend(b"\\b"),
+                    b'f' => out.extend(b"\\f"),
+                    b'n' => out.extend(b"\\n"),
+                    b'r' => out.extend(b"\\r"),
+                    b't' => out.extend(b"\\t"),
+                    b'u' => {
+                        let cp = hex4(input, i)?;
+                        i += 4;
+                        if (0xd800..0xdc00).contains(&cp)
+                            && input.get(i) == Some(&b'\\')
+                            && input.get(i + 1) == Some(&b'u')
+                        {
+                            let lo = hex4(input, i + 2)?;
+                            if (0xdc00..0xe000).contains(&lo) {
+                                i += 6;
+                                push_char(out, 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00));
+                                continue;
+                            }
+                        }
+                        push_char(out, cp);
+                    }
+                    _ => {
+                        return Err(JsonError::Syntax {
+                            offset: i - 1,
+                            what: "invalid escape in string",
+                        });
+                    }
+                }
+            }
+            _ => {
+                return Err(JsonError::Syntax {
+                    offset: i,
+                    what: "control character in string",
+                });
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn digits(input: &[u8], mut i: usize) -> usize {
+    while i < input.len() && input[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// Validates the number starting at `i`; returns its end. Copied verbatim.
+#[inline(always)]
+fn number(input: &[u8], start: usize) -> Result<usize, JsonError> {
+    let mut i = start;
+    if input.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match input.get(i) {
+        None => return Err(JsonError::Incomplete),
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(input, i + 1),
+        Some(_) => {
+            return Err(JsonError::Syntax {
+                offset: i,
+                what: "invalid number",
+            });
+        }
+    }
+    if input.get(i) == Some(&b'.') {
+        let j = digits(input, i + 1);
+        if j == i + 1 {
+            return Err(if j == input.len() {
+                JsonError::Incomplete
+            } else {
+                JsonError::Syntax {
+                    offset: j,
+                    what: "invalid number",
+                }
+            });
+        }
+        i = j;
+    }
+    if matches!(input.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(input.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let j = digits(input, i);
+        if j == i {
+            return Err(if j == input.len() {
+                JsonError::Incomplete
+            } else {
+                JsonError::Syntax {
+                    offset: j,
+                    what: "invalid number",
+                }
+            });
+        }
+        i = j;
+    }
+    // At the end of the input a number may go on in bytes not yet read.
+    if i == input.len() {
+        return Err(JsonError::Incomplete);
+    }
+    Ok(i)
+}
+
+/// Matches `word` at `i`, distinguishing a prefix cut by the end of the
+/// input (incomplete) from a mismatch.
+#[inline(always)]
+fn literal(input: &[u8], i: usize, word: &[u8]) -> Result<usize, JsonError> {
+    let avail = &input[i..input.len().min(i + word.len())];
+    if avail != &word[..avail.len()] {
+        return Err(JsonError::Syntax {
+            offset: i,
+            what: "invalid literal",
+        });
+    }
+    if avail.len() < word.len() {
+        return Err(JsonError::Incomplete);
+    }
+    Ok(i + word.len())
+}
+
+fn kind_of(b: u8) -> &'static str {
+    match b {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        _ => "a number",
+    }
+}
+
+impl Formatter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Formats one record: a JSON object, alone on its line apart from
+    /// whitespace. Appends `prefix`, then the pretty-printed object (adding
+    /// `"logged_at": <logged_at>` as its last key when it has none; pass the
+    /// value already quoted) to `out`. On error `out` is left as it was.
+    ///
+    /// # Errors
+    /// Any [`JsonError`]; [`JsonError::Incomplete`] means the line ended
+    /// inside the value.
+    pub fn record(
+        &mut self,
+        input: &[u8],
+        prefix: &[u8],
+        logged_at: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Formatted, JsonError> {
+        let mark = out.len();
+        out.extend_from_slice(prefix);
+        let res = self.value(
+            input,
+            skip_ws(input, 0),
+            out,
+            MAX_RECORD_DEPTH,
+            true,
+            Some(logged_at),
+        );
+        let res = res.and_then(|f| {
+            let rest = skip_ws(input, f.end);
+            if rest != input.len() {
+                Err(JsonError::Syntax {
+                    offset: rest,
+                    what: "unexpected bytes after the object",
+                })
+            } else {
+                Ok(f)
+            }
+        });
+        if res.is_err() {
+            out.truncate(mark);
+        }
+        res
+    }
+
+    /// Validates the value starting at `start` (after any whitespace) without
+    /// keeping output; top-level members are still located in `fields`.
+    ///
+    /// # Errors
+    /// Any [`JsonError`] except `NotObject` unless `require_object`.
+    pub fn validate(
+        &mut self,
+        input: &[u8],
+        start: usize,
+        max_depth: usize,
+        require_object: bool,
+    ) -> Result<Formatted, JsonError> {
+        self.value(
+            input,
+            skip_ws(input, start),
+            &mut Discard,
+            max_depth,
+            require_object,
+            None,
+        )
+    }
+
+    /// The single pass behind [`Formatter::record`] and
+    /// [`Formatter::validate`].
+    fn value<S: Sink>(
+        &mut self,
+        input: &[u8],
+        mut i: usize,
+        out: &mut S,
+        max_depth: usize,
+        require_object: bool,
+        logged_at: Option<&[u8]>,
+    ) -> Result<Formatted, JsonError> {
+        self.stack.clear();
+        self.fields.clear();
+        let mut coerced = false;
+        let mut had_logged_at = false;
+        let Some(&first) = input.get(i) else {
+            return Err(JsonError::Incomplete);
+        };
+        if require_object && first != b'{' {
+            // Tell "not JSON" from "JSON, but not an object" for the reply.
+            if matches!(first, b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') {
+                let mut probe = Formatter::new();
+                let r = probe.value(input, i, &mut Discard, max_depth, false, None);
+                if let Ok(f) = r
+                    && skip_ws(input, f.end) == input.len()
+                {
+                    return Err(JsonError::NotObject {
+                        found: kind_of(first),
+                    });
+                }
+            }
+            return Err(JsonError::Syntax {
+                offset: i,
+                what: "expected a JSON object",
+            });
+        }
+        // Start of the current top-level member's value (input, output).
+        let mut member_start = (0usize, 0usize);
+        let mut member_key = (0..0, 0..0);
+        'value: loop {
+            let Some(&b) = input.get(i) else {
+                return Err(JsonError::Incomplete);
+            };
+            match b {
+                b'{' | b'[' => {
+                    let (open, close, frame) = if b == b'{' {
+                        (b'{', b'}', Frame::Object)
+                    } else {
+                        (b'[', b']', Frame::Array)
+                    };
+                    let j = skip_ws(input, i + 1);
+                    let Some(&next) = input.get(j) else {
+                        return Err(JsonError::Incomplete);
+                    };
+                    if next == close {
+                        i = j + 1;
+                        if self.stack.is_empty() && frame == Frame::Object {
+                            if let Some(ts) = logged_at {
+                                out.push(b'{');
+                                newline_indent(out, 1);
+                                out.extend(b"\"logged_at\": ");
+                                out.extend(ts);
+                                newline_indent(out, 0);
+                                out.push(b'}');
+                            } else {
+                                out.extend(b"{}");
+                            }
+                        } else {
+                            out.extend(&[open, close]);
+                        }
+                    } else {
+                        if self.stack.len() >= max_depth {
+                            return Err(JsonError::TooDeep { offset: i });
+                        }
+                        self.stack.push(frame);
+                        out.push(open);
+                        newline_indent(out, self.stack.len());
+                        i = j;
+                        if frame == Frame::Object {
+                            i = self.key(input, i, out, &mut member_key, &mut member_start)?;
+                        }
+                        continue 'value;
+                    }
+                }
+                b'"' => i = string(input, i, out)?,
+                b't' => {
+                    i = literal(input, i, b"true")?;
+                    out.extend(b"true");
+                }
+                b'f' => {
+                    i = literal(input, i, b"false")?;
+                    out.extend(b"false");
+                }
+                b'n' => {
+                    i = literal(input, i, b"null")?;
+                    out.extend(b"null");
+                }
+                b'N' => {
+                    i = literal(input, i, b"NaN")?;
+                    out.extend(b"null");
+                    coerced = true;
+                }
+                b'I' => {
+                    i = literal(input, i, b"Infinity")?;
+                    out.extend(b"null");
+                    coerced = true;
+                }
+                b'-' if input.get(i + 1) == Some(&b'I') => {
+                    i = literal(input, i, b"-Infinity")?;
+                    out.extend(b"null");
+                    coerced = true;
+                }
+                b'-' | b'0'..=b'9' => {
+                    let end = match number(input, i) {
+                        // A number that ends the whole input is complete only
+                        // when it is the whole value.
+                        Err(JsonError::Incomplete) if self.stack.is_empty() => {
+                            let probe = [&input[i..], b" "].concat();
+                            number(&probe, 0)? + i
+                        }
+                        r => r?,
+                    };
+                    out.extend(&input[i..end]);
+                    i = end;
+                }
+                _ => {
+                    return Err(JsonError::Syntax {
+                        offset: i,
+                        what: "expected a value",
+                    });
+                }
+            }
+            // A value just ended; it belongs to the frame on top of the stack.
+            loop {
+                if self.stack.len() == 1 && self.stack[0] == Frame::Object {
+                    let f = TopField {
+                        key_out: member_key.0.clone(),
+                        key_in: member_key.1.clone(),
+                        value_in: member_start.0..i,
+                        value_out: member_start.1..out.len(),
+                    };
+                    if logged_at.is_some() || require_object {
+                        // Only the output sink has decoded keys; compare raw
+                        // input keys when validating.
+                        let key: &[u8] = &input[f.key_in.clone()];
+                        if key == b"\"logged_at\"" {
+                            had_logged_at = true;
+                        }
+                    }
+                    self.fields.push(f);
+                }
+                let Some(&frame) = self.stack.last() else {
+                    return Ok(Formatted {
+                        end: i,
+                        coerced,
+                        had_logged_at,
+                    });
+                };
+                i = skip_ws(input, i);
+                let Some(&b) = input.get(i) else {
+                    return Err(JsonError::Incomplete);
+                };
+                match (frame, b) {
+                    (_, b',') => {
+                        out.push(b',');
+                        newline_indent(out, self.stack.len());
+                        i = skip_ws(input, i + 1);
+                        if frame == Frame::Object {
+                            i = self.key(input, i, out, &mut member_key, &mut member_start)?;
+                        }
+                        continue 'value;
+                    }
+                    (Frame::Object, b'}') | (Frame::Array, b']') => {
+                        i += 1;
+                        self.stack.pop();
+                        if self.stack.is_empty()
+                            && frame == Frame::Object
+                            && !had_logged_at
+                            && let Some(ts) = logged_at
+                        {
+                            out.push(b',');
+                            newline_indent(out, 1);
+                            out.extend(b"\"logged_at\": ");
+                            out.extend(ts);
+                        }
+                        newline_indent(out, self.stack.len());
+                        out.push(b);
+                    }
+                    _ => {
+                        return Err(JsonError::Syntax {
+                            offset: i,
+                            what: if frame == Frame::Object {
+                                "expected ',' or '}'"
+                            } else {
+                                "expected ',' or ']'"
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses `"key" :` at `i` (after whitespace), writes `"key": `, and
+    /// returns the offset of the value (after whitespace).
+    #[inline(always)]
+    fn key<S: Sink>(
+        &mut self,
+        input: &[u8],
+        i: usize,
+        out: &mut S,
+        member_key: &mut (Range<usize>, Range<usize>),
+        member_start: &mut (usize, usize),
+    ) -> Result<usize, JsonError> {
+        match input.get(i) {
+            None => return Err(JsonError::Incomplete),
+            Some(b'"') => {}
+            Some(_) => {
+                return Err(JsonError::Syntax {
+                    offset: i,
+                    what: "expected a string key",
+                });
+            }
+        }
+        let out_start = out.len();
+        let end = string(input, i, out)?;
+        if self.stack.len() == 1 {
+            // A discarding sink has no output coordinates.
+            let key_out = if out.len() > out_start {
+                out_start + 1..out.len() - 1
+            } else {
+                0..0
+            };
+            *member_key = (key_out, i..end);
+        }
+        let j = skip_ws(input, end);
+        match input.get(j) {
+            None => return Err(JsonError::Incomplete),
+            Some(b':') => {}
+            Some(_) => {
+                return Err(JsonError::Syntax {
+                    offset: j,
+                    what: "expected ':'",
+                });
+            }
+        }
+        out.extend(b": ");
+        let v = skip_ws(input, j + 1);
+        if self.stack.len() == 1 {
+            *member_start = (v, out.len());
+        }
+        Ok(v)
+    }
+}
+
+/// The byte ranges of the elements of the JSON array `input` (which must
+/// be exactly one array, whitespace around it allowed). Elements are
+/// validated with the record rules (objects or not, `NaN` accepted).
+///
+/// # Errors
+/// The array is not well-formed.
+pub fn array_elements(input: &[u8]) -> Result<Vec<Range<usize>>, JsonError> {
+    let mut i = skip_ws(input, 0);
+    if input.get(i) != Some(&b'[') {
+        return Err(JsonError::Syntax {
+            offset: i,
+            what: "expected an array",
+        });
+    }
+    let mut fmt = Formatter::new();
+    let mut out = Vec::new();
+    i = skip_ws(input, i + 1);
+    if input.get(i) == Some(&b']') {
+        return Ok(out);
+    }
+    loop {
+        let start = skip_ws(input, i);
+        let f = fmt.value(
+            input,
+            start,
+            &mut Discard,
+            MAX_RECORD_DEPTH - 1,
+            false,
+            None,
+        )?;
+        out.push(start..f.end);
+        i = skip_ws(input, f.end);
+        match input.get(i) {
+            Some(b',') => i += 1,
+            Some(b']') => return Ok(out),
+            None => return Err(JsonError::Incomplete),
+            Some(_) => {
+                return Err(JsonError::Syntax {
+                    offset: i,
+                    what: "expected ',' or ']'",
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(input: &str) -> Result<String, JsonError> {
+        let mut f = Formatter::new();
+        let mut out = Vec::new();
+        f.record(input.as_bytes(), b"", b"\"T\"", &mut out)?;
+        Ok(String::from_utf8(out).expect("formatter output is UTF-8"))
+    }
+
+    #[test]
+    fn pretty_prints_like_python_indent_2() {
+        assert_eq!(
+            fmt(r#"{"a":1,"b":[1,{"c":null}],"d":{},"e":[],"logged_at":"x"}"#).unwrap(),
+            "{\n    \"a\": 1,\n    \"b\": [\n      1,\n      {\n        \"c\": null\n      }\n    ],\n    \"d\": {},\n    \"e\": [],\n    \"logged_at\": \"x\"\n  }"
+        );
+    }
+
+    #[test]
+    fn adds_logged_at_last_when_missing() {
+        assert_eq!(fmt("{}").unwrap(), "{\n    \"logged_at\": \"T\"\n  }");
+        assert_eq!(
+            fmt(r#" {"a" : true} "#).unwrap(),
+            "{\n    \"a\": true,\n    \"logged_at\": \"T\"\n  }"
+        );
+    }
+
+    #[test]
+    fn escapes_like_ensure_ascii_false() {
+        let s = fmt(r#"{"s":"\u00e9\u0000\u001f\b\/\"\\\ud83d\ude00\ud800x\u007f","logged_at":1}"#)
+            .unwrap();
+        assert_eq!(
+            s,
+            "{\n    \"s\": \"é\\u0000\\u001f\\b/\\\"\\\\😀\\ud800x\u{7f}\",\n    \"logged_at\": 1\n  }"
+        );
+    }
+
+    #[test]
+    fn coerces_non_finite_numbers() {
+        let mut f = Formatter::new();
+        let mut out = Vec::new();
+        let r = f
+            .record(
+                br#"{"a":NaN,"b":[Infinity,-Infinity],"logged_at":0}"#,
+                b"",
+                b"",
+                &mut out,
+            )
+            .unwrap();
+        assert!(r.coerced);
+        assert!(r.had_logged_at);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\n    \"a\": null,\n    \"b\": [\n      null,\n      null\n    ],\n    \"logged_at\": 0\n  }"
+        );
+    }
+
+    #[test]
+    fn numbers_are_verbatim_and_validated() {
+        assert!(fmt(r#"{"n":-0.5e+10}"#).unwrap().contains("-0.5e+10"));
+        let big = format!("{{\"n\":{}}}", "9".repeat(400));
+        assert!(fmt(&big).unwrap().contains(&"9".repeat(400)));
+        for bad in [
+            r#"{"n":01}"#,
+            r#"{"n":1.}"#,
+            r#"{"n":-}"#,
+            r#"{"n":1e}"#,
+            r#"{"n":+1}"#,
+        ] {
+            assert!(fmt(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_python_rejects() {
+        for bad in [
+            "",
+            "{",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":"x"#,
+            "{\"a\":\"\t\"}",
+            r#"{"a":tru}"#,
+            r#"{"a":1}x"#,
+            r#"{'a':1}"#,
+            r#"{"a":"\x"}"#,
+        ] {
+            assert!(fmt(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reports_non_objects() {
+        for (input, found) in [
+            ("[1]", "an array"),
+            ("\"s\"", "a string"),
+            ("12", "a number"),
+            ("null", "null"),
+        ] {
+            assert_eq!(fmt(input), Err(JsonError::NotObject { found }), "{input}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_key_and_value() {
+        let mut f = Formatter::new();
+        let mut out = vec![1, 2];
+        assert!(matches!(
+            f.record(b"{\"a\xff\":1}", b"", b"", &mut out),
+            Err(JsonError::Utf8 { .. })
+        ));
+        assert!(matches!(
+            f.record(b"{\"a\":\"\xc3\"}", b"", b"", &mut out),
+            Err(JsonError::Utf8 { .. })
+        ));
+        assert_eq!(out, vec![1, 2], "output untouched on error");
+    }
+
+    #[test]
+    fn depth_is_bounded_without_recursion() {
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(fmt(&deep), Err(JsonError::TooDeep { .. })));
+        let ok = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(fmt(&ok).is_ok());
+    }
+
+    #[test]
+    fn top_fields_are_located() {
+        let mut f = Formatter::new();
+        let mut out = Vec::new();
+        let input = br#"{"video_id": "v1", "success" :false,"t":{"x":[1]}}"#;
+        f.record(input, b",\n  ", b"\"T\"", &mut out).unwrap();
+        let keys: Vec<&[u8]> = f.fields.iter().map(|t| &out[t.key_out.clone()]).collect();
+        assert_eq!(keys, vec![&b"video_id"[..], b"success", b"t"]);
+        assert_eq!(&input[f.fields[1].value_in.clone()], b"false");
+        assert_eq!(&out[f.fields[0].value_out.clone()], b"\"v1\"");
+        assert_eq!(&input[f.fields[2].value_in.clone()], br#"{"x":[1]}"#);
+    }
+
+    #[test]
+    fn validate_reports_incomplete_for_cut_input() {
+        let full = r#"{"a": [1, 2.5, "xé"], "b": {"c": null}}"#.as_bytes();
+        let mut f = Formatter::new();
+        assert!(f.validate(full, 0, 1000, true).is_ok());
+        for cut in 1..full.len() {
+            assert_eq!(
+                f.validate(&full[..cut], 0, 1000, true),
+                Err(JsonError::Incomplete),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn splits_array_elements() {
+        let input = br#" [ {"a":[1,2]} , 3 ,"x", {} ] "#;
+        let got: Vec<&[u8]> = array_elements(input)
+            .unwrap()
+            .into_iter()
+            .map(|r| &input[r])
+            .collect();
+        assert_eq!(got, vec![&br#"{"a":[1,2]}"#[..], b"3", b"\"x\"", b"{}"]);
+        assert_eq!(array_elements(b"[]").unwrap(), vec![]);
+        assert!(array_elements(b"[1,]").is_err());
+        assert!(array_elements(b"[1 2]").is_err());
+    }
+
+    #[test]
+    fn swar_scan_finds_stop_bytes_anywhere() {
+        for pos in 0..20 {
+            for stop in [b'"', b'\\', 0x01, 0x1f] {
+                let mut v = vec![b'a'; 20];
+                v[pos] = stop;
+                assert_eq!(string_run_end(&v, 0), pos);
+            }
+            let mut v = "é".repeat(10).into_bytes();
+            v.push(b'"');
+            assert_eq!(string_run_end(&v, 0), 20);
+        }
+    }
+}

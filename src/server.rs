@@ -1,0 +1,240 @@
+//! The listening socket: ownership via a lock file, stale-socket cleanup,
+//! bind with a race-free mode, the accept loop with a connection cap, and
+//! the shutdown fan-out. The only user of `interprocess`.
+//!
+//! Staleness is decided by an exclusive `flock` on `<socket>.lock`, held for
+//! the daemon's life, not by a connect probe (a live daemon with a full
+//! backlog refuses connections too). The lock file is never deleted: deleting
+//! a lock file that others may have open breaks the lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use interprocess::os::unix::uds_local_socket::tokio::Listener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::handler::{self, Shared};
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug)]
+pub enum BindError {
+    /// Another daemon holds the socket's lock file.
+    InUse(PathBuf),
+    /// Something that is not a socket is in the way; never deleted.
+    NotASocket(PathBuf),
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::InUse(p) => write!(
+                f,
+                "another joblogd is already serving {} (its lock file {}.lock is held)",
+                p.display(),
+                p.display()
+            ),
+            BindError::NotASocket(p) => write!(
+                f,
+                "{} exists and is not a socket; refusing to replace it",
+                p.display()
+            ),
+            BindError::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "cannot {action} {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// The socket's lock, taken before anything else so that a second daemon on
+/// the same socket stops before touching the log file.
+#[derive(Debug)]
+pub struct SocketLock {
+    path: PathBuf,
+    _file: File,
+}
+
+/// Takes `<socket>.lock`.
+///
+/// # Errors
+/// [`BindError::InUse`] if another daemon holds it.
+pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
+    let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
+    if let Some(dir) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|source| BindError::Io {
+            path: dir.to_owned(),
+            action: "create directory",
+            source,
+        })?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|source| BindError::Io {
+            path: lock_path.clone(),
+            action: "open lock file",
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(SocketLock {
+            path: socket.to_owned(),
+            _file: file,
+        }),
+        Err(fs::TryLockError::WouldBlock) => Err(BindError::InUse(socket.to_owned())),
+        Err(fs::TryLockError::Error(source)) => Err(BindError::Io {
+            path: lock_path,
+            action: "lock",
+            source,
+        }),
+    }
+}
+
+/// A bound listener; removes its socket file when dropped.
+#[derive(Debug)]
+pub struct Bound {
+    listener: Listener,
+    lock: SocketLock,
+}
+
+/// Binds the socket (removing a stale one) with `mode`.
+///
+/// # Errors
+/// [`BindError::NotASocket`] if the path holds anything else.
+pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
+    let path = lock.path.clone();
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_socket() => {
+            // We hold the lock: whoever made this socket is gone.
+            tracing::info!(socket = %path.display(), "Removing stale socket.");
+            fs::remove_file(&path).map_err(|source| BindError::Io {
+                path: path.clone(),
+                action: "remove stale socket",
+                source,
+            })?;
+        }
+        Ok(_) => return Err(BindError::NotASocket(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(BindError::Io {
+                path,
+                action: "inspect",
+                source,
+            });
+        }
+    }
+    let io_err = |source| BindError::Io {
+        path: path.clone(),
+        action: "bind",
+        source,
+    };
+    let name = path
+        .as_path()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(io_err)?;
+    let listener: Listener = ListenerOptions::new()
+        .name(name)
+        .mode(mode as libc::mode_t)
+        // We remove the file ourselves, at the end of shutdown.
+        .reclaim_name(false)
+        .create_tokio_as()
+        .map_err(io_err)?;
+    Ok(Bound { listener, lock })
+}
+
+impl Bound {
+    pub fn path(&self) -> &Path {
+        &self.lock.path
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.lock.path);
+    }
+}
+
+/// Accepts connections until `shutdown` completes, then tells every
+/// connection to finish (read what its client already sent, answer it) and
+/// waits up to `grace` for them. Returns the bound socket, so the caller
+/// decides when the file goes away (after the final flush).
+pub async fn serve(
+    bound: Bound,
+    shared: Arc<Shared>,
+    max_connections: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Bound {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut conns = JoinSet::new();
+    let mut backoff = Duration::from_millis(1);
+    tokio::pin!(shutdown);
+    loop {
+        // Reap finished connections so the set does not grow.
+        while conns.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            r = bound.listener.inner().accept() => r,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(1);
+                let shared = shared.clone();
+                let stop = stop_rx.clone();
+                conns.spawn(async move {
+                    handler::handle(stream, shared, stop).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: wait, do not spin.
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Accept failed.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    let open = conns.len();
+    tracing::info!(
+        connections = open,
+        "Shutting down: no longer accepting; draining connections."
+    );
+    let _ = stop_tx.send(true);
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            grace_ms = grace.as_millis() as u64,
+            "Connections still open after the grace period; closing them."
+        );
+        conns.shutdown().await;
+    }
+    bound
+}

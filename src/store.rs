@@ -1,0 +1,598 @@
+//! The data file: sole owner of `processing_log.json`.
+//!
+//! Layout on disk is exactly what Python's `json.dump(list, f, indent=2,
+//! ensure_ascii=False)` writes: `[`, then `\n  <record>` separated by `,`,
+//! then `\n]`, no trailing newline; an empty log is `[]`.
+//!
+//! **Invariant:** after every successful [`Store::append`] the file is a
+//! valid JSON array holding every record appended so far, and
+//! `content_end` is the offset just past the last record (or past `[`).
+//! An append writes only the new bytes, starting at `content_end`
+//! (overwriting the old `\n]`), in one `pwrite`, then `fdatasync`; its cost
+//! does not depend on the size of the file.
+//!
+//! A failed write or sync is never assumed to have worked: the file is cut
+//! back to `content_end`, re-closed, and the caller keeps the batch to write
+//! again in full (Linux may drop dirty pages after a failed fsync and report
+//! success on the next one).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::json::{Formatter, JsonError};
+
+/// How durable a flush is before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every batch: acknowledged records survive power loss.
+    Always,
+    /// Leave write-back to the kernel: acknowledged records survive a daemon
+    /// crash but not a power cut.
+    Never,
+}
+
+/// Errors of the data file. Fatal only while opening; during appends they
+/// are logged, counted, and the batch is kept for another try.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another process holds the lock on the file.
+    Locked(PathBuf),
+    /// An I/O error, with what was being done.
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Locked(p) => write!(
+                f,
+                "{} is locked by another process (is another joblogd writing it?)",
+                p.display()
+            ),
+            StoreError::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "cannot {action} {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Locked(_) => None,
+        }
+    }
+}
+
+/// What the start-up scan found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Complete records kept.
+    pub records: u64,
+    /// Bytes of the file scanned.
+    pub scanned_bytes: u64,
+    /// Set when the file was not a valid array: where the original bytes
+    /// were copied, and how many bytes past the kept prefix were cut.
+    pub corrupt_copy: Option<PathBuf>,
+    pub cut_bytes: u64,
+    /// Why the file was not valid, for the warning.
+    pub problem: Option<String>,
+    /// The file did not exist (or was empty) and was created as `[]`.
+    pub created: bool,
+}
+
+/// A record found by the start-up scan: where it is in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScannedRecord {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The open, locked data file.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    file: File,
+    /// Offset just past the last complete record, or just past `[`.
+    content_end: u64,
+    /// Length of the file on disk; larger than `content_end + 2` only for a
+    /// file we took over with extra whitespace after `]`.
+    file_len: u64,
+    records: u64,
+    fsync: FsyncPolicy,
+}
+
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+/// `YYYYmmddTHHMMSS` in local time, for names of files set aside.
+pub fn file_timestamp() -> String {
+    let t = crate::time::LocalTime::now();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+impl Store {
+    /// Opens (creating parents and an empty `[]` if missing), locks, scans
+    /// and if needed repairs the file. `on_record` sees every kept record in
+    /// order, with its bytes, so the caller can index it.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another process holds the file,
+    /// [`StoreError::Io`] when it cannot be read, repaired or created.
+    pub fn open(
+        path: &Path,
+        fsync: FsyncPolicy,
+        mut on_record: impl FnMut(ScannedRecord, &[u8]),
+    ) -> Result<(Store, Recovery), StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io_err(parent, "create directory"))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err(path, "open"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
+        }
+        let len = file.metadata().map_err(io_err(path, "stat"))?.len();
+        let mut store = Store {
+            path: path.to_owned(),
+            file,
+            content_end: 0,
+            file_len: len,
+            records: 0,
+            fsync,
+        };
+        let mut recovery = Recovery::default();
+        if len == 0 {
+            // New file, or one we created and crashed before writing `[]`:
+            // nothing to keep, nothing to set aside.
+            store.rewrite_tail(0, b"[]")?;
+            store.content_end = 1;
+            recovery.created = true;
+            return Ok((store, recovery));
+        }
+        let scan = scan(&store.file, &mut on_record).map_err(io_err(path, "read"))?;
+        recovery.records = scan.records;
+        recovery.scanned_bytes = scan.scanned;
+        store.records = scan.records;
+        store.content_end = scan.content_end;
+        if let Some(problem) = scan.problem {
+            // Keep the original bytes before changing anything.
+            let copy = PathBuf::from(format!("{}.corrupt-{}", path.display(), file_timestamp()));
+            let copy = unique_path(copy);
+            fs::copy(path, &copy).map_err(io_err(&copy, "copy damaged file to"))?;
+            File::open(&copy)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&copy, "sync"))?;
+            sync_dir(&copy);
+            recovery.cut_bytes = len - scan.content_end;
+            recovery.corrupt_copy = Some(copy);
+            recovery.problem = Some(problem);
+            if scan.content_end == 0 {
+                store.rewrite_tail(0, b"[]")?;
+                store.content_end = 1;
+            } else {
+                let tail: &[u8] = if scan.records == 0 { b"]" } else { b"\n]" };
+                store.rewrite_tail(scan.content_end, tail)?;
+            }
+        }
+        Ok((store, recovery))
+    }
+
+    /// Writes `tail` at `at`, cuts the file there, syncs.
+    fn rewrite_tail(&mut self, at: u64, tail: &[u8]) -> Result<(), StoreError> {
+        let path = &self.path;
+        self.file
+            .write_all_at(tail, at)
+            .map_err(io_err(path, "write"))?;
+        let end = at + tail.len() as u64;
+        self.file.set_len(end).map_err(io_err(path, "truncate"))?;
+        self.file.sync_all().map_err(io_err(path, "sync"))?;
+        self.file_len = end;
+        Ok(())
+    }
+
+    /// Appends `count` records. `framed` holds each record preceded by
+    /// `,\n  ` (the separator Python's indent=2 writes); it is borrowed
+    /// mutably only to add and remove the closing `\n]` so that the whole
+    /// batch goes out in one write.
+    ///
+    /// # Errors
+    /// The write or sync failed; the file has been cut back to its last good
+    /// state (best effort) and nothing of this batch counts as written.
+    pub fn append(&mut self, framed: &mut Vec<u8>, count: u64) -> Result<(), StoreError> {
+        if count == 0 {
+            return Ok(());
+        }
+        // The first record of an empty array takes no comma.
+        let skip = usize::from(self.records == 0);
+        framed.extend_from_slice(b"\n]");
+        let res = self.write_batch(&framed[skip..]);
+        framed.truncate(framed.len() - 2);
+        match res {
+            Ok(()) => {
+                self.content_end += (framed.len() - skip) as u64;
+                self.records += count;
+                Ok(())
+            }
+            Err(e) => {
+                let tail: &[u8] = if self.records == 0 { b"]" } else { b"\n]" };
+                let _ = self.rewrite_tail(self.content_end, tail);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_batch(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = &self.path;
+        self.file
+            .write_all_at(bytes, self.content_end)
+            .map_err(io_err(path, "write"))?;
+        let end = self.content_end + bytes.len() as u64;
+        if self.file_len > end {
+            self.file.set_len(end).map_err(io_err(path, "truncate"))?;
+        }
+        self.file_len = end;
+        if self.fsync == FsyncPolicy::Always {
+            self.file.sync_data().map_err(io_err(path, "sync"))?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable, whatever the fsync policy
+    /// (used at shutdown).
+    ///
+    /// # Errors
+    /// The sync failed.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.file.sync_all().map_err(io_err(&self.path, "sync"))
+    }
+
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of the file, as a JSON array.
+    pub fn len(&self) -> u64 {
+        self.file_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+}
+
+/// `path`, or `path.1`, `path.2`… if it exists already.
+fn unique_path(path: PathBuf) -> PathBuf {
+    if !path.exists() {
+        return path;
+    }
+    (1..)
+        .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
+        .find(|p| !p.exists())
+        .unwrap_or(path)
+}
+
+/// Best effort: make a new directory entry durable.
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    } else if let Ok(d) = File::open(".") {
+        let _ = d.sync_all();
+    }
+}
+
+struct Scan {
+    records: u64,
+    content_end: u64,
+    scanned: u64,
+    /// `None` when the file is a valid array (whitespace may follow `]`).
+    problem: Option<String>,
+}
+
+/// Bytes read per step of the start-up scan; a record larger than this
+/// grows the window to hold it whole.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// Streams through the file once, never holding more than one chunk plus
+/// the record that spans it, and finds the longest prefix of complete
+/// records. Accepts what Python's `json.load` accepts in a file written by
+/// the Python logger (including `NaN`), at any nesting depth up to a
+/// generous limit.
+fn scan(file: &File, on_record: &mut impl FnMut(ScannedRecord, &[u8])) -> io::Result<Scan> {
+    /// Python's decoder recurses; this is far beyond what it reads.
+    const FILE_DEPTH: usize = 10_000;
+    enum State {
+        Open,
+        FirstOrClose,
+        CommaOrClose,
+        Value,
+        Done,
+    }
+    let mut reader = file;
+    let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK);
+    let mut base: u64 = 0; // file offset of buf[0]
+    let mut pos = 0usize; // consumed up to here in buf
+    let mut eof = false;
+    let mut state = State::Open;
+    let mut fmt = Formatter::new();
+    let mut out = Scan {
+        records: 0,
+        content_end: 0,
+        scanned: 0,
+        problem: None,
+    };
+    // Refills when `pos` reaches the end of what is buffered (or when a
+    // value needs more bytes). Returns false at end of file.
+    let mut fill =
+        |buf: &mut Vec<u8>, base: &mut u64, pos: &mut usize, want_more: bool| -> io::Result<bool> {
+            if *pos > 0 && (*pos >= buf.len() / 2 || want_more) {
+                buf.drain(..*pos);
+                *base += *pos as u64;
+                *pos = 0;
+            }
+            let target = if want_more {
+                buf.len().max(SCAN_CHUNK) * 2
+            } else {
+                SCAN_CHUNK
+            };
+            if buf.len() >= target {
+                return Ok(true);
+            }
+            let old = buf.len();
+            buf.resize(target, 0);
+            let mut filled = old;
+            while filled < target {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(filled);
+            Ok(filled > old)
+        };
+    loop {
+        // Skip whitespace, refilling as needed.
+        while pos < buf.len() && matches!(buf[pos], b' ' | b'\t' | b'\n' | b'\r') {
+            pos += 1;
+        }
+        if pos == buf.len() {
+            if eof || !fill(&mut buf, &mut base, &mut pos, false)? {
+                eof = true;
+            }
+            if pos == buf.len() {
+                if !eof {
+                    continue;
+                }
+                out.scanned = base + pos as u64;
+                if !matches!(state, State::Done) {
+                    out.problem = Some(format!(
+                        "the file ends before the array is closed (after {} complete records)",
+                        out.records
+                    ));
+                }
+                return Ok(out);
+            }
+            continue;
+        }
+        let b = buf[pos];
+        let here = base + pos as u64;
+        match state {
+            State::Open => {
+                if b != b'[' {
+                    out.problem = Some(format!(
+                        "byte {} is not the '[' that opens an array",
+                        here + 1
+                    ));
+                    out.scanned = here;
+                    return Ok(out);
+                }
+                pos += 1;
+                out.content_end = here + 1;
+                state = State::FirstOrClose;
+            }
+            State::FirstOrClose | State::CommaOrClose if b == b']' => {
+                pos += 1;
+                state = State::Done;
+            }
+            State::FirstOrClose => state = State::Value,
+            State::CommaOrClose => {
+                if b != b',' {
+                    out.problem = Some(format!("expected ',' or ']' at byte {}", here + 1));
+                    out.scanned = here;
+                    return Ok(out);
+                }
+                pos += 1;
+                state = State::Value;
+            }
+            State::Value => match fmt.validate(&buf, pos, FILE_DEPTH, false) {
+                Ok(f) => {
+                    let rec = ScannedRecord {
+                        offset: here,
+                        len: (f.end - pos) as u64,
+                    };
+                    on_record(rec, &buf[pos..f.end]);
+                    out.records += 1;
+                    out.content_end = here + rec.len;
+                    pos = f.end;
+                    state = State::CommaOrClose;
+                }
+                Err(JsonError::Incomplete) if !eof => {
+                    if !fill(&mut buf, &mut base, &mut pos, true)? {
+                        eof = true;
+                    }
+                }
+                Err(e) => {
+                    let n = out.records + 1;
+                    out.problem = Some(match e {
+                        JsonError::Incomplete => {
+                            format!("record {n} is cut short by the end of the file")
+                        }
+                        JsonError::Syntax { offset, what } => {
+                            format!(
+                                "record {n} is damaged: {what} at byte {}",
+                                base + offset as u64 + 1
+                            )
+                        }
+                        JsonError::Utf8 { offset } => {
+                            format!(
+                                "record {n} is damaged: invalid UTF-8 at byte {}",
+                                base + offset as u64 + 1
+                            )
+                        }
+                        JsonError::TooDeep { offset } => {
+                            format!(
+                                "record {n} is nested too deeply at byte {}",
+                                base + offset as u64 + 1
+                            )
+                        }
+                        JsonError::NotObject { .. } => format!("record {n} is damaged"),
+                    });
+                    out.scanned = here;
+                    return Ok(out);
+                }
+            },
+            State::Done => {
+                out.problem = Some(format!(
+                    "unexpected bytes after the closing ']' at byte {}",
+                    here + 1
+                ));
+                out.scanned = here;
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("joblogd-store-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir.join("log.json")
+    }
+
+    fn open(path: &Path) -> (Store, Recovery, Vec<String>) {
+        let mut seen = Vec::new();
+        let (s, r) = Store::open(path, FsyncPolicy::Always, |_, b| {
+            seen.push(String::from_utf8(b.to_vec()).unwrap())
+        })
+        .unwrap();
+        (s, r, seen)
+    }
+
+    #[test]
+    fn creates_appends_and_reopens() {
+        let p = tmp("basic");
+        let (mut s, r, _) = open(&p);
+        assert!(r.created);
+        assert_eq!(fs::read(&p).unwrap(), b"[]");
+        s.append(&mut b",\n  {\n    \"a\": 1\n  }".to_vec(), 1)
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "[\n  {\n    \"a\": 1\n  }\n]"
+        );
+        s.append(&mut b",\n  {}".to_vec(), 1).unwrap();
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            "[\n  {\n    \"a\": 1\n  },\n  {}\n]"
+        );
+        drop(s);
+        let (_, r, seen) = open(&p);
+        assert_eq!(r.records, 2);
+        assert!(r.problem.is_none());
+        assert_eq!(seen, vec!["{\n    \"a\": 1\n  }", "{}"]);
+    }
+
+    #[test]
+    fn second_open_is_locked_out() {
+        let p = tmp("lock");
+        let (_s, _, _) = open(&p);
+        let err = Store::open(&p, FsyncPolicy::Always, |_, _| {}).unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)));
+    }
+
+    #[test]
+    fn torn_tail_keeps_prefix_and_copies_original() {
+        for (content, kept, expect) in [
+            (
+                &b"[\n  {\"a\": 1},\n  {\"b\": [1, 2"[..],
+                1,
+                "[\n  {\"a\": 1}\n]",
+            ),
+            (b"[\n  {\"a\": 1}\n]\0\0\0\0", 1, "[\n  {\"a\": 1}\n]"),
+            (b"[\n  {\"a\": 1}\n]garbage", 1, "[\n  {\"a\": 1}\n]"),
+            (b"[\n  {\"a\": 1},", 1, "[\n  {\"a\": 1}\n]"),
+            (b"[\n  {\"a\"", 0, "[]"),
+            (b"garbage", 0, "[]"),
+            (b"   ", 0, "[]"),
+        ] {
+            let p = tmp("torn");
+            fs::write(&p, content).unwrap();
+            let (s, r, seen) = open(&p);
+            assert_eq!(r.records, kept, "{content:?}");
+            assert_eq!(seen.len() as u64, kept);
+            assert_eq!(fs::read_to_string(&p).unwrap(), expect);
+            let copy = r.corrupt_copy.expect("corrupt copy made");
+            assert_eq!(fs::read(&copy).unwrap(), content);
+            assert_eq!(s.records(), kept);
+        }
+    }
+
+    #[test]
+    fn valid_file_with_trailing_whitespace_and_nan_is_kept() {
+        let p = tmp("ws");
+        fs::write(&p, b"[{\"a\": NaN}]\n\n").unwrap();
+        let (mut s, r, _) = open(&p);
+        assert!(r.problem.is_none(), "{:?}", r.problem);
+        assert_eq!(r.records, 1);
+        s.append(&mut b",\n  {}".to_vec(), 1).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "[{\"a\": NaN},\n  {}\n]");
+    }
+
+    #[test]
+    fn scan_handles_records_larger_than_a_chunk() {
+        let p = tmp("big");
+        let big = format!("{{\"t\": \"{}\"}}", "x".repeat(3 * SCAN_CHUNK + 17));
+        let content = format!("[\n  {big},\n  {{\"b\": 1}},\n  {big}\n]");
+        fs::write(&p, &content).unwrap();
+        let (_, r, seen) = open(&p);
+        assert!(r.problem.is_none());
+        assert_eq!(seen, vec![big.clone(), "{\"b\": 1}".to_string(), big]);
+    }
+}
