@@ -7,6 +7,7 @@
 //! order. A client that never reads its replies fills its own queue and then
 //! only its own connection stops being read; nobody else waits.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +27,8 @@ const MAX_QUEUED_REPLIES: usize = 256;
 /// A chunk of formatted records is sent to the writer at this size even in
 /// the middle of a read, to keep per-connection memory small.
 const CHUNK_SEND_BYTES: usize = 1 << 20;
-/// At shutdown, read at most this much more of what a client already sent.
+/// At shutdown, read at most this much more of what a client already sent
+/// (more than a socket buffer can hold; a safety net only).
 const DRAIN_LIMIT: usize = 64 << 20;
 
 /// Separator before each record in the array, as indent=2 prints it.
@@ -106,20 +108,17 @@ async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::R
         s.logged_at = LocalTime::now().iso_quoted();
         process(&mut lines, &mut s).await;
         if stopping {
-            // Take what the client has already sent, without waiting for
-            // more, then finish as at end of input.
-            let mut drained = 0usize;
-            loop {
+            // Take exactly what the client had already sent when shutdown
+            // began (the bytes queued in the socket), then finish as at end
+            // of input. A client that keeps writing cannot hold us here.
+            let mut left = queued_bytes(&rd).min(DRAIN_LIMIT);
+            while left > 0 {
                 match rd.try_read_buf(lines.space()) {
-                    Ok(0) => break,
+                    Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        drained += n;
+                        left = left.saturating_sub(n);
                         process(&mut lines, &mut s).await;
-                        if drained > DRAIN_LIMIT {
-                            break;
-                        }
                     }
-                    Err(_) => break,
                 }
             }
             eof = true;
@@ -129,6 +128,16 @@ async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::R
         }
         send_chunk(&mut s, None).await;
     }
+}
+
+/// Bytes received on the socket and not yet read (`FIONREAD`).
+fn queued_bytes(rd: &OwnedReadHalf) -> usize {
+    let fd = rd.as_ref().as_raw_fd();
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer; `fd` is a live
+    // socket owned by `rd` for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc < 0 { 0 } else { n.max(0) as usize }
 }
 
 /// Handles every complete line in the buffer.

@@ -10,7 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,7 +157,17 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
         .reclaim_name(false)
         .create_tokio_as()
         .map_err(io_err)?;
-    Ok(Bound { listener, lock })
+    // bind(2) applies the umask to the new file whatever mode the socket
+    // had; set the mode again on the path.
+    let bound = Bound { listener, lock };
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|source| {
+        BindError::Io {
+            path: path.clone(),
+            action: "set the mode of",
+            source,
+        }
+    })?; // on error `bound` drops and removes the socket file
+    Ok(bound)
 }
 
 impl Bound {

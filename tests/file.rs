@@ -1,0 +1,184 @@
+//! The data file: byte-compatible with Python's json.dump(indent=2,
+//! ensure_ascii=False), taken over at start, repaired after damage.
+
+use std::fs;
+
+use serde_json::json;
+
+use crate::util::{Client, Daemon, TempDir, files_containing, python, python_loads, read_log};
+
+/// Python writes `records.ndjson` (one json.dumps per line, mixing
+/// ensure_ascii on and off) and `expected.json` (json.dump of the list).
+const MAKE_RECORDS: &str = r#"
+import json, sys, random
+random.seed(7)
+out = sys.argv[1]
+recs = []
+for i in range(300):
+    r = {
+        "video_id": f"vid{i}", "url": f"https://youtu.be/vid{i}",
+        "subject": random.choice(["AI", "Physique", "数学", "Ελληνικά", "emoji 😀"]),
+        "worker_id": i % 3,
+        "video_title": random.choice(["Intro", "Café \"quoted\" \\ backslash", "tab\there", "line\nbreak", "ctl \x01\x1f\x7f\x85 end", "\u2028sep\u2029"]),
+        "transcript": "word " * random.randint(0, 50),
+        "transcript_metadata": {"duration": "15:30", "length": 12500, "method": "api"},
+        "has_notes": True, "notes_length": 5200, "stage": random.choice(["completed", "generating_notes"]),
+        "success": random.random() < 0.7, "error": random.choice([None, "API rate limit exceeded: 429 Too Many Requests"]),
+        "start_time": 1697543210.123 + i, "processing_duration": random.random() * 100,
+        "timings": {"fetch_transcript": 5.2, "generate_notes": 25.0} if i % 5 else {},
+        "files_created": [] if i % 4 == 0 else ["a.md", "b.pdf"],
+        "nested": {"deep": [[], {}, [1, [2, [3, {"x": None}]]]], "big": 10**30, "neg": -0.0, "exp": 1e-07},
+        "logged_at": f"2025-10-17T09:33:{i % 60:02d}.187500",
+    }
+    recs.append(r)
+with open(out + "/records.ndjson", "w", encoding="utf-8") as f:
+    for i, r in enumerate(recs):
+        f.write(json.dumps(r, ensure_ascii=(i % 2 == 0)) + "\n")
+with open(out + "/expected.json", "w", encoding="utf-8") as f:
+    json.dump(recs, f, indent=2, ensure_ascii=False)
+"#;
+
+#[test]
+fn file_is_byte_identical_to_python_json_dump() {
+    let dir = TempDir::new();
+    python(MAKE_RECORDS, &[dir.path().to_str().unwrap()]);
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    c.send_bytes(&fs::read(dir.join("records.ndjson")).unwrap());
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    let got = fs::read(&d.log).unwrap();
+    let want = fs::read(dir.join("expected.json")).unwrap();
+    if got != want {
+        let at = got
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "differs at byte {at}:\n got: {:?}\nwant: {:?}",
+            String::from_utf8_lossy(&got[at.saturating_sub(80)..(at + 80).min(got.len())]),
+            String::from_utf8_lossy(&want[at.saturating_sub(80)..(at + 80).min(want.len())])
+        );
+    }
+    assert_eq!(python_loads(&d.log), 300);
+}
+
+#[test]
+fn takes_over_a_python_written_file_and_restart_appends() {
+    let dir = TempDir::new();
+    let log = dir.join("notes/processing_log.json");
+    // The old logger's file, with non-ASCII, exactly as it wrote it.
+    python(
+        r#"
+import json, sys, os
+os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)
+recs = [{"video_id": "a", "subject": "数学", "success": True, "logged_at": "2025-10-17T09:33:10.187500"},
+        {"video_id": "b", "error": "Échec: réseau", "success": False, "logged_at": "2025-10-17T09:35:22"}]
+json.dump(recs, open(sys.argv[1], "w", encoding="utf-8"), indent=2, ensure_ascii=False)
+"#,
+        &[log.to_str().unwrap()],
+    );
+    let d = Daemon::start_with(dir.join("s.sock"), log.clone(), &dir, &[]);
+    let r = d.request(
+        r#"{"op":"log","job":{"video_id":"c","subject":"Ελληνικά","logged_at":"x"},"ack":true}"#,
+    );
+    assert_eq!(r["ok"], true);
+    assert_eq!(d.request("ping")["records"], 3);
+    assert_eq!(d.stop().code(), Some(0));
+    let d = Daemon::start_with(dir.join("s.sock"), log.clone(), &dir, &[]);
+    assert_eq!(d.request("ping")["records"], 3);
+    d.request(r#"{"op":"log","job":{"video_id":"d","logged_at":"y"},"ack":true}"#);
+    drop(d);
+    // The whole file is what Python itself would have written.
+    let out = python(
+        r#"
+import json, sys
+recs = json.load(open(sys.argv[1], encoding="utf-8"))
+print(open(sys.argv[1], encoding="utf-8").read() == json.dumps(recs, indent=2, ensure_ascii=False))
+print(",".join(r["video_id"] for r in recs))
+"#,
+        &[log.to_str().unwrap()],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "True\na,b,c,d\n");
+    assert!(files_containing(&dir.join("notes"), "corrupt").is_empty());
+}
+
+/// Starts a daemon on a damaged file; checks the kept prefix, the copy of
+/// the original bytes, and that appending works afterwards.
+fn check_recovery(content: &[u8], kept: &[&str]) {
+    let dir = TempDir::new();
+    fs::write(dir.join("log.json"), content).unwrap();
+    let d = Daemon::start(&dir, &[]);
+    let ids: Vec<String> = read_log(&d.log)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, kept, "for {:?}", String::from_utf8_lossy(content));
+    let copies = files_containing(dir.path(), "log.json.corrupt-");
+    assert_eq!(copies.len(), 1, "one copy of the original");
+    assert_eq!(
+        fs::read(&copies[0]).unwrap(),
+        content,
+        "copy holds the original bytes"
+    );
+    assert!(
+        d.logs().contains("not a valid JSON array"),
+        "warning logged:\n{}",
+        d.logs()
+    );
+    let r = d.request(r#"{"op":"log","job":{"id":"new"},"ack":true}"#);
+    assert_eq!(r["ok"], true);
+    let mut want: Vec<&str> = kept.to_vec();
+    want.push("new");
+    let ids: Vec<String> = read_log(&d.log)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, want);
+    assert_eq!(python_loads(&d.log), want.len());
+}
+
+#[test]
+fn torn_and_garbage_tails_are_repaired_with_the_original_copied_aside() {
+    let good = "[\n  {\n    \"id\": \"a\"\n  },\n  {\n    \"id\": \"b\"\n  }";
+    // Torn inside the last record.
+    check_recovery(
+        format!("{good},\n  {{\n    \"id\": \"c").as_bytes(),
+        &["a", "b"],
+    );
+    // Torn right after a comma.
+    check_recovery(format!("{good},").as_bytes(), &["a", "b"]);
+    // Missing closing bracket only.
+    check_recovery(format!("{good}\n").as_bytes(), &["a", "b"]);
+    // Zero-filled blocks after the array, as after a power cut.
+    let mut zeros = format!("{good}\n]").into_bytes();
+    zeros.extend(std::iter::repeat_n(0u8, 8192));
+    check_recovery(&zeros, &["a", "b"]);
+    // Zero-filled blocks in place of the tail.
+    let mut cut = format!("{good},\n  {{\"id\": ").into_bytes();
+    cut.extend(std::iter::repeat_n(0u8, 4096));
+    check_recovery(&cut, &["a", "b"]);
+    // Garbage after the closing bracket.
+    check_recovery(format!("{good}\n]garbage").as_bytes(), &["a", "b"]);
+    // Not an array at all.
+    check_recovery(b"{\"id\": \"x\"}", &[]);
+}
+
+#[test]
+fn empty_file_becomes_an_empty_array_and_missing_parents_are_created() {
+    let dir = TempDir::new();
+    let log = dir.join("a/b/c/log.json");
+    let d = Daemon::start_with(dir.join("s.sock"), log.clone(), &dir, &[]);
+    assert_eq!(fs::read(&log).unwrap(), b"[]");
+    drop(d);
+    fs::write(&log, b"").unwrap();
+    let d = Daemon::start_with(dir.join("s.sock"), log.clone(), &dir, &[]);
+    assert_eq!(fs::read(&log).unwrap(), b"[]");
+    assert!(files_containing(&dir.join("a/b/c"), "corrupt").is_empty());
+    d.request(r#"{"op":"log","job":{"k":1,"logged_at":"t"},"ack":true}"#);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "[\n  {\n    \"k\": 1,\n    \"logged_at\": \"t\"\n  }\n]"
+    );
+}

@@ -1,0 +1,282 @@
+//! The wire protocol as a client sees it.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::{Client, Daemon, TempDir, read_log, wait_for_records};
+
+/// Bad input on a connection: the documented error reply with the line
+/// number, and the good record sent after it on the same connection lands.
+fn check_bad(args: &[&str], bad: &[u8], code: &str, line: u64) {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, args);
+    let mut c = Client::new(d.connect());
+    c.send_bytes(bad);
+    c.send(r#"{"video_id":"after","logged_at":"x"}"#);
+    c.send("flush");
+    let r = c.reply();
+    assert_eq!(r["ok"], false, "{bad:?} -> {r}");
+    assert_eq!(
+        r["error"]["code"],
+        code,
+        "{:?} -> {r}",
+        String::from_utf8_lossy(bad)
+    );
+    assert_eq!(r["line"], line, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert_eq!(c.reply(), json!({"ok": true}));
+    let recs = read_log(&d.log);
+    assert_eq!(
+        recs,
+        vec![json!({"video_id":"after","logged_at":"x"})],
+        "for {bad:?}"
+    );
+}
+
+#[test]
+fn bad_input_gets_an_error_and_costs_nothing_else() {
+    let cases: &[(&[u8], &str, u64)] = &[
+        (b"{\"a\":1\n", "invalid_json", 1),
+        (b"{\"a\":\"unterminated}\n", "invalid_json", 1),
+        (b"not json at all\n", "invalid_json", 1),
+        (b"{\"a\":1}}\n", "invalid_json", 1),
+        (b"{\"a\xff\":1}\n", "invalid_utf8", 1),
+        (b"{\"a\":\"\xc3\x28\"}\n", "invalid_utf8", 1),
+        (b"[1,2]\n", "not_an_object", 1),
+        (b"\"str\"\n", "not_an_object", 1),
+        (b"42\n", "not_an_object", 1),
+        (b"null\n", "not_an_object", 1),
+        (b"\n\n  \n{\"a\":\n", "invalid_json", 4),
+        (b"{\"op\":\"frobnicate\"}\n", "unknown_op", 1),
+        (b"frobnicate\n", "unknown_op", 1),
+        (b"{\"op\":7}\n", "invalid_request", 1),
+        (b"{\"op\":\"log\"}\n", "invalid_request", 1),
+        (b"{\"op\":\"log\",\"job\":[1]}\n", "invalid_request", 1),
+        (
+            b"{\"op\":\"log\",\"job\":{},\"ack\":1}\n",
+            "invalid_request",
+            1,
+        ),
+        (
+            b"{\"op\":\"log_batch\",\"jobs\":{}}\n",
+            "invalid_request",
+            1,
+        ),
+        (
+            b"{\"op\":\"log_batch\",\"jobs\":[{},3]}\n",
+            "not_an_object",
+            1,
+        ),
+        (b"{\"op\":\"ping\",\"x\":1}\n", "invalid_request", 1),
+        (b"{\"a\":\"nul\x00byte\"}\n", "invalid_json", 1),
+    ];
+    for (bad, code, line) in cases {
+        check_bad(&[], bad, code, *line);
+    }
+    let deep = format!("{{\"a\":{}{}}}\n", "[".repeat(100_000), "]".repeat(100_000));
+    check_bad(&[], deep.as_bytes(), "too_deep", 1);
+}
+
+#[test]
+fn over_long_line_is_discarded_without_buffering_it() {
+    let mut long = vec![b'{'];
+    long.extend(std::iter::repeat_n(b'x', 10 << 20));
+    long.push(b'\n');
+    check_bad(&["--max-line-bytes", "65536"], &long, "line_too_long", 1);
+}
+
+#[test]
+fn line_details_crlf_bom_blank_lines_and_last_line_without_newline() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    c.send_bytes(b"{\"n\":1,\"logged_at\":\"t\"}\r\n");
+    c.send_bytes(b"\xEF\xBB\xBF{\"n\":2,\"logged_at\":\"t\"}\n");
+    c.send_bytes(b"\n   \n\r\n");
+    c.send_bytes(b"oops\n"); // line 6
+    c.send_bytes(b"{\"n\":3,\"logged_at\":\"t\"}"); // no newline, then EOF
+    c.half_close();
+    let rest = c.rest();
+    let replies: Vec<Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 1, "{rest}");
+    assert_eq!(replies[0]["line"], 6);
+    let recs = wait_for_records(&d.log, 3);
+    let ns: Vec<i64> = recs.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, vec![1, 2, 3]);
+}
+
+#[test]
+fn ack_replies_only_once_the_record_is_in_the_file() {
+    let dir = TempDir::new();
+    // A long interval: only the ack itself can cause the flush.
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "60000"]);
+    let mut c = Client::new(d.connect());
+    for i in 0..20 {
+        c.send(&format!(r#"{{"op":"log","job":{{"i":{i}}},"ack":true}}"#));
+        assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
+        let recs = read_log(&d.log);
+        assert_eq!(recs.len(), i + 1, "acked record {i} not in the file");
+        assert_eq!(recs[i]["i"], i);
+    }
+    c.send(r#"{"op":"log_batch","jobs":[{"b":1},{"b":2},{"b":3}],"ack":true}"#);
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 3}));
+    assert_eq!(read_log(&d.log).len(), 23);
+    // Without ack the reply comes at once, before any flush.
+    c.send(r#"{"op":"log","job":{"late":true}}"#);
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
+    assert_eq!(read_log(&d.log).len(), 23);
+}
+
+#[test]
+fn flush_covers_records_from_every_connection() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "60000"]);
+    let mut writers: Vec<Client> = (0..4).map(|_| Client::new(d.connect())).collect();
+    for (w, c) in writers.iter_mut().enumerate() {
+        for i in 0..100 {
+            c.send(&format!(r#"{{"w":{w},"i":{i}}}"#));
+        }
+        // A ping on the same connection proves its records were accepted.
+        c.send("ping");
+        assert_eq!(c.reply()["ok"], true);
+    }
+    assert_eq!(
+        read_log(&d.log).len(),
+        0,
+        "nothing flushed before the interval"
+    );
+    let r = d.request("flush");
+    assert_eq!(r, json!({"ok": true}));
+    assert_eq!(read_log(&d.log).len(), 400);
+}
+
+#[test]
+fn interval_flushes_fire_and_forget_records() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "50"]);
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"only":"record"}"#);
+    let recs = wait_for_records(&d.log, 1);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["only"], "record");
+}
+
+#[test]
+fn ping_reports_counters_and_bare_words_work() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"x":NaN,"y":[Infinity,-Infinity]}"#);
+    c.send(r#"{"op":"log","job":{"z":NaN},"ack":true}"#);
+    assert_eq!(c.reply()["logged"], 1);
+    c.send("  ping  ");
+    let p = c.reply();
+    assert_eq!(p["ok"], true);
+    assert_eq!(p["records"], 2);
+    assert_eq!(p["pending"], 0);
+    assert_eq!(p["coerced"], 2);
+    assert_eq!(p["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(p["log_file"], d.log.display().to_string());
+    assert!(p["uptime_s"].as_f64().is_some());
+    let recs = read_log(&d.log);
+    assert_eq!(recs[0]["x"], Value::Null);
+    assert_eq!(recs[0]["y"], json!([null, null]));
+    assert_eq!(recs[1]["z"], Value::Null);
+    let s = d.request("stats");
+    assert_eq!(s["error"]["code"], "unimplemented");
+}
+
+#[test]
+fn logged_at_is_added_last_in_python_isoformat() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"video_id":"v","logged_at":"kept"}"#);
+    c.send(r#"{"video_id":"w"}"#);
+    c.send("flush");
+    c.reply();
+    let text = std::fs::read_to_string(&d.log).unwrap();
+    let recs = read_log(&d.log);
+    assert_eq!(recs[0]["logged_at"], "kept");
+    let ts = recs[1]["logged_at"].as_str().unwrap();
+    // YYYY-MM-DDTHH:MM:SS[.ffffff]
+    let ok = ts.len() == 19 || ts.len() == 26;
+    assert!(ok, "{ts}");
+    assert!(ts.chars().enumerate().all(|(i, ch)| match i {
+        4 | 7 => ch == '-',
+        10 => ch == 'T',
+        13 | 16 => ch == ':',
+        19 => ch == '.',
+        _ => ch.is_ascii_digit(),
+    }));
+    assert!(text.contains(&format!(
+        "\"video_id\": \"w\",\n    \"logged_at\": \"{ts}\"\n  }}"
+    )));
+}
+
+#[test]
+fn replies_come_in_order_and_survive_half_close() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "60000"]);
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"op":"log","job":{"a":1},"ack":true}"#);
+    c.send("bogus");
+    c.send(r#"{"op":"log","job":{"a":2}}"#);
+    c.send(r#"{"op":"log","job":{"a":3},"ack":true}"#);
+    c.send("flush");
+    c.half_close();
+    let rest = c.rest();
+    let replies: Vec<Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 5, "{rest}");
+    assert_eq!(replies[0], json!({"ok":true,"logged":1}));
+    assert_eq!(replies[1]["error"]["code"], "unknown_op");
+    assert_eq!(replies[2], json!({"ok":true,"logged":1}));
+    assert_eq!(replies[3], json!({"ok":true,"logged":1}));
+    assert_eq!(replies[4], json!({"ok":true}));
+    assert_eq!(read_log(&d.log).len(), 3);
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_stall_others() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    // Hog: floods pings and never reads a reply.
+    let hog = d.connect();
+    hog.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut hog = Client::new(hog);
+    let line = [b"ping\n".as_slice(); 1000].concat();
+    let t = std::thread::spawn(move || {
+        for _ in 0..200 {
+            if std::io::Write::write_all(&mut hog_writer(&mut hog), &line).is_err() {
+                break; // its buffers are full: the daemon stopped reading it
+            }
+        }
+        hog
+    });
+    // A silent client that connects and sends half a line.
+    let mut silent = Client::new(d.connect());
+    silent.send_bytes(b"{\"half\":");
+    let mut c = Client::new(d.connect());
+    for i in 0..50 {
+        c.send(&format!(r#"{{"op":"log","job":{{"i":{i}}},"ack":true}}"#));
+        assert_eq!(c.reply()["ok"], true);
+    }
+    let _hog = t.join().unwrap();
+    assert_eq!(read_log(&d.log).len(), 50);
+}
+
+fn hog_writer(c: &mut Client) -> &mut impl std::io::Write {
+    c.writer()
+}

@@ -1,0 +1,14 @@
+//! Integration tests: each starts the real `joblogd` binary on a socket in
+//! a fresh temp dir and checks what a client sees and what lands on disk.
+
+// Fixtures: temp dirs, the daemon process, line clients, python3 helpers.
+mod util;
+
+// The wire protocol: records, requests, replies, bad input.
+mod ingest;
+
+// The data file: Python byte-compatibility, takeover, recovery.
+mod file;
+
+// Process life: many writers, shutdown, locks, the socket file.
+mod lifecycle;

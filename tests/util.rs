@@ -1,0 +1,319 @@
+//! Test fixtures: a temp dir, the real `joblogd` binary on a socket in it,
+//! and small clients. Every test drives the built binary
+//! (`CARGO_BIN_EXE_joblogd`), never the library in-process.
+
+#![allow(dead_code)] // each test module uses a different part
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A directory under /tmp, removed on drop. Short, because a socket path
+/// must fit in 107 bytes.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = PathBuf::from(format!(
+            "/tmp/jlt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_joblogd")
+}
+
+/// A running daemon. Sends SIGTERM and waits when dropped.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Daemon {
+    /// Starts on `dir/s.sock` with the log file `dir/log.json`.
+    pub fn start(dir: &TempDir, args: &[&str]) -> Daemon {
+        Self::start_with(dir.join("s.sock"), dir.join("log.json"), dir, args)
+    }
+
+    pub fn start_with(socket: PathBuf, log: PathBuf, dir: &TempDir, args: &[&str]) -> Daemon {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let stderr = dir.join(&format!("daemon-{}.log", N.fetch_add(1, Ordering::SeqCst)));
+        let child = Command::new(bin())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--log-file")
+            .arg(&log)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn joblogd");
+        let mut d = Daemon {
+            child: Some(child),
+            socket,
+            log,
+            stderr,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "joblogd exited with {status} before listening:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "joblogd not ready:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn connect(&self) -> UnixStream {
+        let s = UnixStream::connect(&self.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        s
+    }
+
+    /// One request on a fresh connection; returns the reply.
+    pub fn request(&self, line: &str) -> Value {
+        let mut c = Client::new(self.connect());
+        c.send(line);
+        c.reply()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("joblogd did not exit:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs joblogd expecting it to fail at start; returns (status, stderr).
+pub fn run_expect_exit(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A line-oriented client on one connection.
+pub struct Client {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+}
+
+impl Client {
+    pub fn new(s: UnixStream) -> Client {
+        let r = BufReader::new(s.try_clone().expect("clone"));
+        Client { w: s, r }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_bytes(line.as_bytes());
+        self.send_bytes(b"\n");
+    }
+
+    pub fn send_bytes(&mut self, b: &[u8]) {
+        self.w.write_all(b).expect("write");
+    }
+
+    pub fn reply(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self.r.read_line(&mut line).expect("read reply");
+        assert!(n > 0, "connection closed before a reply");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?} is not JSON: {e}"))
+    }
+
+    pub fn half_close(&mut self) {
+        self.w
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+    }
+
+    /// Everything until the daemon closes the connection.
+    pub fn rest(&mut self) -> String {
+        let mut s = String::new();
+        self.r.read_to_string(&mut s).expect("read");
+        s
+    }
+}
+
+/// The log file parsed with serde_json: must be an array.
+pub fn read_log(path: &Path) -> Vec<Value> {
+    let bytes = fs::read(path).expect("read log");
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Array(a)) => a,
+        Ok(other) => panic!("log is not an array: {other}"),
+        Err(e) => panic!(
+            "log is not valid JSON ({e}):\n{}",
+            String::from_utf8_lossy(&bytes)
+        ),
+    }
+}
+
+/// Polls until the log holds `n` records.
+pub fn wait_for_records(path: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let recs = read_log(path);
+        if recs.len() >= n || Instant::now() > deadline {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `python3 -c script args…`; panics with its stderr on failure.
+pub fn python(script: &str, args: &[&str]) -> Output {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 is required by the test suite (see README)");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `json.load` of the file, as the Python logger's users do.
+pub fn python_loads(path: &Path) -> usize {
+    let out = python(
+        "import json,sys; print(len(json.load(open(sys.argv[1], encoding='utf-8'))))",
+        &[path.to_str().expect("utf-8 path")],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("count")
+}
+
+/// Files in `dir` whose name contains `part`.
+pub fn files_containing(dir: &Path, part: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(part))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+impl Client {
+    /// The raw write side, for clients that misbehave.
+    pub fn writer(&mut self) -> &mut UnixStream {
+        &mut self.w
+    }
+}
