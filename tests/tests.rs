@@ -12,3 +12,6 @@ mod file;
 
 // Process life: many writers, shutdown, locks, the socket file.
 mod lifecycle;
+
+// The socat examples of protocol.md and README.md, run verbatim.
+mod docs;

@@ -1,0 +1,96 @@
+//! The `sh` examples in protocol.md and README.md, run verbatim with real
+//! socat against a real daemon: the documentation cannot drift from the code.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::{Daemon, TempDir};
+
+/// The ```sh blocks of a Markdown file.
+fn sh_blocks(md: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in md.lines() {
+        match (&mut cur, line.trim_end()) {
+            (None, "```sh") => cur = Some(String::new()),
+            (Some(_), "```") => blocks.extend(cur.take()),
+            (Some(b), l) => {
+                b.push_str(l);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+fn socat_available() -> bool {
+    Command::new("socat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs every block; each `# {...}` comment line is the expected reply of the
+/// block's next output line.
+fn check_examples(file: &str, tagged: &[&str]) {
+    if !socat_available() {
+        // .ci/run installs socat; a developer machine may lack it.
+        eprintln!("SKIPPED: {file} examples need socat (apt-get install socat)");
+        return;
+    }
+    let md = std::fs::read_to_string(file).expect("read doc");
+    let blocks: Vec<String> = sh_blocks(&md)
+        .into_iter()
+        .filter(|b| b.contains("socat") && !tagged.iter().any(|t| b.contains(t)))
+        .collect();
+    assert!(!blocks.is_empty(), "{file} has socat examples");
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for block in blocks {
+        let out = Command::new("bash")
+            .arg("-euo")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(&block)
+            .current_dir(dir.path())
+            .env("JOBLOGD_SOCKET", &d.socket)
+            .env("SOCK", &d.socket)
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .expect("bash");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "example failed:\n{block}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<Value> = stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        let want: Vec<Value> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("# {").map(|j| format!("{{{j}")))
+            .map(|j| serde_json::from_str(&j).unwrap_or_else(|e| panic!("doc comment {j}: {e}")))
+            .collect();
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(got.get(i), Some(w), "example:\n{block}");
+        }
+        for g in &got {
+            assert!(g.get("ok").is_some(), "reply without ok: {g}");
+        }
+    }
+}
+
+#[test]
+fn protocol_md_examples_work_verbatim() {
+    check_examples("protocol.md", &[]);
+}
+
+#[test]
+fn readme_examples_work_verbatim() {
+    check_examples("README.md", &[]);
+}
