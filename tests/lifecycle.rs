@@ -215,3 +215,35 @@ fn restart_after_shutdown_keeps_everything() {
     let d = Daemon::start(&dir, &[]);
     assert_eq!(d.request("ping")["records"], 500);
 }
+
+#[test]
+fn connections_over_the_cap_wait_in_the_backlog_and_are_served_later() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--max-connections", "2"]);
+    let mut a = Client::new(d.connect());
+    let mut b = Client::new(d.connect());
+    a.send("ping");
+    b.send("ping");
+    assert_eq!(a.reply()["ok"], true);
+    assert_eq!(b.reply()["ok"], true);
+    // The third connects (the kernel queues it) but is not served yet.
+    let third = d.connect();
+    third
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut c = Client::new(third);
+    c.send(r#"{"op":"log","job":{"third":true},"ack":true}"#);
+    let mut buf = [0u8; 1];
+    let waited = std::io::Read::read(c.writer(), &mut buf);
+    assert!(
+        waited.is_err(),
+        "third connection served while two were open"
+    );
+    // Closing one frees a slot: the third is served, nothing lost.
+    drop(a);
+    c.writer()
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
+    assert_eq!(read_log(&d.log).len(), 1);
+}
