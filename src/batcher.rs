@@ -14,34 +14,90 @@
 //! whose permits travel with the records, released only once they are
 //! durable) runs out and connections stop reading (backpressure).
 //!
+//! The batcher also owns the [`Index`]: records are indexed as they are
+//! accepted (so `stats` includes records not yet flushed), and queries are
+//! answered here from the index; reading whole records back from the file
+//! is left to the connection.
+//!
 //! **Invariant:** a waiter is answered `Ok` only after every record accepted
 //! before it is durable. A failed flush answers no one: the batch goes back
 //! in front of the next one and is written again, whole, after a backoff.
 
+use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
-use crate::store::Store;
+use crate::index::{Index, RawMeta};
+use crate::query::{self, Filter, Paging};
+use crate::store::{Store, StoreError};
 
 /// Answer to a waiter: `Err` holds a short reason when the records could not
 /// be made durable before the daemon gave up (only at shutdown).
 pub type Durable = Result<(), String>;
+
+/// Where one record sits inside an [`Ingest`]'s `data`, with its indexed
+/// fields.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordMeta {
+    pub start: u32,
+    pub len: u32,
+    pub fields: RawMeta,
+}
 
 /// Records from one connection, already pretty-printed and framed (each
 /// preceded by `,\n  `).
 #[derive(Debug)]
 pub struct Ingest {
     pub data: Vec<u8>,
-    pub records: u64,
+    /// One per record, in order.
+    pub records: Vec<RecordMeta>,
     /// Records in `data` whose `NaN`/`Infinity` were written as null.
     pub coerced: u64,
     /// Byte budget held by these records until they are durable.
     pub permit: Option<OwnedSemaphorePermit>,
     /// Answered once these records are durable (`ack: true`).
     pub done: Option<oneshot::Sender<Durable>>,
+}
+
+/// A record's place in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// Questions answered from the index.
+#[derive(Debug)]
+pub enum Query {
+    Stats { filter: Filter },
+    Select { filter: Filter, paging: Paging },
+    RetryCandidates { limit: Option<usize> },
+}
+
+/// What a query returns. Records are returned as spans of the file plus a
+/// read handle, so the connection streams them without the writer holding
+/// their bytes.
+#[derive(Debug)]
+pub enum Answer {
+    Stats {
+        /// The `stats` object (timings missing when `timings_from` is set).
+        value: Value,
+        /// Filtered stats: the successful matching records whose `timings`
+        /// the connection reads back to complete the object.
+        timings_from: Option<(Arc<File>, Vec<Span>)>,
+    },
+    Records {
+        reader: Arc<File>,
+        spans: Vec<Span>,
+        /// Matches before paging.
+        total: usize,
+    },
 }
 
 /// What connections ask of the writer.
@@ -52,6 +108,11 @@ pub enum Command {
     Flush(oneshot::Sender<Durable>),
     /// A snapshot of the counters, including records not yet durable.
     Status(oneshot::Sender<Status>),
+    /// Answered over the durable records (send a `Flush` first for
+    /// read-your-writes) except `Stats`, which counts every accepted record.
+    Query(Query, oneshot::Sender<Answer>),
+    /// Archive the file and start an empty one; answers the archive path.
+    Clear(oneshot::Sender<Result<PathBuf, String>>),
 }
 
 /// Counters for `ping`.
@@ -69,6 +130,8 @@ pub struct Status {
     pub last_error: Option<String>,
     pub log_file: PathBuf,
     pub file_bytes: u64,
+    /// Approximate bytes held by the index.
+    pub index_bytes: u64,
 }
 
 /// Flush policy.
@@ -108,172 +171,381 @@ impl Batch {
     }
 }
 
-type FlushOutcome = (Store, Batch, Result<(), crate::store::StoreError>, Duration);
+type FlushOutcome = (Store, Batch, Result<(), StoreError>, Duration);
+
+/// The writer's state between commands.
+struct Writer {
+    cfg: BatcherConfig,
+    status: Status,
+    /// The store when no flush is in flight.
+    idle: Option<Store>,
+    current: Batch,
+    inflight: Option<JoinHandle<FlushOutcome>>,
+    inflight_records: u64,
+    /// Waiters for a flush that found only an in-flight batch to wait for.
+    inflight_waiters: Vec<oneshot::Sender<Durable>>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    index: Index,
+    /// Where the next accepted record's separator will be written: the
+    /// index knows each record's offset before it is flushed.
+    logical_end: u64,
+    reader: Arc<File>,
+}
 
 /// Runs until the channel closes and everything received is flushed (or,
 /// with a failing disk, until `shutdown_retry` has passed). Returns the
 /// store and the final counters.
+///
+/// # Errors
+/// None at run time; a read handle on the file is needed to start.
 pub async fn run(
     store: Store,
+    index: Index,
     mut rx: mpsc::Receiver<Command>,
     cfg: BatcherConfig,
 ) -> (Option<Store>, Status) {
-    let mut status = Status {
-        records: store.records(),
-        log_file: store.path().to_owned(),
-        file_bytes: store.len(),
-        ..Status::default()
+    let reader = match store.reader() {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot open a read handle on the log file.");
+            return (Some(store), Status::default());
+        }
     };
-    let mut idle: Option<Store> = Some(store);
-    let mut current = Batch::default();
-    let mut inflight: Option<tokio::task::JoinHandle<FlushOutcome>> = None;
-    let mut inflight_records = 0u64;
-    // Waiters for a flush that found only an in-flight batch to wait for.
-    let mut inflight_waiters: Vec<oneshot::Sender<Durable>> = Vec::new();
+    let mut w = Writer {
+        status: Status {
+            records: store.records(),
+            log_file: store.path().to_owned(),
+            file_bytes: store.len(),
+            ..Status::default()
+        },
+        logical_end: store.content_end(),
+        idle: Some(store),
+        cfg,
+        current: Batch::default(),
+        inflight: None,
+        inflight_records: 0,
+        inflight_waiters: Vec::new(),
+        backoff: Duration::ZERO,
+        retry_at: None,
+        index,
+        reader,
+    };
     let mut closed = false;
-    let mut backoff = Duration::ZERO;
-    let mut retry_at: Option<Instant> = None;
     let mut closed_at: Option<Instant> = None;
 
     loop {
         let now = Instant::now();
-        let in_backoff = retry_at.is_some_and(|t| now < t);
-        if idle.is_some() && !current.is_empty() && !in_backoff {
-            let due = closed
-                || !current.waiters.is_empty()
-                || current.records >= cfg.max_records
-                || current.buf.len() >= cfg.max_bytes
-                || current.since.is_some_and(|s| now >= s + cfg.flush_interval);
-            if due {
-                let batch = std::mem::take(&mut current);
-                inflight_records = batch.records;
-                let Some(mut store) = idle.take() else {
-                    continue; // unreachable: checked is_some above
-                };
-                inflight = Some(tokio::task::spawn_blocking(move || {
-                    let mut batch = batch;
-                    let t0 = Instant::now();
-                    let res = store.append(&mut batch.buf, batch.records);
-                    (store, batch, res, t0.elapsed())
-                }));
-            }
-        }
-        if closed && inflight.is_none() {
-            if current.is_empty() {
+        w.maybe_start_flush(now, closed);
+        if closed && w.inflight.is_none() {
+            if w.current.is_empty() {
                 break;
             }
-            if closed_at.is_some_and(|t| now >= t + cfg.shutdown_retry) {
-                let msg = format!(
-                    "gave up writing {} records at shutdown: {}",
-                    current.records,
-                    status.last_error.as_deref().unwrap_or("unknown error")
-                );
-                tracing::error!(
-                    records = current.records,
-                    "Gave up flushing at shutdown; records not written."
-                );
-                for w in current.waiters.drain(..) {
-                    let _ = w.send(Err(msg.clone()));
-                }
+            if closed_at.is_some_and(|t| now >= t + w.cfg.shutdown_retry) {
+                w.give_up();
                 break;
             }
         }
         // Next timer: the batch's interval, or the end of a backoff.
-        let deadline = if idle.is_some() && !current.is_empty() {
-            match retry_at {
+        let deadline = if w.idle.is_some() && !w.current.is_empty() {
+            match w.retry_at {
                 Some(t) if now < t => Some(t),
-                _ => current.since.map(|s| s + cfg.flush_interval),
+                _ => w.current.since.map(|s| s + w.cfg.flush_interval),
             }
         } else {
             None
         };
         tokio::select! {
             biased;
-            joined = async { match inflight.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if inflight.is_some() => {
-                inflight = None;
-                let (store, mut batch, res, took) = match joined {
-                    Ok(v) => v,
+            joined = async { match w.inflight.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if w.inflight.is_some() => {
+                w.inflight = None;
+                match joined {
+                    Ok(outcome) => w.complete(outcome),
                     Err(e) => {
                         // The blocking task panicked: a broken invariant in
                         // the store. Nothing sane is left to write with.
                         tracing::error!(error = %e, "Writer task failed; stopping.");
-                        return (None, status);
-                    }
-                };
-                status.file_bytes = store.len();
-                idle = Some(store);
-                match res {
-                    Ok(()) => {
-                        status.records += batch.records;
-                        status.flushes += 1;
-                        status.last_error = None;
-                        backoff = Duration::ZERO;
-                        retry_at = None;
-                        tracing::debug!(records = batch.records, bytes = batch.buf.len(), took_us = took.as_micros() as u64, "Flushed batch.");
-                        for w in batch.waiters.drain(..).chain(inflight_waiters.drain(..)) {
-                            let _ = w.send(Ok(()));
-                        }
-                        // Permits drop with `batch`: the byte budget is free.
-                    }
-                    Err(e) => {
-                        status.failed_flushes += 1;
-                        status.last_error = Some(e.to_string());
-                        backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
-                        retry_at = Some(Instant::now() + backoff);
-                        tracing::error!(error = %e, records = batch.records, retry_in_ms = backoff.as_millis() as u64, "Flush failed; keeping the batch to write again.");
-                        batch.waiters.append(&mut inflight_waiters);
-                        current.prepend(batch);
+                        return (None, w.status);
                     }
                 }
-                inflight_records = 0;
             }
             cmd = rx.recv(), if !closed => match cmd {
                 None => {
                     closed = true;
                     closed_at = Some(Instant::now());
                 }
-                Some(Command::Ingest(ing)) => {
-                    if current.since.is_none() && ing.records > 0 {
-                        current.since = Some(Instant::now());
-                    }
-                    current.buf.extend_from_slice(&ing.data);
-                    current.records += ing.records;
-                    status.coerced += ing.coerced;
-                    current.permits.extend(ing.permit);
-                    if let Some(done) = ing.done {
-                        if current.is_empty() {
-                            // Nothing of its own to write (empty log_batch):
-                            // durable once everything before it is.
-                            if inflight.is_some() {
-                                inflight_waiters.push(done);
-                            } else {
-                                let _ = done.send(Ok(()));
-                            }
-                        } else {
-                            current.waiters.push(done);
-                        }
-                    }
-                }
-                Some(Command::Flush(done)) => {
-                    if !current.is_empty() {
-                        current.waiters.push(done);
-                    } else if inflight.is_some() {
-                        inflight_waiters.push(done);
-                    } else {
-                        let _ = done.send(Ok(()));
-                    }
-                }
-                Some(Command::Status(reply)) => {
-                    let mut s = status.clone();
-                    s.pending = current.records + inflight_records;
-                    let _ = reply.send(s);
-                }
+                Some(cmd) => w.command(cmd).await,
             },
             _ = async { match deadline { Some(d) => sleep_until(d.into()).await, None => std::future::pending().await } }, if deadline.is_some() => {}
         }
     }
-    if let Some(Err(e)) = idle.as_ref().map(Store::sync) {
+    if let Some(Err(e)) = w.idle.as_ref().map(Store::sync) {
         tracing::error!(error = %e, "Final sync failed.");
     }
-    (idle, status)
+    (w.idle, w.status)
+}
+
+impl Writer {
+    /// Starts writing the current batch if it is due and nothing is in
+    /// flight.
+    fn maybe_start_flush(&mut self, now: Instant, closing: bool) {
+        let in_backoff = self.retry_at.is_some_and(|t| now < t);
+        if self.idle.is_none() || self.current.is_empty() || in_backoff {
+            return;
+        }
+        let c = &self.current;
+        let due = closing
+            || !c.waiters.is_empty()
+            || c.records >= self.cfg.max_records
+            || c.buf.len() >= self.cfg.max_bytes
+            || c.since.is_some_and(|s| now >= s + self.cfg.flush_interval);
+        if !due {
+            return;
+        }
+        if let Some(mut store) = self.idle.take() {
+            let batch = std::mem::take(&mut self.current);
+            self.inflight_records = batch.records;
+            self.inflight = Some(tokio::task::spawn_blocking(move || {
+                let mut batch = batch;
+                let t0 = Instant::now();
+                let res = store.append(&mut batch.buf, batch.records);
+                (store, batch, res, t0.elapsed())
+            }));
+        }
+    }
+
+    /// Takes back the store after a flush attempt and answers its waiters.
+    fn complete(&mut self, (store, mut batch, res, took): FlushOutcome) {
+        self.status.file_bytes = store.len();
+        self.idle = Some(store);
+        self.inflight_records = 0;
+        match res {
+            Ok(()) => {
+                self.status.records += batch.records;
+                self.status.flushes += 1;
+                self.status.last_error = None;
+                self.backoff = Duration::ZERO;
+                self.retry_at = None;
+                tracing::debug!(
+                    records = batch.records,
+                    bytes = batch.buf.len(),
+                    took_us = took.as_micros() as u64,
+                    "Flushed batch."
+                );
+                for w in batch
+                    .waiters
+                    .drain(..)
+                    .chain(self.inflight_waiters.drain(..))
+                {
+                    let _ = w.send(Ok(()));
+                }
+                // Permits drop with `batch`: the byte budget is free again.
+            }
+            Err(e) => {
+                self.status.failed_flushes += 1;
+                self.status.last_error = Some(e.to_string());
+                self.backoff =
+                    (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+                self.retry_at = Some(Instant::now() + self.backoff);
+                tracing::error!(
+                    error = %e,
+                    records = batch.records,
+                    retry_in_ms = self.backoff.as_millis() as u64,
+                    "Flush failed; keeping the batch to write again."
+                );
+                batch.waiters.append(&mut self.inflight_waiters);
+                self.current.prepend(batch);
+            }
+        }
+    }
+
+    /// Shutdown with a disk that kept failing: tell the waiters.
+    fn give_up(&mut self) {
+        let msg = format!(
+            "gave up writing {} records at shutdown: {}",
+            self.current.records,
+            self.status.last_error.as_deref().unwrap_or("unknown error")
+        );
+        tracing::error!(
+            records = self.current.records,
+            "Gave up flushing at shutdown; records not written."
+        );
+        for w in self.current.waiters.drain(..) {
+            let _ = w.send(Err(msg.clone()));
+        }
+    }
+
+    /// Waits for the in-flight flush, if any.
+    async fn settle(&mut self) -> Result<(), String> {
+        if let Some(h) = self.inflight.take() {
+            let outcome = h.await.map_err(|e| format!("writer task failed: {e}"))?;
+            self.complete(outcome);
+        }
+        Ok(())
+    }
+
+    /// Writes everything accepted so far, now, waiting for it.
+    async fn flush_now(&mut self) -> Result<(), String> {
+        self.settle().await?;
+        if !self.current.is_empty() {
+            self.retry_at = None;
+            self.maybe_start_flush(Instant::now(), true);
+            self.settle().await?;
+        }
+        match self.current.is_empty() {
+            true => Ok(()),
+            false => Err(self.status.last_error.clone().unwrap_or_default()),
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Ingest(ing) => self.ingest(ing),
+            Command::Flush(done) => {
+                if !self.current.is_empty() {
+                    self.current.waiters.push(done);
+                } else if self.inflight.is_some() {
+                    self.inflight_waiters.push(done);
+                } else {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Command::Status(reply) => {
+                let mut s = self.status.clone();
+                s.pending = self.current.records + self.inflight_records;
+                s.index_bytes = self.index.memory_bytes() as u64;
+                let _ = reply.send(s);
+            }
+            Command::Query(q, reply) => {
+                let _ = reply.send(self.query(q));
+            }
+            Command::Clear(reply) => {
+                let _ = reply.send(self.clear().await);
+            }
+        }
+    }
+
+    fn ingest(&mut self, ing: Ingest) {
+        let n = ing.records.len() as u64;
+        if self.current.since.is_none() && n > 0 {
+            self.current.since = Some(Instant::now());
+        }
+        // The very first record of the file is written without its comma.
+        let skip = u64::from(self.index.is_empty() && n > 0);
+        let base = self.logical_end;
+        for r in &ing.records {
+            let rec = &ing.data[r.start as usize..(r.start + r.len) as usize];
+            let offset = base + u64::from(r.start) - skip;
+            self.index.add(offset, rec, &r.fields);
+        }
+        self.logical_end = base + ing.data.len() as u64 - skip;
+        self.current.buf.extend_from_slice(&ing.data);
+        self.current.records += n;
+        self.status.coerced += ing.coerced;
+        self.current.permits.extend(ing.permit);
+        if let Some(done) = ing.done {
+            if !self.current.is_empty() {
+                self.current.waiters.push(done);
+            } else if self.inflight.is_some() {
+                // Nothing of its own to write (an empty log_batch): durable
+                // once everything before it is.
+                self.inflight_waiters.push(done);
+            } else {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    fn spans(&self, idxs: &[u32]) -> Vec<Span> {
+        idxs.iter()
+            .map(|&i| {
+                let e = &self.index.entries[i as usize];
+                Span {
+                    offset: e.offset,
+                    len: e.len,
+                }
+            })
+            .collect()
+    }
+
+    fn query(&self, q: Query) -> Answer {
+        // Records beyond this are accepted but not yet in the file.
+        let durable = self.status.records as usize;
+        match q {
+            Query::Stats { filter } if query::is_unfiltered(&filter) => Answer::Stats {
+                value: query::stats_json(&self.index, &self.index.all, self.index.retry_candidates),
+                timings_from: None,
+            },
+            Query::Stats { filter } => {
+                let (agg, successful, candidates) = query::aggregate(&self.index, &filter);
+                let readable: Vec<u32> = successful
+                    .into_iter()
+                    .filter(|&i| (i as usize) < durable)
+                    .collect();
+                Answer::Stats {
+                    value: query::stats_json(&self.index, &agg, candidates),
+                    timings_from: Some((self.reader.clone(), self.spans(&readable))),
+                }
+            }
+            Query::Select { filter, paging } => {
+                let sel = query::select(&self.index, &filter, durable);
+                let (page, total) = query::page(&self.index, sel, &paging);
+                Answer::Records {
+                    reader: self.reader.clone(),
+                    spans: self.spans(&page),
+                    total,
+                }
+            }
+            Query::RetryCandidates { limit } => {
+                let all = query::retry_candidates(&self.index, durable);
+                let total = all.len();
+                let page = &all[..limit.unwrap_or(total).min(total)];
+                Answer::Records {
+                    reader: self.reader.clone(),
+                    spans: self.spans(page),
+                    total,
+                }
+            }
+        }
+    }
+
+    /// Flushes, then archives the file and starts an empty one.
+    async fn clear(&mut self) -> Result<PathBuf, String> {
+        self.flush_now().await.map_err(|e| {
+            format!("cannot clear: records not yet written could not be flushed: {e}")
+        })?;
+        let Some(mut store) = self.idle.take() else {
+            return Err("cannot clear: the writer is busy".into());
+        };
+        let (store, res) = tokio::task::spawn_blocking(move || {
+            let r = store.clear();
+            (store, r)
+        })
+        .await
+        .map_err(|e| format!("writer task failed: {e}"))?;
+        let res = res.and_then(|archive| {
+            let reader = store.reader().map_err(|source| StoreError::Io {
+                path: store.path().to_owned(),
+                action: "open",
+                source,
+            })?;
+            Ok((archive, reader))
+        });
+        self.status.file_bytes = store.len();
+        self.status.records = store.records();
+        self.logical_end = store.content_end();
+        self.idle = Some(store);
+        match res {
+            Ok((archive, reader)) => {
+                self.index = Index::default();
+                self.reader = Arc::new(reader);
+                tracing::info!(archive = %archive.display(), "Log cleared; previous file archived.");
+                Ok(archive)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Clear failed.");
+                Err(e.to_string())
+            }
+        }
+    }
 }

@@ -16,10 +16,12 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use crate::batcher::{Command, Durable, Ingest};
+use crate::batcher::{Command, Durable, Ingest, Query, RecordMeta};
 use crate::connection::{Frame, Lines, trim_line};
+use crate::index::RawMeta;
 use crate::json::Formatter;
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
+use crate::query;
 use crate::time::LocalTime;
 
 /// Replies a connection may have queued before its reading pauses.
@@ -46,8 +48,26 @@ pub struct Shared {
     pub version: &'static str,
 }
 
+/// How a query's answer is written.
+pub enum Output {
+    Stats,
+    Jobs { fields: Option<Vec<String>> },
+    Csv,
+    Candidates,
+}
+
 enum Reply {
     Now(Vec<u8>),
+    Query {
+        flush: Option<oneshot::Receiver<Durable>>,
+        query: Query,
+        out: Output,
+        line: u64,
+    },
+    Cleared {
+        rx: oneshot::Receiver<Result<std::path::PathBuf, String>>,
+        line: u64,
+    },
     /// Sent once the records are durable.
     WhenDurable {
         rx: oneshot::Receiver<Durable>,
@@ -55,6 +75,8 @@ enum Reply {
         line: u64,
     },
 }
+
+mod answers;
 
 /// Serves one connection until the client closes it (or shutdown drains it).
 pub async fn handle(stream: UnixStream, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
@@ -64,13 +86,17 @@ pub async fn handle(stream: UnixStream, shared: Arc<Shared>, shutdown: watch::Re
         shared,
         fmt: Formatter::new(),
         chunk: Vec::new(),
-        chunk_records: 0,
+        chunk_records: Vec::new(),
         chunk_coerced: 0,
         logged_at: String::new(),
         replies: reply_tx,
         writer_gone: false,
     };
-    tokio::join!(read_side(rd, session, shutdown), write_side(wr, reply_rx));
+    let tx = session.shared.tx.clone();
+    tokio::join!(
+        read_side(rd, session, shutdown),
+        write_side(wr, reply_rx, tx)
+    );
 }
 
 struct Session {
@@ -78,7 +104,8 @@ struct Session {
     fmt: Formatter,
     /// Formatted records not yet handed to the writer.
     chunk: Vec<u8>,
-    chunk_records: u64,
+    /// Where each record of `chunk` is, with its indexed fields.
+    chunk_records: Vec<RecordMeta>,
     chunk_coerced: u64,
     /// `logged_at` for records of the current read, quoted.
     logged_at: String,
@@ -190,11 +217,21 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 .fields
                 .iter()
                 .any(|t| &s.chunk[t.key_out.clone()] == b"op");
-            if is_request {
+            if !is_request {
+                let start = mark + RECORD_PREFIX.len();
+                s.chunk_records.push(RecordMeta {
+                    start: start as u32,
+                    len: (s.chunk.len() - start) as u32,
+                    fields: RawMeta::from_output(&s.chunk, &s.fmt.fields, start),
+                });
+                s.chunk_coerced += u64::from(f.coerced);
+            } else {
                 let members: Vec<protocol::Member<'_>> = s
                     .fmt
                     .fields
                     .iter()
+                    // Not the `logged_at` the formatter added.
+                    .filter(|t| !t.key_in.is_empty())
                     .map(|t| {
                         let key = String::from_utf8_lossy(&s.chunk[t.key_out.clone()]).into_owned();
                         (key, &bytes[t.value_in.clone()])
@@ -203,9 +240,6 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 s.chunk.truncate(mark);
                 let req = protocol::parse_request(&members);
                 request(s, no, req).await;
-            } else {
-                s.chunk_records += 1;
-                s.chunk_coerced += u64::from(f.coerced);
             }
         }
         Err(e) => queue(s, Reply::Now(ProtocolError::from_json(&e).reply(no))).await,
@@ -222,13 +256,22 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             // Records sent earlier on this connection go first.
             send_chunk(s, None).await;
             let mut data = Vec::new();
+            let mut metas = Vec::with_capacity(jobs.len());
             let mut coerced = 0u64;
             for (i, job) in jobs.iter().enumerate() {
+                let start = data.len() + RECORD_PREFIX.len();
                 match s
                     .fmt
                     .record(job, RECORD_PREFIX, s.logged_at.as_bytes(), &mut data)
                 {
-                    Ok(f) => coerced += u64::from(f.coerced),
+                    Ok(f) => {
+                        coerced += u64::from(f.coerced);
+                        metas.push(RecordMeta {
+                            start: start as u32,
+                            len: (data.len() - start) as u32,
+                            fields: RawMeta::from_output(&data, &s.fmt.fields, start),
+                        });
+                    }
                     Err(e) => {
                         let mut err = ProtocolError::from_json(&e);
                         err.message = format!(
@@ -241,7 +284,7 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             }
             let n = jobs.len() as u64;
             s.chunk = data;
-            s.chunk_records = n;
+            s.chunk_records = metas;
             s.chunk_coerced = coerced;
             let ok = reply_line(&serde_json::json!({"ok": true, "logged": n}));
             if ack {
@@ -289,17 +332,68 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                 "flushes": st.flushes,
                 "failed_flushes": st.failed_flushes,
                 "last_error": st.last_error,
+                "index_bytes": st.index_bytes,
             });
             queue(s, Reply::Now(reply_line(&v))).await;
         }
-        Request::Stats => {
-            let e = ProtocolError::new(
-                ErrorCode::Unimplemented,
-                "stats is not implemented yet; use ping for counters",
-            );
-            queue(s, Reply::Now(e.reply(no))).await;
+        Request::Stats { filter } => {
+            // Unfiltered stats come from counters that include records not
+            // yet flushed; filtered ones read timings back from the file.
+            let durable = !query::is_unfiltered(&filter);
+            query_reply(s, no, Query::Stats { filter }, Output::Stats, durable).await;
+        }
+        Request::Jobs {
+            filter,
+            paging,
+            fields,
+        } => {
+            let q = Query::Select { filter, paging };
+            query_reply(s, no, q, Output::Jobs { fields }, true).await;
+        }
+        Request::ExportCsv { filter, paging } => {
+            let q = Query::Select { filter, paging };
+            query_reply(s, no, q, Output::Csv, true).await;
+        }
+        Request::RetryCandidates { limit } => {
+            let q = Query::RetryCandidates { limit };
+            query_reply(s, no, q, Output::Candidates, true).await;
+        }
+        Request::Clear => {
+            send_chunk(s, None).await;
+            let (tx, rx) = oneshot::channel();
+            if s.shared.tx.send(Command::Clear(tx)).await.is_ok() {
+                queue(s, Reply::Cleared { rx, line: no }).await;
+            } else {
+                queue(s, Reply::Now(stopping_error().reply(no))).await;
+            }
         }
     }
+}
+
+/// Queues a query. With `durable`, the write side first waits until every
+/// record accepted before it is in the file (read-your-writes for answers
+/// read back from the file), then asks the writer.
+async fn query_reply(s: &mut Session, no: u64, q: Query, out: Output, durable: bool) {
+    send_chunk(s, None).await;
+    let flush = if durable {
+        let (tx, rx) = oneshot::channel();
+        if s.shared.tx.send(Command::Flush(tx)).await.is_err() {
+            return queue(s, Reply::Now(stopping_error().reply(no))).await;
+        }
+        Some(rx)
+    } else {
+        None
+    };
+    queue(
+        s,
+        Reply::Query {
+            flush,
+            query: q,
+            out,
+            line: no,
+        },
+    )
+    .await;
 }
 
 fn stopping_error() -> ProtocolError {
@@ -314,17 +408,17 @@ fn stopping_error() -> ProtocolError {
 /// is spent (backpressure). Returns false if the writer is gone.
 async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> bool {
     if s.writer_gone {
-        if s.chunk_records > 0 {
+        if !s.chunk_records.is_empty() {
             tracing::warn!(
-                records = s.chunk_records,
+                records = s.chunk_records.len(),
                 "Records received after the writer stopped were not logged."
             );
         }
         s.chunk.clear();
-        s.chunk_records = 0;
+        s.chunk_records.clear();
         return false;
     }
-    if s.chunk_records == 0 && done.is_none() {
+    if s.chunk_records.is_empty() && done.is_none() {
         return true;
     }
     let want = s.chunk.len().clamp(1, s.shared.budget_total);
@@ -356,12 +450,55 @@ async fn queue(s: &mut Session, r: Reply) {
     let _ = s.replies.send(r).await;
 }
 
-async fn write_side(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) {
+async fn write_side(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>, tx: mpsc::Sender<Command>) {
     let mut w = BufWriter::new(wr);
     let mut broken = false;
     while let Some(r) = rx.recv().await {
         let bytes = match r {
             Reply::Now(b) => b,
+            Reply::Query {
+                flush,
+                query,
+                out,
+                line,
+            } => {
+                let flushed = match flush {
+                    Some(f) => f.await.unwrap_or_else(|_| Err("the daemon stopped".into())),
+                    None => Ok(()),
+                };
+                let answer = match flushed {
+                    Err(msg) => Err(ProtocolError::new(ErrorCode::WriteFailed, msg)),
+                    Ok(()) => {
+                        let (atx, arx) = oneshot::channel();
+                        match tx.send(Command::Query(query, atx)).await {
+                            Ok(()) => arx.await.map_err(|_| stopping_error()),
+                            Err(_) => Err(stopping_error()),
+                        }
+                    }
+                };
+                match answer {
+                    Err(e) => e.reply(line),
+                    Ok(_) if broken => continue,
+                    Ok(answer) => {
+                        let res = match answers::write(&mut w, answer, out).await {
+                            Ok(()) if rx.is_empty() => w.flush().await,
+                            r => r,
+                        };
+                        if let Err(e) = res {
+                            tracing::debug!(error = %e, "Client stopped reading an answer.");
+                            broken = true;
+                        }
+                        continue;
+                    }
+                }
+            }
+            Reply::Cleared { rx, line } => match rx.await {
+                Ok(Ok(archive)) => reply_line(
+                    &serde_json::json!({"ok": true, "archive": archive.display().to_string()}),
+                ),
+                Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),
+                Err(_) => stopping_error().reply(line),
+            },
             Reply::WhenDurable { rx, ok, line } => match rx.await {
                 Ok(Ok(())) => ok,
                 Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),

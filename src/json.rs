@@ -133,7 +133,7 @@ pub struct Formatted {
     pub had_logged_at: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Frame {
     Object,
     Array,
@@ -141,7 +141,7 @@ enum Frame {
 
 /// Reusable formatter state: the nesting stack and the top-level fields of
 /// the last value, kept between calls so the hot path does not allocate.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Formatter {
     stack: Vec<Frame>,
     /// Members of the last formatted top-level object, in order.
@@ -576,8 +576,7 @@ impl Formatter {
                             if let Some(ts) = logged_at {
                                 out.push(b'{');
                                 newline_indent(out, 1);
-                                out.extend(b"\"logged_at\": ");
-                                out.extend(ts);
+                                self.push_logged_at(out, ts);
                                 newline_indent(out, 0);
                                 out.push(b'}');
                             } else {
@@ -698,8 +697,7 @@ impl Formatter {
                         {
                             out.push(b',');
                             newline_indent(out, 1);
-                            out.extend(b"\"logged_at\": ");
-                            out.extend(ts);
+                            self.push_logged_at(out, ts);
                         }
                         newline_indent(out, self.stack.len());
                         out.push(b);
@@ -717,6 +715,21 @@ impl Formatter {
                 }
             }
         }
+    }
+
+    /// Writes the added `"logged_at": ts` member and records it among the
+    /// top-level fields (output coordinates only: it has no input).
+    fn push_logged_at<S: Sink>(&mut self, out: &mut S, ts: &[u8]) {
+        let k = out.len();
+        out.extend(b"\"logged_at\": ");
+        let v = out.len();
+        out.extend(ts);
+        self.fields.push(TopField {
+            key_out: k + 1..k + 10,
+            key_in: 0..0,
+            value_in: 0..0,
+            value_out: v..out.len(),
+        });
     }
 
     /// Parses `"key" :` at `i` (after whitespace), writes `"key": `, and
@@ -951,7 +964,10 @@ mod tests {
         let input = br#"{"video_id": "v1", "success" :false,"t":{"x":[1]}}"#;
         f.record(input, b",\n  ", b"\"T\"", &mut out).unwrap();
         let keys: Vec<&[u8]> = f.fields.iter().map(|t| &out[t.key_out.clone()]).collect();
-        assert_eq!(keys, vec![&b"video_id"[..], b"success", b"t"]);
+        assert_eq!(keys, vec![&b"video_id"[..], b"success", b"t", b"logged_at"]);
+        // The added logged_at has no input side.
+        assert!(f.fields[3].key_in.is_empty());
+        assert_eq!(&out[f.fields[3].value_out.clone()], b"\"T\"");
         assert_eq!(&input[f.fields[1].value_in.clone()], b"false");
         assert_eq!(&out[f.fields[0].value_out.clone()], b"\"v1\"");
         assert_eq!(&input[f.fields[2].value_in.clone()], br#"{"x":[1]}"#);

@@ -18,8 +18,10 @@ pub mod batcher;
 pub mod config;
 pub mod connection;
 pub mod handler;
+pub mod index;
 pub mod json;
 pub mod protocol;
+pub mod query;
 pub mod server;
 pub mod signals;
 pub mod store;
@@ -33,6 +35,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::batcher::{BatcherConfig, Status};
 use crate::config::Config;
+use crate::index::Index;
 use crate::store::Store;
 
 /// Depth of the connection → writer channel, in messages (each message is a
@@ -71,10 +74,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
 
     let path = config.log_file.clone();
     let fsync = config.fsync;
-    let opened = tokio::task::spawn_blocking(move || Store::open(&path, fsync, |_, _| {}))
-        .await
-        .map_err(|e| Error::Writer(e.to_string()))?;
-    let (store, recovery) = opened.map_err(Error::Store)?;
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut index = Index::default();
+        let r = Store::open(&path, fsync, |rec, bytes, meta| {
+            index.add(rec.offset, bytes, meta)
+        });
+        r.map(|(store, recovery)| (store, recovery, index))
+    })
+    .await
+    .map_err(|e| Error::Writer(e.to_string()))?;
+    let (store, recovery, index) = opened.map_err(Error::Store)?;
     if let Some(problem) = &recovery.problem {
         tracing::warn!(
             log_file = %config.log_file.display(),
@@ -100,6 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let writer = tokio::spawn(batcher::run(
         store,
+        index,
         rx,
         BatcherConfig {
             flush_interval: config.flush_interval,

@@ -2,6 +2,8 @@
 //! the stable error codes. The only place that knows the request JSON
 //! shapes; `protocol.md` documents the same.
 
+use crate::query::{Filter, Paging, SortBy};
+
 /// Stable, machine-readable error codes (`error.code` in replies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -19,8 +21,8 @@ pub enum ErrorCode {
     UnknownOp,
     /// A known op with missing, unknown or wrongly typed fields.
     InvalidRequest,
-    /// Known, but not built yet.
-    Unimplemented,
+    /// `clear` without `"confirm": true`.
+    ConfirmationRequired,
     /// The records could not be made durable (disk failing at shutdown).
     WriteFailed,
     /// The daemon is stopping and no longer takes this request.
@@ -37,7 +39,7 @@ impl ErrorCode {
             ErrorCode::LineTooLong => "line_too_long",
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::Unimplemented => "unimplemented",
+            ErrorCode::ConfirmationRequired => "confirmation_required",
             ErrorCode::WriteFailed => "write_failed",
             ErrorCode::ShuttingDown => "shutting_down",
         }
@@ -101,11 +103,56 @@ pub enum Request<'a> {
     },
     Flush,
     Ping,
-    Stats,
+    Stats {
+        filter: Filter,
+    },
+    /// `jobs` and its aliases `all`, `failed`, `successful`, `by_stage`.
+    Jobs {
+        filter: Filter,
+        paging: Paging,
+        fields: Option<Vec<String>>,
+    },
+    ExportCsv {
+        filter: Filter,
+        paging: Paging,
+    },
+    RetryCandidates {
+        limit: Option<usize>,
+    },
+    Clear,
 }
 
 /// Every op name, for bare-word requests and error messages.
-pub const OPS: &[&str] = &["log", "log_batch", "flush", "ping", "stats"];
+pub const OPS: &[&str] = &[
+    "log",
+    "log_batch",
+    "flush",
+    "ping",
+    "stats",
+    "jobs",
+    "all",
+    "failed",
+    "successful",
+    "by_stage",
+    "retry_candidates",
+    "export_csv",
+    "clear",
+];
+
+/// Filter keys every record query takes.
+const FILTER_KEYS: &[&str] = &[
+    "success",
+    "stage",
+    "subject",
+    "worker_id",
+    "video_id",
+    "error_type",
+    "since",
+    "until",
+    "latest_per_video",
+];
+const PAGING_KEYS: &[&str] = &["limit", "offset", "order", "sort_by"];
+const STATS_KEYS: &[&str] = &["subject", "worker_id", "since", "until"];
 
 /// One member of the request object: decoded key, raw value bytes.
 pub type Member<'a> = (String, &'a [u8]);
@@ -144,10 +191,17 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
             ));
         }
     };
-    let allowed: &[&str] = match op.as_str() {
-        "log" => &["op", "job", "ack"],
-        "log_batch" => &["op", "jobs", "ack"],
-        "flush" | "ping" | "stats" => &["op"],
+    let allowed: Vec<&str> = match op.as_str() {
+        "log" => vec!["op", "job", "ack"],
+        "log_batch" => vec!["op", "jobs", "ack"],
+        "flush" | "ping" => vec!["op"],
+        "stats" => [&["op"][..], STATS_KEYS].concat(),
+        "jobs" | "all" | "failed" | "successful" | "by_stage" => {
+            [&["op", "fields"][..], FILTER_KEYS, PAGING_KEYS].concat()
+        }
+        "export_csv" => [&["op"][..], FILTER_KEYS, PAGING_KEYS].concat(),
+        "retry_candidates" => vec!["op", "limit"],
+        "clear" => vec!["op", "confirm"],
         other => {
             return Err(ProtocolError::new(
                 ErrorCode::UnknownOp,
@@ -209,8 +263,166 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         },
         "flush" => Ok(Request::Flush),
         "ping" => Ok(Request::Ping),
-        _ => Ok(Request::Stats),
+        "stats" => Ok(Request::Stats {
+            filter: filter(&op, &field)?,
+        }),
+        "jobs" | "all" | "failed" | "successful" | "by_stage" => {
+            let mut filter = filter(&op, &field)?;
+            let implied = match op.as_str() {
+                "failed" => Some(("success", filter.success.replace(false).is_some())),
+                "successful" => Some(("success", filter.success.replace(true).is_some())),
+                "by_stage" => {
+                    if filter.stage.is_none() {
+                        return Err(invalid(&op, "missing field `stage`"));
+                    }
+                    None
+                }
+                _ => None,
+            };
+            if let Some((key, true)) = implied {
+                return Err(invalid(
+                    &op,
+                    format!("field `{key}` is implied by the op; use `jobs`"),
+                ));
+            }
+            let fields = match field("fields") {
+                None => None,
+                Some(v) => Some(
+                    serde_json::from_slice::<Vec<String>>(v)
+                        .map_err(|_| invalid(&op, "field `fields` must be a list of strings"))?,
+                ),
+            };
+            Ok(Request::Jobs {
+                filter,
+                paging: paging(&op, &field)?,
+                fields,
+            })
+        }
+        "export_csv" => Ok(Request::ExportCsv {
+            filter: filter(&op, &field)?,
+            paging: paging(&op, &field)?,
+        }),
+        "retry_candidates" => Ok(Request::RetryCandidates {
+            limit: typed::<usize>(&op, &field, "limit", "a non-negative integer")?,
+        }),
+        "clear" => match typed::<bool>(&op, &field, "confirm", "a boolean")? {
+            Some(true) => Ok(Request::Clear),
+            _ => Err(ProtocolError::new(
+                ErrorCode::ConfirmationRequired,
+                "clear renames the log file aside and starts an empty one; send {\"op\":\"clear\",\"confirm\":true}",
+            )),
+        },
+        _ => unreachable_op(&op),
     }
+}
+
+fn unreachable_op<T>(op: &str) -> Result<T, ProtocolError> {
+    // Every op accepted by `allowed` above has an arm; this is a guard for
+    // the two lists drifting apart.
+    Err(ProtocolError::new(
+        ErrorCode::UnknownOp,
+        format!("unknown op {op:?}"),
+    ))
+}
+
+/// A field parsed as `T`, or an error naming it and the expected type.
+fn typed<'a, T: serde::de::DeserializeOwned>(
+    op: &str,
+    field: &dyn Fn(&str) -> Option<&'a [u8]>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, ProtocolError> {
+    match field(name) {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice::<T>(v).map(Some).map_err(|_| {
+            invalid(
+                op,
+                format!(
+                    "field `{name}` must be {expected}, got {}",
+                    String::from_utf8_lossy(v)
+                ),
+            )
+        }),
+    }
+}
+
+fn time_bound<'a>(
+    op: &str,
+    field: &dyn Fn(&str) -> Option<&'a [u8]>,
+    name: &str,
+) -> Result<Option<i64>, ProtocolError> {
+    match typed::<String>(op, field, name, "an ISO date-time string")? {
+        None => Ok(None),
+        Some(s) => crate::index::parse_time(&s).map(Some).ok_or_else(|| {
+            invalid(
+                op,
+                format!(
+                    "field `{name}` must be an ISO date-time such as 2025-10-17T09:33:10, got {s:?}"
+                ),
+            )
+        }),
+    }
+}
+
+fn filter<'a>(op: &str, field: &dyn Fn(&str) -> Option<&'a [u8]>) -> Result<Filter, ProtocolError> {
+    let worker_id = match field("worker_id") {
+        None => None,
+        Some(v) if matches!(v.first(), Some(b'"' | b'-' | b'0'..=b'9')) => {
+            Some(crate::index::group_key(Some(v)).into_owned())
+        }
+        Some(v) => {
+            return Err(invalid(
+                op,
+                format!(
+                    "field `worker_id` must be a number or a string, got {}",
+                    type_name(v)
+                ),
+            ));
+        }
+    };
+    Ok(Filter {
+        success: typed(op, field, "success", "a boolean")?,
+        stage: typed(op, field, "stage", "a string")?,
+        subject: typed(op, field, "subject", "a string")?,
+        worker_id,
+        video_id: typed(op, field, "video_id", "a string")?,
+        error_type: typed(op, field, "error_type", "a string")?,
+        since: time_bound(op, field, "since")?,
+        until: time_bound(op, field, "until")?,
+        latest_per_video: typed(op, field, "latest_per_video", "a boolean")?.unwrap_or(false),
+    })
+}
+
+fn paging<'a>(op: &str, field: &dyn Fn(&str) -> Option<&'a [u8]>) -> Result<Paging, ProtocolError> {
+    let desc = match typed::<String>(op, field, "order", "\"asc\" or \"desc\"")?.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(invalid(
+                op,
+                format!("field `order` must be \"asc\" or \"desc\", got {other:?}"),
+            ));
+        }
+    };
+    let sort_by = match typed::<String>(op, field, "sort_by", "a string")?.as_deref() {
+        None => None,
+        Some("processing_duration") => Some(SortBy::Duration),
+        Some("logged_at") => Some(SortBy::LoggedAt),
+        Some(other) => {
+            return Err(invalid(
+                op,
+                format!(
+                    "field `sort_by` must be \"processing_duration\" or \"logged_at\", got {other:?}"
+                ),
+            ));
+        }
+    };
+    Ok(Paging {
+        limit: typed(op, field, "limit", "a non-negative integer")?,
+        offset: typed(op, field, "offset", "a non-negative integer")?.unwrap_or(0),
+        desc,
+        sort_by,
+    })
 }
 
 /// The request a bare word stands for (`ping` is `{"op":"ping"}`).
@@ -224,7 +436,19 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
     match parse_request(&[("op".to_string(), quoted.as_bytes())])? {
         Request::Flush => Ok(Request::Flush),
         Request::Ping => Ok(Request::Ping),
-        Request::Stats => Ok(Request::Stats),
+        Request::Stats { filter } => Ok(Request::Stats { filter }),
+        Request::Jobs {
+            filter,
+            paging,
+            fields,
+        } => Ok(Request::Jobs {
+            filter,
+            paging,
+            fields,
+        }),
+        Request::ExportCsv { filter, paging } => Ok(Request::ExportCsv { filter, paging }),
+        Request::RetryCandidates { limit } => Ok(Request::RetryCandidates { limit }),
+        Request::Clear => Ok(Request::Clear),
         Request::Log { .. } => Err(invalid(word, "needs a job; send it as a JSON object")),
     }
 }
@@ -253,6 +477,7 @@ mod tests {
         f.record(line.as_bytes(), b"", b"0", &mut out).unwrap();
         f.fields
             .iter()
+            .filter(|t| !t.key_in.is_empty())
             .map(|t| {
                 (
                     String::from_utf8(out[t.key_out.clone()].to_vec()).unwrap(),

@@ -21,6 +21,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::index::RawMeta;
 use crate::json::{Formatter, JsonError};
 
 /// How durable a flush is before it is acknowledged.
@@ -139,7 +140,7 @@ impl Store {
     pub fn open(
         path: &Path,
         fsync: FsyncPolicy,
-        mut on_record: impl FnMut(ScannedRecord, &[u8]),
+        mut on_record: impl FnMut(ScannedRecord, &[u8], &RawMeta),
     ) -> Result<(Store, Recovery), StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(io_err(parent, "create directory"))?;
@@ -275,6 +276,58 @@ impl Store {
         self.records
     }
 
+    /// Offset just past the last record (or past `[`): where the next
+    /// record's separator goes.
+    pub fn content_end(&self) -> u64 {
+        self.content_end
+    }
+
+    /// A handle for reading records back (`pread`), valid for the file as it
+    /// is now even after a `clear` renames it.
+    ///
+    /// # Errors
+    /// The descriptor could not be duplicated.
+    pub fn reader(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Renames the file to `<stem>.<timestamp>.json` beside it (kept, never
+    /// deleted) and starts a fresh, locked `[]` at the path. Returns the
+    /// archive's path.
+    ///
+    /// # Errors
+    /// The rename or the new file failed; on a failed rename nothing changed.
+    pub fn clear(&mut self) -> Result<PathBuf, StoreError> {
+        self.sync()?;
+        let stem = self.path.with_extension("");
+        let archive = unique_path(PathBuf::from(format!(
+            "{}.{}.json",
+            stem.display(),
+            file_timestamp()
+        )));
+        fs::rename(&self.path, &archive).map_err(io_err(&archive, "rename the log file to"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path, "create"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(self.path.clone())),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&self.path, "lock")(e)),
+        }
+        // The old descriptor (and its lock) closes here; the archive is
+        // complete and synced.
+        self.file = file;
+        self.records = 0;
+        self.file_len = 0;
+        self.rewrite_tail(0, b"[]")?;
+        self.content_end = 1;
+        sync_dir(&self.path);
+        Ok(archive)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -328,7 +381,10 @@ const SCAN_CHUNK: usize = 1 << 20;
 /// records. Accepts what Python's `json.load` accepts in a file written by
 /// the Python logger (including `NaN`), at any nesting depth up to a
 /// generous limit.
-fn scan(file: &File, on_record: &mut impl FnMut(ScannedRecord, &[u8])) -> io::Result<Scan> {
+fn scan(
+    file: &File,
+    on_record: &mut impl FnMut(ScannedRecord, &[u8], &RawMeta),
+) -> io::Result<Scan> {
     /// Python's decoder recurses; this is far beyond what it reads.
     const FILE_DEPTH: usize = 10_000;
     enum State {
@@ -442,7 +498,8 @@ fn scan(file: &File, on_record: &mut impl FnMut(ScannedRecord, &[u8])) -> io::Re
                         offset: here,
                         len: (f.end - pos) as u64,
                     };
-                    on_record(rec, &buf[pos..f.end]);
+                    let meta = RawMeta::from_input(&buf, &fmt.fields, pos);
+                    on_record(rec, &buf[pos..f.end], &meta);
                     out.records += 1;
                     out.content_end = here + rec.len;
                     pos = f.end;
@@ -508,7 +565,7 @@ mod tests {
 
     fn open(path: &Path) -> (Store, Recovery, Vec<String>) {
         let mut seen = Vec::new();
-        let (s, r) = Store::open(path, FsyncPolicy::Always, |_, b| {
+        let (s, r) = Store::open(path, FsyncPolicy::Always, |_, b, _| {
             seen.push(String::from_utf8(b.to_vec()).unwrap())
         })
         .unwrap();
@@ -543,7 +600,7 @@ mod tests {
     fn second_open_is_locked_out() {
         let p = tmp("lock");
         let (_s, _, _) = open(&p);
-        let err = Store::open(&p, FsyncPolicy::Always, |_, _| {}).unwrap_err();
+        let err = Store::open(&p, FsyncPolicy::Always, |_, _, _| {}).unwrap_err();
         assert!(matches!(err, StoreError::Locked(_)));
     }
 

@@ -1,0 +1,794 @@
+//! The in-memory index: one compact [`Entry`] per record (where it is in the
+//! file plus the few fields queries filter on), interned strings, the
+//! newest record of each video, and statistics maintained incrementally so
+//! that an unfiltered `stats` costs the same at 100 records and at 10
+//! million.
+//!
+//! Whole records are never kept: queries read them back from the file.
+//! Owned by the batcher task alone (no lock), which updates it as records
+//! are *accepted* (so answers include records not yet flushed) and rebuilds
+//! it from the start-up scan.
+//!
+//! Semantics follow the Python `JobLogger` exactly where it defined them
+//! (successful = truthy `success`; error type = text before the first `:`;
+//! see `protocol.md`), and never crash where it did (a null `error`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Range;
+
+use crate::json::{Formatter, TopField};
+
+/// Top-level keys the index reads. The order is the index into
+/// [`RawMeta::ranges`].
+pub const KEYS: [&str; 11] = [
+    "video_id",
+    "success",
+    "stage",
+    "subject",
+    "worker_id",
+    "error",
+    "processing_duration",
+    "total_files",
+    "logged_at",
+    "is_retryable",
+    "timings",
+];
+const VIDEO_ID: usize = 0;
+const SUCCESS: usize = 1;
+const STAGE: usize = 2;
+const SUBJECT: usize = 3;
+const WORKER_ID: usize = 4;
+const ERROR: usize = 5;
+const DURATION: usize = 6;
+const TOTAL_FILES: usize = 7;
+const LOGGED_AT: usize = 8;
+const IS_RETRYABLE: usize = 9;
+const TIMINGS: usize = 10;
+
+/// Where the indexed fields' values are inside one record's bytes
+/// (`start..start+len`, len 0 = absent). Found by the formatter while it
+/// prints or validates the record, so no second parse is needed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawMeta {
+    pub ranges: [(u32, u32); KEYS.len()],
+}
+
+impl RawMeta {
+    /// Collects the known keys from `(key, value range)` pairs, ranges
+    /// relative to the record's first byte. The last duplicate wins, as in
+    /// `json.load`.
+    pub fn collect<'k>(pairs: impl Iterator<Item = (&'k [u8], Range<usize>)>) -> RawMeta {
+        let mut m = RawMeta::default();
+        for (key, v) in pairs {
+            if let Some(k) = KEYS.iter().position(|k| k.as_bytes() == key) {
+                m.ranges[k] = (v.start as u32, (v.end - v.start) as u32);
+            }
+        }
+        m
+    }
+
+    /// From the formatter's output-side fields; `rec_start` is where the
+    /// record begins in `out`.
+    pub fn from_output(out: &[u8], fields: &[TopField], rec_start: usize) -> RawMeta {
+        Self::collect(fields.iter().map(|f| {
+            (
+                &out[f.key_out.clone()],
+                f.value_out.start - rec_start..f.value_out.end - rec_start,
+            )
+        }))
+    }
+
+    /// From the formatter's input-side fields (start-up scan of the file):
+    /// keys are compared raw, so an escaped key spelling is not recognised.
+    pub fn from_input(input: &[u8], fields: &[TopField], rec_start: usize) -> RawMeta {
+        Self::collect(fields.iter().map(|f| {
+            let k =
+                &input[f.key_in.start + 1..f.key_in.end.saturating_sub(1).max(f.key_in.start + 1)];
+            (k, f.value_in.start - rec_start..f.value_in.end - rec_start)
+        }))
+    }
+
+    fn get<'a>(&self, rec: &'a [u8], k: usize) -> Option<&'a [u8]> {
+        let (s, l) = self.ranges[k];
+        (l > 0)
+            .then(|| rec.get(s as usize..(s + l) as usize))
+            .flatten()
+    }
+}
+
+/// An interned string's id.
+pub type Sym = u32;
+
+/// Small-cardinality strings (stages, subjects, workers, error types,
+/// timing names) stored once.
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: HashMap<Box<str>, Sym>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as Sym;
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+
+    pub fn name(&self, id: Sym) -> &str {
+        self.names.get(id as usize).map_or("", |s| s)
+    }
+}
+
+/// Entry flags.
+pub const F_SUCCESS: u8 = 1;
+/// `is_retryable` is exactly `false`.
+pub const F_NOT_RETRYABLE: u8 = 2;
+/// The record has a string `video_id` (hashed into `video`).
+pub const F_HAS_VIDEO: u8 = 4;
+/// `processing_duration` is a truthy number.
+pub const F_HAS_DURATION: u8 = 8;
+
+/// One record: 64 bytes (checked by a test).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Entry {
+    /// Byte offset of the record's `{` in the file.
+    pub offset: u64,
+    /// `logged_at` as naive microseconds since 1970 (no time zone, as
+    /// Python's isoformat is naive), `i64::MIN` if missing or unparseable.
+    pub logged_at: i64,
+    /// `processing_duration` if a number, else NaN.
+    pub duration: f64,
+    /// 64-bit hash of the `video_id` string (see [`F_HAS_VIDEO`]).
+    pub video: u64,
+    pub len: u32,
+    pub stage: Sym,
+    pub subject: Sym,
+    pub worker: Sym,
+    /// Error type (failed records only; meaningless for successful ones).
+    pub error_type: Sym,
+    /// `total_files` if a number, else 0.
+    pub total_files: f32,
+    pub flags: u8,
+}
+
+impl Entry {
+    pub fn success(&self) -> bool {
+        self.flags & F_SUCCESS != 0
+    }
+}
+
+/// Python truthiness of a JSON value.
+pub fn truthy(v: &[u8]) -> bool {
+    match v.first() {
+        None | Some(b'n' | b'f') => false,
+        Some(b't') => true,
+        Some(b'"') => v.len() > 2,
+        Some(b'[' | b'{') => v[1..]
+            .iter()
+            .any(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b']' | b'}')),
+        Some(_) => number(v).is_some_and(|n| n != 0.0),
+    }
+}
+
+/// A JSON number's value.
+pub fn number(v: &[u8]) -> Option<f64> {
+    match v.first() {
+        Some(b'-' | b'0'..=b'9') => std::str::from_utf8(v).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A JSON string's content, decoded; `None` if `v` is not a string.
+pub fn string(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if v.first() != Some(&b'"') || v.len() < 2 {
+        return None;
+    }
+    let inner = &v[1..v.len() - 1];
+    if !inner.contains(&b'\\') {
+        return std::str::from_utf8(inner)
+            .ok()
+            .map(std::borrow::Cow::Borrowed);
+    }
+    serde_json::from_slice::<String>(v)
+        .ok()
+        .map(std::borrow::Cow::Owned)
+}
+
+/// How a value names a group (`stages`, `by_subject`, `by_worker`): a
+/// string's content, anything else its JSON text (compact), missing or null
+/// `"null"` — as Python's `json.dumps` turns dict keys into strings.
+pub fn group_key(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
+    match v {
+        None => "null".into(),
+        Some(v) => match string(v) {
+            Some(s) => s,
+            None => String::from_utf8_lossy(&minify(v)).into_owned().into(),
+        },
+    }
+}
+
+/// The error type of a failed record: the text before the first `:` (not
+/// trimmed), the whole text without one, `"Unknown error"` when missing or
+/// null, and the JSON text of a non-string.
+pub fn error_type(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
+    match v {
+        None | Some(b"null") => "Unknown error".into(),
+        Some(v) => match string(v) {
+            Some(std::borrow::Cow::Borrowed(s)) => s.split(':').next().unwrap_or(s).into(),
+            Some(std::borrow::Cow::Owned(s)) => {
+                s.split(':').next().unwrap_or(&s).to_string().into()
+            }
+            None => String::from_utf8_lossy(&minify(v)).into_owned().into(),
+        },
+    }
+}
+
+/// JSON text without the whitespace between tokens.
+pub fn minify(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    minify_into(v, &mut out);
+    out
+}
+
+/// Appends `v` without the whitespace between tokens (strings untouched).
+pub fn minify_into(v: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < v.len() {
+        let b = v[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < v.len() {
+                    match v[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                out.extend_from_slice(&v[start..i.min(v.len())]);
+            }
+            _ => {
+                let start = i;
+                while i < v.len() && !matches!(v[i], b' ' | b'\t' | b'\n' | b'\r' | b'"') {
+                    i += 1;
+                }
+                out.extend_from_slice(&v[start..i]);
+            }
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Parses `YYYY-MM-DD[THH:MM[:SS[.ffffff]]]` (what Python's isoformat
+/// prints; a space may stand for `T`; anything after, such as an offset, is
+/// ignored) into naive microseconds since 1970.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(part).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut micros = days_from_civil(y, mo, d) * 86_400_000_000;
+    if b.len() > 10 {
+        if !matches!(b[10], b'T' | b' ') || b.get(13) != Some(&b':') {
+            return None;
+        }
+        let (h, mi) = (num(11..13)?, num(14..16)?);
+        let mut sec = 0;
+        let mut frac = 0;
+        if b.get(16) == Some(&b':') {
+            sec = num(17..19)?;
+            if b.get(19) == Some(&b'.') {
+                let digits: Vec<u8> = b[20..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .copied()
+                    .collect();
+                let mut f = 0i64;
+                for k in 0..6 {
+                    f = f * 10 + digits.get(k).map_or(0, |c| i64::from(c - b'0'));
+                }
+                frac = f;
+            }
+        }
+        micros += ((h * 60 + mi) * 60 + sec) * 1_000_000 + frac;
+    }
+    Some(micros)
+}
+
+/// Formats naive microseconds as Python's `isoformat()`.
+pub fn format_time(micros: i64) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    let rest = micros.rem_euclid(86_400_000_000);
+    let (y, m, d) = civil_from_days(days);
+    let secs = rest / 1_000_000;
+    let us = rest % 1_000_000;
+    let mut s = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    if us != 0 {
+        s.push_str(&format!(".{us:06}"));
+    }
+    s
+}
+
+/// A log-linear histogram: 128 buckets per power of two, so a percentile
+/// read from it (the mean of its bucket) is within 0.8% of the exact value, at a memory cost that
+/// does not grow with the number of values. Mean and max are exact.
+#[derive(Debug, Clone, Default)]
+pub struct Hist {
+    /// Per bucket: how many values, and their sum (so a bucket reads back
+    /// as the mean of its values: exact when they are all equal).
+    buckets: BTreeMap<i64, (u64, f64)>,
+    pub count: u64,
+    pub sum: f64,
+    pub max: f64,
+    pub min: f64,
+}
+
+impl Hist {
+    fn bucket(v: f64) -> i64 {
+        if v <= 0.0 {
+            // Zero and negatives (not expected for durations) share one
+            // bucket below all others; it reads back as 0, clamped to min.
+            return i64::MIN;
+        }
+        (v.to_bits() >> (52 - 7)) as i64
+    }
+
+    pub fn add(&mut self, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        if self.count == 0 {
+            self.max = v;
+            self.min = v;
+        } else {
+            self.max = self.max.max(v);
+            self.min = self.min.min(v);
+        }
+        self.count += 1;
+        self.sum += v;
+        let b = self.buckets.entry(Self::bucket(v)).or_insert((0, 0.0));
+        b.0 += 1;
+        b.1 += v;
+    }
+
+    /// Nearest-rank percentile `p` in 0..=100, or None when empty.
+    pub fn percentile(&self, p: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for &(n, sum) in self.buckets.values() {
+            seen += n;
+            if seen >= rank {
+                return Some((sum / n as f64).clamp(self.min, self.max));
+            }
+        }
+        Some(self.max)
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// Counters for [`Aggregate`]'s `by_subject` / `by_worker`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    pub total: u64,
+    pub successful: u64,
+}
+
+/// Everything `stats` reports, over some set of records.
+#[derive(Debug, Clone, Default)]
+pub struct Aggregate {
+    pub total: u64,
+    pub successful: u64,
+    /// Sum and count of truthy durations of successful records.
+    pub duration_sum: f64,
+    pub duration_count: u64,
+    pub files: f64,
+    pub error_types: HashMap<Sym, u64>,
+    pub stages: HashMap<Sym, u64>,
+    pub by_subject: HashMap<Sym, Tally>,
+    pub by_worker: HashMap<Sym, Tally>,
+    /// Per timing name, over successful records.
+    pub timings: HashMap<Sym, Hist>,
+    /// `processing_duration` of successful records.
+    pub duration: Hist,
+    pub first_logged_at: Option<i64>,
+    pub last_logged_at: Option<i64>,
+}
+
+impl Aggregate {
+    /// Adds one record. `timings` are the record's `(name, value)` pairs
+    /// (only used for successful records).
+    pub fn add(&mut self, e: &Entry, timings: &[(Sym, f64)]) {
+        self.total += 1;
+        *self.stages.entry(e.stage).or_insert(0) += 1;
+        let s = self.by_subject.entry(e.subject).or_default();
+        s.total += 1;
+        let w = self.by_worker.entry(e.worker).or_default();
+        w.total += 1;
+        if e.success() {
+            self.successful += 1;
+            self.by_subject.entry(e.subject).or_default().successful += 1;
+            self.by_worker.entry(e.worker).or_default().successful += 1;
+            if e.flags & F_HAS_DURATION != 0 {
+                self.duration_sum += e.duration;
+                self.duration_count += 1;
+            }
+            if e.duration.is_finite() {
+                self.duration.add(e.duration);
+            }
+            self.files += f64::from(e.total_files);
+            for &(name, v) in timings {
+                self.timings.entry(name).or_default().add(v);
+            }
+        } else {
+            *self.error_types.entry(e.error_type).or_insert(0) += 1;
+        }
+        if e.logged_at != i64::MIN {
+            self.first_logged_at = Some(
+                self.first_logged_at
+                    .map_or(e.logged_at, |f| f.min(e.logged_at)),
+            );
+            self.last_logged_at = Some(
+                self.last_logged_at
+                    .map_or(e.logged_at, |l| l.max(e.logged_at)),
+            );
+        }
+    }
+}
+
+/// A fast, fixed hasher for video ids (the index must be reproducible from
+/// the file, so no random seed is needed; collisions at 64 bits are
+/// negligible and a `video_id` filter re-checks the record itself).
+fn hash_video(s: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(s);
+    h.finish() | 1
+}
+
+/// The index of one log file.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub entries: Vec<Entry>,
+    /// Newest record (entry number) of each video.
+    pub latest: HashMap<u64, u32, FixedState>,
+    pub syms: Interner,
+    /// Over every record.
+    pub all: Aggregate,
+    /// Videos whose newest record failed and is not `is_retryable: false`.
+    pub retry_candidates: u64,
+    fmt_scratch: Option<Box<Formatter>>,
+}
+
+/// `BuildHasher` with no per-process seed (see [`hash_video`]): the keys are
+/// already hashes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FixedState;
+
+impl BuildHasher for FixedState {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+/// Passes a u64 key through: the keys are hashes already.
+#[derive(Debug, Default)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub fn is_candidate(e: &Entry) -> bool {
+    !e.success() && e.flags & F_NOT_RETRYABLE == 0
+}
+
+impl Index {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Builds the entry for a record (`rec` its bytes, `meta` its fields).
+    /// Returns it with the record's timings (successful records only).
+    pub fn entry(
+        &mut self,
+        offset: u64,
+        rec: &[u8],
+        meta: &RawMeta,
+        timings: &mut Vec<(Sym, f64)>,
+    ) -> Entry {
+        let get = |k| meta.get(rec, k);
+        let success = get(SUCCESS).is_some_and(truthy);
+        let mut flags = 0u8;
+        if success {
+            flags |= F_SUCCESS;
+        }
+        if get(IS_RETRYABLE) == Some(b"false") {
+            flags |= F_NOT_RETRYABLE;
+        }
+        let mut video = 0;
+        if let Some(v) = get(VIDEO_ID).and_then(string) {
+            video = hash_video(v.as_bytes());
+            flags |= F_HAS_VIDEO;
+        }
+        let duration = get(DURATION).and_then(number).unwrap_or(f64::NAN);
+        if duration.is_finite() && duration != 0.0 {
+            flags |= F_HAS_DURATION;
+        }
+        let stage = self.syms.intern(&group_key(get(STAGE)));
+        let subject = self.syms.intern(&group_key(get(SUBJECT)));
+        let worker = self.syms.intern(&group_key(get(WORKER_ID)));
+        let error_type = if success {
+            0
+        } else {
+            self.syms.intern(&error_type(get(ERROR)))
+        };
+        let logged_at = get(LOGGED_AT)
+            .and_then(string)
+            .and_then(|s| parse_time(&s))
+            .unwrap_or(i64::MIN);
+        timings.clear();
+        if success && let Some(t) = get(TIMINGS).filter(|t| t.first() == Some(&b'{')) {
+            let fmt = self.fmt_scratch.get_or_insert_with(Default::default);
+            if fmt.validate(t, 0, 64, true).is_ok() {
+                let pairs: Vec<(String, f64)> = fmt
+                    .fields
+                    .iter()
+                    .filter_map(|f| {
+                        let name = string(&t[f.key_in.clone()])?.into_owned();
+                        Some((name, number(&t[f.value_in.clone()])?))
+                    })
+                    .collect();
+                for (name, v) in pairs {
+                    timings.push((self.syms.intern(&name), v));
+                }
+            }
+        }
+        Entry {
+            offset,
+            logged_at,
+            duration,
+            video,
+            len: rec.len() as u32,
+            stage,
+            subject,
+            worker,
+            error_type,
+            total_files: get(TOTAL_FILES).and_then(number).unwrap_or(0.0) as f32,
+            flags,
+        }
+    }
+
+    /// Adds a record at `offset` in the file.
+    pub fn add(&mut self, offset: u64, rec: &[u8], meta: &RawMeta) {
+        let mut timings = Vec::new();
+        let e = self.entry(offset, rec, meta, &mut timings);
+        self.push(e, &timings);
+    }
+
+    pub fn push(&mut self, e: Entry, timings: &[(Sym, f64)]) {
+        let idx = self.entries.len() as u32;
+        self.all.add(&e, timings);
+        if e.flags & F_HAS_VIDEO != 0 {
+            if let Some(prev) = self.latest.insert(e.video, idx)
+                && is_candidate(&self.entries[prev as usize])
+            {
+                self.retry_candidates -= 1;
+            }
+            if is_candidate(&e) {
+                self.retry_candidates += 1;
+            }
+        }
+        self.entries.push(e);
+    }
+
+    /// Is entry `idx` the newest record of its video (or has no video)?
+    pub fn is_latest(&self, idx: usize) -> bool {
+        let e = &self.entries[idx];
+        e.flags & F_HAS_VIDEO == 0 || self.latest.get(&e.video) == Some(&(idx as u32))
+    }
+
+    /// Bytes of memory held, roughly: for the `ping` and the bench.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.latest.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+    }
+
+    pub fn video_hash(id: &str) -> u64 {
+        hash_video(id.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truthiness_is_pythons() {
+        for t in [
+            &b"true"[..],
+            b"1",
+            b"-0.5",
+            b"\"x\"",
+            b"[1]",
+            b"{\"a\":1}",
+            b"[\n  0\n]",
+        ] {
+            assert!(truthy(t), "{:?}", String::from_utf8_lossy(t));
+        }
+        for f in [
+            &b"false"[..],
+            b"null",
+            b"0",
+            b"0.0",
+            b"-0",
+            b"\"\"",
+            b"[]",
+            b"{}",
+            b"[ ]",
+            b"0e5",
+        ] {
+            assert!(!truthy(f), "{:?}", String::from_utf8_lossy(f));
+        }
+    }
+
+    #[test]
+    fn error_types_follow_the_python_logger() {
+        assert_eq!(
+            error_type(Some(br#""API rate limit exceeded: 429""#)),
+            "API rate limit exceeded"
+        );
+        assert_eq!(error_type(Some(br#""Network timeout""#)), "Network timeout");
+        assert_eq!(error_type(Some(br#"" lead: x""#)), " lead");
+        assert_eq!(error_type(Some(b"null")), "Unknown error");
+        assert_eq!(error_type(None), "Unknown error");
+        assert_eq!(error_type(Some(b"{\n  \"a\": 1\n}")), "{\"a\":1}");
+        assert_eq!(error_type(Some(br#""caf\u00e9: x""#)), "café");
+    }
+
+    #[test]
+    fn times_round_trip_in_isoformat() {
+        for s in [
+            "2025-10-17T09:33:10.187500",
+            "2025-10-17T09:33:10",
+            "1969-12-31T23:59:59.000001",
+            "2400-02-29T00:00:00",
+        ] {
+            assert_eq!(format_time(parse_time(s).unwrap()), s);
+        }
+        assert_eq!(
+            format_time(parse_time("2025-10-17").unwrap()),
+            "2025-10-17T00:00:00"
+        );
+        assert!(parse_time("2025-10-17T09:33:10") < parse_time("2025-10-17T09:33:10.5"));
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2025-13-01"), None);
+    }
+
+    #[test]
+    fn histogram_percentiles_are_within_one_percent() {
+        let mut h = Hist::default();
+        let vals: Vec<f64> = (1..=1000).map(|i| f64::from(i) * 0.37).collect();
+        for v in &vals {
+            h.add(*v);
+        }
+        for p in [50.0, 95.0, 99.0] {
+            let exact = vals[((p / 100.0) * 1000.0_f64).ceil() as usize - 1];
+            let got = h.percentile(p).unwrap();
+            assert!((got - exact).abs() / exact < 0.01, "p{p}: {got} vs {exact}");
+        }
+        assert_eq!(h.max, 370.0);
+        h.add(0.0);
+        assert_eq!(h.percentile(0.0), Some(0.0));
+    }
+
+    #[test]
+    fn entry_stays_compact() {
+        assert!(std::mem::size_of::<Entry>() <= 64);
+    }
+
+    #[test]
+    fn minify_keeps_strings() {
+        assert_eq!(
+            minify(b"{\n  \"a b\": [1, \"x \\\" y\"]\n}"),
+            b"{\"a b\":[1,\"x \\\" y\"]}"
+        );
+    }
+
+    #[test]
+    fn retry_candidates_follow_the_newest_record_per_video() {
+        let mut ix = Index::default();
+        let mut f = Formatter::new();
+        let mut add = |ix: &mut Index, rec: &str| {
+            f.validate(rec.as_bytes(), 0, 100, true).unwrap();
+            let m = RawMeta::from_input(rec.as_bytes(), &f.fields, 0);
+            ix.add(0, rec.as_bytes(), &m);
+        };
+        add(&mut ix, r#"{"video_id":"a","success":false}"#);
+        add(
+            &mut ix,
+            r#"{"video_id":"b","success":false,"is_retryable":false}"#,
+        );
+        assert_eq!(ix.retry_candidates, 1);
+        add(&mut ix, r#"{"video_id":"a","success":true}"#);
+        assert_eq!(ix.retry_candidates, 0);
+        add(&mut ix, r#"{"video_id":"c","success":0}"#);
+        assert_eq!(ix.retry_candidates, 1);
+        assert!(!ix.is_latest(0));
+        assert!(ix.is_latest(2));
+        assert_eq!(ix.all.total, 4);
+        assert_eq!(ix.all.successful, 1);
+    }
+}

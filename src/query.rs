@@ -1,0 +1,271 @@
+//! Queries over the [`Index`]: filters, paging, statistics, retry
+//! candidates. Pure functions of the index; reading records back from the
+//! file and serializing them is the connection's job (`handler.rs`), so the
+//! writer task only ever spends index time on a query.
+
+use serde_json::{Map, Value, json};
+
+use crate::index::{Aggregate, Entry, Hist, Index, Sym, is_candidate};
+
+/// Which records a query is about. All set conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub success: Option<bool>,
+    pub stage: Option<String>,
+    pub subject: Option<String>,
+    /// As a group key: a string's content or a number's JSON text.
+    pub worker_id: Option<String>,
+    pub video_id: Option<String>,
+    pub error_type: Option<String>,
+    /// Inclusive lower bound on `logged_at` (naive microseconds).
+    pub since: Option<i64>,
+    /// Exclusive upper bound on `logged_at`.
+    pub until: Option<i64>,
+    /// Only the newest record of each `video_id` (applied first).
+    pub latest_per_video: bool,
+}
+
+/// Sort key for `jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Duration,
+    LoggedAt,
+}
+
+/// Paging and order for `jobs` and `export_csv`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Paging {
+    pub limit: Option<usize>,
+    pub offset: usize,
+    pub desc: bool,
+    pub sort_by: Option<SortBy>,
+}
+
+/// A filter resolved against the interner: `None` for a string that no
+/// record has (so nothing can match).
+struct Resolved {
+    stage: Option<Option<Sym>>,
+    subject: Option<Option<Sym>>,
+    worker: Option<Option<Sym>>,
+    error_type: Option<Option<Sym>>,
+    video: Option<u64>,
+}
+
+fn resolve(ix: &Index, f: &Filter) -> Resolved {
+    let sym = |s: &Option<String>| s.as_ref().map(|s| ix.syms.get(s));
+    Resolved {
+        stage: sym(&f.stage),
+        subject: sym(&f.subject),
+        worker: sym(&f.worker_id),
+        error_type: sym(&f.error_type),
+        video: f.video_id.as_deref().map(Index::video_hash),
+    }
+}
+
+fn sym_matches(want: Option<Option<Sym>>, have: Sym) -> bool {
+    match want {
+        None => true,
+        Some(None) => false,
+        Some(Some(w)) => w == have,
+    }
+}
+
+fn matches(ix: &Index, r: &Resolved, f: &Filter, idx: usize, e: &Entry) -> bool {
+    if f.latest_per_video && !ix.is_latest(idx) {
+        return false;
+    }
+    if let Some(s) = f.success
+        && e.success() != s
+    {
+        return false;
+    }
+    if !sym_matches(r.stage, e.stage)
+        || !sym_matches(r.subject, e.subject)
+        || !sym_matches(r.worker, e.worker)
+    {
+        return false;
+    }
+    if r.error_type.is_some() && (e.success() || !sym_matches(r.error_type, e.error_type)) {
+        return false;
+    }
+    if let Some(v) = r.video
+        && (e.flags & crate::index::F_HAS_VIDEO == 0 || e.video != v)
+    {
+        return false;
+    }
+    if let Some(since) = f.since
+        && (e.logged_at == i64::MIN || e.logged_at < since)
+    {
+        return false;
+    }
+    if let Some(until) = f.until
+        && (e.logged_at == i64::MIN || e.logged_at >= until)
+    {
+        return false;
+    }
+    true
+}
+
+/// Entry numbers of the records among the first `upto` that match, in log
+/// order.
+pub fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
+    let r = resolve(ix, f);
+    ix.entries[..upto.min(ix.len())]
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| matches(ix, &r, f, *i, e))
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// Applies order, sort, offset and limit. Returns the page and the number
+/// of matches before paging.
+pub fn page(ix: &Index, mut sel: Vec<u32>, p: &Paging) -> (Vec<u32>, usize) {
+    let total = sel.len();
+    if let Some(by) = p.sort_by {
+        let key = |i: &u32| {
+            let e = &ix.entries[*i as usize];
+            match by {
+                SortBy::Duration => e.duration,
+                SortBy::LoggedAt => e.logged_at as f64,
+            }
+        };
+        // Records without the key sort first ascending (last descending),
+        // as missing values do in jq's sort_by (null < numbers); the sort is
+        // stable, so ties keep log order.
+        sel.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            match (ka.is_nan(), kb.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                _ => ka.total_cmp(&kb),
+            }
+        });
+    }
+    if p.desc {
+        sel.reverse();
+    }
+    let end = p
+        .limit
+        .map_or(sel.len(), |l| p.offset.saturating_add(l).min(sel.len()));
+    let start = p.offset.min(end);
+    (sel[start..end].to_vec(), total)
+}
+
+/// Newest-first list of videos whose newest record failed and is not
+/// `is_retryable: false`, among the first `upto` records.
+pub fn retry_candidates(ix: &Index, upto: usize) -> Vec<u32> {
+    (0..upto.min(ix.len()))
+        .rev()
+        .filter(|&i| {
+            let e = &ix.entries[i];
+            e.flags & crate::index::F_HAS_VIDEO != 0 && is_candidate(e) && ix.is_latest(i)
+        })
+        .map(|i| i as u32)
+        .collect()
+}
+
+/// Is `f` empty for `stats` (so the incremental aggregate answers)?
+pub fn is_unfiltered(f: &Filter) -> bool {
+    *f == Filter::default()
+}
+
+/// Aggregate over the matching records (timings not included: they are not
+/// in the index, see `handler.rs`), and the matching successful records.
+pub fn aggregate(ix: &Index, f: &Filter) -> (Aggregate, Vec<u32>, u64) {
+    let r = resolve(ix, f);
+    let mut agg = Aggregate::default();
+    let mut successful = Vec::new();
+    let mut candidates = 0;
+    for (i, e) in ix.entries.iter().enumerate() {
+        if matches(ix, &r, f, i, e) {
+            agg.add(e, &[]);
+            if e.success() {
+                successful.push(i as u32);
+            }
+            if e.flags & crate::index::F_HAS_VIDEO != 0 && is_candidate(e) && ix.is_latest(i) {
+                candidates += 1;
+            }
+        }
+    }
+    (agg, successful, candidates)
+}
+
+fn num(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+/// `{count, mean, p50, p95, max}` of a histogram.
+pub fn hist_json(h: &Hist) -> Value {
+    json!({
+        "count": h.count,
+        "mean": h.mean().map_or(Value::Null, num),
+        "p50": h.percentile(50.0).map_or(Value::Null, num),
+        "p95": h.percentile(95.0).map_or(Value::Null, num),
+        "max": if h.count > 0 { num(h.max) } else { Value::Null },
+    })
+}
+
+/// Timing histograms as `{"<stage>": {count, mean, p50, p95, max}}`.
+pub fn timings_json<'a>(ix: &Index, timings: impl Iterator<Item = (&'a Sym, &'a Hist)>) -> Value {
+    let mut v: Vec<(&str, Value)> = timings
+        .map(|(s, h)| (ix.syms.name(*s), hist_json(h)))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    Value::Object(v.into_iter().map(|(k, h)| (k.to_string(), h)).collect())
+}
+
+/// The `stats` object. Keys and semantics of the Python logger's
+/// `get_statistics()` first, then the extras.
+pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
+    let counts = |m: &std::collections::HashMap<Sym, u64>| -> Value {
+        let mut v: Vec<(&str, u64)> = m.iter().map(|(s, n)| (ix.syms.name(*s), *n)).collect();
+        // Most frequent first, then by name: stable output.
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        Value::Object(
+            v.into_iter()
+                .map(|(k, n)| (k.to_string(), json!(n)))
+                .collect(),
+        )
+    };
+    let tallies = |m: &std::collections::HashMap<Sym, crate::index::Tally>| -> Value {
+        let mut v: Vec<(&str, &crate::index::Tally)> =
+            m.iter().map(|(s, t)| (ix.syms.name(*s), t)).collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        let mut o = Map::new();
+        for (k, t) in v {
+            o.insert(
+                k.to_string(),
+                json!({"total": t.total, "successful": t.successful, "failed": t.total - t.successful}),
+            );
+        }
+        Value::Object(o)
+    };
+    let files = if a.files.fract() == 0.0 && a.files.abs() < 9.0e15 {
+        json!(a.files as i64)
+    } else {
+        num(a.files)
+    };
+    json!({
+        "total_jobs": a.total,
+        "successful": a.successful,
+        "failed": a.total - a.successful,
+        "success_rate": if a.total > 0 { num(a.successful as f64 / a.total as f64) } else { json!(0) },
+        "average_duration": if a.duration_count > 0 { num(a.duration_sum / a.duration_count as f64) } else { Value::Null },
+        "total_files_created": files,
+        "error_types": counts(&a.error_types),
+        "stages": counts(&a.stages),
+        "by_subject": tallies(&a.by_subject),
+        "by_worker": tallies(&a.by_worker),
+        "timings": timings_json(ix, a.timings.iter()),
+        "duration": {
+            "p50": a.duration.percentile(50.0).map_or(Value::Null, num),
+            "p95": a.duration.percentile(95.0).map_or(Value::Null, num),
+            "max": if a.duration.count > 0 { num(a.duration.max) } else { Value::Null },
+        },
+        "first_logged_at": a.first_logged_at.map(crate::index::format_time),
+        "last_logged_at": a.last_logged_at.map(crate::index::format_time),
+        "retry_candidates": retry_candidates,
+    })
+}
