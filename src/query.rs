@@ -172,23 +172,26 @@ pub fn is_unfiltered(f: &Filter) -> bool {
 }
 
 /// Aggregate over the matching records (timings not included: they are not
-/// in the index, see `handler.rs`), and the matching successful records.
+/// in the index, see `handler.rs`), the matching successful records, and the
+/// retry candidates *within* the matching records (the newest matching
+/// record of each video decides), as if the log held only those records.
 pub fn aggregate(ix: &Index, f: &Filter) -> (Aggregate, Vec<u32>, u64) {
     let r = resolve(ix, f);
     let mut agg = Aggregate::default();
     let mut successful = Vec::new();
-    let mut candidates = 0;
+    let mut latest: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
     for (i, e) in ix.entries.iter().enumerate() {
         if matches(ix, &r, f, i, e) {
             agg.add(e, &[]);
             if e.success() {
                 successful.push(i as u32);
             }
-            if e.flags & crate::index::F_HAS_VIDEO != 0 && is_candidate(e) && ix.is_latest(i) {
-                candidates += 1;
+            if e.flags & crate::index::F_HAS_VIDEO != 0 {
+                latest.insert(e.video, is_candidate(e));
             }
         }
     }
+    let candidates = latest.values().filter(|c| **c).count() as u64;
     (agg, successful, candidates)
 }
 

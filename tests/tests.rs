@@ -15,3 +15,6 @@ mod lifecycle;
 
 // The socat examples of protocol.md and README.md, run verbatim.
 mod docs;
+
+// Queries and statistics against a python3 reference implementation.
+mod query;

@@ -317,3 +317,12 @@ impl Client {
         &mut self.w
     }
 }
+
+impl Client {
+    /// Exactly `n` bytes (the body after an `export_csv` header).
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.r.read_exact(&mut v).expect("read body");
+        v
+    }
+}

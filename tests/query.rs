@@ -1,0 +1,251 @@
+//! Queries and statistics, checked against a reference implementation of the
+//! Python logger's semantics (tests/fixtures/reference.py, standard library
+//! only) reading the same file with json.load.
+
+use std::fs;
+
+use serde_json::{Value, json};
+
+use crate::util::{Client, Daemon, TempDir, python, read_log};
+
+const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference.py");
+
+fn reference(args: &[&str]) -> Vec<u8> {
+    let script = format!(
+        "import runpy, sys; sys.argv = [{REFERENCE:?}] + sys.argv[1:]; runpy.run_path({REFERENCE:?}, run_name='__main__')"
+    );
+    python(&script, args).stdout
+}
+
+/// Sends a query; returns the reply line, or for export_csv the CSV text.
+fn ask(c: &mut Client, q: &Value) -> Value {
+    c.send(&q.to_string());
+    let r = c.reply();
+    if q["op"] == "export_csv" {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["content_type"], "text/csv");
+        let n = r["bytes"].as_u64().unwrap() as usize;
+        return Value::String(String::from_utf8(c.bytes(n)).unwrap());
+    }
+    r
+}
+
+/// Equal, with floats within `rel` (1% for percentiles, which come from a
+/// histogram; 1e-9 elsewhere).
+fn approx(got: &Value, want: &Value, path: &str) {
+    match (got, want) {
+        (Value::Object(g), Value::Object(w)) => {
+            let mut gk: Vec<&String> = g.keys().collect();
+            let mut wk: Vec<&String> = w.keys().collect();
+            gk.sort();
+            wk.sort();
+            assert_eq!(gk, wk, "keys at {path}");
+            for (k, wv) in w {
+                approx(&g[k], wv, &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(g), Value::Array(w)) => {
+            assert_eq!(g.len(), w.len(), "length at {path}");
+            for (i, (gv, wv)) in g.iter().zip(w).enumerate() {
+                approx(gv, wv, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Number(g), Value::Number(w)) if g.is_f64() || w.is_f64() => {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            let rel = if path.ends_with("p50") || path.ends_with("p95") {
+                0.01
+            } else {
+                1e-9
+            };
+            assert!(
+                (g - w).abs() <= rel * w.abs().max(1e-12),
+                "{path}: got {g}, want {w}"
+            );
+        }
+        _ => assert_eq!(got, want, "at {path}"),
+    }
+}
+
+fn queries() -> Vec<Value> {
+    vec![
+        json!({"op":"stats"}),
+        json!({"op":"stats","subject":"AI"}),
+        json!({"op":"stats","worker_id":0,"since":"2025-10-17T01:00:00","until":"2025-10-17T05:00:00"}),
+        json!({"op":"failed"}),
+        json!({"op":"successful"}),
+        json!({"op":"by_stage","stage":"generating_notes"}),
+        json!({"op":"by_stage","stage":"null"}),
+        json!({"op":"all"}),
+        json!({"op":"jobs","subject":"数学"}),
+        json!({"op":"jobs","worker_id":"w3"}),
+        json!({"op":"jobs","worker_id":2,"success":false}),
+        json!({"op":"jobs","video_id":"vid7"}),
+        json!({"op":"jobs","error_type":"API rate limit exceeded"}),
+        json!({"op":"jobs","error_type":"Unknown error"}),
+        json!({"op":"jobs","error_type":"{\"code\":500}"}),
+        json!({"op":"jobs","since":"2025-10-17T03:00:00","until":"2025-10-17T03:30:00.5"}),
+        json!({"op":"jobs","latest_per_video":true,"success":false}),
+        json!({"op":"jobs","sort_by":"processing_duration","order":"desc","limit":5,"fields":["video_title","processing_duration"]}),
+        json!({"op":"jobs","sort_by":"processing_duration","limit":5}),
+        json!({"op":"jobs","sort_by":"logged_at","order":"desc","offset":10,"limit":7}),
+        json!({"op":"jobs","offset":4990}),
+        json!({"op":"jobs","limit":0}),
+        json!({"op":"jobs","success":true,"subject":"AI","fields":["video_id","nope"]}),
+        json!({"op":"failed","stage":"completed","limit":3,"order":"desc"}),
+        json!({"op":"retry_candidates"}),
+        json!({"op":"export_csv"}),
+        json!({"op":"export_csv","success":false,"subject":"Ελληνικά"}),
+    ]
+}
+
+#[test]
+fn answers_match_the_python_reference_and_survive_a_restart() {
+    let dir = TempDir::new();
+    let gen_path = dir.join("records.ndjson");
+    reference(&["generate", gen_path.to_str().unwrap(), "5000"]);
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    c.send_bytes(&fs::read(&gen_path).unwrap());
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    assert_eq!(read_log(&d.log).len(), 5000);
+
+    let qs = queries();
+    let qpath = dir.join("queries.json");
+    fs::write(&qpath, serde_json::to_vec(&qs).unwrap()).unwrap();
+    let want: Vec<Value> = serde_json::from_slice(&reference(&[
+        "answer",
+        d.log.to_str().unwrap(),
+        qpath.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let got: Vec<Value> = qs.iter().map(|q| ask(&mut c, q)).collect();
+    for ((q, g), w) in qs.iter().zip(&got).zip(&want) {
+        approx(g, w, &q.to_string());
+    }
+    // Sanity: the fixture exercises what it should.
+    assert!(want[3]["count"].as_u64().unwrap() > 1000, "many failures");
+    assert!(
+        want[16]["count"].as_u64().unwrap() > 10,
+        "videos whose latest attempt failed"
+    );
+    assert!(want[24]["count"].as_u64().unwrap() > 10, "retry candidates");
+
+    // Restart: the index rebuilt by the start-up scan answers identically.
+    drop(c);
+    assert_eq!(d.stop().code(), Some(0));
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    for (q, before) in qs.iter().zip(&got) {
+        let after = ask(&mut c, q);
+        assert_eq!(&after, before, "after restart: {q}");
+    }
+}
+
+#[test]
+fn answers_include_records_not_yet_flushed() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "60000"]);
+    let mut c = Client::new(d.connect());
+    for i in 0..10 {
+        c.send(&format!(
+            r#"{{"video_id":"v{i}","success":{},"stage":"s"}}"#,
+            i % 2 == 0
+        ));
+    }
+    c.send("stats");
+    let s = c.reply();
+    assert_eq!(s["stats"]["total_jobs"], 10);
+    assert_eq!(s["stats"]["successful"], 5);
+    c.send("ping");
+    assert_eq!(c.reply()["records"], 0, "stats did not need a flush");
+    c.send(r#"{"op":"failed","fields":["video_id"]}"#);
+    let f = c.reply();
+    assert_eq!(f["count"], 5);
+    assert_eq!(f["jobs"][0], json!({"video_id":"v1"}));
+    c.send("retry_candidates");
+    assert_eq!(c.reply()["count"], 5);
+}
+
+#[test]
+fn bad_filters_are_refused_naming_the_key() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for (q, needle) in [
+        (r#"{"op":"jobs","colour":"red"}"#, "unknown field `colour`"),
+        (r#"{"op":"stats","stage":"x"}"#, "unknown field `stage`"),
+        (
+            r#"{"op":"jobs","success":"yes"}"#,
+            "field `success` must be a boolean",
+        ),
+        (
+            r#"{"op":"jobs","limit":-1}"#,
+            "field `limit` must be a non-negative integer",
+        ),
+        (r#"{"op":"jobs","limit":1.5}"#, "field `limit`"),
+        (
+            r#"{"op":"jobs","since":"last tuesday"}"#,
+            "field `since` must be an ISO date-time",
+        ),
+        (r#"{"op":"jobs","order":"up"}"#, "field `order`"),
+        (r#"{"op":"jobs","sort_by":"title"}"#, "field `sort_by`"),
+        (
+            r#"{"op":"jobs","worker_id":[1]}"#,
+            "field `worker_id` must be a number or a string",
+        ),
+        (
+            r#"{"op":"jobs","fields":"video_id"}"#,
+            "field `fields` must be a list of strings",
+        ),
+        (
+            r#"{"op":"failed","success":true}"#,
+            "field `success` is implied",
+        ),
+        (r#"{"op":"by_stage"}"#, "missing field `stage`"),
+        (r#"{"op":"retry_candidates","limit":"5"}"#, "field `limit`"),
+    ] {
+        let r = d.request(q);
+        assert_eq!(r["ok"], false, "{q}");
+        assert_eq!(r["error"]["code"], "invalid_request", "{q}: {r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{q}: {msg}");
+    }
+}
+
+#[test]
+fn clear_archives_the_file_and_starts_an_empty_one() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "60000"]);
+    let mut c = Client::new(d.connect());
+    for i in 0..5 {
+        c.send(&format!(r#"{{"video_id":"v{i}","success":false}}"#));
+    }
+    c.send("clear");
+    let r = c.reply();
+    assert_eq!(r["error"]["code"], "confirmation_required", "{r}");
+    c.send(r#"{"op":"clear","confirm":true}"#);
+    let r = c.reply();
+    assert_eq!(r["ok"], true, "{r}");
+    let archive = std::path::PathBuf::from(r["archive"].as_str().unwrap());
+    assert!(
+        archive
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("log.")
+    );
+    // Every record sent before the clear is in the archive, none is lost.
+    assert_eq!(read_log(&archive).len(), 5);
+    assert_eq!(fs::read(&d.log).unwrap(), b"[]");
+    c.send("stats");
+    assert_eq!(c.reply()["stats"]["total_jobs"], 0);
+    c.send(r#"{"op":"log","job":{"video_id":"new","success":true},"ack":true}"#);
+    assert_eq!(c.reply()["logged"], 1);
+    c.send("all");
+    let all = c.reply();
+    assert_eq!(all["count"], 1);
+    assert_eq!(all["jobs"][0]["video_id"], "new");
+    assert_eq!(read_log(&d.log).len(), 1);
+    c.send("stats");
+    assert_eq!(c.reply()["stats"]["total_jobs"], 1);
+}
