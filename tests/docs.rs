@@ -25,11 +25,14 @@ fn sh_blocks(md: &str) -> Vec<String> {
     blocks
 }
 
-fn socat_available() -> bool {
-    Command::new("socat")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
+fn tools_available() -> bool {
+    let ok = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    ok("socat", "-V") && ok("jq", "--version")
 }
 
 /// Runs every block; each `# {...}` comment line is the expected reply of the
