@@ -187,6 +187,9 @@ struct Writer {
     backoff: Duration,
     retry_at: Option<Instant>,
     index: Index,
+    /// The buffer of the last written batch, kept for the next one: large
+    /// buffers come from fresh pages, and refilling them costs page faults.
+    spare: Vec<u8>,
     /// Where the next accepted record's separator will be written: the
     /// index knows each record's offset before it is flushed.
     logical_end: u64,
@@ -229,6 +232,7 @@ pub async fn run(
         backoff: Duration::ZERO,
         retry_at: None,
         index,
+        spare: Vec::new(),
         reader,
     };
     let mut closed = false;
@@ -304,6 +308,7 @@ impl Writer {
         }
         if let Some(mut store) = self.idle.take() {
             let batch = std::mem::take(&mut self.current);
+            self.current.buf = std::mem::take(&mut self.spare);
             self.inflight_records = batch.records;
             self.inflight = Some(tokio::task::spawn_blocking(move || {
                 let mut batch = batch;
@@ -338,6 +343,10 @@ impl Writer {
                     .chain(self.inflight_waiters.drain(..))
                 {
                     let _ = w.send(Ok(()));
+                }
+                if batch.buf.capacity() <= 2 * self.cfg.max_bytes {
+                    batch.buf.clear();
+                    self.spare = std::mem::take(&mut batch.buf);
                 }
                 // Permits drop with `batch`: the byte budget is free again.
             }

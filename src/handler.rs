@@ -17,7 +17,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::batcher::{Command, Durable, Ingest, Query, RecordMeta};
-use crate::connection::{Frame, Lines, trim_line};
+use crate::connection::{Frame, Lines, READ_CHUNK, trim_line};
 use crate::index::RawMeta;
 use crate::json::Formatter;
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
@@ -199,13 +199,8 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
         let req = protocol::parse_bare(word);
         return request(s, no, req).await;
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        let err = ProtocolError::new(
-            ErrorCode::InvalidUtf8,
-            format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
-        );
-        return queue(s, Reply::Now(err.reply(no))).await;
-    }
+    // UTF-8 is checked by the formatter, inside strings, where it matters;
+    // a non-UTF-8 byte elsewhere is reported as invalid_utf8 too.
     let mark = s.chunk.len();
     match s
         .fmt
@@ -285,6 +280,8 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             let n = jobs.len() as u64;
             s.chunk = data;
             s.chunk_records = metas;
+            // (The old, empty chunk buffer is dropped: a log request is rare
+            // next to plain records.)
             s.chunk_coerced = coerced;
             let ok = reply_line(&serde_json::json!({"ok": true, "logged": n}));
             if ack {
@@ -430,8 +427,11 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
         .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
         .await
         .ok();
+    // The next chunk starts with room for as much as this one held, so a
+    // busy connection does not regrow its buffer from nothing every read.
+    let next = Vec::with_capacity(s.chunk.len().clamp(4096, CHUNK_SEND_BYTES + READ_CHUNK));
     let ing = Ingest {
-        data: std::mem::take(&mut s.chunk),
+        data: std::mem::replace(&mut s.chunk, next),
         records: std::mem::take(&mut s.chunk_records),
         coerced: std::mem::take(&mut s.chunk_coerced),
         permit,

@@ -61,9 +61,23 @@ impl RawMeta {
     pub fn collect<'k>(pairs: impl Iterator<Item = (&'k [u8], Range<usize>)>) -> RawMeta {
         let mut m = RawMeta::default();
         for (key, v) in pairs {
-            if let Some(k) = KEYS.iter().position(|k| k.as_bytes() == key) {
-                m.ranges[k] = (v.start as u32, (v.end - v.start) as u32);
-            }
+            // A match on the bytes compiles to a switch on the length plus
+            // one comparison: this runs for every member of every record.
+            let k = match key {
+                b"video_id" => VIDEO_ID,
+                b"success" => SUCCESS,
+                b"stage" => STAGE,
+                b"subject" => SUBJECT,
+                b"worker_id" => WORKER_ID,
+                b"error" => ERROR,
+                b"processing_duration" => DURATION,
+                b"total_files" => TOTAL_FILES,
+                b"logged_at" => LOGGED_AT,
+                b"is_retryable" => IS_RETRYABLE,
+                b"timings" => TIMINGS,
+                _ => continue,
+            };
+            m.ranges[k] = (v.start as u32, (v.end - v.start) as u32);
         }
         m
     }
@@ -100,11 +114,56 @@ impl RawMeta {
 /// An interned string's id.
 pub type Sym = u32;
 
+/// FxHash (rustc's): a multiply-rotate hash, several times cheaper than
+/// SipHash for the short keys here. No DoS concern: the maps are keyed by
+/// interned ids and low-cardinality strings, and an attacker able to write
+/// records could only slow its own `stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// `HashMap` hasher state for [`FxHasher`].
+pub type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
+/// A map keyed by interned id.
+pub type SymMap<V> = HashMap<Sym, V, FxBuild>;
+
 /// Small-cardinality strings (stages, subjects, workers, error types,
 /// timing names) stored once.
 #[derive(Debug, Default)]
 pub struct Interner {
-    ids: HashMap<Box<str>, Sym>,
+    ids: HashMap<Box<str>, Sym, FxBuild>,
     names: Vec<Box<str>>,
 }
 
@@ -441,12 +500,12 @@ pub struct Aggregate {
     pub duration_sum: f64,
     pub duration_count: u64,
     pub files: f64,
-    pub error_types: HashMap<Sym, u64>,
-    pub stages: HashMap<Sym, u64>,
-    pub by_subject: HashMap<Sym, Tally>,
-    pub by_worker: HashMap<Sym, Tally>,
+    pub error_types: SymMap<u64>,
+    pub stages: SymMap<u64>,
+    pub by_subject: SymMap<Tally>,
+    pub by_worker: SymMap<Tally>,
     /// Per timing name, over successful records.
-    pub timings: HashMap<Sym, Hist>,
+    pub timings: SymMap<Hist>,
     /// `processing_duration` of successful records.
     pub duration: Hist,
     pub first_logged_at: Option<i64>,
@@ -515,6 +574,7 @@ pub struct Index {
     /// Videos whose newest record failed and is not `is_retryable: false`.
     pub retry_candidates: u64,
     fmt_scratch: Option<Box<Formatter>>,
+    timings_scratch: Vec<(Sym, f64)>,
 }
 
 /// `BuildHasher` with no per-process seed (see [`hash_video`]): the keys are
@@ -601,20 +661,19 @@ impl Index {
             .unwrap_or(i64::MIN);
         timings.clear();
         if success && let Some(t) = get(TIMINGS).filter(|t| t.first() == Some(&b'{')) {
-            let fmt = self.fmt_scratch.get_or_insert_with(Default::default);
+            // The scratch formatter is taken out so the interner can be
+            // borrowed while its fields are read.
+            let mut fmt = self.fmt_scratch.take().unwrap_or_default();
             if fmt.validate(t, 0, 64, true).is_ok() {
-                let pairs: Vec<(String, f64)> = fmt
-                    .fields
-                    .iter()
-                    .filter_map(|f| {
-                        let name = string(&t[f.key_in.clone()])?.into_owned();
-                        Some((name, number(&t[f.value_in.clone()])?))
-                    })
-                    .collect();
-                for (name, v) in pairs {
-                    timings.push((self.syms.intern(&name), v));
+                for f in &fmt.fields {
+                    if let (Some(name), Some(v)) =
+                        (string(&t[f.key_in.clone()]), number(&t[f.value_in.clone()]))
+                    {
+                        timings.push((self.syms.intern(&name), v));
+                    }
                 }
             }
+            self.fmt_scratch = Some(fmt);
         }
         Entry {
             offset,
@@ -633,9 +692,10 @@ impl Index {
 
     /// Adds a record at `offset` in the file.
     pub fn add(&mut self, offset: u64, rec: &[u8], meta: &RawMeta) {
-        let mut timings = Vec::new();
+        let mut timings = std::mem::take(&mut self.timings_scratch);
         let e = self.entry(offset, rec, meta, &mut timings);
         self.push(e, &timings);
+        self.timings_scratch = timings;
     }
 
     pub fn push(&mut self, e: Entry, timings: &[(Sym, f64)]) {

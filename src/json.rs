@@ -488,6 +488,7 @@ impl Formatter {
                 Ok(f)
             }
         });
+        let res = res.map_err(|e| utf8_first(input, e));
         if res.is_err() {
             out.truncate(mark);
         }
@@ -781,6 +782,22 @@ impl Formatter {
             *member_start = (v, out.len());
         }
         Ok(v)
+    }
+}
+
+/// On a syntax error, prefers reporting invalid UTF-8 if the input has any
+/// (a stray non-UTF-8 byte outside a string is first seen as bad syntax).
+fn utf8_first(input: &[u8], e: JsonError) -> JsonError {
+    match e {
+        JsonError::Syntax { .. } | JsonError::NotObject { .. } => {
+            match std::str::from_utf8(input) {
+                Err(u) => JsonError::Utf8 {
+                    offset: u.valid_up_to(),
+                },
+                Ok(_) => e,
+            }
+        }
+        e => e,
     }
 }
 

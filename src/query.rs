@@ -222,7 +222,7 @@ pub fn timings_json<'a>(ix: &Index, timings: impl Iterator<Item = (&'a Sym, &'a 
 /// The `stats` object. Keys and semantics of the Python logger's
 /// `get_statistics()` first, then the extras.
 pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
-    let counts = |m: &std::collections::HashMap<Sym, u64>| -> Value {
+    let counts = |m: &crate::index::SymMap<u64>| -> Value {
         let mut v: Vec<(&str, u64)> = m.iter().map(|(s, n)| (ix.syms.name(*s), *n)).collect();
         // Most frequent first, then by name: stable output.
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
@@ -232,7 +232,7 @@ pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
                 .collect(),
         )
     };
-    let tallies = |m: &std::collections::HashMap<Sym, crate::index::Tally>| -> Value {
+    let tallies = |m: &crate::index::SymMap<crate::index::Tally>| -> Value {
         let mut v: Vec<(&str, &crate::index::Tally)> =
             m.iter().map(|(s, t)| (ix.syms.name(*s), t)).collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
