@@ -113,6 +113,45 @@ pub enum Command {
     Query(Query, oneshot::Sender<Answer>),
     /// Archive the file and start an empty one; answers the archive path.
     Clear(oneshot::Sender<Result<PathBuf, String>>),
+    /// SIGHUP: if the file at the log path is no longer the one being
+    /// written (rotated away or deleted), flush, close it and open the path
+    /// afresh. Answers what was done.
+    Reopen(oneshot::Sender<Result<String, String>>),
+}
+
+/// Opens (or creates, or repairs) the log file and indexes it, logging
+/// what recovery found. Used at start-up and on reopen.
+///
+/// # Errors
+/// As [`Store::open`].
+pub fn open_log(
+    path: &std::path::Path,
+    fsync: crate::store::FsyncPolicy,
+) -> Result<(Store, Index), StoreError> {
+    let t0 = Instant::now();
+    let mut index = Index::default();
+    let (store, recovery) = Store::open(path, fsync, |rec, bytes, meta| {
+        index.add(rec.offset, bytes, meta)
+    })?;
+    if let Some(problem) = &recovery.problem {
+        tracing::warn!(
+            log_file = %path.display(),
+            problem = %problem,
+            kept_records = recovery.records,
+            cut_bytes = recovery.cut_bytes,
+            original_copy = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "Log file was not a valid JSON array; kept the complete records and re-closed it."
+        );
+    }
+    tracing::info!(
+        log_file = %path.display(),
+        records = recovery.records,
+        bytes = recovery.scanned_bytes,
+        took_ms = t0.elapsed().as_millis() as u64,
+        created = recovery.created,
+        "Log file ready."
+    );
+    Ok((store, index))
 }
 
 /// Counters for `ping`.
@@ -431,6 +470,9 @@ impl Writer {
             Command::Clear(reply) => {
                 let _ = reply.send(self.clear().await);
             }
+            Command::Reopen(reply) => {
+                let _ = reply.send(self.reopen().await);
+            }
         }
     }
 
@@ -516,6 +558,48 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// See [`Command::Reopen`].
+    async fn reopen(&mut self) -> Result<String, String> {
+        let at_path = self.idle.as_ref().or(None).map(Store::is_at_path);
+        if at_path == Some(true) && self.inflight.is_none() {
+            return Ok(
+                "the file at the log path is the one being written; nothing to reopen".into(),
+            );
+        }
+        self.flush_now()
+            .await
+            .map_err(|e| format!("records not yet written could not be flushed: {e}"))?;
+        let Some(store) = self.idle.as_ref() else {
+            return Err("the writer is busy".into());
+        };
+        if store.is_at_path() {
+            return Ok(
+                "the file at the log path is the one being written; nothing to reopen".into(),
+            );
+        }
+        let path = store.path().to_owned();
+        let fsync = store.fsync();
+        let opened = tokio::task::spawn_blocking(move || open_log(&path, fsync))
+            .await
+            .map_err(|e| format!("writer task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let (store, index) = opened;
+        let reader = store.reader().map_err(|e| e.to_string())?;
+        // The old file is complete, synced and closed as it drops here.
+        self.status.records = store.records();
+        self.status.file_bytes = store.len();
+        self.logical_end = store.content_end();
+        let msg = format!(
+            "reopened {} ({} records)",
+            store.path().display(),
+            store.records()
+        );
+        self.idle = Some(store);
+        self.index = index;
+        self.reader = Arc::new(reader);
+        Ok(msg)
     }
 
     /// Flushes, then archives the file and starts an empty one.

@@ -12,7 +12,9 @@
 //! - [`batcher`]: the single writer task: batching, flush policy, acks.
 //! - [`store`]: the data file: open, lock, scan, recover, append.
 //! - [`time`]: `logged_at` timestamps as Python prints them.
-//! - [`signals`]: SIGTERM/SIGINT into a future.
+//! - [`signals`]: SIGTERM/SIGINT into a future, SIGHUP into a channel.
+//! - [`systemd`]: sd_notify and socket activation, without libsystemd.
+//! - [`index`], [`query`]: the in-memory index, statistics and queries.
 
 pub mod batcher;
 pub mod config;
@@ -25,18 +27,18 @@ pub mod query;
 pub mod server;
 pub mod signals;
 pub mod store;
+pub mod systemd;
 pub mod time;
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::batcher::{BatcherConfig, Status};
 use crate::config::Config;
-use crate::index::Index;
-use crate::store::Store;
 
 /// Depth of the connection → writer channel, in messages (each message is a
 /// read's worth of records). Bytes are bounded separately by the budget.
@@ -63,50 +65,50 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// What `main` hands over besides the settings: things that must be taken
+/// before the runtime starts.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// A listening socket passed by systemd socket activation.
+    pub activated: Option<OwnedFd>,
+    /// One message per SIGHUP: reopen the log file path.
+    pub reopen: Option<mpsc::UnboundedReceiver<()>>,
+}
+
 /// Runs the daemon until `shutdown` completes and everything received is
 /// flushed. Returns the final counters.
 ///
 /// # Errors
 /// Start-up failures (socket in use, log file locked or unreadable).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Status, Error> {
+pub async fn run(
+    config: Config,
+    startup: Startup,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Status, Error> {
     let started = Instant::now();
-    let lock = server::lock_socket(&config.socket).map_err(Error::Bind)?;
+    // A socket passed by systemd is systemd's to manage: no lock file, no
+    // stale-socket cleanup, no removal at exit.
+    let lock = match startup.activated {
+        Some(_) => None,
+        None => Some(server::lock_socket(&config.socket).map_err(Error::Bind)?),
+    };
 
     let path = config.log_file.clone();
     let fsync = config.fsync;
-    let opened = tokio::task::spawn_blocking(move || {
-        let mut index = Index::default();
-        let r = Store::open(&path, fsync, |rec, bytes, meta| {
-            index.add(rec.offset, bytes, meta)
-        });
-        r.map(|(store, recovery)| (store, recovery, index))
-    })
-    .await
-    .map_err(|e| Error::Writer(e.to_string()))?;
-    let (store, recovery, index) = opened.map_err(Error::Store)?;
-    if let Some(problem) = &recovery.problem {
-        tracing::warn!(
-            log_file = %config.log_file.display(),
-            problem = %problem,
-            kept_records = recovery.records,
-            cut_bytes = recovery.cut_bytes,
-            original_copy = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-            "Log file was not a valid JSON array; kept the complete records and re-closed it."
-        );
-    }
-    tracing::info!(
-        log_file = %config.log_file.display(),
-        records = recovery.records,
-        bytes = recovery.scanned_bytes,
-        took_ms = started.elapsed().as_millis() as u64,
-        created = recovery.created,
-        "Log file ready."
-    );
+    let (store, index) = tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync))
+        .await
+        .map_err(|e| Error::Writer(e.to_string()))?
+        .map_err(Error::Store)?;
 
-    let bound = server::bind(lock, config.socket_mode).map_err(Error::Bind)?;
-    tracing::info!(socket = %bound.path().display(), "Listening.");
+    let bound = match (startup.activated, lock) {
+        (Some(fd), _) => server::adopt(fd, &config.socket).map_err(Error::Bind)?,
+        (None, Some(lock)) => server::bind(lock, config.socket_mode).map_err(Error::Bind)?,
+        (None, None) => unreachable_lock()?,
+    };
+    tracing::info!(socket = %bound.path().display(), activated = bound.is_activated(), "Listening.");
 
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let records = store.records();
     let writer = tokio::spawn(batcher::run(
         store,
         index,
@@ -118,6 +120,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
             shutdown_retry: config.shutdown_timeout,
         },
     ));
+    // The socket accepts and the log is indexed: ready.
+    systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
+    let housekeeping = tokio::spawn(housekeeping(tx.downgrade(), startup.reopen));
     let shared = Arc::new(handler::Shared {
         tx,
         budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
@@ -126,6 +131,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         started,
         version: env!("CARGO_PKG_VERSION"),
     });
+    let shutdown = async {
+        shutdown.await;
+        systemd::notify("STOPPING=1\nSTATUS=Stopping: draining connections and flushing");
+    };
     let bound = server::serve(
         bound,
         shared,
@@ -134,11 +143,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         shutdown,
     )
     .await;
+    housekeeping.abort();
     // Every connection is gone, so every sender is dropped: the writer sees
     // the channel close, flushes, syncs and returns.
     let (store, status) = writer.await.map_err(|e| Error::Writer(e.to_string()))?;
     drop(store); // releases the file lock
-    drop(bound); // removes the socket file, last
+    drop(bound); // removes the socket file (unless systemd owns it), last
     tracing::info!(
         records = status.records,
         flushes = status.flushes,
@@ -150,6 +160,69 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     Ok(status)
 }
 
+/// Without socket activation the lock is always taken above; this keeps the
+/// match total without a panic.
+fn unreachable_lock() -> Result<server::Bound, Error> {
+    Err(Error::Writer("socket lock missing".into()))
+}
+
+/// Periodic `STATUS=` (and `WATCHDOG=1` when systemd asked for it) after
+/// the writer answered, so a stuck writer stops the pings; and SIGHUP →
+/// reopen. Holds only a weak sender, so it never keeps the writer alive.
+async fn housekeeping(
+    tx: mpsc::WeakSender<batcher::Command>,
+    mut reopen: Option<mpsc::UnboundedReceiver<()>>,
+) {
+    let watchdog = systemd::watchdog_interval();
+    let every = watchdog.map_or(Duration::from_secs(5), |w| {
+        (w / 2).min(Duration::from_secs(5))
+    });
+    let mut tick = tokio::time::interval(every);
+    loop {
+        let hup = async {
+            match reopen.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => {
+                let Some(tx) = tx.upgrade() else { return };
+                let (stx, srx) = oneshot::channel();
+                if tx.send(batcher::Command::Status(stx)).await.is_err() {
+                    return;
+                }
+                drop(tx);
+                let Ok(st) = srx.await else { return };
+                let mut msg = format!("STATUS=Serving: {} records, {} pending", st.records, st.pending);
+                if let Some(e) = &st.last_error {
+                    msg.push_str(&format!("; write error: {e}"));
+                }
+                if watchdog.is_some() {
+                    msg.push_str("\nWATCHDOG=1");
+                }
+                systemd::notify(&msg);
+            }
+            got = hup => {
+                if got.is_none() {
+                    reopen = None;
+                    continue;
+                }
+                let Some(tx) = tx.upgrade() else { return };
+                let (rtx, rrx) = oneshot::channel();
+                if tx.send(batcher::Command::Reopen(rtx)).await.is_err() {
+                    return;
+                }
+                drop(tx);
+                match rrx.await {
+                    Ok(Ok(msg)) => tracing::info!(result = %msg, "SIGHUP: log file checked."),
+                    Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: reopening the log file failed; still writing the old one."),
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
 fn store_failed(status: &Status) -> bool {
     status.last_error.is_some() && status.pending > 0
 }

@@ -15,6 +15,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any other thread exists: it edits the environment.
+    let activated = match joblogd::systemd::listen_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("joblogd: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,14 +33,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let shutdown = match joblogd::signals::shutdown() {
+    let (shutdown, reopen) = match joblogd::signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("joblogd: cannot install signal handlers: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(joblogd::run(config, shutdown)) {
+    let startup = joblogd::Startup {
+        activated,
+        reopen: Some(reopen),
+    };
+    match runtime.block_on(joblogd::run(config, startup, shutdown)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "Exiting.");

@@ -112,7 +112,9 @@ pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
 #[derive(Debug)]
 pub struct Bound {
     listener: Listener,
-    lock: SocketLock,
+    path: PathBuf,
+    /// None when the socket came from systemd, which owns its file.
+    lock: Option<SocketLock>,
 }
 
 /// Binds the socket (removing a stale one) with `mode`.
@@ -159,7 +161,11 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
         .map_err(io_err)?;
     // bind(2) applies the umask to the new file whatever mode the socket
     // had; set the mode again on the path.
-    let bound = Bound { listener, lock };
+    let bound = Bound {
+        listener,
+        path: path.clone(),
+        lock: Some(lock),
+    };
     fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|source| {
         BindError::Io {
             path: path.clone(),
@@ -170,15 +176,45 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
     Ok(bound)
 }
 
+/// Adopts a listening socket passed by systemd (socket activation).
+///
+/// # Errors
+/// The descriptor is not a usable listening socket.
+pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindError> {
+    let listener = Listener::try_from(fd).map_err(|source| BindError::Io {
+        path: configured.to_owned(),
+        action: "adopt the socket passed by systemd for",
+        source,
+    })?;
+    let path = listener
+        .inner()
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_owned))
+        .unwrap_or_else(|| configured.to_owned());
+    Ok(Bound {
+        listener,
+        path,
+        lock: None,
+    })
+}
+
 impl Bound {
     pub fn path(&self) -> &Path {
-        &self.lock.path
+        &self.path
+    }
+
+    /// The socket came from systemd.
+    pub fn is_activated(&self) -> bool {
+        self.lock.is_none()
     }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.lock.path);
+        if self.lock.is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

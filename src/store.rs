@@ -248,6 +248,11 @@ impl Store {
     }
 
     fn write_batch(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        // Held for the write and sync, so an emergency exit (a second
+        // SIGINT) never happens in the middle of one.
+        let _guard = WRITE_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = &self.path;
         self.file
             .write_all_at(bytes, self.content_end)
@@ -274,6 +279,20 @@ impl Store {
 
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    pub fn fsync(&self) -> FsyncPolicy {
+        self.fsync
+    }
+
+    /// Is the file at our path still the one we have open? False after an
+    /// external rotation renamed or deleted it.
+    pub fn is_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
     }
 
     /// Offset just past the last record (or past `[`): where the next
@@ -341,6 +360,9 @@ impl Store {
         self.records == 0
     }
 }
+
+/// Held while a batch is being written and synced; see [`crate::signals`].
+pub static WRITE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `path`, or `path.1`, `path.2`… if it exists already.
 fn unique_path(path: PathBuf) -> PathBuf {

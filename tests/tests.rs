@@ -18,3 +18,6 @@ mod docs;
 
 // Queries and statistics against a python3 reference implementation.
 mod query;
+
+// Running as a service: systemd units, activation, notify, signals.
+mod service;

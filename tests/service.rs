@@ -1,0 +1,280 @@
+//! Running as a service: systemd units checked with systemd's own tools,
+//! socket activation, the notify protocol, SIGHUP, a second SIGINT.
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::{Client, Daemon, TempDir, bin, read_log, wait_for_records};
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The shipped units, with ExecStart pointing at the binary under test.
+fn units(dir: &TempDir) -> (String, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let service = fs::read_to_string(format!("{root}/systemd/joblogd.service")).unwrap();
+    let socket = fs::read_to_string(format!("{root}/systemd/joblogd.socket")).unwrap();
+    let service = service.replace("/usr/local/bin/joblogd", bin());
+    fs::write(dir.join("joblogd.service"), &service).unwrap();
+    fs::write(dir.join("joblogd.socket"), &socket).unwrap();
+    (service, socket)
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify_and_security() {
+    if !have("systemd-analyze") {
+        eprintln!("SKIPPED: systemd-analyze not installed (apt-get install systemd)");
+        return;
+    }
+    let dir = TempDir::new();
+    let (service, socket) = units(&dir);
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "joblogd.socket", "joblogd.service"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "joblogd.service"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no score in:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line}"));
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+    // The conventions the issue names are present.
+    for needle in [
+        "Type=notify",
+        "RuntimeDirectory=joblogd",
+        "StateDirectory=joblogd",
+        "Restart=on-failure",
+        "TimeoutStopSec=",
+    ] {
+        assert!(service.contains(needle), "{needle}");
+    }
+    assert!(socket.contains("ListenStream=/run/joblogd/joblogd.sock"));
+    assert!(socket.contains("SocketMode=0660"));
+}
+
+#[test]
+fn socket_activation_adopts_the_passed_socket() {
+    if !have("systemd-socket-activate") {
+        eprintln!("SKIPPED: systemd-socket-activate not installed (apt-get install systemd)");
+        return;
+    }
+    let dir = TempDir::new();
+    let sock = dir.join("act.sock");
+    let log = dir.join("log.json");
+    let stderr = fs::File::create(dir.join("err")).unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&sock)
+        .arg(bin())
+        .arg("--socket")
+        .arg(dir.join("unused.sock"))
+        .arg("--log-file")
+        .arg(&log)
+        .stderr(stderr)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate binds, then starts the daemon on the first
+    // connection: this client's bytes wait in the backlog meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut c = Client::new(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    c.send(r#"{"op":"log","job":{"via":"activation"},"ack":true}"#);
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
+    c.send("ping");
+    assert_eq!(c.reply()["records"], 1);
+    assert_eq!(read_log(&log)[0]["via"], "activation");
+    assert!(
+        !dir.join("unused.sock").exists(),
+        "did not bind its own socket"
+    );
+    let logs = fs::read_to_string(dir.join("err")).unwrap_or_default();
+    assert!(logs.contains("activated=true"), "{logs}");
+    // SAFETY: kill(2) on our child (systemd-socket-activate execs joblogd).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(
+        sock.exists(),
+        "the activated socket belongs to the service manager: not removed"
+    );
+}
+
+/// A test-owned NOTIFY_SOCKET.
+fn notify_socket(dir: &TempDir) -> (UnixDatagram, std::path::PathBuf) {
+    let path = dir.join("notify.sock");
+    let s = UnixDatagram::bind(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (s, path)
+}
+
+fn next_message(s: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).expect("a notify message");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn notify_ready_after_listening_stopping_on_sigterm_and_watchdog() {
+    let dir = TempDir::new();
+    let (ns, npath) = notify_socket(&dir);
+    let sock = dir.join("s.sock");
+    let mut child = Command::new(bin())
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--log-file")
+        .arg(dir.join("log.json"))
+        .env("NOTIFY_SOCKET", &npath)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = next_message(&ns);
+    assert!(first.starts_with("READY=1"), "{first}");
+    // READY means it accepts: connecting right now must work.
+    let mut c =
+        Client::new(std::os::unix::net::UnixStream::connect(&sock).expect("accepts once READY"));
+    c.send("ping");
+    assert_eq!(c.reply()["ok"], true);
+    // Watchdog pings at half the interval, with a status line.
+    let mut watchdog = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watchdog < 2 && Instant::now() < deadline {
+        let m = next_message(&ns);
+        if m.contains("WATCHDOG=1") {
+            assert!(m.contains("STATUS=Serving: "), "{m}");
+            watchdog += 1;
+        }
+    }
+    assert_eq!(watchdog, 2, "watchdog pings");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // Every message sent after the watchdog pings: STOPPING=1 among them.
+    ns.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = ns.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        rest.iter().any(|m| m.starts_with("STOPPING=1")),
+        "STOPPING=1 on SIGTERM: {rest:?}"
+    );
+}
+
+#[test]
+fn sighup_follows_an_external_rotation() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    d.request(r#"{"op":"log","job":{"n":1},"ack":true}"#);
+    // Nothing rotated: SIGHUP changes nothing.
+    d.signal(libc::SIGHUP);
+    d.request(r#"{"op":"log","job":{"n":2},"ack":true}"#);
+    assert_eq!(read_log(&d.log).len(), 2);
+    // logrotate-style: rename, then SIGHUP.
+    let rotated = dir.join("log.json.1");
+    fs::rename(&d.log, &rotated).unwrap();
+    d.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no new file after SIGHUP:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.request(r#"{"op":"log","job":{"n":3},"ack":true}"#);
+    let old: Vec<i64> = read_log(&rotated)
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .collect();
+    let new: Vec<i64> = read_log(&d.log)
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(old, vec![1, 2], "old file valid and complete");
+    assert_eq!(new, vec![3]);
+    assert_eq!(
+        d.request("stats")["stats"]["total_jobs"],
+        1,
+        "index follows the new file"
+    );
+}
+
+#[test]
+fn a_second_sigint_during_shutdown_exits_at_once() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--shutdown-timeout-ms", "60000"]);
+    // A client that floods requests and never reads keeps its connection
+    // (and so the graceful shutdown) busy for the whole grace period.
+    let hog = d.connect();
+    hog.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut hog = Client::new(hog);
+    let flood = b"ping\n".repeat(20_000);
+    for _ in 0..50 {
+        if std::io::Write::write_all(hog.writer(), &flood).is_err() {
+            break;
+        }
+    }
+    d.request(r#"{"op":"log","job":{"kept":true},"ack":true}"#);
+    d.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let log = d.log.clone();
+    d.signal(libc::SIGINT);
+    let mut d = d;
+    let status = {
+        let mut child = d.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "second SIGINT did not stop it");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    assert_eq!(status.code(), Some(130));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    // The acknowledged record is there; the file is valid or repairable.
+    let d2 = Daemon::start_with(dir.join("s2.sock"), log.clone(), &dir, &[]);
+    assert_eq!(wait_for_records(&d2.log, 1)[0]["kept"], true);
+    drop(hog);
+}
