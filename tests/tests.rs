@@ -21,3 +21,6 @@ mod query;
 
 // Running as a service: systemd units, activation, notify, signals.
 mod service;
+
+// The Python client's unittest suite against the real daemon.
+mod python;

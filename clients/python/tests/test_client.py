@@ -1,0 +1,251 @@
+"""Tests of joblog_client against the real joblogd binary.
+
+Run: JOBLOGD_BIN=target/debug/joblogd python3 -m unittest discover -s clients/python/tests
+(`cargo test` runs them through tests/python.rs with the binary it built).
+"""
+
+import json
+import multiprocessing
+import os
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent.parent
+sys.path.insert(0, str(HERE.parent))
+
+import joblog_client  # noqa: E402
+from joblog_client import JobLogger, create_default_logger  # noqa: E402
+
+REFERENCE = runpy.run_path(str(ROOT / "tests" / "fixtures" / "reference.py"))
+BIN = os.environ.get("JOBLOGD_BIN", str(ROOT / "target" / "debug" / "joblogd"))
+
+
+class Daemon:
+    def __init__(self, directory, log_file=None, socket_path=None):
+        self.dir = Path(directory)
+        self.socket = str(socket_path or self.dir / "s.sock")
+        self.log = Path(log_file or self.dir / "log.json")
+        self.proc = None
+
+    def start(self):
+        self.stderr = open(self.dir / "daemon.err", "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "--socket", self.socket, "--log-file", str(self.log)],
+            stderr=self.stderr, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(self.socket)
+                return self
+            except OSError:
+                time.sleep(0.01)
+            finally:
+                s.close()
+            if self.proc.poll() is not None:
+                raise RuntimeError("joblogd exited: " + (self.dir / "daemon.err").read_text())
+        raise RuntimeError("joblogd not ready")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        if self.proc:
+            self.stderr.close()
+        return self.proc.returncode if self.proc else None
+
+    def records(self):
+        with open(self.log, encoding="utf-8") as f:
+            return json.load(f)
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="jlpy-", dir="/tmp")
+        self.daemon = Daemon(self.tmp).start()
+
+    def tearDown(self):
+        self.daemon.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def logger(self, **kw):
+        kw.setdefault("socket_path", self.daemon.socket)
+        kw.setdefault("spool_dir", self.tmp)
+        return JobLogger(**kw)
+
+
+class ApiParity(Base):
+    """The old logger's API, answered from the daemon, equals the reference
+    semantics computed from the file (the same fixture as tests/query.rs)."""
+
+    def test_api_matches_reference(self):
+        gen = Path(self.tmp) / "gen.ndjson"
+        REFERENCE["generate"](str(gen), 5000)
+        jobs = [json.loads(line) for line in gen.read_text(encoding="utf-8").splitlines()]
+        lg = self.logger()
+        lg.log_jobs_batch(jobs[:2500])
+        for j in jobs[2500:2600]:
+            lg.log_job(j)
+        lg.log_jobs_batch(jobs[2600:])
+        lg.flush()
+        on_disk = self.daemon.records()
+        self.assertEqual(len(on_disk), 5000)
+        self.assertEqual(lg.get_all_jobs(), on_disk)
+        self.assertEqual(lg.get_failed_jobs(), [j for j in on_disk if not j.get("success")])
+        self.assertEqual(lg.get_successful_jobs(), [j for j in on_disk if j.get("success")])
+        self.assertEqual(lg.get_jobs_by_stage("generating_notes"), [j for j in on_disk if j.get("stage") == "generating_notes"])
+        want = REFERENCE["stats"](on_disk)
+        got = lg.get_statistics()
+        for key in ["total_jobs", "successful", "failed", "total_files_created", "error_types", "stages", "by_subject", "by_worker", "retry_candidates", "first_logged_at", "last_logged_at"]:
+            self.assertEqual(got[key], want[key], key)
+        self.assertAlmostEqual(got["success_rate"], want["success_rate"], places=12)
+        self.assertAlmostEqual(got["average_duration"], want["average_duration"], places=9)
+        out = Path(self.tmp) / "out" / "jobs_export.csv"
+        lg.export_csv(out)
+        with open(out, newline="", encoding="utf-8") as f:
+            self.assertEqual(f.read(), REFERENCE["export_csv"](on_disk))
+        self.assertEqual(len(lg.retry_candidates()), want["retry_candidates"])
+        self.assertEqual(lg.log_file, Path(self.daemon.log))
+
+    def test_to_json_objects_and_processing_report(self):
+        class Job:
+            def __init__(self, i):
+                self.i = i
+
+            def to_json(self):
+                return {"video_id": f"v{self.i}", "success": self.i % 2 == 0, "processing_duration": 10.0,
+                        "total_files": 4, "error": None if self.i % 2 == 0 else "Network timeout: x"}
+
+        lg = self.logger()
+        for i in range(4):
+            lg.log_job(Job(i))
+        stats = lg.get_statistics()
+        self.assertEqual((stats["total_jobs"], stats["successful"], stats["failed"]), (4, 2, 2))
+        self.assertEqual(stats["error_types"], {"Network timeout": 2})
+        # The guide's report template works unchanged.
+        report = f"Success rate: {stats['success_rate']*100:.1f}% avg {stats['average_duration']:.1f}s"
+        self.assertEqual(report, "Success rate: 50.0% avg 10.0s")
+
+    def test_clear_log_archives(self):
+        lg = self.logger()
+        lg.log_job({"video_id": "a"})
+        archive = lg.clear_log()
+        self.assertTrue(Path(archive).exists())
+        self.assertEqual(lg.get_all_jobs(), [])
+
+    def test_warns_when_the_daemon_serves_another_file(self):
+        with self.assertLogs("joblog_client", level="WARNING") as cm:
+            lg = self.logger(log_file=Path(self.tmp) / "elsewhere.json")
+        self.assertTrue(any("writes" in m for m in cm.output))
+        self.assertEqual(lg.log_file, Path(self.daemon.log))
+
+    def test_create_default_logger_and_socket_resolution(self):
+        os.environ["JOBLOGD_SOCKET"] = self.daemon.socket
+        try:
+            self.assertEqual(joblog_client.default_socket_path(), self.daemon.socket)
+            lg = create_default_logger(Path(self.tmp) / "notes")
+            lg.log_job({"video_id": "d"})
+            self.assertEqual(lg.get_all_jobs()[0]["video_id"], "d")
+        finally:
+            del os.environ["JOBLOGD_SOCKET"]
+
+
+def _worker(socket_path, spool_dir, proc, threads, per):
+    lg = JobLogger(socket_path=socket_path, spool_dir=spool_dir)
+
+    def run(t):
+        for i in range(per):
+            lg.log_job({"p": proc, "t": t, "i": i})
+
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+class Concurrency(Base):
+    def test_eight_threads_times_four_processes(self):
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(self.daemon.socket, self.tmp, p, 8, 100)) for p in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            self.assertEqual(p.exitcode, 0)
+        recs = self.daemon.records()
+        keys = [(r["p"], r["t"], r["i"]) for r in recs]
+        self.assertEqual(len(keys), 4 * 8 * 100)
+        self.assertEqual(len(set(keys)), len(keys), "no duplicates")
+        # Per thread, in order.
+        for p in range(4):
+            for t in range(8):
+                self.assertEqual([k[2] for k in keys if k[:2] == (p, t)], list(range(100)))
+
+
+class Resilience(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="jlpy-", dir="/tmp")
+        self.daemon = Daemon(self.tmp)
+
+    def tearDown(self):
+        self.daemon.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_spool_while_down_then_replay_in_order(self):
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5)
+            t0 = time.monotonic()
+            for i in range(50):
+                lg.log_job({"i": i})  # never raises
+            self.assertLess(time.monotonic() - t0, 5)
+        spool = Path(self.tmp) / f"joblog-spool-{os.getpid()}.ndjson"
+        self.assertEqual(len(spool.read_text().splitlines()), 50)
+        self.daemon.start()
+        time.sleep(0.6)  # past the retry throttle
+        lg.log_job({"i": 50})
+        lg.flush()
+        self.assertEqual([r["i"] for r in self.daemon.records()], list(range(51)))
+        self.assertFalse(spool.exists(), "spool removed after replay")
+
+    def test_daemon_restart_during_logging_loses_and_duplicates_nothing(self):
+        self.daemon.start()
+        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.0)
+        stop = threading.Event()
+        sent = []
+
+        def run():
+            i = 0
+            while not stop.is_set():
+                lg.log_job({"i": i})
+                sent.append(i)
+                i += 1
+
+        t = threading.Thread(target=run)
+        with self.assertLogs("joblog_client", level="WARNING"):
+            t.start()
+            time.sleep(0.5)
+            self.assertEqual(self.daemon.stop(), 0)
+            time.sleep(0.5)
+            self.daemon.start()
+            time.sleep(1.5)
+            stop.set()
+            t.join()
+        lg.flush()
+        got = [r["i"] for r in self.daemon.records()]
+        self.assertEqual(got, sent, "every record exactly once, in order")
+        self.assertGreater(len(sent), 100)
+
+
+if __name__ == "__main__":
+    unittest.main()
