@@ -65,6 +65,14 @@ pub struct Ingest {
     pub done: Option<oneshot::Sender<Durable>>,
 }
 
+/// The broadcast of accepted records to subscribers: a bounded ring per
+/// channel (a slow subscriber loses the oldest and is told how many; the
+/// writer never waits for it).
+pub type Events = tokio::sync::broadcast::Sender<Arc<[u8]>>;
+
+/// Records a subscriber may fall behind by before it starts missing some.
+pub const EVENTS_CAPACITY: usize = 16 * 1024;
+
 /// A record's place in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -226,6 +234,8 @@ struct Writer {
     backoff: Duration,
     retry_at: Option<Instant>,
     index: Index,
+    /// New records for subscribers (`subscribe`), one compact line each.
+    events: Events,
     /// The buffer of the last written batch, kept for the next one: large
     /// buffers come from fresh pages, and refilling them costs page faults.
     spare: Vec<u8>,
@@ -246,6 +256,7 @@ pub async fn run(
     index: Index,
     mut rx: mpsc::Receiver<Command>,
     cfg: BatcherConfig,
+    events: Events,
 ) -> (Option<Store>, Status) {
     let reader = match store.reader() {
         Ok(r) => Arc::new(r),
@@ -271,6 +282,7 @@ pub async fn run(
         backoff: Duration::ZERO,
         retry_at: None,
         index,
+        events,
         spare: Vec::new(),
         reader,
     };
@@ -484,10 +496,19 @@ impl Writer {
         // The very first record of the file is written without its comma.
         let skip = u64::from(self.index.is_empty() && n > 0);
         let base = self.logical_end;
+        // Only with subscribers does an accepted record cost a copy.
+        let publish = self.events.receiver_count() > 0;
         for r in &ing.records {
             let rec = &ing.data[r.start as usize..(r.start + r.len) as usize];
             let offset = base + u64::from(r.start) - skip;
             self.index.add(offset, rec, &r.fields);
+            if publish {
+                let mut line = Vec::with_capacity(rec.len() + 12);
+                line.extend_from_slice(b"{\"record\":");
+                crate::index::minify_into(rec, &mut line);
+                line.extend_from_slice(b"}\n");
+                let _ = self.events.send(Arc::from(line));
+            }
         }
         self.logical_end = base + ing.data.len() as u64 - skip;
         self.current.buf.extend_from_slice(&ing.data);

@@ -46,6 +46,8 @@ pub struct Shared {
     pub max_line: usize,
     pub started: Instant,
     pub version: &'static str,
+    /// New records, for `subscribe`.
+    pub events: crate::batcher::Events,
 }
 
 /// How a query's answer is written.
@@ -68,6 +70,8 @@ enum Reply {
         rx: oneshot::Receiver<Result<std::path::PathBuf, String>>,
         line: u64,
     },
+    /// The connection follows new records from here on.
+    Subscribed(tokio::sync::broadcast::Receiver<Arc<[u8]>>),
     /// Sent once the records are durable.
     WhenDurable {
         rx: oneshot::Receiver<Durable>,
@@ -355,6 +359,11 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             let q = Query::RetryCandidates { limit };
             query_reply(s, no, q, Output::Candidates, true).await;
         }
+        Request::Subscribe => {
+            send_chunk(s, None).await;
+            let rx = s.shared.events.subscribe();
+            queue(s, Reply::Subscribed(rx)).await;
+        }
         Request::Clear => {
             send_chunk(s, None).await;
             let (tx, rx) = oneshot::channel();
@@ -391,6 +400,40 @@ async fn query_reply(s: &mut Session, no: u64, q: Query, out: Output, durable: b
         },
     )
     .await;
+}
+
+/// Streams new records (`{"record":…}` lines) until the subscriber goes
+/// away or the daemon stops. A subscriber that fell behind the ring gets
+/// `{"missed":N}` and carries on from the oldest record still there.
+async fn follow(
+    w: &mut BufWriter<OwnedWriteHalf>,
+    events: &mut tokio::sync::broadcast::Receiver<Arc<[u8]>>,
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    loop {
+        let line = match events.recv().await {
+            Ok(line) => line,
+            Err(RecvError::Lagged(n)) => {
+                w.write_all(format!("{{\"missed\":{n}}}\n").as_bytes())
+                    .await?;
+                continue;
+            }
+            Err(RecvError::Closed) => return w.flush().await,
+        };
+        w.write_all(&line).await?;
+        // Write whatever else is already queued, then flush once.
+        loop {
+            match events.try_recv() {
+                Ok(line) => w.write_all(&line).await?,
+                Err(TryRecvError::Lagged(n)) => {
+                    w.write_all(format!("{{\"missed\":{n}}}\n").as_bytes())
+                        .await?
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        w.flush().await?;
+    }
 }
 
 fn stopping_error() -> ProtocolError {
@@ -491,6 +534,18 @@ async fn write_side(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>, tx: mpsc:
                         continue;
                     }
                 }
+            }
+            Reply::Subscribed(mut events) => {
+                let ok = reply_line(&serde_json::json!({"ok": true, "subscribed": true}));
+                if broken || w.write_all(&ok).await.is_err() || w.flush().await.is_err() {
+                    broken = true;
+                    continue;
+                }
+                if let Err(e) = follow(&mut w, &mut events).await {
+                    tracing::debug!(error = %e, "Subscriber gone.");
+                }
+                broken = true;
+                continue;
             }
             Reply::Cleared { rx, line } => match rx.await {
                 Ok(Ok(archive)) => reply_line(

@@ -108,6 +108,7 @@ pub async fn run(
     tracing::info!(socket = %bound.path().display(), activated = bound.is_activated(), "Listening.");
 
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (events, _) = tokio::sync::broadcast::channel(batcher::EVENTS_CAPACITY);
     let records = store.records();
     let writer = tokio::spawn(batcher::run(
         store,
@@ -119,6 +120,7 @@ pub async fn run(
             max_bytes: config.batch_max_bytes,
             shutdown_retry: config.shutdown_timeout,
         },
+        events.clone(),
     ));
     // The socket accepts and the log is indexed: ready.
     systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
@@ -130,6 +132,7 @@ pub async fn run(
         max_line: config.max_line_bytes,
         started,
         version: env!("CARGO_PKG_VERSION"),
+        events,
     });
     let shutdown = async {
         shutdown.await;

@@ -120,6 +120,8 @@ pub enum Request<'a> {
         limit: Option<usize>,
     },
     Clear,
+    /// Follow new records as they are accepted (`joblogctl tail -f`).
+    Subscribe,
 }
 
 /// Every op name, for bare-word requests and error messages.
@@ -137,6 +139,7 @@ pub const OPS: &[&str] = &[
     "retry_candidates",
     "export_csv",
     "clear",
+    "subscribe",
 ];
 
 /// Filter keys every record query takes.
@@ -202,6 +205,7 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         "export_csv" => [&["op"][..], FILTER_KEYS, PAGING_KEYS].concat(),
         "retry_candidates" => vec!["op", "limit"],
         "clear" => vec!["op", "confirm"],
+        "subscribe" => vec!["op"],
         other => {
             return Err(ProtocolError::new(
                 ErrorCode::UnknownOp,
@@ -305,6 +309,7 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         "retry_candidates" => Ok(Request::RetryCandidates {
             limit: typed::<usize>(&op, &field, "limit", "a non-negative integer")?,
         }),
+        "subscribe" => Ok(Request::Subscribe),
         "clear" => match typed::<bool>(&op, &field, "confirm", "a boolean")? {
             Some(true) => Ok(Request::Clear),
             _ => Err(ProtocolError::new(
@@ -449,6 +454,7 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
         Request::ExportCsv { filter, paging } => Ok(Request::ExportCsv { filter, paging }),
         Request::RetryCandidates { limit } => Ok(Request::RetryCandidates { limit }),
         Request::Clear => Ok(Request::Clear),
+        Request::Subscribe => Ok(Request::Subscribe),
         Request::Log { .. } => Err(invalid(word, "needs a job; send it as a JSON object")),
     }
 }

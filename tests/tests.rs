@@ -24,3 +24,6 @@ mod service;
 
 // The Python client's unittest suite against the real daemon.
 mod python;
+
+// joblogctl, the command for humans.
+mod ctl;

@@ -1,0 +1,630 @@
+//! `joblogctl`: the human's command for joblogd, like `systemctl` and
+//! `journalctl` are for systemd. Each subcommand is one request on the
+//! socket (see protocol.md); output is a readable table on a terminal and
+//! plain text or JSON in a pipe.
+//!
+//! Exit codes: 0 success, 1 the daemon answered with an error, 2 usage,
+//! 3 cannot connect (with a hint how to start the daemon).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+/// Talk to a running joblogd.
+#[derive(Debug, Parser)]
+#[command(name = "joblogctl", version, about, long_about = None)]
+struct Cli {
+    /// The daemon's socket [default: $XDG_RUNTIME_DIR/joblogd.sock, else
+    /// /tmp/joblogd-<uid>.sock].
+    #[arg(long, global = true, env = "JOBLOGD_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sort {
+    Duration,
+    LoggedAt,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Statistics (the old logger's get_statistics, and more).
+    Stats {
+        /// Print the stats object as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, value_name = "ID")]
+        worker: Option<String>,
+        #[arg(long, value_name = "ISO")]
+        since: Option<String>,
+        #[arg(long, value_name = "ISO")]
+        until: Option<String>,
+    },
+    /// List jobs, filtered, sorted and paged.
+    Jobs(JobsArgs),
+    /// Videos whose latest attempt failed and may be retried, newest first.
+    RetryCandidates {
+        /// One URL per line, for a retry loop.
+        #[arg(long)]
+        urls: bool,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Send NDJSON records from a file (or `-` for stdin).
+    Log {
+        #[arg(default_value = "-")]
+        file: String,
+        /// Wait until every record is durable before exiting.
+        #[arg(long)]
+        ack: bool,
+    },
+    /// Wait until everything accepted so far is on disk.
+    Flush,
+    /// Write the CSV export to PATH (written by joblogctl, with your
+    /// permissions).
+    ExportCsv { path: PathBuf },
+    /// Archive the log file and start an empty one.
+    Clear {
+        /// Required: clearing is not undone by anything but the archive.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Is the daemon alive? Counters and the log file.
+    Ping,
+    /// Show new records as they arrive.
+    Tail {
+        /// Keep following (the only mode: like `journalctl -f`).
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct JobsArgs {
+    /// Only failed jobs.
+    #[arg(long, conflicts_with = "successful")]
+    failed: bool,
+    /// Only successful jobs.
+    #[arg(long)]
+    successful: bool,
+    #[arg(long)]
+    stage: Option<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long, value_name = "ID")]
+    worker: Option<String>,
+    #[arg(long, value_name = "ID")]
+    video: Option<String>,
+    #[arg(long)]
+    error_type: Option<String>,
+    #[arg(long, value_name = "ISO")]
+    since: Option<String>,
+    #[arg(long, value_name = "ISO")]
+    until: Option<String>,
+    /// Only the newest record of each video.
+    #[arg(long)]
+    latest_per_video: bool,
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    offset: Option<usize>,
+    /// Newest (or largest) first.
+    #[arg(long)]
+    desc: bool,
+    #[arg(long, value_enum)]
+    sort: Option<Sort>,
+    /// Comma-separated fields to show.
+    #[arg(long, value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+}
+
+/// A failure with its exit code.
+struct Fail(u8, String);
+
+impl From<io::Error> for Fail {
+    fn from(e: io::Error) -> Self {
+        Fail(1, format!("joblogctl: {e}"))
+    }
+}
+
+fn default_socket() -> PathBuf {
+    joblogd::config::default_socket()
+}
+
+struct Conn {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+}
+
+impl Conn {
+    fn open(path: &PathBuf) -> Result<Conn, Fail> {
+        let s = UnixStream::connect(path).map_err(|e| {
+            Fail(
+                3,
+                format!(
+                    "joblogctl: cannot connect to {}: {e}\nhint: start the daemon (`systemctl start joblogd.socket`, or `joblogd --socket {}`), or point --socket / JOBLOGD_SOCKET at it",
+                    path.display(),
+                    path.display()
+                ),
+            )
+        })?;
+        let r = BufReader::new(s.try_clone()?);
+        Ok(Conn { w: s, r })
+    }
+
+    fn send(&mut self, v: &Value) -> Result<(), Fail> {
+        let mut line = serde_json::to_vec(v).map_err(|e| Fail(1, e.to_string()))?;
+        line.push(b'\n');
+        self.w.write_all(&line)?;
+        Ok(())
+    }
+
+    fn reply(&mut self) -> Result<Value, Fail> {
+        let mut line = String::new();
+        if self.r.read_line(&mut line)? == 0 {
+            return Err(Fail(
+                1,
+                "joblogctl: the daemon closed the connection".into(),
+            ));
+        }
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
+        if v["ok"] == false {
+            let code = v["error"]["code"].as_str().unwrap_or("error");
+            let msg = v["error"]["message"].as_str().unwrap_or("");
+            return Err(Fail(1, format!("joblogd: {code}: {msg}")));
+        }
+        Ok(v)
+    }
+
+    fn ask(&mut self, v: Value) -> Result<Value, Fail> {
+        self.send(&v)?;
+        self.reply()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let socket = cli.socket.clone().unwrap_or_else(default_socket);
+    match run(cli.cmd, &socket) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn tty() -> bool {
+    io::stdout().is_terminal()
+}
+
+fn bold(s: &str) -> String {
+    if tty() {
+        format!("\x1b[1m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Renders rows as aligned columns.
+fn table(headers: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count()).min(60);
+        }
+    }
+    let cell = |s: &str, w: usize| {
+        let mut t: String = s.chars().take(w).collect();
+        if s.chars().count() > w {
+            t.pop();
+            t.push('…');
+        }
+        format!("{t:<w$}")
+    };
+    let mut out = String::new();
+    let head: Vec<String> = headers
+        .iter()
+        .zip(&widths)
+        .map(|(h, w)| cell(h, *w))
+        .collect();
+    out.push_str(&bold(head.join("  ").trim_end()));
+    out.push('\n');
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| cell(c, *w)).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.replace('\n', " "),
+        other => other.to_string(),
+    }
+}
+
+fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
+    let mut out = io::stdout().lock();
+    match cmd {
+        Cmd::Ping => {
+            let v = Conn::open(socket)?.ask(json!({"op":"ping"}))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            )?;
+        }
+        Cmd::Flush => {
+            Conn::open(socket)?.ask(json!({"op":"flush"}))?;
+        }
+        Cmd::Clear { yes } => {
+            if !yes {
+                return Err(Fail(2, "joblogctl: clear archives the log and starts an empty one; run again with --yes".into()));
+            }
+            let v = Conn::open(socket)?.ask(json!({"op":"clear","confirm":true}))?;
+            writeln!(out, "archived to {}", text(&v["archive"]))?;
+        }
+        Cmd::Stats {
+            json: as_json,
+            subject,
+            worker,
+            since,
+            until,
+        } => {
+            let mut q = json!({"op":"stats"});
+            for (k, v) in [
+                ("subject", subject),
+                ("worker_id", worker),
+                ("since", since),
+                ("until", until),
+            ] {
+                if let Some(v) = v {
+                    q[k] = worker_value(&v);
+                }
+            }
+            let v = Conn::open(socket)?.ask(q)?;
+            let s = &v["stats"];
+            if as_json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(s).unwrap_or_default()
+                )?;
+            } else {
+                print_stats(&mut out, s)?;
+            }
+        }
+        Cmd::Jobs(a) => jobs(&mut out, socket, a)?,
+        Cmd::RetryCandidates { urls, limit } => {
+            let mut q = json!({"op":"retry_candidates"});
+            if let Some(l) = limit {
+                q["limit"] = json!(l);
+            }
+            let v = Conn::open(socket)?.ask(q)?;
+            let empty = vec![];
+            let cands = v["candidates"].as_array().unwrap_or(&empty);
+            if urls {
+                for c in cands {
+                    if let Some(u) = c["url"].as_str() {
+                        writeln!(out, "{u}")?;
+                    }
+                }
+            } else {
+                let headers: Vec<String> = ["video_id", "url", "stage", "retry_count", "error"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                let rows: Vec<Vec<String>> = cands
+                    .iter()
+                    .map(|c| headers.iter().map(|h| text(&c[h])).collect())
+                    .collect();
+                write!(out, "{}", table(&headers, &rows))?;
+            }
+        }
+        Cmd::ExportCsv { path } => {
+            let mut c = Conn::open(socket)?;
+            let v = c.ask(json!({"op":"export_csv"}))?;
+            let n = v["bytes"].as_u64().unwrap_or(0) as usize;
+            let mut body = vec![0u8; n];
+            c.r.read_exact(&mut body)?;
+            std::fs::write(&path, &body)?;
+            eprintln!("wrote {n} bytes to {}", path.display());
+        }
+        Cmd::Log { file, ack } => log(socket, &file, ack)?,
+        Cmd::Tail { follow: _ } => {
+            let mut c = Conn::open(socket)?;
+            c.ask(json!({"op":"subscribe"}))?;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if c.r.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if let Some(n) = v["missed"].as_u64() {
+                    eprintln!("joblogctl: missed {n} records (too slow to keep up)");
+                    continue;
+                }
+                writeln!(out, "{}", v["record"])?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `--worker 3` is the number 3; anything else is a string.
+fn worker_value(v: &str) -> Value {
+    v.parse::<i64>()
+        .map(|n| json!(n))
+        .unwrap_or_else(|_| json!(v))
+}
+
+fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
+    let pct = s["success_rate"].as_f64().unwrap_or(0.0) * 100.0;
+    writeln!(out, "{}", bold("Processing Report"))?;
+    writeln!(out, "Total jobs:        {}", s["total_jobs"])?;
+    writeln!(out, "Successful:        {} ({pct:.1}%)", s["successful"])?;
+    writeln!(out, "Failed:            {}", s["failed"])?;
+    match s["average_duration"].as_f64() {
+        Some(d) => writeln!(out, "Average duration:  {d:.1}s")?,
+        None => writeln!(out, "Average duration:  -")?,
+    }
+    writeln!(out, "Files created:     {}", s["total_files_created"])?;
+    writeln!(out, "Retry candidates:  {}", s["retry_candidates"])?;
+    for (title, key) in [("Errors", "error_types"), ("Stages", "stages")] {
+        if let Some(m) = s[key].as_object().filter(|m| !m.is_empty()) {
+            writeln!(out, "\n{}", bold(title))?;
+            let rows: Vec<Vec<String>> = m
+                .iter()
+                .map(|(k, v)| vec![v.to_string(), k.clone()])
+                .collect();
+            write!(out, "{}", table(&["count".into(), "".into()], &rows))?;
+        }
+    }
+    if let Some(m) = s["timings"].as_object().filter(|m| !m.is_empty()) {
+        writeln!(out, "\n{}", bold("Timings (successful jobs, s)"))?;
+        let headers: Vec<String> = ["stage", "count", "mean", "p50", "p95", "max"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let f = |v: &Value| v.as_f64().map(|x| format!("{x:.2}")).unwrap_or_default();
+        let rows: Vec<Vec<String>> = m
+            .iter()
+            .map(|(k, t)| {
+                vec![
+                    k.clone(),
+                    t["count"].to_string(),
+                    f(&t["mean"]),
+                    f(&t["p50"]),
+                    f(&t["p95"]),
+                    f(&t["max"]),
+                ]
+            })
+            .collect();
+        write!(out, "{}", table(&headers, &rows))?;
+    }
+    Ok(())
+}
+
+fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail> {
+    let mut q = json!({"op":"jobs"});
+    if a.failed {
+        q["success"] = json!(false);
+    }
+    if a.successful {
+        q["success"] = json!(true);
+    }
+    for (k, v) in [
+        ("stage", &a.stage),
+        ("subject", &a.subject),
+        ("video_id", &a.video),
+        ("error_type", &a.error_type),
+        ("since", &a.since),
+        ("until", &a.until),
+    ] {
+        if let Some(v) = v {
+            q[k] = json!(v);
+        }
+    }
+    if let Some(w) = &a.worker {
+        q["worker_id"] = worker_value(w);
+    }
+    if a.latest_per_video {
+        q["latest_per_video"] = json!(true);
+    }
+    if let Some(l) = a.limit {
+        q["limit"] = json!(l);
+    }
+    if let Some(o) = a.offset {
+        q["offset"] = json!(o);
+    }
+    if a.desc {
+        q["order"] = json!("desc");
+    }
+    if let Some(s) = a.sort {
+        q["sort_by"] = json!(match s {
+            Sort::Duration => "processing_duration",
+            Sort::LoggedAt => "logged_at",
+        });
+    }
+    let format = a
+        .format
+        .unwrap_or(if tty() { Format::Table } else { Format::Ndjson });
+    let mut c = Conn::open(socket)?;
+    if format == Format::Csv {
+        q["op"] = json!("export_csv");
+        let v = c.ask(q)?;
+        let n = v["bytes"].as_u64().unwrap_or(0) as usize;
+        let mut body = vec![0u8; n];
+        c.r.read_exact(&mut body)?;
+        out.write_all(&body)?;
+        return Ok(());
+    }
+    if let Some(f) = &a.fields {
+        q["fields"] = json!(f);
+    }
+    let v = c.ask(q)?;
+    let empty = vec![];
+    let jobs = v["jobs"].as_array().unwrap_or(&empty);
+    match format {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v["jobs"]).unwrap_or_default()
+        )?,
+        Format::Ndjson => {
+            for j in jobs {
+                writeln!(out, "{j}")?;
+            }
+        }
+        _ => {
+            let headers: Vec<String> = a.fields.clone().unwrap_or_else(|| {
+                [
+                    "logged_at",
+                    "video_id",
+                    "subject",
+                    "stage",
+                    "success",
+                    "processing_duration",
+                    "error",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            });
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .map(|j| headers.iter().map(|h| text(&j[h])).collect())
+                .collect();
+            write!(out, "{}", table(&headers, &rows))?;
+            if tty() {
+                writeln!(out, "{} of {} matching", v["count"], v["total"])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends NDJSON lines as they are (each a record, or a request), then (with
+/// `--ack`) a `flush`, then a `ping`, whose reply proves every line before
+/// it was taken (and, after the flush, durable). Error replies are read on a second thread as they come, so
+/// a long file with bad lines cannot deadlock.
+fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
+    let (input, size): (Box<dyn Read>, Option<u64>) = if file == "-" {
+        (Box::new(io::stdin()), None)
+    } else {
+        let f = File::open(file).map_err(|e| Fail(1, format!("joblogctl: {file}: {e}")))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), size)
+    };
+    let mut c = Conn::open(socket)?;
+    let mut reader = c.r;
+    let errors = std::thread::spawn(move || -> (u64, Option<Value>) {
+        let mut rejected = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return (rejected, None),
+                Ok(_) => {}
+            }
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v["ok"] == false {
+                rejected += 1;
+                eprintln!(
+                    "line {}: {}: {}",
+                    v["line"],
+                    v["error"]["code"].as_str().unwrap_or("?"),
+                    v["error"]["message"].as_str().unwrap_or("")
+                );
+            } else if v.get("version").is_some() {
+                // The closing ping: every line before it was taken.
+                return (rejected, Some(v));
+            }
+        }
+    });
+    let progress = io::stderr().is_terminal() && size.is_some_and(|s| s > 1 << 20);
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let (mut lines, mut sent, mut last_pct) = (0u64, 0u64, 101u64);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if !buf.ends_with(b"\n") {
+            buf.push(b'\n');
+        }
+        if !buf.trim_ascii().is_empty() {
+            lines += 1;
+        }
+        c.w.write_all(&buf)?;
+        sent += n as u64;
+        if progress && let Some(total) = size {
+            let pct = sent * 100 / total.max(1);
+            if pct != last_pct {
+                eprint!("\r{pct:3}% {lines} records");
+                last_pct = pct;
+            }
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    if ack {
+        c.w.write_all(b"{\"op\":\"flush\"}\n")?;
+    }
+    c.w.write_all(b"{\"op\":\"ping\"}\n")?;
+    c.w.shutdown(std::net::Shutdown::Write)?;
+    let (rejected, closing) = errors
+        .join()
+        .map_err(|_| Fail(1, "joblogctl: reader failed".into()))?;
+    if closing.is_none() {
+        return Err(Fail(
+            1,
+            "joblogctl: the daemon closed the connection before confirming".into(),
+        ));
+    }
+    let logged = lines.saturating_sub(rejected);
+    let how = if ack { "logged (on disk)" } else { "logged" };
+    match rejected {
+        0 => eprintln!("{how} {logged} records"),
+        r => eprintln!("{how} {logged} records, {r} rejected"),
+    }
+    if rejected > 0 {
+        return Err(Fail(1, format!("joblogctl: {rejected} lines rejected")));
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! `joblogctl`, the human's command, driving the real daemon.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{Daemon, TempDir, read_log};
+
+fn ctl(d: &Daemon, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run joblogctl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sample(dir: &TempDir) -> std::path::PathBuf {
+    let p = dir.join("in.ndjson");
+    let mut f = std::fs::File::create(&p).unwrap();
+    for i in 0..30 {
+        let ok = i % 3 != 0;
+        writeln!(
+            f,
+            r#"{{"video_id":"v{}","url":"https://youtu.be/v{}","subject":"AI","worker_id":{},"stage":"{}","success":{ok},"error":{},"processing_duration":{}.5,"total_files":4}}"#,
+            i % 20,
+            i % 20,
+            i % 3,
+            if ok { "completed" } else { "generating_notes" },
+            if ok { "null".to_string() } else { "\"API rate limit exceeded: 429\"".to_string() },
+            i
+        )
+        .unwrap();
+    }
+    p
+}
+
+#[test]
+fn log_stats_jobs_and_exports() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "60000"]);
+    let input = sample(&dir);
+    let o = ctl(&d, &["log", input.to_str().unwrap(), "--ack"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("logged (on disk) 30 records"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        read_log(&d.log).len(),
+        30,
+        "--ack: durable when the command returns"
+    );
+
+    let o = ctl(&d, &["stats"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(
+        text.contains("Total jobs:        30") && text.contains("API rate limit exceeded"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "no colours in a pipe");
+    let o = ctl(&d, &["stats", "--json"]);
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["failed"], 10);
+
+    let o = ctl(
+        &d,
+        &[
+            "jobs",
+            "--failed",
+            "--sort",
+            "duration",
+            "--desc",
+            "--limit",
+            "2",
+            "--fields",
+            "video_id,processing_duration",
+        ],
+    );
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "ndjson in a pipe");
+    assert_eq!(lines[0]["processing_duration"], 27.5);
+    let o = ctl(&d, &["jobs", "--worker", "1", "--format", "table"]);
+    assert!(stdout(&o).starts_with("logged_at"), "{}", stdout(&o));
+    assert_eq!(stdout(&o).lines().count(), 11);
+    let o = ctl(
+        &d,
+        &["jobs", "--format", "json", "--latest-per-video", "--failed"],
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.as_array().unwrap().iter().all(|j| j["success"] == false));
+
+    let o = ctl(&d, &["retry-candidates", "--urls"]);
+    let urls = stdout(&o);
+    assert!(
+        urls.lines().all(|u| u.starts_with("https://youtu.be/v")) && !urls.is_empty(),
+        "{urls}"
+    );
+
+    let csv = dir.join("out.csv");
+    let o = ctl(&d, &["export-csv", csv.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let body = std::fs::read_to_string(&csv).unwrap();
+    assert!(body.starts_with("video_id,video_title,url,"));
+    assert_eq!(body.lines().count(), 31);
+    let o = ctl(&d, &["jobs", "--format", "csv"]);
+    assert_eq!(stdout(&o), body);
+
+    let o = ctl(&d, &["flush"]);
+    assert!(o.status.success());
+    let o = ctl(&d, &["ping"]);
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["records"], 30);
+}
+
+#[test]
+fn exit_codes_are_0_1_2_3() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(ctl(&d, &["ping"]).status.code(), Some(0));
+    // 1: an error reply.
+    let o = ctl(&d, &["jobs", "--since", "not a date"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("invalid_request"));
+    let bad = dir.join("bad.ndjson");
+    std::fs::write(&bad, "{\"ok\":1}\nnot json\n{\"fine\":true}\n").unwrap();
+    let o = ctl(&d, &["log", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("line 2: invalid_json"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("logged 2 records, 1 rejected"),
+        "{}",
+        stderr(&o)
+    );
+    // 2: usage.
+    assert_eq!(ctl(&d, &["frobnicate"]).status.code(), Some(2));
+    let o = ctl(&d, &["clear"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--yes"));
+    let o = ctl(&d, &["clear", "--yes"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("archived to "));
+    // 3: cannot connect, with a hint.
+    let o = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .args(["--socket", "/nonexistent/joblogd.sock", "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains("hint: start the daemon"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn tail_follows_new_records_and_a_slow_one_is_told_what_it_missed() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .args(["--socket", d.socket.to_str().unwrap(), "tail", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Subscribed once a ping on another connection has been answered after
+    // the tail connected; give it a moment to send its request.
+    std::thread::sleep(Duration::from_millis(300));
+    d.request(r#"{"op":"log","job":{"tail":1},"ack":true}"#);
+    let mut out = BufReader::new(tail.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["tail"], 1);
+    assert!(v["logged_at"].is_string());
+
+    // Now stop reading the tail while 60,000 records arrive: the writer is
+    // not slowed down, and the tail is told it missed some.
+    let t0 = Instant::now();
+    let mut c = crate::util::Client::new(d.connect());
+    let mut buf = Vec::new();
+    for i in 0..60_000 {
+        writeln!(buf, r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(100)).unwrap();
+    }
+    c.send_bytes(&buf);
+    c.send("flush");
+    assert_eq!(c.reply()["ok"], true);
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert_eq!(d.request("ping")["records"], 60_001);
+    // Drain the tail until it reports the gap.
+    let mut err = BufReader::new(tail.stderr.take().unwrap());
+    let mut e = String::new();
+    let reader = std::thread::spawn(move || {
+        let mut n = 0;
+        let mut l = String::new();
+        while out.read_line(&mut l).unwrap_or(0) > 0 {
+            n += 1;
+            l.clear();
+        }
+        n
+    });
+    err.read_line(&mut e).unwrap();
+    assert!(e.contains("missed") && e.contains("records"), "{e}");
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let got = reader.join().unwrap();
+    assert!(got < 60_000, "some records were missed, {got} shown");
+}
