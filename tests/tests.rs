@@ -27,3 +27,6 @@ mod python;
 
 // joblogctl, the command for humans.
 mod ctl;
+
+// SIGKILL and torn-tail trials (the joblogd-torture harness).
+mod crash;
