@@ -132,7 +132,7 @@ fn writer(
         i += 1;
         let rec = format!(
             r#"{{"id":"{id}","worker_id":{w},"success":{},"pad":"{pad}"}}"#,
-            i % 4 != 0
+            !i.is_multiple_of(4)
         );
         ledger.lock().map(|mut l| l.sent.insert(id.clone())).ok();
         if ack_mode {
@@ -151,12 +151,12 @@ fn writer(
                 return;
             }
             unconfirmed.push(id);
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 // Bursts, not a flood: the file (scanned at every restart
                 // and parsed at every check) should not grow without bound.
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if i % 200 == 0 {
+            if i.is_multiple_of(200) {
                 if writeln!(s, r#"{{"op":"flush"}}"#).is_err() {
                     return;
                 }
@@ -291,7 +291,7 @@ fn main() {
     for trial in 0..args.trials {
         // A new file every 10 trials keeps each check (a full parse) cheap;
         // within a file, history accumulates across kills.
-        if trial > 0 && trial % 10 == 0 {
+        if trial > 0 && trial.is_multiple_of(10) {
             let l = ledger
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
