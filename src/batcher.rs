@@ -179,6 +179,9 @@ pub struct Status {
     pub file_bytes: u64,
     /// Approximate bytes held by the index.
     pub index_bytes: u64,
+    /// False when the file at the log path is not the one being written
+    /// (renamed or deleted underneath the daemon; SIGHUP reopens it).
+    pub log_file_at_path: bool,
 }
 
 /// Flush policy.
@@ -474,6 +477,7 @@ impl Writer {
                 let mut s = self.status.clone();
                 s.pending = self.current.records + self.inflight_records;
                 s.index_bytes = self.index.memory_bytes() as u64;
+                s.log_file_at_path = self.idle.as_ref().is_none_or(Store::is_at_path);
                 let _ = reply.send(s);
             }
             Command::Query(q, reply) => {

@@ -69,6 +69,11 @@ pub struct Args {
     /// cut off (their records read so far are still written).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// Test seam: a file whose first word injects a disk fault into every
+    /// flush (`enospc`, `torn`, `fsync`). For the fault-injection tests.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub fault_file: Option<PathBuf>,
 }
 
 /// Validated settings.
@@ -85,6 +90,7 @@ pub struct Config {
     pub max_connections: usize,
     pub fsync: FsyncPolicy,
     pub shutdown_timeout: Duration,
+    pub fault_file: Option<PathBuf>,
 }
 
 /// A setting that cannot work; fatal at start, names the flag.
@@ -174,6 +180,7 @@ impl Config {
             max_connections: a.max_connections,
             fsync: a.fsync,
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
+            fault_file: a.fault_file,
         })
     }
 }

@@ -334,6 +334,7 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                 "failed_flushes": st.failed_flushes,
                 "last_error": st.last_error,
                 "index_bytes": st.index_bytes,
+                "log_file_at_path": st.log_file_at_path,
             });
             queue(s, Reply::Now(reply_line(&v))).await;
         }

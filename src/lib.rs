@@ -86,6 +86,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Status, Error> {
     let started = Instant::now();
+    if let Some(f) = &config.fault_file {
+        tracing::warn!(fault_file = %f.display(), "Fault injection enabled (test seam).");
+        let _ = store::FAULT_FILE.set(f.clone());
+    }
     // A socket passed by systemd is systemd's to manage: no lock file, no
     // stale-socket cleanup, no removal at exit.
     let lock = match startup.activated {
@@ -200,6 +204,10 @@ async fn housekeeping(
                 let mut msg = format!("STATUS=Serving: {} records, {} pending", st.records, st.pending);
                 if let Some(e) = &st.last_error {
                     msg.push_str(&format!("; write error: {e}"));
+                }
+                if !st.log_file_at_path {
+                    tracing::error!(log_file = %st.log_file.display(), "The log file was renamed or deleted; records go to the old file. Send SIGHUP to reopen the path.");
+                    msg.push_str("; log file moved or deleted: send SIGHUP");
                 }
                 if watchdog.is_some() {
                     msg.push_str("\nWATCHDOG=1");

@@ -254,6 +254,26 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = &self.path;
+        let fault = injected_fault();
+        match fault {
+            Some(Fault::NoSpace) => {
+                return Err(io_err(path, "write")(io::Error::from_raw_os_error(
+                    libc::ENOSPC,
+                )));
+            }
+            Some(Fault::TornWrite) => {
+                // Half the batch lands, then the write fails.
+                let half = &bytes[..bytes.len() / 2];
+                self.file
+                    .write_all_at(half, self.content_end)
+                    .map_err(io_err(path, "write"))?;
+                self.file_len = self.file_len.max(self.content_end + half.len() as u64);
+                return Err(io_err(path, "write")(io::Error::from_raw_os_error(
+                    libc::EIO,
+                )));
+            }
+            _ => {}
+        }
         self.file
             .write_all_at(bytes, self.content_end)
             .map_err(io_err(path, "write"))?;
@@ -262,6 +282,11 @@ impl Store {
             self.file.set_len(end).map_err(io_err(path, "truncate"))?;
         }
         self.file_len = end;
+        if fault == Some(Fault::SyncFails) {
+            return Err(io_err(path, "sync")(io::Error::from_raw_os_error(
+                libc::EIO,
+            )));
+        }
         if self.fsync == FsyncPolicy::Always {
             self.file.sync_data().map_err(io_err(path, "sync"))?;
         }
@@ -358,6 +383,32 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.records == 0
+    }
+}
+
+/// The test seam for disk faults (`--fault-file`, hidden): when set, the
+/// file it names is read before each batch and its first word decides the
+/// outcome: `enospc` (the write fails, nothing written), `torn` (half the
+/// batch is written, then EIO), `fsync` (the write succeeds, the sync fails
+/// with EIO). Anything else, or no file, means no fault. Tests flip it to
+/// prove that failed writes are never acknowledged and are rewritten whole.
+pub static FAULT_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    NoSpace,
+    TornWrite,
+    SyncFails,
+}
+
+fn injected_fault() -> Option<Fault> {
+    let path = FAULT_FILE.get()?;
+    let text = fs::read_to_string(path).ok()?;
+    match text.split_whitespace().next()? {
+        "enospc" => Some(Fault::NoSpace),
+        "torn" => Some(Fault::TornWrite),
+        "fsync" => Some(Fault::SyncFails),
+        _ => None,
     }
 }
 

@@ -30,3 +30,6 @@ mod ctl;
 
 // SIGKILL and torn-tail trials (the joblogd-torture harness).
 mod crash;
+
+// Disk faults: ENOSPC, torn writes, failed fsync, a real full tmpfs.
+mod faults;

@@ -1,0 +1,220 @@
+//! Promise 3: a full or failing disk never corrupts the file and never
+//! yields a false acknowledgement; held records are written, once, when the
+//! disk recovers. Through the writer's fault seam (`--fault-file`), and for
+//! real on a tiny tmpfs when running as root.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::{Client, Daemon, TempDir, read_log};
+
+fn ids(path: &std::path::Path) -> Vec<String> {
+    read_log(path)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Sends an acked record; returns the client, whose reply must not come yet.
+fn pending_ack(d: &Daemon, id: &str) -> Client {
+    let s = d.connect();
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut c = Client::new(s);
+    c.send(&format!(
+        r#"{{"op":"log","job":{{"id":"{id}"}},"ack":true}}"#
+    ));
+    let mut b = [0u8; 1];
+    assert!(
+        std::io::Read::read(c.writer(), &mut b).is_err(),
+        "an ack arrived while the disk was failing"
+    );
+    c.writer()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    c
+}
+
+fn check_fault(kind: &str) {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    let d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    fs::write(&fault, kind).unwrap();
+    let mut c = pending_ack(&d, "b");
+    // Meanwhile: the file is still a valid array holding only what was acked.
+    assert_eq!(ids(&d.log), vec!["a"], "{kind}");
+    let p = d.request("ping");
+    assert_eq!(p["pending"], 1, "{p}");
+    assert!(p["failed_flushes"].as_u64().unwrap() >= 1, "{p}");
+    assert!(
+        p["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{p}"
+    );
+    // The disk recovers: the held record is written once and acknowledged.
+    fs::remove_file(&fault).unwrap();
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 1}), "{kind}");
+    assert_eq!(ids(&d.log), vec!["a", "b"], "{kind}: written once");
+    let p = d.request("ping");
+    assert_eq!(p["last_error"], Value::Null);
+    assert_eq!(p["records"], 2);
+    // And it stays consistent across a restart.
+    drop(c);
+    assert_eq!(d.stop().code(), Some(0));
+    assert_eq!(ids(&dir.join("log.json")), vec!["a", "b"]);
+    assert!(
+        crate::util::files_containing(dir.path(), "corrupt").is_empty(),
+        "{kind}: no repair needed"
+    );
+}
+
+#[test]
+fn enospc_holds_records_and_withholds_acks_until_space_returns() {
+    check_fault("enospc");
+}
+
+#[test]
+fn a_torn_write_is_cut_back_and_the_whole_batch_rewritten() {
+    check_fault("torn");
+}
+
+#[test]
+fn a_failed_fsync_is_never_taken_for_success() {
+    check_fault("fsync");
+}
+
+#[test]
+fn a_failing_disk_applies_backpressure_within_the_memory_bound() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    fs::write(&fault, "enospc").unwrap();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--fault-file",
+            fault.to_str().unwrap(),
+            "--max-pending-bytes",
+            "1048576",
+            "--batch-max-bytes",
+            "262144",
+        ],
+    );
+    let s = d.connect();
+    s.set_write_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut c = Client::new(s);
+    let line = format!(r#"{{"id":"x","pad":"{}"}}"#, "p".repeat(1000));
+    let mut sent = 0u64;
+    let mut blocked = false;
+    for _ in 0..100_000 {
+        let mut buf = String::new();
+        for _ in 0..100 {
+            buf.push_str(&line);
+            buf.push('\n');
+        }
+        if std::io::Write::write_all(c.writer(), buf.as_bytes()).is_err() {
+            blocked = true;
+            break;
+        }
+        sent += 100;
+    }
+    assert!(
+        blocked,
+        "the daemon kept reading although nothing could be written ({sent} records)"
+    );
+    let p = d.request("ping");
+    // Held in memory: at most the budget (about 1 MiB of ~1.1 KB records).
+    assert!(p["pending"].as_u64().unwrap() < 2000, "{p}");
+    let rss = fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let kb: u64 = rss
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!(
+        "held {} records, daemon RSS {kb} KiB while the disk was full",
+        p["pending"]
+    );
+    assert!(kb < 200 * 1024, "RSS {kb} KiB");
+    fs::remove_file(&fault).unwrap();
+    assert_eq!(d.request("flush"), json!({"ok": true}));
+    let n = read_log(&d.log).len() as u64;
+    assert!(
+        n >= p["pending"].as_u64().unwrap(),
+        "everything held was written: {n}"
+    );
+}
+
+#[test]
+fn a_real_full_filesystem_as_root_on_tmpfs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = TempDir::new();
+    let mnt = dir.join("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (no privilege in this sandbox)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let log = mnt.join("log.json");
+    let d = Daemon::start_with(dir.join("s.sock"), log.clone(), &dir, &[]);
+    // Fill it: about 400 KB of records into 256 KB.
+    let mut c = Client::new(d.connect());
+    for i in 0..400 {
+        c.send(&format!(r#"{{"id":"r{i}","pad":"{}"}}"#, "z".repeat(900)));
+    }
+    c.send("ping");
+    c.reply();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let p = loop {
+        let p = d.request("ping");
+        if p["last_error"].is_string() || std::time::Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        p["last_error"].as_str().unwrap_or("").contains("No space"),
+        "{p}"
+    );
+    // Valid throughout, and holding no partial record.
+    let before = read_log(&log).len();
+    assert!(before < 400);
+    // Space returns.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=4m"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(grown, "remount");
+    assert_eq!(d.request("flush"), json!({"ok": true}));
+    let all: Vec<String> = read_log(&log)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 400, "everything written once space returned");
+    assert_eq!(all, (0..400).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    drop(d);
+}
