@@ -70,6 +70,25 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
 
+    /// Users allowed to connect (checked with SO_PEERCRED), comma-separated
+    /// uids [default: the daemon's own uid].
+    #[arg(long, value_name = "UID,…", value_delimiter = ',')]
+    pub allow_uid: Vec<u32>,
+
+    /// Groups allowed to connect (primary or supplementary), comma-separated
+    /// gids [default: the socket file's group].
+    #[arg(long, value_name = "GID,…", value_delimiter = ',')]
+    pub allow_gid: Vec<u32>,
+
+    /// Users allowed to `clear` [default: the daemon's own uid and root].
+    #[arg(long, value_name = "UID,…", value_delimiter = ',')]
+    pub admin_uid: Vec<u32>,
+
+    /// Add `"peer": {"pid": …, "uid": …}` to every record, to trace which
+    /// worker wrote what.
+    #[arg(long)]
+    pub stamp_peer: bool,
+
     /// Test seam: a file whose first word injects a disk fault into every
     /// flush (`enospc`, `torn`, `fsync`). For the fault-injection tests.
     #[arg(long, value_name = "PATH", hide = true)]
@@ -91,6 +110,11 @@ pub struct Config {
     pub fsync: FsyncPolicy,
     pub shutdown_timeout: Duration,
     pub fault_file: Option<PathBuf>,
+    /// Explicit lists; empty means the defaults decided at bind time.
+    pub allow_uid: Vec<u32>,
+    pub allow_gid: Vec<u32>,
+    pub admin_uid: Vec<u32>,
+    pub stamp_peer: bool,
 }
 
 /// A setting that cannot work; fatal at start, names the flag.
@@ -181,6 +205,10 @@ impl Config {
             fsync: a.fsync,
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
             fault_file: a.fault_file,
+            allow_uid: a.allow_uid,
+            allow_gid: a.allow_gid,
+            admin_uid: a.admin_uid,
+            stamp_peer: a.stamp_peer,
         })
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use crate::batcher::{Command, Durable, Ingest, Query, RecordMeta};
 use crate::connection::{Frame, Lines, READ_CHUNK, trim_line};
 use crate::index::RawMeta;
-use crate::json::Formatter;
+use crate::json::{Formatter, MAX_RECORD_DEPTH};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
 use crate::query;
 use crate::time::LocalTime;
@@ -48,6 +48,8 @@ pub struct Shared {
     pub version: &'static str,
     /// New records, for `subscribe`.
     pub events: crate::batcher::Events,
+    /// Who may connect, who may `clear`, and whether to stamp records.
+    pub access: crate::access::Access,
 }
 
 /// How a query's answer is written.
@@ -83,12 +85,24 @@ enum Reply {
 mod answers;
 
 /// Serves one connection until the client closes it (or shutdown drains it).
-pub async fn handle(stream: UnixStream, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub async fn handle(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    peer: Option<crate::access::Peer>,
+) {
     let (rd, wr) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::channel(MAX_QUEUED_REPLIES);
+    let mut fmt = Formatter::new();
+    if shared.access.stamp_peer
+        && let Some(p) = &peer
+    {
+        fmt.extra = crate::access::Access::stamp(p);
+    }
     let session = Session {
         shared,
-        fmt: Formatter::new(),
+        peer,
+        fmt,
         chunk: Vec::new(),
         chunk_records: Vec::new(),
         chunk_coerced: 0,
@@ -105,6 +119,8 @@ pub async fn handle(stream: UnixStream, shared: Arc<Shared>, shutdown: watch::Re
 
 struct Session {
     shared: Arc<Shared>,
+    /// The connecting process (for `clear`'s admin check).
+    peer: Option<crate::access::Peer>,
     fmt: Formatter,
     /// Formatted records not yet handed to the writer.
     chunk: Vec<u8>,
@@ -206,17 +222,28 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
     // UTF-8 is checked by the formatter, inside strings, where it matters;
     // a non-UTF-8 byte elsewhere is reported as invalid_utf8 too.
     let mark = s.chunk.len();
-    match s
-        .fmt
-        .record(bytes, RECORD_PREFIX, s.logged_at.as_bytes(), &mut s.chunk)
-    {
+    let formatted = s.fmt.record_within(
+        bytes,
+        RECORD_PREFIX,
+        s.logged_at.as_bytes(),
+        &mut s.chunk,
+        MAX_RECORD_DEPTH + 2,
+    );
+    match formatted {
         Ok(f) => {
             let is_request = s
                 .fmt
                 .fields
                 .iter()
                 .any(|t| &s.chunk[t.key_out.clone()] == b"op");
-            if !is_request {
+            if !is_request && f.depth > MAX_RECORD_DEPTH {
+                s.chunk.truncate(mark);
+                let e = ProtocolError::new(
+                    ErrorCode::TooDeep,
+                    format!("nesting deeper than {MAX_RECORD_DEPTH} levels"),
+                );
+                queue(s, Reply::Now(e.reply(no))).await;
+            } else if !is_request {
                 let start = mark + RECORD_PREFIX.len();
                 s.chunk_records.push(RecordMeta {
                     start: start as u32,
@@ -364,6 +391,13 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             send_chunk(s, None).await;
             let rx = s.shared.events.subscribe();
             queue(s, Reply::Subscribed(rx)).await;
+        }
+        Request::Clear if !s.shared.access.is_admin(s.peer.as_ref()) => {
+            let e = ProtocolError::new(
+                ErrorCode::Forbidden,
+                "clear is reserved to the users in --admin-uid (default: the daemon's user and root)",
+            );
+            queue(s, Reply::Now(e.reply(no))).await;
         }
         Request::Clear => {
             send_chunk(s, None).await;

@@ -14,8 +14,10 @@
 //! - [`time`]: `logged_at` timestamps as Python prints them.
 //! - [`signals`]: SIGTERM/SIGINT into a future, SIGHUP into a channel.
 //! - [`systemd`]: sd_notify and socket activation, without libsystemd.
+//! - [`access`]: peer credentials, allowed users and groups, admins.
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
 
+pub mod access;
 pub mod batcher;
 pub mod config;
 pub mod connection;
@@ -129,7 +131,29 @@ pub async fn run(
     // The socket accepts and the log is indexed: ready.
     systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
     let housekeeping = tokio::spawn(housekeeping(tx.downgrade(), startup.reopen));
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    let access = access::Access {
+        uids: if config.allow_uid.is_empty() {
+            [me].into()
+        } else {
+            config.allow_uid.iter().copied().collect()
+        },
+        gids: if config.allow_gid.is_empty() {
+            bound.group().into_iter().collect()
+        } else {
+            config.allow_gid.iter().copied().collect()
+        },
+        admins: if config.admin_uid.is_empty() {
+            [me, 0].into()
+        } else {
+            config.admin_uid.iter().copied().collect()
+        },
+        stamp_peer: config.stamp_peer,
+    };
+    tracing::info!(uids = ?access.uids, gids = ?access.gids, admins = ?access.admins, "Access policy.");
     let shared = Arc::new(handler::Shared {
+        access,
         tx,
         budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
         budget_total: config.max_pending_bytes,

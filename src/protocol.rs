@@ -23,6 +23,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// `clear` without `"confirm": true`.
     ConfirmationRequired,
+    /// The peer is not allowed (to connect, or to `clear`).
+    Forbidden,
     /// The records could not be made durable (disk failing at shutdown).
     WriteFailed,
     /// The daemon is stopping and no longer takes this request.
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::ConfirmationRequired => "confirmation_required",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::WriteFailed => "write_failed",
             ErrorCode::ShuttingDown => "shutting_down",
         }
@@ -372,7 +375,9 @@ fn time_bound<'a>(
 fn filter<'a>(op: &str, field: &dyn Fn(&str) -> Option<&'a [u8]>) -> Result<Filter, ProtocolError> {
     let worker_id = match field("worker_id") {
         None => None,
-        Some(v) if matches!(v.first(), Some(b'"' | b'-' | b'0'..=b'9')) => {
+        Some(v)
+            if v.first() == Some(&b'"') || crate::index::number(v).is_some_and(f64::is_finite) =>
+        {
             Some(crate::index::group_key(Some(v)).into_owned())
         }
         Some(v) => {

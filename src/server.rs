@@ -21,6 +21,7 @@ use interprocess::os::unix::uds_local_socket::tokio::Listener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::access::Peer;
 use crate::handler::{self, Shared};
 
 /// Errors that stop the daemon from starting.
@@ -30,6 +31,8 @@ pub enum BindError {
     InUse(PathBuf),
     /// Something that is not a socket is in the way; never deleted.
     NotASocket(PathBuf),
+    /// The socket's directory lets anyone replace the socket.
+    UnsafeDir(PathBuf),
     Io {
         path: PathBuf,
         action: &'static str,
@@ -44,6 +47,11 @@ impl std::fmt::Display for BindError {
                 f,
                 "another joblogd is already serving {} (its lock file {}.lock is held)",
                 p.display(),
+                p.display()
+            ),
+            BindError::UnsafeDir(p) => write!(
+                f,
+                "{} is writable by others and not sticky: anyone could replace the socket; use a private directory (or chmod +t)",
                 p.display()
             ),
             BindError::NotASocket(p) => write!(
@@ -82,6 +90,17 @@ pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
             action: "create directory",
             source,
         })?;
+        let mode = fs::metadata(dir)
+            .map_err(|source| BindError::Io {
+                path: dir.to_owned(),
+                action: "inspect",
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            return Err(BindError::UnsafeDir(dir.to_owned()));
+        }
     }
     let file = OpenOptions::new()
         .read(true)
@@ -208,6 +227,12 @@ impl Bound {
     pub fn is_activated(&self) -> bool {
         self.lock.is_none()
     }
+
+    /// The group of the socket file: workers in it may connect by default.
+    pub fn group(&self) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.path).ok().map(|m| m.gid())
+    }
 }
 
 impl Drop for Bound {
@@ -216,6 +241,22 @@ impl Drop for Bound {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// One error reply, then close: the peer is not on the allow lists.
+async fn refuse(mut stream: tokio::net::UnixStream, peer: Option<Peer>) {
+    use tokio::io::AsyncWriteExt;
+    tracing::warn!(
+        uid = peer.map(|p| p.uid),
+        pid = peer.and_then(|p| p.pid),
+        "Refused a connection from a peer not allowed."
+    );
+    let e = crate::protocol::ProtocolError::new(
+        crate::protocol::ErrorCode::Forbidden,
+        "this user may not use joblogd (see --allow-uid / --allow-gid)",
+    );
+    let _ = stream.write_all(&e.reply(0)).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Accepts connections until `shutdown` completes, then tells every
@@ -253,8 +294,18 @@ pub async fn serve(
                 backoff = Duration::from_millis(1);
                 let shared = shared.clone();
                 let stop = stop_rx.clone();
+                let peer = stream.peer_cred().ok().map(|c| Peer {
+                    pid: c.pid(),
+                    uid: c.uid(),
+                    gid: c.gid(),
+                });
                 conns.spawn(async move {
-                    handler::handle(stream, shared, stop).await;
+                    match peer {
+                        Some(p) if shared.access.allows(&p) => {
+                            handler::handle(stream, shared, stop, Some(p)).await
+                        }
+                        _ => refuse(stream, peer).await,
+                    }
                     drop(permit);
                 });
             }

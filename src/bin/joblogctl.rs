@@ -175,8 +175,12 @@ impl Conn {
     fn send(&mut self, v: &Value) -> Result<(), Fail> {
         let mut line = serde_json::to_vec(v).map_err(|e| Fail(1, e.to_string()))?;
         line.push(b'\n');
-        self.w.write_all(&line)?;
-        Ok(())
+        match self.w.write_all(&line) {
+            // The daemon may have answered and closed already (a refused
+            // peer gets one error line): let `reply` read that answer.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            r => Ok(r?),
+        }
     }
 
     fn reply(&mut self) -> Result<Value, Fail> {

@@ -1,0 +1,142 @@
+//! Promise 5: only the users the operator allows can reach the daemon.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::util::{Daemon, TempDir, read_log, run_expect_exit};
+
+fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+#[test]
+fn a_world_writable_socket_directory_without_sticky_bit_is_refused() {
+    let dir = TempDir::new();
+    let open = dir.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let (st, err) = run_expect_exit(&[
+        "--socket",
+        open.join("s.sock").to_str().unwrap(),
+        "--log-file",
+        dir.join("l.json").to_str().unwrap(),
+    ]);
+    assert_eq!(st.code(), Some(1));
+    assert!(err.contains("writable by others and not sticky"), "{err}");
+    // With the sticky bit (like /tmp) it is fine.
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+    let d = Daemon::start_with(open.join("s.sock"), dir.join("l.json"), &dir, &[]);
+    assert_eq!(d.request("ping")["ok"], true);
+}
+
+#[test]
+fn peers_not_on_the_allow_lists_get_one_error_and_are_closed() {
+    let dir = TempDir::new();
+    // Allow only a uid and gid that are not ours: even we are refused.
+    let d = Daemon::start(&dir, &["--allow-uid", "54321", "--allow-gid", "54321"]);
+    let mut c = crate::util::Client::new(d.connect());
+    let r = c.reply();
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    assert_eq!(c.rest(), "", "closed after the error");
+    assert!(d.logs().contains("Refused a connection"));
+    drop(d);
+    // Our own uid is allowed by default.
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(d.request("ping")["ok"], true);
+}
+
+#[test]
+fn another_user_is_refused_unless_allowed() {
+    if uid() != 0 {
+        eprintln!("SKIPPED: creating a test user needs root");
+        return;
+    }
+    let have = |t: &str| Command::new(t).arg("--help").output().is_ok();
+    if !have("useradd") || !have("setpriv") {
+        eprintln!("SKIPPED: useradd and setpriv are needed (passwd, util-linux)");
+        return;
+    }
+    let name = "joblogd-test";
+    let _ = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ])
+        .status();
+    let id = |flag: &str| -> u32 {
+        let o = Command::new("id").args([flag, name]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    let (other_uid, other_gid) = (id("-u"), id("-g"));
+    let dir = TempDir::new();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // Mode 0666 so only the peer check stands between that user and us.
+    // joblogctl (under the build directory, readable by everyone) as that
+    // user: exit 0 with the ping reply, or 1 with the error.
+    let ping_as_other = |d: &Daemon| -> (Option<i32>, String) {
+        let o = Command::new("setpriv")
+            .args([
+                &format!("--reuid={other_uid}"),
+                &format!("--regid={other_gid}"),
+                "--clear-groups",
+            ])
+            .arg(env!("CARGO_BIN_EXE_joblogctl"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .arg("ping")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let d = Daemon::start(&dir, &["--socket-mode", "0666"]);
+    let (code, out) = ping_as_other(&d);
+    if out.contains("Permission denied") && out.contains("joblogctl") {
+        eprintln!("SKIPPED: the build directory is not readable by another user: {out}");
+        return;
+    }
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("forbidden"), "{out}");
+    drop(d);
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--socket-mode",
+            "0666",
+            "--allow-uid",
+            &format!("0,{other_uid}"),
+        ],
+    );
+    let (code, out) = ping_as_other(&d);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\"records\""), "{out}");
+}
+
+#[test]
+fn stamp_peer_and_admin_only_clear() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--stamp-peer", "--admin-uid", "54321"]);
+    d.request(r#"{"op":"log","job":{"video_id":"p","logged_at":"t"},"ack":true}"#);
+    let recs = read_log(&d.log);
+    assert_eq!(recs[0]["peer"]["uid"], uid());
+    assert!(recs[0]["peer"]["pid"].as_u64().is_some_and(|p| p > 0));
+    let text = fs::read_to_string(&d.log).unwrap();
+    assert!(
+        text.contains("\"peer\": {\n      \"pid\": "),
+        "pretty-printed like the rest:\n{text}"
+    );
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    assert_eq!(read_log(&d.log).len(), 1, "nothing cleared");
+}
