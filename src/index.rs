@@ -371,7 +371,25 @@ pub fn parse_time(s: &str) -> Option<i64> {
         return None;
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    if b.len() > 10 && b.len() < 16 {
         return None;
     }
     let mut micros = days_from_civil(y, mo, d) * 86_400_000_000;
@@ -382,20 +400,41 @@ pub fn parse_time(s: &str) -> Option<i64> {
         let (h, mi) = (num(11..13)?, num(14..16)?);
         let mut sec = 0;
         let mut frac = 0;
+        let mut end = 16;
         if b.get(16) == Some(&b':') {
             sec = num(17..19)?;
+            end = 19;
             if b.get(19) == Some(&b'.') {
                 let digits: Vec<u8> = b[20..]
                     .iter()
                     .take_while(|c| c.is_ascii_digit())
                     .copied()
                     .collect();
+                if digits.is_empty() {
+                    return None;
+                }
                 let mut f = 0i64;
                 for k in 0..6 {
                     f = f * 10 + digits.get(k).map_or(0, |c| i64::from(c - b'0'));
                 }
                 frac = f;
+                end = 20 + digits.len();
             }
+        }
+        if h > 23 || mi > 59 || sec > 59 {
+            return None;
+        }
+        // What may follow: nothing, or an offset as Python prints it (`Z`,
+        // `+HH:MM[…]`), which a naive comparison ignores.
+        let rest = &b[end..];
+        let offset_ok = rest.is_empty()
+            || rest == b"Z"
+            || (rest.len() >= 6
+                && matches!(rest[0], b'+' | b'-')
+                && rest[1..3].iter().all(u8::is_ascii_digit)
+                && rest[3] == b':');
+        if !offset_ok {
+            return None;
         }
         micros += ((h * 60 + mi) * 60 + sec) * 1_000_000 + frac;
     }
@@ -794,6 +833,10 @@ mod tests {
         );
         assert!(parse_time("2025-10-17T09:33:10") < parse_time("2025-10-17T09:33:10.5"));
         assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2025-02-30"), None);
+        assert_eq!(parse_time("2025-01-01T25:99:99"), None);
+        assert_eq!(parse_time("2025-01-01T10:00:00junk"), None);
+        assert!(parse_time("2024-02-29T10:00:00+02:00").is_some());
         assert_eq!(parse_time("2025-13-01"), None);
     }
 

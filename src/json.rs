@@ -66,6 +66,8 @@ pub trait Sink {
     fn extend(&mut self, s: &[u8]);
     fn len(&self) -> usize;
     fn truncate(&mut self, len: usize);
+    /// Bytes written so far in `r` (empty for a sink that keeps nothing).
+    fn written(&self, r: Range<usize>) -> &[u8];
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -88,6 +90,9 @@ impl Sink for Vec<u8> {
     fn truncate(&mut self, len: usize) {
         Vec::truncate(self, len)
     }
+    fn written(&self, r: Range<usize>) -> &[u8] {
+        self.get(r).unwrap_or_default()
+    }
 }
 
 /// A sink that keeps nothing: validation only.
@@ -105,6 +110,9 @@ impl Sink for Discard {
     }
     #[inline(always)]
     fn truncate(&mut self, _: usize) {}
+    fn written(&self, _: Range<usize>) -> &[u8] {
+        &[]
+    }
 }
 
 /// A member of the top-level object, located in both the input and the
@@ -131,6 +139,9 @@ pub struct Formatted {
     pub coerced: bool,
     /// A top-level `logged_at` key was present (so none was added).
     pub had_logged_at: bool,
+    /// Deepest nesting reached (the top-level object is 1; empty
+    /// containers count).
+    pub depth: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +155,10 @@ enum Frame {
 #[derive(Debug, Default)]
 pub struct Formatter {
     stack: Vec<Frame>,
+    /// Pre-rendered members (`"key": value`, at record indentation) that
+    /// [`Formatter::record`] appends to every record, before an added
+    /// `logged_at` (used by `--stamp-peer`).
+    pub extra: Vec<u8>,
     /// Members of the last formatted top-level object, in order.
     pub fields: Vec<TopField>,
 }
@@ -467,13 +482,31 @@ impl Formatter {
         logged_at: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Formatted, JsonError> {
+        self.record_within(input, prefix, logged_at, out, MAX_RECORD_DEPTH)
+    }
+
+    /// [`Formatter::record`] with another depth limit: a line may be a
+    /// request whose jobs sit two levels down (`{"jobs":[{…}]}`), so lines
+    /// are formatted with room for that and a record is then held to
+    /// [`MAX_RECORD_DEPTH`] by the caller, using [`Formatted::depth`].
+    ///
+    /// # Errors
+    /// As [`Formatter::record`].
+    pub fn record_within(
+        &mut self,
+        input: &[u8],
+        prefix: &[u8],
+        logged_at: &[u8],
+        out: &mut Vec<u8>,
+        max_depth: usize,
+    ) -> Result<Formatted, JsonError> {
         let mark = out.len();
         out.extend_from_slice(prefix);
         let res = self.value(
             input,
             skip_ws(input, 0),
             out,
-            MAX_RECORD_DEPTH,
+            max_depth,
             true,
             Some(logged_at),
         );
@@ -532,6 +565,7 @@ impl Formatter {
         self.fields.clear();
         let mut coerced = false;
         let mut had_logged_at = false;
+        let mut depth = 0usize;
         let Some(&first) = input.get(i) else {
             return Err(JsonError::Incomplete);
         };
@@ -572,11 +606,20 @@ impl Formatter {
                         return Err(JsonError::Incomplete);
                     };
                     if next == close {
+                        if self.stack.len() >= max_depth {
+                            return Err(JsonError::TooDeep { offset: i });
+                        }
+                        depth = depth.max(self.stack.len() + 1);
                         i = j + 1;
                         if self.stack.is_empty() && frame == Frame::Object {
                             if let Some(ts) = logged_at {
                                 out.push(b'{');
                                 newline_indent(out, 1);
+                                if !self.extra.is_empty() {
+                                    out.extend(&self.extra);
+                                    out.push(b',');
+                                    newline_indent(out, 1);
+                                }
                                 self.push_logged_at(out, ts);
                                 newline_indent(out, 0);
                                 out.push(b'}');
@@ -591,6 +634,7 @@ impl Formatter {
                             return Err(JsonError::TooDeep { offset: i });
                         }
                         self.stack.push(frame);
+                        depth = depth.max(self.stack.len());
                         out.push(open);
                         newline_indent(out, self.stack.len());
                         i = j;
@@ -657,14 +701,14 @@ impl Formatter {
                         value_in: member_start.0..i,
                         value_out: member_start.1..out.len(),
                     };
-                    if logged_at.is_some() || require_object {
-                        // Only the output sink has decoded keys; compare raw
-                        // input keys when validating.
-                        let key: &[u8] = &input[f.key_in.clone()];
-                        if key == b"\"logged_at\"" {
-                            had_logged_at = true;
-                        }
-                    }
+                    // The decoded key where there is output (so an escaped
+                    // spelling counts), else the raw one.
+                    let is_logged_at = if logged_at.is_some() {
+                        out.written(f.key_out.clone()) == b"logged_at"
+                    } else {
+                        &input[f.key_in.clone()] == b"\"logged_at\""
+                    };
+                    had_logged_at |= is_logged_at;
                     self.fields.push(f);
                 }
                 let Some(&frame) = self.stack.last() else {
@@ -672,6 +716,7 @@ impl Formatter {
                         end: i,
                         coerced,
                         had_logged_at,
+                        depth,
                     });
                 };
                 i = skip_ws(input, i);
@@ -691,6 +736,15 @@ impl Formatter {
                     (Frame::Object, b'}') | (Frame::Array, b']') => {
                         i += 1;
                         self.stack.pop();
+                        if self.stack.is_empty()
+                            && frame == Frame::Object
+                            && logged_at.is_some()
+                            && !self.extra.is_empty()
+                        {
+                            out.push(b',');
+                            newline_indent(out, 1);
+                            out.extend(&self.extra);
+                        }
                         if self.stack.is_empty()
                             && frame == Frame::Object
                             && !had_logged_at
@@ -823,14 +877,7 @@ pub fn array_elements(input: &[u8]) -> Result<Vec<Range<usize>>, JsonError> {
     }
     loop {
         let start = skip_ws(input, i);
-        let f = fmt.value(
-            input,
-            start,
-            &mut Discard,
-            MAX_RECORD_DEPTH - 1,
-            false,
-            None,
-        )?;
+        let f = fmt.value(input, start, &mut Discard, MAX_RECORD_DEPTH, false, None)?;
         out.push(start..f.end);
         i = skip_ws(input, f.end);
         match input.get(i) {

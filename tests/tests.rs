@@ -33,3 +33,9 @@ mod crash;
 
 // Disk faults: ENOSPC, torn writes, failed fsync, a real full tmpfs.
 mod faults;
+
+// The bad-input corpus (tests/fixtures/bad_input): each case, then a good record.
+mod bad_input;
+
+// Access: socket directory, peer credentials, stamping, admins.
+mod access;
