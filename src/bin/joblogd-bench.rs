@@ -11,7 +11,14 @@
 //! 2. the raw ceiling: the same bytes into a trivial in-process server;
 //! 3. the client-side cost of one `write_all` per record;
 //! 4. `ack` latency with 1 and 8 clients;
-//! 5. start-up scan time and `flush` latency at ~10 MB and ~1 GB files.
+//! 5. start-up scan time and `flush` latency at ~10 MB and ~1 GB files;
+//! 6. the index: `stats`, `failed` and sorted `jobs` round trips at
+//!    1,000,000 small records (a file written directly, not through the
+//!    socket), resident memory per indexed record, and the start-up scan
+//!    rate (cold and warm) of that file and of a ~1 GB seed-sized one.
+//!
+//! `--only index` (or any comma-separated list of `throughput`, `single`,
+//! `ack`, `flush`, `index`) runs just those sections.
 //!
 //! Progress goes to stderr; the report goes to stdout (and, with
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
@@ -36,7 +43,8 @@ use serde_json::{Value, json};
 #[derive(Debug, Parser)]
 #[command(name = "joblogd-bench", version, about, long_about = None)]
 struct Args {
-    /// Smaller workloads (about a minute in total; 100 MB instead of 1 GB).
+    /// Smaller workloads (about a minute in total; 100 MB instead of 1 GB,
+    /// 200,000 indexed records instead of 1,000,000).
     #[arg(long)]
     quick: bool,
 
@@ -47,6 +55,37 @@ struct Args {
     /// The daemon binary [default: `joblogd` next to this executable].
     #[arg(long, value_name = "PATH")]
     daemon: Option<PathBuf>,
+
+    /// Run only these sections (comma-separated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
+    only: Vec<Section>,
+}
+
+/// The report's sections, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// 1 and 2: fire-and-forget throughput and the raw ceiling.
+    Throughput,
+    /// 3: one `write_all` per record.
+    Single,
+    /// 4: ack latency and the disk floor.
+    Ack,
+    /// 5: flush time vs file size.
+    Flush,
+    /// 6: index queries, memory and start-up scan rate.
+    Index,
+}
+
+impl Section {
+    fn name(self) -> &'static str {
+        match self {
+            Section::Throughput => "throughput",
+            Section::Single => "single",
+            Section::Ack => "ack",
+            Section::Flush => "flush",
+            Section::Index => "index",
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -68,6 +107,13 @@ struct Plan {
     small_file: u64,
     big_file: u64,
     fsync_floor_iters: usize,
+    /// Small records in the index section's file.
+    index_records: u64,
+    index_stats_iters: usize,
+    index_failed_iters: usize,
+    index_sort_iters: usize,
+    /// Cold and warm start-ups per file in the index section.
+    scan_reps: usize,
 }
 
 impl Plan {
@@ -86,6 +132,11 @@ impl Plan {
             small_file: 10_000_000,
             big_file: if quick { 100_000_000 } else { 1_000_000_000 },
             fsync_floor_iters: if quick { 100 } else { 300 },
+            index_records: if quick { 200_000 } else { 1_000_000 },
+            index_stats_iters: 2_000,
+            index_failed_iters: 200,
+            index_sort_iters: if quick { 50 } else { 100 },
+            scan_reps: 3,
         }
     }
 }
@@ -512,13 +563,20 @@ impl Daemon {
     /// `took_ms` of the "Log file ready." line (waits briefly for it: it is
     /// written before the socket is bound, but read by another thread).
     fn ready_took_ms(&self) -> Option<u64> {
+        self.ready_field("took_ms")
+    }
+
+    /// A numeric field (`records`, `bytes`, `took_ms`) of the "Log file
+    /// ready." line.
+    fn ready_field(&self, key: &str) -> Option<u64> {
+        let pat = format!(" {key}=");
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let found = self.stderr_lines().iter().find_map(|l| {
                 if !l.contains("Log file ready.") {
                     return None;
                 }
-                let rest = &l[l.find("took_ms=")? + "took_ms=".len()..];
+                let rest = &l[l.find(&pat)? + pat.len()..];
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 digits.parse().ok()
             });
@@ -527,6 +585,22 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// `VmRSS` and `VmHWM` (peak) of the daemon, in bytes, from
+    /// /proc/<pid>/status.
+    fn memory(&self) -> io::Result<(u64, u64)> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .ok_or_else(|| other(format!("no {name} in /proc/{}/status", self.child.id())))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     fn join_stderr(&mut self) {
@@ -840,6 +914,164 @@ struct FlushStats {
     warm_took_ms: Option<u64>,
     warm_accept_ms: f64,
     flush_ms: Latency,
+}
+
+/// Start-up scans of one file: `took_ms` of "Log file ready.", cold (file
+/// synced and dropped from the page cache first) and warm.
+struct ScanStats {
+    label: String,
+    file_bytes: u64,
+    records: u64,
+    prepare_secs: f64,
+    cold_ms: Vec<f64>,
+    warm_ms: Vec<f64>,
+    cold_accept_ms: Vec<f64>,
+    warm_accept_ms: Vec<f64>,
+}
+
+impl ScanStats {
+    fn mb_per_s(&self, ms: &[f64]) -> Spread {
+        let v: Vec<f64> = ms
+            .iter()
+            .map(|m| self.file_bytes as f64 / 1e6 / (m.max(1.0) / 1e3))
+            .collect();
+        spread(&v)
+    }
+
+    fn rec_per_s(&self, ms: &[f64]) -> Spread {
+        let v: Vec<f64> = ms
+            .iter()
+            .map(|m| self.records as f64 / (m.max(1.0) / 1e3))
+            .collect();
+        spread(&v)
+    }
+
+    fn to_json(&self) -> Value {
+        let j = |s: Spread| json!({"median": s.median, "min": s.min, "max": s.max});
+        json!({
+            "label": self.label,
+            "file_bytes": self.file_bytes,
+            "records": self.records,
+            "prepare_seconds": self.prepare_secs,
+            "cold_scan_ms": self.cold_ms,
+            "warm_scan_ms": self.warm_ms,
+            "cold_accept_ms": self.cold_accept_ms,
+            "warm_accept_ms": self.warm_accept_ms,
+            "cold_mb_per_s": j(self.mb_per_s(&self.cold_ms)),
+            "warm_mb_per_s": j(self.mb_per_s(&self.warm_ms)),
+            "cold_records_per_s": j(self.rec_per_s(&self.cold_ms)),
+            "warm_records_per_s": j(self.rec_per_s(&self.warm_ms)),
+        })
+    }
+}
+
+/// Sequential round trips of one request on one connection.
+struct Rtt {
+    request: &'static str,
+    /// The first (unmeasured warm-up) request.
+    first_us: f64,
+    latency_us: Latency,
+    reply_bytes: usize,
+}
+
+impl Rtt {
+    fn to_json(&self) -> Value {
+        json!({
+            "request": self.request,
+            "first_us": self.first_us,
+            "latency_us": self.latency_us.to_json(),
+            "reply_bytes": self.reply_bytes,
+        })
+    }
+}
+
+/// Section 6, everything but the seed-sized file's start-up.
+struct IndexStats {
+    records: u64,
+    failed: u64,
+    videos: u64,
+    file_bytes: u64,
+    scan: ScanStats,
+    ping: Rtt,
+    stats: Rtt,
+    failed_100: Rtt,
+    sort_5: Rtt,
+    /// VmRSS / VmHWM of a daemon on an empty log, after one `stats`.
+    rss_empty: u64,
+    hwm_empty: u64,
+    index_bytes_empty: u64,
+    /// The same on the full file, after start-up and one `stats`.
+    rss_full: u64,
+    hwm_full: u64,
+    index_bytes: u64,
+    /// VmRSS after all the measured requests.
+    rss_after: u64,
+}
+
+impl IndexStats {
+    fn rss_per_record(&self) -> f64 {
+        (self.rss_full as f64 - self.rss_empty as f64) / self.records.max(1) as f64
+    }
+
+    fn index_bytes_per_record(&self) -> f64 {
+        self.index_bytes as f64 / self.records.max(1) as f64
+    }
+}
+
+const PING: &str = r#"{"op":"ping"}"#;
+const STATS: &str = r#"{"op":"stats"}"#;
+const FAILED_100: &str = r#"{"op":"failed","limit":100}"#;
+const SORT_5: &str = r#"{"op":"jobs","sort_by":"processing_duration","order":"desc","limit":5}"#;
+/// Longest a set of round trips may run before it stops early.
+const RTT_CAP: Duration = Duration::from_secs(60);
+const SORT_CAP: Duration = Duration::from_secs(30);
+
+/// One warm-up and then up to `n` sequential round trips of `request` (for
+/// at most `cap`); microseconds from writing the request to having read the
+/// whole reply line. Every reply must be `"ok":true` and pass `check`
+/// (parsed and checked outside the clock).
+fn round_trips(
+    c: &mut Client,
+    request: &'static str,
+    n: usize,
+    cap: Duration,
+    mut check: impl FnMut(&Value) -> io::Result<()>,
+) -> io::Result<Rtt> {
+    let line = format!("{request}\n");
+    let mut samples = Vec::with_capacity(n);
+    let mut first_us = 0.0;
+    let mut reply_bytes = 0;
+    let t0 = Instant::now();
+    for i in 0..=n {
+        let t = Instant::now();
+        c.send(line.as_bytes())?;
+        let reply = c.read_line()?;
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        if i == 0 {
+            first_us = us;
+        } else {
+            samples.push(us);
+        }
+        reply_bytes = reply.len();
+        let v: Value = serde_json::from_str(reply).map_err(|e| {
+            let head: String = reply.chars().take(300).collect();
+            other(format!("{request}: bad reply {head:?}: {e}"))
+        })?;
+        if v["ok"] != true {
+            let head: String = v.to_string().chars().take(300).collect();
+            return Err(other(format!("{request}: error reply {head}")));
+        }
+        check(&v).map_err(|e| other(format!("{request}: {e}")))?;
+        if i > 0 && t0.elapsed() > cap {
+            break;
+        }
+    }
+    Ok(Rtt {
+        request,
+        first_us,
+        latency_us: latency(&samples),
+        reply_bytes,
+    })
 }
 
 impl Bench {
@@ -1159,6 +1391,298 @@ impl Bench {
             flush_ms,
         })
     }
+
+    /// Section 6's file: `records` small records as a compact JSON array,
+    /// each with a `logged_at` 50 ms after the previous one. Every 10th
+    /// record is a failure (n % 10 == 3) and every 20th (n % 20 == 7) a
+    /// retry of the failure four records before it (same `video_id`), so
+    /// half the failed videos later succeeded. Synced and dropped from the
+    /// page cache. Returns bytes, failed records and distinct videos.
+    fn prepare_index_file(&self, path: &Path, records: u64) -> io::Result<(u64, u64, u64)> {
+        let file = File::create(path)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let mut rec = Vec::with_capacity(4096);
+        let mut id = String::new();
+        w.write_all(b"[")?;
+        let mut bytes = 1u64;
+        let (mut failed, mut videos) = (0u64, 0u64);
+        for n in 0..records {
+            rec.clear();
+            rec.extend_from_slice(if n == 0 { b"\n  " } else { b",\n  " });
+            let video = if n % 20 == 7 {
+                n - 4
+            } else {
+                videos += 1;
+                n
+            };
+            id.clear();
+            let _ = write!(id, "ix{video:07}");
+            self.rg
+                .record(&mut rec, Kind::Small, &id, (n % 16) as usize, n);
+            if n % 10 == 3 {
+                failed += 1;
+            }
+            rec.pop(); // the record's closing brace: logged_at goes last
+            let us = 8 * 3_600_000_000 + n * 50_000;
+            let (secs, micros) = (us / 1_000_000, us % 1_000_000);
+            let _ = write!(
+                rec,
+                r#","logged_at":"2025-10-{:02}T{:02}:{:02}:{:02}"#,
+                17 + secs / 86_400,
+                secs / 3_600 % 24,
+                secs / 60 % 60,
+                secs % 60
+            );
+            if micros != 0 {
+                let _ = write!(rec, ".{micros:06}");
+            }
+            rec.extend_from_slice(b"\"}");
+            w.write_all(&rec)?;
+            bytes += rec.len() as u64;
+        }
+        let end: &[u8] = if records == 0 { b"]" } else { b"\n]" };
+        w.write_all(end)?;
+        bytes += end.len() as u64;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        evict_from_cache(&file);
+        Ok((bytes, failed, videos))
+    }
+
+    /// Starts the daemon on `log` `scan_reps` times cold (the file synced
+    /// and dropped from the page cache first) and as often warm, checking
+    /// the record count of its "Log file ready." line. With `keep`, the last
+    /// warm daemon is returned still running.
+    fn startup_scans(
+        &mut self,
+        log: &Path,
+        label: String,
+        counts: (u64, u64),
+        prepare_secs: f64,
+        keep: bool,
+    ) -> io::Result<(ScanStats, Option<Daemon>)> {
+        let (file_bytes, records) = counts;
+        let socket = log.with_extension("sock");
+        let reps = self.plan.scan_reps;
+        let mut s = ScanStats {
+            label,
+            file_bytes,
+            records,
+            prepare_secs,
+            cold_ms: Vec::new(),
+            warm_ms: Vec::new(),
+            cold_accept_ms: Vec::new(),
+            warm_accept_ms: Vec::new(),
+        };
+        let mut kept = None;
+        for cold in [true, false] {
+            for rep in 0..reps {
+                let what = format!(
+                    "{} start-up {} {}",
+                    s.label,
+                    if cold { "cold" } else { "warm" },
+                    rep + 1
+                );
+                if cold {
+                    let f = File::open(log)?;
+                    f.sync_all()?;
+                    evict_from_cache(&f);
+                }
+                let d = Daemon::start(&self.bin, &socket, log)?;
+                let accept_ms = d.accept_after.as_secs_f64() * 1e3;
+                let (took, found) = (d.ready_took_ms(), d.ready_field("records"));
+                let took = match (took, found) {
+                    (Some(t), Some(f)) if f == records => t as f64,
+                    _ => {
+                        self.problems.extend(d.stop(&what));
+                        return Err(other(format!(
+                            "{what}: \"Log file ready.\" gave took_ms {took:?} records {found:?}, expected {records} records"
+                        )));
+                    }
+                };
+                self.progress(&format!(
+                    "{what}: scan {took:.0} ms ({:.0} MB/s, {} records/s), accepting after {accept_ms:.0} ms",
+                    file_bytes as f64 / 1e6 / (took.max(1.0) / 1e3),
+                    thousands(records as f64 / (took.max(1.0) / 1e3))
+                ));
+                if cold {
+                    s.cold_ms.push(took);
+                    s.cold_accept_ms.push(accept_ms);
+                } else {
+                    s.warm_ms.push(took);
+                    s.warm_accept_ms.push(accept_ms);
+                }
+                if keep && !cold && rep + 1 == reps {
+                    kept = Some(d);
+                } else {
+                    self.problems.extend(d.stop(&what));
+                }
+            }
+        }
+        Ok((s, kept))
+    }
+
+    /// Section 6: baseline memory on an empty log, then the small-record
+    /// file's start-up scans, memory and query round trips.
+    fn index(&mut self) -> io::Result<IndexStats> {
+        self.progress("index: daemon on an empty log (memory baseline)");
+        let (d, log) = self.start_daemon("ixempty")?;
+        let base = (|| {
+            let mut c = Client::connect(d.socket())?;
+            let v = c.request(STATS)?;
+            if v["ok"] != true {
+                return Err(other(format!("stats on an empty log: {v}")));
+            }
+            let ping = c.request(PING)?;
+            let (rss, hwm) = d.memory()?;
+            Ok((rss, hwm, ping["index_bytes"].as_u64().unwrap_or(0)))
+        })();
+        self.stop_daemon(d, &log, "index: empty log");
+        let (rss_empty, hwm_empty, index_bytes_empty) = base?;
+
+        let n = self.plan.index_records;
+        let log = self.dir.join("ix.json");
+        self.progress(&format!(
+            "index: writing {} small records as a JSON array",
+            thousands(n as f64)
+        ));
+        let t0 = Instant::now();
+        let result = (|| {
+            let (file_bytes, failed, videos) = self.prepare_index_file(&log, n)?;
+            let prepare_secs = t0.elapsed().as_secs_f64();
+            self.progress(&format!(
+                "index: {:.1} MB, {} failed, {} videos, written and synced in {prepare_secs:.1} s",
+                file_bytes as f64 / 1e6,
+                thousands(failed as f64),
+                thousands(videos as f64)
+            ));
+            let label = format!("{} small", thousands(n as f64));
+            let (scan, d) = self.startup_scans(&log, label, (file_bytes, n), prepare_secs, true)?;
+            let d = d.ok_or_else(|| other("no daemon left running for the queries"))?;
+            self.progress("index: round trips");
+            let q = (|| {
+                let mut c = Client::connect(d.socket())?;
+                let v = c.request(STATS)?;
+                let st = &v["stats"];
+                if st["total_jobs"].as_u64() != Some(n) || st["failed"].as_u64() != Some(failed) {
+                    let head: String = v.to_string().chars().take(300).collect();
+                    return Err(other(format!(
+                        "first stats: expected total_jobs {n} and failed {failed}: {head}"
+                    )));
+                }
+                let (rss_full, hwm_full) = d.memory()?;
+                let ping = c.request(PING)?;
+                if ping["records"].as_u64() != Some(n) {
+                    return Err(other(format!("ping: expected {n} records: {ping}")));
+                }
+                let index_bytes = ping["index_bytes"].as_u64().unwrap_or(0);
+                let iters = self.plan.index_stats_iters;
+                let ping = round_trips(&mut c, PING, iters, RTT_CAP, |_| Ok(()))?;
+                let stats =
+                    round_trips(
+                        &mut c,
+                        STATS,
+                        iters,
+                        RTT_CAP,
+                        |v| match v["stats"]["total_jobs"].as_u64() {
+                            Some(t) if t == n => Ok(()),
+                            t => Err(other(format!("total_jobs {t:?}, expected {n}"))),
+                        },
+                    )?;
+                let want = failed.min(100);
+                let failed_100 = round_trips(
+                    &mut c,
+                    FAILED_100,
+                    self.plan.index_failed_iters,
+                    RTT_CAP,
+                    |v| {
+                        let jobs = v["jobs"].as_array().map_or(&[][..], Vec::as_slice);
+                        let all_failed = jobs.iter().all(|j| j["success"] == false);
+                        if v["count"].as_u64() == Some(want)
+                            && v["total"].as_u64() == Some(failed)
+                            && jobs.len() as u64 == want
+                            && all_failed
+                        {
+                            Ok(())
+                        } else {
+                            Err(other(format!(
+                                "count {} total {} jobs {} all failed {all_failed}; expected {want} of {failed}",
+                                v["count"],
+                                v["total"],
+                                jobs.len()
+                            )))
+                        }
+                    },
+                )?;
+                let sort_5 =
+                    round_trips(&mut c, SORT_5, self.plan.index_sort_iters, SORT_CAP, |v| {
+                        let d: Vec<f64> = v["jobs"]
+                            .as_array()
+                            .map_or(&[][..], Vec::as_slice)
+                            .iter()
+                            .filter_map(|j| j["processing_duration"].as_f64())
+                            .collect();
+                        if d.len() == 5.min(n as usize) && d.windows(2).all(|w| w[0] >= w[1]) {
+                            Ok(())
+                        } else {
+                            Err(other(format!("durations {d:?}: expected 5, descending")))
+                        }
+                    })?;
+                let (rss_after, _) = d.memory()?;
+                Ok((
+                    rss_full,
+                    hwm_full,
+                    index_bytes,
+                    rss_after,
+                    [ping, stats, failed_100, sort_5],
+                ))
+            })();
+            self.stop_daemon(d, &log, "index: queries");
+            let (rss_full, hwm_full, index_bytes, rss_after, rtts) = q?;
+            let [ping, stats, failed_100, sort_5] = rtts;
+            Ok(IndexStats {
+                records: n,
+                failed,
+                videos,
+                file_bytes,
+                scan,
+                ping,
+                stats,
+                failed_100,
+                sort_5,
+                rss_empty,
+                hwm_empty,
+                index_bytes_empty,
+                rss_full,
+                hwm_full,
+                index_bytes,
+                rss_after,
+            })
+        })();
+        let _ = fs::remove_file(&log);
+        result
+    }
+
+    /// Section 6: start-up scans of a seed-sized file of about `big_file`
+    /// bytes (written by the same code as section 5's).
+    fn seed_scan(&mut self, label: &str) -> io::Result<ScanStats> {
+        let log = self.dir.join("ixseed.json");
+        self.progress(&format!("index: preparing a {label} seed-sized array file"));
+        let t0 = Instant::now();
+        let result = (|| {
+            let (bytes, records) = self.prepare_array(&log, self.plan.big_file, "ix")?;
+            let prepare_secs = t0.elapsed().as_secs_f64();
+            self.progress(&format!(
+                "index: {records} seed-sized records, {:.1} MB written and synced in {prepare_secs:.1} s",
+                bytes as f64 / 1e6
+            ));
+            let label = format!("{label} seed-sized");
+            self.startup_scans(&log, label, (bytes, records), prepare_secs, false)
+                .map(|(s, _)| s)
+        })();
+        let _ = fs::remove_file(&log);
+        result
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1280,14 +1804,26 @@ fn pass(ok: bool) -> &'static str {
 }
 
 struct Results {
+    /// The sections that ran (all but those left out by `--only`).
+    sections: Vec<Section>,
     tp: Vec<TpRow>,
     tp_err: Vec<String>,
-    single: Result<SingleStats, String>,
+    single: Option<Result<SingleStats, String>>,
     acks: Vec<Result<AckStats, String>>,
-    floor: Result<Latency, String>,
+    floor: Option<Result<Latency, String>>,
     flush: Vec<Result<FlushStats, String>>,
+    index: Option<Result<IndexStats, String>>,
+    seed_scan: Option<Result<ScanStats, String>>,
     line_sizes: (f64, f64),
 }
+
+impl Results {
+    fn ran(&self, s: Section) -> bool {
+        self.sections.contains(&s)
+    }
+}
+
+const NOT_RUN: &str = "   not run (--only)";
 
 fn report(b: &Bench, header: &str, r: &Results) -> String {
     let mut o = String::new();
@@ -1298,62 +1834,70 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
         o,
         "\n1. Fire-and-forget throughput, joblogd --fsync always (median of {reps} runs [min-max]; clock: all writers connected -> each writes its lines in 256 KiB write_all calls, closes its write side and reads until joblogd closes -> a final flush on another connection returns)"
     );
-    let _ = writeln!(
-        o,
-        "   {:<7} {:>7} {:>8} {:>8}   {:<30} MB/s",
-        "record", "writers", "records", "MB", "records/s"
-    );
-    for row in &r.tp {
+    if r.ran(Section::Throughput) {
         let _ = writeln!(
             o,
-            "   {:<7} {:>7} {:>8} {:>8.1}   {:<30} {}",
-            row.kind.label(),
-            row.writers,
-            row.records,
-            row.bytes as f64 / 1e6,
-            fmt_spread(row.rec_per_s(&row.joblogd_secs), 0),
-            fmt_spread(row.mb_per_s(&row.joblogd_secs), 1),
+            "   {:<7} {:>7} {:>8} {:>8}   {:<30} MB/s",
+            "record", "writers", "records", "MB", "records/s"
         );
+        for row in &r.tp {
+            let _ = writeln!(
+                o,
+                "   {:<7} {:>7} {:>8} {:>8.1}   {:<30} {}",
+                row.kind.label(),
+                row.writers,
+                row.records,
+                row.bytes as f64 / 1e6,
+                fmt_spread(row.rec_per_s(&row.joblogd_secs), 0),
+                fmt_spread(row.mb_per_s(&row.joblogd_secs), 1),
+            );
+        }
+        for e in &r.tp_err {
+            let _ = writeln!(o, "   FAILED: {e}");
+        }
+        let _ = writeln!(
+            o,
+            "   (MB = 10^6 bytes of input lines; mean line: small {:.0} B, seed-sized {:.0} B; every 10th record a failure)",
+            r.line_sizes.0, r.line_sizes.1
+        );
+    } else {
+        let _ = writeln!(o, "{NOT_RUN}");
     }
-    for e in &r.tp_err {
-        let _ = writeln!(o, "   FAILED: {e}");
-    }
-    let _ = writeln!(
-        o,
-        "   (MB = 10^6 bytes of input lines; mean line: small {:.0} B, seed-sized {:.0} B; every 10th record a failure)",
-        r.line_sizes.0, r.line_sizes.1
-    );
 
     let _ = writeln!(
         o,
         "\n2. Raw ceiling: same bytes and writers into an in-process server (thread per connection, write_all to one file under a Mutex, one fdatasync at the end); joblogd's file is larger than its input (pretty-printed, logged_at added), so its disk MB/s is shown too"
     );
-    let _ = writeln!(
-        o,
-        "   {:<7} {:>7}   {:<28} {:>12}   {:>18}   {:>18}",
-        "record", "writers", "raw MB/s", "joblogd/raw", "joblogd file MB", "joblogd disk MB/s"
-    );
-    for row in &r.tp {
-        let raw = row.mb_per_s(&row.raw_secs);
-        let jl = row.mb_per_s(&row.joblogd_secs);
+    if r.ran(Section::Throughput) {
         let _ = writeln!(
             o,
-            "   {:<7} {:>7}   {:<28} {:>12.2}   {:>18}   {:>18.1}",
-            row.kind.label(),
-            row.writers,
-            fmt_spread(raw, 1),
-            if raw.median > 0.0 {
-                jl.median / raw.median
-            } else {
-                0.0
-            },
-            format!(
-                "{:.1} ({:.2}x)",
-                row.file_bytes as f64 / 1e6,
-                row.file_bytes as f64 / row.bytes as f64
-            ),
-            jl.median * row.file_bytes as f64 / row.bytes as f64
+            "   {:<7} {:>7}   {:<28} {:>12}   {:>18}   {:>18}",
+            "record", "writers", "raw MB/s", "joblogd/raw", "joblogd file MB", "joblogd disk MB/s"
         );
+        for row in &r.tp {
+            let raw = row.mb_per_s(&row.raw_secs);
+            let jl = row.mb_per_s(&row.joblogd_secs);
+            let _ = writeln!(
+                o,
+                "   {:<7} {:>7}   {:<28} {:>12.2}   {:>18}   {:>18.1}",
+                row.kind.label(),
+                row.writers,
+                fmt_spread(raw, 1),
+                if raw.median > 0.0 {
+                    jl.median / raw.median
+                } else {
+                    0.0
+                },
+                format!(
+                    "{:.1} ({:.2}x)",
+                    row.file_bytes as f64 / 1e6,
+                    row.file_bytes as f64 / row.bytes as f64
+                ),
+                jl.median * row.file_bytes as f64 / row.bytes as f64
+            );
+        }
+    } else {
+        let _ = writeln!(o, "{NOT_RUN}");
     }
 
     let _ = writeln!(
@@ -1361,7 +1905,7 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
         "\n3. Fire-and-forget per-record client cost (1 writer, one write_all per small record)"
     );
     match &r.single {
-        Ok(s) => {
+        Some(Ok(s)) => {
             let _ = writeln!(
                 o,
                 "   {} records: {:.0} ns/record mean on the client side; end to end (until flush returns) {} records/s",
@@ -1370,8 +1914,11 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
                 thousands(s.records as f64 / s.total_secs)
             );
         }
-        Err(e) => {
+        Some(Err(e)) => {
             let _ = writeln!(o, "   FAILED: {e}");
+        }
+        None => {
+            let _ = writeln!(o, "{NOT_RUN}");
         }
     }
 
@@ -1379,11 +1926,15 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
         o,
         "\n4. Ack latency ({{\"op\":\"log\",\"job\":<small>,\"ack\":true}}, each client one request at a time)"
     );
-    let _ = writeln!(
-        o,
-        "   {:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "clients", "acks", "p50 us", "p99 us", "max us", "mean us", "acks/s"
-    );
+    if r.ran(Section::Ack) {
+        let _ = writeln!(
+            o,
+            "   {:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "clients", "acks", "p50 us", "p99 us", "max us", "mean us", "acks/s"
+        );
+    } else {
+        let _ = writeln!(o, "{NOT_RUN}");
+    }
     for a in &r.acks {
         match a {
             Ok(a) => {
@@ -1406,16 +1957,17 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
         }
     }
     match &r.floor {
-        Ok(l) => {
+        Some(Ok(l)) => {
             let _ = writeln!(
                 o,
                 "   disk floor (no joblogd): append one small line + fdatasync, {} times: p50 {:.0} us, p99 {:.0} us",
                 l.n, l.p50, l.p99
             );
         }
-        Err(e) => {
+        Some(Err(e)) => {
             let _ = writeln!(o, "   disk floor FAILED: {e}");
         }
+        None => {}
     }
 
     let _ = writeln!(
@@ -1423,18 +1975,22 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
         "\n5. Flush time vs file size ({} small records + {{\"op\":\"flush\"}} on one connection, {} times after 1 warm-up; nearest-rank p99, so with 50 samples p99 = max)",
         b.plan.flush_batch, b.plan.flush_iters
     );
-    let _ = writeln!(
-        o,
-        "   {:<7} {:>9} {:>8} {:>22} {:>22} {:>9} {:>9} {:>9}",
-        "file",
-        "MB",
-        "records",
-        "scan cold ms (MB/s)",
-        "scan warm ms (MB/s)",
-        "flush p50",
-        "p99 ms",
-        "mean ms"
-    );
+    if r.ran(Section::Flush) {
+        let _ = writeln!(
+            o,
+            "   {:<7} {:>9} {:>8} {:>22} {:>22} {:>9} {:>9} {:>9}",
+            "file",
+            "MB",
+            "records",
+            "scan cold ms (MB/s)",
+            "scan warm ms (MB/s)",
+            "flush p50",
+            "p99 ms",
+            "mean ms"
+        );
+    } else {
+        let _ = writeln!(o, "{NOT_RUN}");
+    }
     let scan = |took: Option<u64>, bytes: u64| match took {
         Some(ms) => format!(
             "{ms} ({:.0})",
@@ -1486,10 +2042,15 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
         _ => None,
     };
 
+    index_report(&mut o, b, r);
+
     let _ = writeln!(o, "\nTargets");
     let small: Vec<&TpRow> = r.tp.iter().filter(|t| t.kind == Kind::Small).collect();
     let seed: Vec<&TpRow> = r.tp.iter().filter(|t| t.kind == Kind::Seed).collect();
     let line = |rows: &[&TpRow], f: &dyn Fn(&TpRow) -> f64, lim: f64, unit: &str| {
+        if rows.is_empty() {
+            return "not measured".to_owned();
+        }
         rows.iter()
             .map(|t| {
                 let v = f(t);
@@ -1530,6 +2091,7 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
             let _ = writeln!(o, "   flush ratio: not measured");
         }
     }
+    index_targets(&mut o, r);
 
     let _ = writeln!(o, "\nProblems (daemon warnings/errors, failed checks)");
     if b.problems.is_empty() {
@@ -1550,6 +2112,203 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
     o
 }
 
+/// Bytes as MB (10^6) with one decimal.
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Section 6 of the report.
+fn index_report(o: &mut String, b: &Bench, r: &Results) {
+    let n = b.plan.index_records;
+    let _ = writeln!(
+        o,
+        "\n6. Index at {} small records (the file written directly as a compact JSON array, not through the socket; every record with logged_at; every 10th a failure, half of the failed videos retried later with success); one connection, requests one at a time after 1 unmeasured warm-up; clock: write the request -> whole reply line read",
+        thousands(n as f64)
+    );
+    let ix = match &r.index {
+        None => {
+            let _ = writeln!(o, "{NOT_RUN}");
+            return;
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(o, "   FAILED: {e}");
+            None
+        }
+        Some(Ok(ix)) => Some(ix),
+    };
+    if let Some(ix) = ix {
+        let _ = writeln!(
+            o,
+            "   file: {} records, {}, {} failed, {} distinct video_ids; written and synced in {:.1} s",
+            thousands(ix.records as f64),
+            mb(ix.file_bytes),
+            thousands(ix.failed as f64),
+            thousands(ix.videos as f64),
+            ix.scan.prepare_secs
+        );
+        let _ = writeln!(
+            o,
+            "   {:<72} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "request", "n", "first us", "p50 us", "p99 us", "max us", "mean us", "reply B"
+        );
+        for rt in [&ix.ping, &ix.stats, &ix.failed_100, &ix.sort_5] {
+            let l = rt.latency_us;
+            let _ = writeln!(
+                o,
+                "   {:<72} {:>5} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>9}",
+                rt.request,
+                l.n,
+                rt.first_us,
+                l.p50,
+                l.p99,
+                l.max,
+                l.mean,
+                thousands(rt.reply_bytes as f64)
+            );
+        }
+        let ms = |l: Latency| format!("p50 {:.2} ms, p99 {:.2} ms", l.p50 / 1e3, l.p99 / 1e3);
+        let _ = writeln!(
+            o,
+            "   in ms: failed limit 100 {}; jobs sorted limit 5 {} (ping is the round-trip floor of this connection)",
+            ms(ix.failed_100.latency_us),
+            ms(ix.sort_5.latency_us)
+        );
+        let _ = writeln!(
+            o,
+            "   memory (VmRSS of /proc/<pid>/status, after start-up and one stats): empty log {}, {} records {} (peak VmHWM {}; empty-log peak {}); after the measured requests {}",
+            mb(ix.rss_empty),
+            thousands(ix.records as f64),
+            mb(ix.rss_full),
+            mb(ix.hwm_full),
+            mb(ix.hwm_empty),
+            mb(ix.rss_after)
+        );
+        let _ = writeln!(
+            o,
+            "   per indexed record: (VmRSS full - VmRSS empty) / records = {:.1} B; ping index_bytes {} / records = {:.1} B (empty log: index_bytes {})",
+            ix.rss_per_record(),
+            thousands(ix.index_bytes as f64),
+            ix.index_bytes_per_record(),
+            thousands(ix.index_bytes_empty as f64)
+        );
+    }
+
+    let _ = writeln!(
+        o,
+        "   start-up scan: took_ms of \"Log file ready.\", {} starts each, median [min-max]; cold = file fdatasync'd and dropped from the page cache (POSIX_FADV_DONTNEED) before each start",
+        b.plan.scan_reps
+    );
+    let _ = writeln!(
+        o,
+        "   {:<22} {:>9} {:>8} {:>20} {:>20} {:>20} {:>20} {:>18}",
+        "file", "MB", "records", "cold ms", "cold MB/s", "warm ms", "warm MB/s", "warm records/s"
+    );
+    let mut scans = Vec::new();
+    if let Some(ix) = ix {
+        scans.push(&ix.scan);
+    }
+    match &r.seed_scan {
+        Some(Ok(s)) => scans.push(s),
+        Some(Err(e)) => {
+            let _ = writeln!(o, "   seed-sized file FAILED: {e}");
+        }
+        None => {}
+    }
+    for s in &scans {
+        let _ = writeln!(
+            o,
+            "   {:<22} {:>9.1} {:>8} {:>20} {:>20} {:>20} {:>20} {:>18}",
+            s.label,
+            s.file_bytes as f64 / 1e6,
+            s.records,
+            fmt_spread(spread(&s.cold_ms), 0),
+            fmt_spread(s.mb_per_s(&s.cold_ms), 0),
+            fmt_spread(spread(&s.warm_ms), 0),
+            fmt_spread(s.mb_per_s(&s.warm_ms), 0),
+            thousands(s.rec_per_s(&s.warm_ms).median)
+        );
+    }
+    if r.seed_scan.is_some() {
+        let _ = writeln!(
+            o,
+            "   (the seed-sized file is written by section 5's code: compact records of {TRANSCRIPT_CHARS} transcript characters, without logged_at)"
+        );
+    }
+    for s in &scans {
+        let _ = writeln!(
+            o,
+            "   {}: socket accepting after {:.0} ms cold, {:.0} ms warm (median; includes process start)",
+            s.label,
+            spread(&s.cold_accept_ms).median,
+            spread(&s.warm_accept_ms).median
+        );
+    }
+}
+
+/// Section 6's lines of the Targets summary.
+fn index_targets(o: &mut String, r: &Results) {
+    let ix = match &r.index {
+        Some(Ok(ix)) => Some(ix),
+        _ => None,
+    };
+    match ix {
+        Some(ix) => {
+            let at = thousands(ix.records as f64);
+            let p99 = ix.stats.latency_us.p99;
+            let _ = writeln!(
+                o,
+                "   stats p99 < 200 us at {at} records: {p99:.0} us {}",
+                pass(p99 < 200.0)
+            );
+            let p99 = ix.failed_100.latency_us.p99 / 1e3;
+            let _ = writeln!(
+                o,
+                "   failed limit 100 p99 < 5 ms at {at} records: {p99:.2} ms {}",
+                pass(p99 < 5.0)
+            );
+            let (rss, ib) = (ix.rss_per_record(), ix.index_bytes_per_record());
+            let _ = writeln!(
+                o,
+                "   <= 100 B resident per indexed record: VmRSS delta {rss:.1} B {}; index_bytes {ib:.1} B {}",
+                pass(rss <= 100.0),
+                pass(ib <= 100.0)
+            );
+        }
+        None => {
+            let _ = writeln!(o, "   index queries and memory: not measured");
+        }
+    }
+    let rate = |s: &ScanStats| {
+        let (c, w) = (s.mb_per_s(&s.cold_ms).median, s.mb_per_s(&s.warm_ms).median);
+        format!(
+            "cold {c:.0} MB/s {}; warm {w:.0} MB/s {}",
+            pass(c >= 500.0),
+            pass(w >= 500.0)
+        )
+    };
+    match &r.seed_scan {
+        Some(Ok(s)) => {
+            let _ = writeln!(
+                o,
+                "   >= 500 MB/s start-up scan, {} file (median): {}",
+                s.label,
+                rate(s)
+            );
+        }
+        _ => {
+            let _ = writeln!(o, "   start-up scan of the seed-sized file: not measured");
+        }
+    }
+    if let Some(ix) = ix {
+        let _ = writeln!(
+            o,
+            "   (same bar, not a stated target) start-up scan, {} file (median): {}",
+            ix.scan.label,
+            rate(&ix.scan)
+        );
+    }
+}
+
 fn results_json(b: &Bench, machine: Value, command: &str, r: &Results) -> Value {
     let err = |e: &String| json!({"error": e});
     json!({
@@ -1560,15 +2319,17 @@ fn results_json(b: &Bench, machine: Value, command: &str, r: &Results) -> Value 
         "mean_line_bytes": {"small": r.line_sizes.0, "seed": r.line_sizes.1},
         "throughput": r.tp.iter().map(TpRow::to_json).collect::<Vec<_>>(),
         "throughput_errors": r.tp_err,
+        "sections": r.sections.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "single_record_writes": match &r.single {
-            Ok(s) => json!({"records": s.records, "client_ns_per_record": s.client_ns_per_record, "total_seconds": s.total_secs}),
-            Err(e) => err(e),
+            Some(Ok(s)) => json!({"records": s.records, "client_ns_per_record": s.client_ns_per_record, "total_seconds": s.total_secs}),
+            Some(Err(e)) => err(e),
+            None => Value::Null,
         },
         "ack_latency_us": r.acks.iter().map(|a| match a {
             Ok(a) => json!({"clients": a.clients, "latency": a.latency_us.to_json(), "acks_per_s": a.acks_per_s}),
             Err(e) => err(e),
         }).collect::<Vec<_>>(),
-        "fsync_floor_us": match &r.floor { Ok(l) => l.to_json(), Err(e) => err(e) },
+        "fsync_floor_us": match &r.floor { Some(Ok(l)) => l.to_json(), Some(Err(e)) => err(e), None => Value::Null },
         "flush_vs_size": r.flush.iter().map(|f| match f {
             Ok(f) => json!({
                 "label": f.label, "file_bytes": f.file_bytes, "file_records": f.file_records,
@@ -1578,6 +2339,39 @@ fn results_json(b: &Bench, machine: Value, command: &str, r: &Results) -> Value 
             }),
             Err(e) => err(e),
         }).collect::<Vec<_>>(),
+        "index": match &r.index {
+            Some(Ok(ix)) => json!({
+                "records": ix.records,
+                "failed": ix.failed,
+                "distinct_videos": ix.videos,
+                "file_bytes": ix.file_bytes,
+                "round_trips": {
+                    "ping": ix.ping.to_json(),
+                    "stats": ix.stats.to_json(),
+                    "failed_limit_100": ix.failed_100.to_json(),
+                    "jobs_sort_duration_desc_limit_5": ix.sort_5.to_json(),
+                },
+                "memory": {
+                    "rss_empty_bytes": ix.rss_empty,
+                    "hwm_empty_bytes": ix.hwm_empty,
+                    "index_bytes_empty": ix.index_bytes_empty,
+                    "rss_full_bytes": ix.rss_full,
+                    "hwm_full_bytes": ix.hwm_full,
+                    "rss_after_queries_bytes": ix.rss_after,
+                    "index_bytes": ix.index_bytes,
+                    "rss_bytes_per_record": ix.rss_per_record(),
+                    "index_bytes_per_record": ix.index_bytes_per_record(),
+                },
+                "startup_scan": ix.scan.to_json(),
+            }),
+            Some(Err(e)) => err(e),
+            None => Value::Null,
+        },
+        "seed_startup_scan": match &r.seed_scan {
+            Some(Ok(s)) => s.to_json(),
+            Some(Err(e)) => err(e),
+            None => Value::Null,
+        },
         "problems": b.problems,
         "total_seconds": b.started.elapsed().as_secs_f64(),
     })
@@ -1645,48 +2439,86 @@ fn run(args: &Args) -> io::Result<()> {
         (mean(Kind::Small), mean(Kind::Seed))
     };
 
+    let sections: Vec<Section> = [
+        Section::Throughput,
+        Section::Single,
+        Section::Ack,
+        Section::Flush,
+        Section::Index,
+    ]
+    .into_iter()
+    .filter(|s| args.only.is_empty() || args.only.contains(s))
+    .collect();
+    let want = |s: Section| sections.contains(&s);
+
     let mut tp = Vec::new();
     let mut tp_err = Vec::new();
-    for kind in [Kind::Small, Kind::Seed] {
-        match b.throughput(kind) {
-            Ok(rows) => tp.extend(rows),
-            Err(e) => {
-                b.progress(&format!("throughput {} FAILED: {e}", kind.label()));
-                tp_err.push(format!("{}: {e}", kind.label()));
+    if want(Section::Throughput) {
+        for kind in [Kind::Small, Kind::Seed] {
+            match b.throughput(kind) {
+                Ok(rows) => tp.extend(rows),
+                Err(e) => {
+                    b.progress(&format!("throughput {} FAILED: {e}", kind.label()));
+                    tp_err.push(format!("{}: {e}", kind.label()));
+                }
             }
         }
     }
 
-    b.progress("single-record writes");
-    let single = b.single_writes().map_err(|e| e.to_string());
+    let single = want(Section::Single).then(|| {
+        b.progress("single-record writes");
+        b.single_writes().map_err(|e| e.to_string())
+    });
 
     let mut acks = Vec::new();
-    for (clients, per) in [
-        (1, b.plan.ack_sequential),
-        (b.plan.ack_clients, b.plan.ack_per_client),
-    ] {
-        b.progress(&format!("ack latency, {clients} client(s) x {per}"));
-        acks.push(b.ack_latency(clients, per).map_err(|e| e.to_string()));
+    let mut floor = None;
+    if want(Section::Ack) {
+        for (clients, per) in [
+            (1, b.plan.ack_sequential),
+            (b.plan.ack_clients, b.plan.ack_per_client),
+        ] {
+            b.progress(&format!("ack latency, {clients} client(s) x {per}"));
+            acks.push(b.ack_latency(clients, per).map_err(|e| e.to_string()));
+        }
+        floor = Some(b.fsync_floor().map_err(|e| e.to_string()));
     }
-    let floor = b.fsync_floor().map_err(|e| e.to_string());
 
     let big_label = if args.quick { "100 MB" } else { "1 GB" };
     let mut flush = Vec::new();
-    for (target, label) in [(b.plan.small_file, "10 MB"), (b.plan.big_file, big_label)] {
-        let r = b.flush_vs_size(target, label);
-        if let Err(e) = &r {
-            b.progress(&format!("flush {label} FAILED: {e}"));
+    if want(Section::Flush) {
+        for (target, label) in [(b.plan.small_file, "10 MB"), (b.plan.big_file, big_label)] {
+            let r = b.flush_vs_size(target, label);
+            if let Err(e) = &r {
+                b.progress(&format!("flush {label} FAILED: {e}"));
+            }
+            flush.push(r.map_err(|e| e.to_string()));
         }
-        flush.push(r.map_err(|e| e.to_string()));
+    }
+
+    let (mut index, mut seed_scan) = (None, None);
+    if want(Section::Index) {
+        let r = b.index();
+        if let Err(e) = &r {
+            b.progress(&format!("index FAILED: {e}"));
+        }
+        index = Some(r.map_err(|e| e.to_string()));
+        let r = b.seed_scan(big_label);
+        if let Err(e) = &r {
+            b.progress(&format!("seed-sized start-up scan FAILED: {e}"));
+        }
+        seed_scan = Some(r.map_err(|e| e.to_string()));
     }
 
     let results = Results {
+        sections,
         tp,
         tp_err,
         single,
         acks,
         floor,
         flush,
+        index,
+        seed_scan,
         line_sizes,
     };
     let text = report(&b, &header, &results);
