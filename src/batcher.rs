@@ -83,9 +83,18 @@ pub struct Span {
 /// Questions answered from the index.
 #[derive(Debug)]
 pub enum Query {
-    Stats { filter: Filter },
-    Select { filter: Filter, paging: Paging },
-    RetryCandidates { limit: Option<usize> },
+    Stats {
+        filter: Filter,
+    },
+    Select {
+        filter: Filter,
+        paging: Paging,
+    },
+    RetryCandidates {
+        limit: Option<usize>,
+    },
+    /// The durable prefix of the file, to copy.
+    Snapshot,
 }
 
 /// What a query returns. Records are returned as spans of the file plus a
@@ -105,6 +114,13 @@ pub enum Answer {
         spans: Vec<Span>,
         /// Matches before paging.
         total: usize,
+    },
+    /// Bytes `0..end` of the file are complete records, immutable from now
+    /// on (appends only ever write past them); close the array after them.
+    Snapshot {
+        reader: Arc<File>,
+        end: u64,
+        records: u64,
     },
 }
 
@@ -237,6 +253,12 @@ struct Writer {
     backoff: Duration,
     retry_at: Option<Instant>,
     index: Index,
+    /// `content_end` of the store after the last successful flush.
+    durable_end: u64,
+    /// The last unfiltered `stats` object and the record count it was built
+    /// at: a monitoring loop asking again and again between records gets it
+    /// without rebuilding. Dropped whenever the index is replaced.
+    stats_cache: std::cell::RefCell<Option<(usize, Value)>>,
     /// New records for subscribers (`subscribe`), one compact line each.
     events: Events,
     /// The buffer of the last written batch, kept for the next one: large
@@ -276,6 +298,7 @@ pub async fn run(
             ..Status::default()
         },
         logical_end: store.content_end(),
+        durable_end: store.content_end(),
         idle: Some(store),
         cfg,
         current: Batch::default(),
@@ -285,6 +308,7 @@ pub async fn run(
         backoff: Duration::ZERO,
         retry_at: None,
         index,
+        stats_cache: std::cell::RefCell::new(None),
         events,
         spare: Vec::new(),
         reader,
@@ -376,10 +400,12 @@ impl Writer {
     /// Takes back the store after a flush attempt and answers its waiters.
     fn complete(&mut self, (store, mut batch, res, took): FlushOutcome) {
         self.status.file_bytes = store.len();
+        let store_end = store.content_end();
         self.idle = Some(store);
         self.inflight_records = 0;
         match res {
             Ok(()) => {
+                self.durable_end = store_end;
                 self.status.records += batch.records;
                 self.status.flushes += 1;
                 self.status.last_error = None;
@@ -548,10 +574,25 @@ impl Writer {
         // Records beyond this are accepted but not yet in the file.
         let durable = self.status.records as usize;
         match q {
-            Query::Stats { filter } if query::is_unfiltered(&filter) => Answer::Stats {
-                value: query::stats_json(&self.index, &self.index.all, self.index.retry_candidates),
-                timings_from: None,
-            },
+            Query::Stats { filter } if query::is_unfiltered(&filter) => {
+                let mut cache = self.stats_cache.borrow_mut();
+                let value = match cache.as_ref() {
+                    Some((n, v)) if *n == self.index.len() => v.clone(),
+                    _ => {
+                        let v = query::stats_json(
+                            &self.index,
+                            &self.index.all,
+                            self.index.retry_candidates,
+                        );
+                        *cache = Some((self.index.len(), v.clone()));
+                        v
+                    }
+                };
+                Answer::Stats {
+                    value,
+                    timings_from: None,
+                }
+            }
             Query::Stats { filter } => {
                 let (agg, successful, candidates) = query::aggregate(&self.index, &filter);
                 let readable: Vec<u32> = successful
@@ -564,14 +605,18 @@ impl Writer {
                 }
             }
             Query::Select { filter, paging } => {
-                let sel = query::select(&self.index, &filter, durable);
-                let (page, total) = query::page(&self.index, sel, &paging);
+                let (page, total) = query::select_page(&self.index, &filter, &paging, durable);
                 Answer::Records {
                     reader: self.reader.clone(),
                     spans: self.spans(&page),
                     total,
                 }
             }
+            Query::Snapshot => Answer::Snapshot {
+                reader: self.reader.clone(),
+                end: self.durable_end,
+                records: self.status.records,
+            },
             Query::RetryCandidates { limit } => {
                 let all = query::retry_candidates(&self.index, durable);
                 let total = all.len();
@@ -616,6 +661,7 @@ impl Writer {
         self.status.records = store.records();
         self.status.file_bytes = store.len();
         self.logical_end = store.content_end();
+        self.durable_end = store.content_end();
         let msg = format!(
             "reopened {} ({} records)",
             store.path().display(),
@@ -623,6 +669,7 @@ impl Writer {
         );
         self.idle = Some(store);
         self.index = index;
+        self.stats_cache.replace(None);
         self.reader = Arc::new(reader);
         Ok(msg)
     }
@@ -652,10 +699,12 @@ impl Writer {
         self.status.file_bytes = store.len();
         self.status.records = store.records();
         self.logical_end = store.content_end();
+        self.durable_end = store.content_end();
         self.idle = Some(store);
         match res {
             Ok((archive, reader)) => {
                 self.index = Index::default();
+                self.stats_cache.replace(None);
                 self.reader = Arc::new(reader);
                 tracing::info!(archive = %archive.display(), "Log cleared; previous file archived.");
                 Ok(archive)

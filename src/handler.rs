@@ -54,6 +54,7 @@ pub struct Shared {
 
 /// How a query's answer is written.
 pub enum Output {
+    Snapshot,
     Stats,
     Jobs { fields: Option<Vec<String>> },
     Csv,
@@ -386,6 +387,9 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
         Request::RetryCandidates { limit } => {
             let q = Query::RetryCandidates { limit };
             query_reply(s, no, q, Output::Candidates, true).await;
+        }
+        Request::Snapshot => {
+            query_reply(s, no, Query::Snapshot, Output::Snapshot, true).await;
         }
         Request::Subscribe => {
             send_chunk(s, None).await;

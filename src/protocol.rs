@@ -125,6 +125,8 @@ pub enum Request<'a> {
     Clear,
     /// Follow new records as they are accepted (`joblogctl tail -f`).
     Subscribe,
+    /// A complete, consistent copy of the log as it is on disk now.
+    Snapshot,
 }
 
 /// Every op name, for bare-word requests and error messages.
@@ -143,6 +145,7 @@ pub const OPS: &[&str] = &[
     "export_csv",
     "clear",
     "subscribe",
+    "snapshot",
 ];
 
 /// Filter keys every record query takes.
@@ -209,6 +212,7 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         "retry_candidates" => vec!["op", "limit"],
         "clear" => vec!["op", "confirm"],
         "subscribe" => vec!["op"],
+        "snapshot" => vec!["op"],
         other => {
             return Err(ProtocolError::new(
                 ErrorCode::UnknownOp,
@@ -313,6 +317,7 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
             limit: typed::<usize>(&op, &field, "limit", "a non-negative integer")?,
         }),
         "subscribe" => Ok(Request::Subscribe),
+        "snapshot" => Ok(Request::Snapshot),
         "clear" => match typed::<bool>(&op, &field, "confirm", "a boolean")? {
             Some(true) => Ok(Request::Clear),
             _ => Err(ProtocolError::new(
@@ -460,6 +465,7 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
         Request::RetryCandidates { limit } => Ok(Request::RetryCandidates { limit }),
         Request::Clear => Ok(Request::Clear),
         Request::Subscribe => Ok(Request::Subscribe),
+        Request::Snapshot => Ok(Request::Snapshot),
         Request::Log { .. } => Err(invalid(word, "needs a job; send it as a JSON object")),
     }
 }

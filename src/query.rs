@@ -118,6 +118,58 @@ pub fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
         .collect()
 }
 
+/// The page of matches among the first `upto` records, and how many match
+/// in all. Without `sort_by` the scan walks in the requested order and
+/// stops collecting at `offset + limit`; the total then comes from the
+/// incremental counters when the filter is only `success` over the whole
+/// log, else from a count-only pass. With `sort_by` every match is sorted.
+pub fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (Vec<u32>, usize) {
+    if p.sort_by.is_some() {
+        return page(ix, select(ix, f, upto), p);
+    }
+    let upto = upto.min(ix.len());
+    let r = resolve(ix, f);
+    let want = p.limit.map(|l| p.offset.saturating_add(l));
+    let only_success = Filter {
+        success: f.success,
+        ..Filter::default()
+    } == *f;
+    let known_total = (only_success && upto == ix.len()).then(|| match f.success {
+        Some(true) => ix.all.successful as usize,
+        Some(false) => (ix.all.total - ix.all.successful) as usize,
+        None => upto,
+    });
+    let mut hits = Vec::new();
+    let mut total = 0usize;
+    let mut visit = |i: usize| -> bool {
+        let e = &ix.entries[i];
+        if matches(ix, &r, f, i, e) {
+            if want.is_none_or(|w| hits.len() < w) {
+                hits.push(i as u32);
+            }
+            total += 1;
+        }
+        // Keep going only while something is still unknown.
+        known_total.is_none() || want.is_none_or(|w| hits.len() < w)
+    };
+    if p.desc {
+        for i in (0..upto).rev() {
+            if !visit(i) {
+                break;
+            }
+        }
+    } else {
+        for i in 0..upto {
+            if !visit(i) {
+                break;
+            }
+        }
+    }
+    let total = known_total.unwrap_or(total);
+    let start = p.offset.min(hits.len());
+    (hits.split_off(start), total)
+}
+
 /// Applies order, sort, offset and limit. Returns the page and the number
 /// of matches before paging.
 pub fn page(ix: &Index, mut sel: Vec<u32>, p: &Paging) -> (Vec<u32>, usize) {

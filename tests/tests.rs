@@ -39,3 +39,6 @@ mod bad_input;
 
 // Access: socket directory, peer credentials, stamping, admins.
 mod access;
+
+// Readers during ingest; snapshots.
+mod readers;

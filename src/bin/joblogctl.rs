@@ -81,6 +81,9 @@ enum Cmd {
     /// Write the CSV export to PATH (written by joblogctl, with your
     /// permissions).
     ExportCsv { path: PathBuf },
+    /// Write a complete, consistent copy of the log to PATH (always a valid
+    /// JSON array, whatever is being appended meanwhile).
+    Snapshot { path: PathBuf },
     /// Archive the log file and start an empty one.
     Clear {
         /// Required: clearing is not undone by anything but the archive.
@@ -365,6 +368,29 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
             eprintln!("wrote {n} bytes to {}", path.display());
         }
         Cmd::Log { file, ack } => log(socket, &file, ack)?,
+        Cmd::Snapshot { path } => {
+            let mut c = Conn::open(socket)?;
+            let v = c.ask(json!({"op":"snapshot"}))?;
+            let n = v["bytes"].as_u64().unwrap_or(0);
+            // Written aside and renamed, so PATH is never a partial copy.
+            let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
+            let mut f = File::create(&tmp)?;
+            let copied = io::copy(&mut (&mut c.r).take(n), &mut f)?;
+            if copied != n {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Fail(
+                    1,
+                    "joblogctl: the daemon closed the connection mid-snapshot".into(),
+                ));
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            eprintln!(
+                "wrote {} records ({n} bytes) to {}",
+                v["records"],
+                path.display()
+            );
+        }
         Cmd::Tail { follow: _ } => {
             let mut c = Conn::open(socket)?;
             c.ask(json!({"op":"subscribe"}))?;

@@ -227,6 +227,32 @@ pub async fn write<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     match (answer, out) {
         (
+            Answer::Snapshot {
+                reader,
+                end,
+                records,
+            },
+            _,
+        ) => {
+            // The durable prefix never changes, so this copy is consistent
+            // whatever is appended meanwhile.
+            let tail: &[u8] = if records == 0 { b"]" } else { b"\n]" };
+            let size = end + tail.len() as u64;
+            let head = format!(
+                "{{\"ok\":true,\"content_type\":\"application/json\",\"records\":{records},\"bytes\":{size}}}\n"
+            );
+            w.write_all(head.as_bytes()).await?;
+            let mut buf = vec![0u8; STREAM_CHUNK];
+            let mut at = 0u64;
+            while at < end {
+                let n = (end - at).min(STREAM_CHUNK as u64) as usize;
+                tokio::task::block_in_place(|| reader.read_exact_at(&mut buf[..n], at))?;
+                w.write_all(&buf[..n]).await?;
+                at += n as u64;
+            }
+            w.write_all(tail).await
+        }
+        (
             Answer::Stats {
                 mut value,
                 timings_from,
