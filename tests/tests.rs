@@ -42,3 +42,6 @@ mod access;
 
 // Readers during ingest; snapshots.
 mod readers;
+
+// Load with misbehaving clients.
+mod load;
