@@ -115,6 +115,8 @@ pub enum Answer {
         /// Matches before paging.
         total: usize,
     },
+    /// The whole reply line of an unfiltered `stats`, shared with the cache.
+    StatsLine(Arc<[u8]>),
     /// Bytes `0..end` of the file are complete records, immutable from now
     /// on (appends only ever write past them); close the array after them.
     Snapshot {
@@ -258,7 +260,7 @@ struct Writer {
     /// The last unfiltered `stats` object and the record count it was built
     /// at: a monitoring loop asking again and again between records gets it
     /// without rebuilding. Dropped whenever the index is replaced.
-    stats_cache: std::cell::RefCell<Option<(usize, Value)>>,
+    stats_cache: std::cell::RefCell<Option<(usize, Arc<[u8]>)>>,
     /// New records for subscribers (`subscribe`), one compact line each.
     events: Events,
     /// The buffer of the last written batch, kept for the next one: large
@@ -576,22 +578,24 @@ impl Writer {
         match q {
             Query::Stats { filter } if query::is_unfiltered(&filter) => {
                 let mut cache = self.stats_cache.borrow_mut();
-                let value = match cache.as_ref() {
-                    Some((n, v)) if *n == self.index.len() => v.clone(),
+                let line = match cache.as_ref() {
+                    Some((n, line)) if *n == self.index.len() => line.clone(),
                     _ => {
                         let v = query::stats_json(
                             &self.index,
                             &self.index.all,
                             self.index.retry_candidates,
                         );
-                        *cache = Some((self.index.len(), v.clone()));
-                        v
+                        let mut bytes =
+                            serde_json::to_vec(&serde_json::json!({"ok": true, "stats": v}))
+                                .unwrap_or_default();
+                        bytes.push(b'\n');
+                        let line: Arc<[u8]> = Arc::from(bytes);
+                        *cache = Some((self.index.len(), line.clone()));
+                        line
                     }
                 };
-                Answer::Stats {
-                    value,
-                    timings_from: None,
-                }
+                Answer::StatsLine(line)
             }
             Query::Stats { filter } => {
                 let (agg, successful, candidates) = query::aggregate(&self.index, &filter);

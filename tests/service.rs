@@ -278,3 +278,39 @@ fn a_second_sigint_during_shutdown_exits_at_once() {
     assert_eq!(wait_for_records(&d2.log, 1)[0]["kept"], true);
     drop(hog);
 }
+
+#[test]
+fn under_the_journal_log_lines_carry_no_timestamp_of_their_own() {
+    let dir = TempDir::new();
+    let run = |journal: bool| -> String {
+        let mut child = Command::new(bin())
+            .arg("--socket")
+            .arg(dir.join("j.sock"))
+            .arg("--log-file")
+            .arg(dir.join("j.json"))
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .envs(journal.then_some(("JOURNAL_STREAM", "8:12345")))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(dir.join("j.sock")).is_err() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let plain = run(false);
+    let journal = run(true);
+    let first = |s: &str| s.lines().next().unwrap_or("").to_string();
+    assert!(first(&plain).starts_with("20"), "timestamped: {plain}");
+    assert!(
+        first(&journal).starts_with(" INFO") || first(&journal).starts_with("INFO"),
+        "no timestamp: {journal}"
+    );
+    assert!(!journal.contains('\x1b'), "no colours in the journal");
+}

@@ -226,6 +226,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
     out: Output,
 ) -> io::Result<()> {
     match (answer, out) {
+        (Answer::StatsLine(line), _) => w.write_all(&line).await,
         (
             Answer::Snapshot {
                 reader,
