@@ -283,7 +283,7 @@ fn a_second_sigint_during_shutdown_exits_at_once() {
 fn under_the_journal_log_lines_carry_no_timestamp_of_their_own() {
     let dir = TempDir::new();
     let run = |journal: bool| -> String {
-        let mut child = Command::new(bin())
+        let child = Command::new(bin())
             .arg("--socket")
             .arg(dir.join("j.sock"))
             .arg("--log-file")
