@@ -209,6 +209,8 @@ fn sighup_follows_an_external_rotation() {
     // logrotate-style: rename, then SIGHUP.
     let rotated = dir.join("log.json.1");
     fs::rename(&d.log, &rotated).unwrap();
+    // Until SIGHUP, ping says the path no longer holds the file written.
+    assert_eq!(d.request("ping")["log_file_at_path"], false);
     d.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.log.exists() {
@@ -235,6 +237,7 @@ fn sighup_follows_an_external_rotation() {
         1,
         "index follows the new file"
     );
+    assert_eq!(d.request("ping")["log_file_at_path"], true);
 }
 
 #[test]

@@ -41,6 +41,104 @@ struct Args {
     /// Working directory [default: a fresh one under /tmp, removed after].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Instead of kill trials: run steady load for this many minutes and
+    /// report the daemon's memory every minute (the long soak; not in CI).
+    #[arg(long, value_name = "MINUTES")]
+    soak_minutes: Option<u64>,
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ask(sock: &Path, line: &str) -> Option<serde_json::Value> {
+    let mut s = UnixStream::connect(sock).ok()?;
+    writeln!(s, "{line}").ok()?;
+    let mut r = BufReader::new(s);
+    let mut out = String::new();
+    r.read_line(&mut out).ok()?;
+    serde_json::from_str(&out).ok()
+}
+
+/// Steady load (16 writers, queries twice a second), RSS each minute. The
+/// index grows with the log by design (about 100 B per record), so the
+/// figure to watch is RSS per record: flat after warm-up means no leak.
+fn soak(bin: &Path, dir: &Path, minutes: u64) -> Result<(), String> {
+    let sock = dir.join("s.sock");
+    let log = dir.join("soak.json");
+    let d = Daemon::start(bin, &sock, &log, &dir.join("daemon.log"))?;
+    let pid = d.child.id();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    // 16 writers at about 200 records/s each: steady, and small enough that
+    // a 30-minute soak stays within a few GB of log.
+    let _ = ledger;
+    let handles: Vec<_> = (0..16u32)
+        .map(|w| {
+            let (sock, stop) = (sock.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = UnixStream::connect(&sock) else {
+                        return;
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        // Plain records: no replies to read.
+                        let line = format!(
+                            r#"{{"id":"s{w}-{i}","worker_id":{w},"success":{}}}"#,
+                            !i.is_multiple_of(7)
+                        );
+                        if writeln!(s, "{line}").is_err() {
+                            break;
+                        }
+                        i += 1;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            })
+        })
+        .collect();
+    println!("minute  records     rss_MiB  hwm_MiB  rss_bytes_per_record");
+    let mut baseline = None;
+    let mut worst = 0.0f64;
+    for minute in 1..=minutes {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            let _ = ask(&sock, r#"{"op":"stats"}"#);
+            let _ = ask(&sock, r#"{"op":"failed","limit":100}"#);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let p = ask(&sock, r#"{"op":"ping"}"#).ok_or("ping failed")?;
+        let records = p["records"].as_f64().unwrap_or(0.0).max(1.0);
+        let rss = vm_kib(pid, "VmRSS:") as f64 * 1024.0;
+        let per = rss / records;
+        println!(
+            "{minute:6}  {records:10}  {:7.1}  {:7.1}  {per:8.1}",
+            rss / 1048576.0,
+            vm_kib(pid, "VmHWM:") as f64 / 1024.0
+        );
+        if minute == 2 {
+            baseline = Some(per);
+        }
+        if let Some(b) = baseline {
+            worst = worst.max(per - b);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    d.kill9();
+    for h in handles {
+        let _ = h.join();
+    }
+    println!(
+        "memory per record after minute 2 grew by at most {worst:.1} B (the index is ~100 B/record by design; anything else would be a leak)"
+    );
+    Ok(())
 }
 
 /// xorshift64*: enough randomness for scheduling, no dependency.
@@ -278,6 +376,17 @@ fn main() {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/jltort-{}", std::process::id())));
     let _ = std::fs::create_dir_all(&dir);
+    if let Some(minutes) = args.soak_minutes {
+        let res = soak(&bin, &dir, minutes);
+        if own_dir {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        if let Err(e) = res {
+            eprintln!("FAILED: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let sock = dir.join("s.sock");
     let mut log = dir.join("log-0.json");
     let err = dir.join("daemon.log");
