@@ -174,6 +174,17 @@ def _worker(socket_path, spool_dir, proc, threads, per):
         t.join()
 
 
+class Demo(Base):
+    def test_pipeline_demo_prints_the_processing_report(self):
+        env = dict(os.environ, JOBLOGD_SOCKET=self.daemon.socket, PYTHONPATH=str(HERE.parent))
+        out = subprocess.run([sys.executable, str(ROOT / "examples" / "pipeline_demo.py")],
+                             env=env, capture_output=True, text=True, timeout=120, cwd=self.tmp)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("Processing Report", out.stdout)
+        self.assertIn("Total Jobs: 30", out.stdout)
+        self.assertEqual(len(self.daemon.records()), 30)
+
+
 class Concurrency(Base):
     def test_eight_threads_times_four_processes(self):
         ctx = multiprocessing.get_context("spawn")
