@@ -50,6 +50,8 @@ pub struct Shared {
     pub events: crate::batcher::Events,
     /// Who may connect, who may `clear`, and whether to stamp records.
     pub access: crate::access::Access,
+    /// The socket file we bound (None with socket activation), for `ping`.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// How a query's answer is written.
@@ -363,6 +365,11 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                 "last_error": st.last_error,
                 "index_bytes": st.index_bytes,
                 "log_file_at_path": st.log_file_at_path,
+                "socket_at_path": s.shared.socket.as_ref().is_none_or(|p| {
+                    std::fs::symlink_metadata(p).is_ok_and(|m| {
+                        std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())
+                    })
+                }),
             });
             queue(s, Reply::Now(reply_line(&v))).await;
         }

@@ -130,7 +130,13 @@ pub async fn run(
     ));
     // The socket accepts and the log is indexed: ready.
     systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
-    let housekeeping = tokio::spawn(housekeeping(tx.downgrade(), startup.reopen));
+    let (rebind_tx, rebind_rx) = mpsc::unbounded_channel();
+    let housekeeping = tokio::spawn(housekeeping(
+        tx.downgrade(),
+        startup.reopen,
+        rebind_tx,
+        (!bound.is_activated()).then(|| bound.path().to_owned()),
+    ));
     // SAFETY: getuid has no preconditions and cannot fail.
     let me = unsafe { libc::getuid() };
     let access = access::Access {
@@ -154,6 +160,7 @@ pub async fn run(
     tracing::info!(uids = ?access.uids, gids = ?access.gids, admins = ?access.admins, "Access policy.");
     let shared = Arc::new(handler::Shared {
         access,
+        socket: (!bound.is_activated()).then(|| bound.path().to_owned()),
         tx,
         budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
         budget_total: config.max_pending_bytes,
@@ -172,6 +179,7 @@ pub async fn run(
         config.max_connections,
         config.shutdown_timeout,
         shutdown,
+        rebind_rx,
     )
     .await;
     housekeeping.abort();
@@ -203,6 +211,8 @@ fn unreachable_lock() -> Result<server::Bound, Error> {
 async fn housekeeping(
     tx: mpsc::WeakSender<batcher::Command>,
     mut reopen: Option<mpsc::UnboundedReceiver<()>>,
+    rebind: mpsc::UnboundedSender<()>,
+    socket: Option<std::path::PathBuf>,
 ) {
     let watchdog = systemd::watchdog_interval();
     let every = watchdog.map_or(Duration::from_secs(5), |w| {
@@ -233,6 +243,12 @@ async fn housekeeping(
                     tracing::error!(log_file = %st.log_file.display(), "The log file was renamed or deleted; records go to the old file. Send SIGHUP to reopen the path.");
                     msg.push_str("; log file moved or deleted: send SIGHUP");
                 }
+                if let Some(sock) = &socket
+                    && !std::fs::symlink_metadata(sock).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    tracing::error!(socket = %sock.display(), "The socket file was deleted; new clients cannot connect. Send SIGHUP to bind it again.");
+                    msg.push_str("; socket file deleted: send SIGHUP");
+                }
                 if watchdog.is_some() {
                     msg.push_str("\nWATCHDOG=1");
                 }
@@ -243,6 +259,7 @@ async fn housekeeping(
                     reopen = None;
                     continue;
                 }
+                let _ = rebind.send(());
                 let Some(tx) = tx.upgrade() else { return };
                 let (rtx, rrx) = oneshot::channel();
                 if tx.send(batcher::Command::Reopen(rtx)).await.is_err() {

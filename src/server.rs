@@ -134,6 +134,8 @@ pub struct Bound {
     path: PathBuf,
     /// None when the socket came from systemd, which owns its file.
     lock: Option<SocketLock>,
+    /// File mode, to bind again after the socket file was deleted.
+    mode: u32,
 }
 
 /// Binds the socket (removing a stale one) with `mode`.
@@ -142,6 +144,19 @@ pub struct Bound {
 /// [`BindError::NotASocket`] if the path holds anything else.
 pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
     let path = lock.path.clone();
+    let listener = listen(&path, mode)?;
+    Ok(Bound {
+        listener,
+        path,
+        lock: Some(lock),
+        mode,
+    })
+}
+
+/// Removes a stale socket at `path` (never anything else), binds, and sets
+/// the mode. The caller holds the socket's lock.
+fn listen(path: &Path, mode: u32) -> Result<Listener, BindError> {
+    let path = path.to_owned();
     match fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_socket() => {
             // We hold the lock: whoever made this socket is gone.
@@ -180,19 +195,15 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
         .map_err(io_err)?;
     // bind(2) applies the umask to the new file whatever mode the socket
     // had; set the mode again on the path.
-    let bound = Bound {
-        listener,
-        path: path.clone(),
-        lock: Some(lock),
-    };
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|source| {
-        BindError::Io {
-            path: path.clone(),
+    if let Err(source) = fs::set_permissions(&path, fs::Permissions::from_mode(mode)) {
+        let _ = fs::remove_file(&path);
+        return Err(BindError::Io {
+            path,
             action: "set the mode of",
             source,
-        }
-    })?; // on error `bound` drops and removes the socket file
-    Ok(bound)
+        });
+    }
+    Ok(listener)
 }
 
 /// Adopts a listening socket passed by systemd (socket activation).
@@ -215,6 +226,7 @@ pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindE
         listener,
         path,
         lock: None,
+        mode: 0,
     })
 }
 
@@ -226,6 +238,25 @@ impl Bound {
     /// The socket came from systemd.
     pub fn is_activated(&self) -> bool {
         self.lock.is_none()
+    }
+
+    /// Is our socket file still at its path? (Someone may delete it; then
+    /// new clients cannot connect until SIGHUP binds it again.)
+    pub fn at_path(&self) -> bool {
+        self.lock.is_none()
+            || fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket())
+    }
+
+    /// Binds the path again if the socket file is gone (SIGHUP).
+    ///
+    /// # Errors
+    /// As [`bind`].
+    pub fn rebind(&mut self) -> Result<bool, BindError> {
+        if self.at_path() {
+            return Ok(false);
+        }
+        self.listener = listen(&self.path, self.mode)?;
+        Ok(true)
     }
 
     /// The group of the socket file: workers in it may connect by default.
@@ -264,11 +295,12 @@ async fn refuse(mut stream: tokio::net::UnixStream, peer: Option<Peer>) {
 /// waits up to `grace` for them. Returns the bound socket, so the caller
 /// decides when the file goes away (after the final flush).
 pub async fn serve(
-    bound: Bound,
+    mut bound: Bound,
     shared: Arc<Shared>,
     max_connections: usize,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
+    mut rebind: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> Bound {
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -288,6 +320,14 @@ pub async fn serve(
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             r = bound.listener.inner().accept() => r,
+            Some(()) = rebind.recv() => {
+                match bound.rebind() {
+                    Ok(true) => tracing::info!(socket = %bound.path().display(), "Socket file was gone; bound it again."),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "Binding the socket again failed."),
+                }
+                continue;
+            }
         };
         match accepted {
             Ok((stream, _)) => {

@@ -317,3 +317,28 @@ fn under_the_journal_log_lines_carry_no_timestamp_of_their_own() {
     );
     assert!(!journal.contains('\x1b'), "no colours in the journal");
 }
+
+#[test]
+fn a_deleted_socket_file_is_reported_and_sighup_binds_it_again() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut open = Client::new(d.connect());
+    fs::remove_file(&d.socket).unwrap();
+    assert!(std::os::unix::net::UnixStream::connect(&d.socket).is_err());
+    // The daemon lives on; an open connection still works and says so.
+    open.send("ping");
+    let p = open.reply();
+    assert_eq!(p["socket_at_path"], false, "{p}");
+    d.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+        assert!(Instant::now() < deadline, "not bound again:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.request("ping")["socket_at_path"], true);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"after":"rebind"},"ack":true}"#)["ok"],
+        true
+    );
+    assert_eq!(read_log(&d.log).len(), 1);
+}
