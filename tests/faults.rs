@@ -218,3 +218,44 @@ fn a_real_full_filesystem_as_root_on_tmpfs() {
     assert_eq!(all, (0..400).map(|i| format!("r{i}")).collect::<Vec<_>>());
     drop(d);
 }
+
+#[test]
+fn a_read_only_log_and_directory_are_an_error_not_a_crash_and_recover() {
+    // Root ignores permission bits, so "read-only" is the immutable
+    // attribute, which stops root too, and open descriptors as well.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: chattr +i needs root");
+        return;
+    }
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&d.log)
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!("SKIPPED: chattr +i is not supported on this filesystem");
+        return;
+    }
+    let mut c = pending_ack(&d, "b");
+    let p = d.request("ping");
+    let fixed = chattr("-i");
+    assert!(fixed, "chattr -i");
+    assert!(
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not permitted")),
+        "{p}"
+    );
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
+    assert_eq!(ids(&d.log), vec!["a", "b"]);
+}
