@@ -492,15 +492,7 @@ impl Writer {
     async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Ingest(ing) => self.ingest(ing),
-            Command::Flush(done) => {
-                if !self.current.is_empty() {
-                    self.current.waiters.push(done);
-                } else if self.inflight.is_some() {
-                    self.inflight_waiters.push(done);
-                } else {
-                    let _ = done.send(Ok(()));
-                }
-            }
+            Command::Flush(done) => self.when_durable(done),
             Command::Status(reply) => {
                 let mut s = self.status.clone();
                 s.pending = self.current.records + self.inflight_records;
@@ -517,6 +509,19 @@ impl Writer {
             Command::Reopen(reply) => {
                 let _ = reply.send(self.reopen().await);
             }
+        }
+    }
+
+    /// Answers `done` once everything accepted so far is durable: with the
+    /// current batch if it holds anything, else with the batch in flight,
+    /// else at once (an empty `log_batch`, a `flush` with nothing pending).
+    fn when_durable(&mut self, done: oneshot::Sender<Durable>) {
+        if !self.current.is_empty() {
+            self.current.waiters.push(done);
+        } else if self.inflight.is_some() {
+            self.inflight_waiters.push(done);
+        } else {
+            let _ = done.send(Ok(()));
         }
     }
 
@@ -548,15 +553,7 @@ impl Writer {
         self.status.coerced += ing.coerced;
         self.current.permits.extend(ing.permit);
         if let Some(done) = ing.done {
-            if !self.current.is_empty() {
-                self.current.waiters.push(done);
-            } else if self.inflight.is_some() {
-                // Nothing of its own to write (an empty log_batch): durable
-                // once everything before it is.
-                self.inflight_waiters.push(done);
-            } else {
-                let _ = done.send(Ok(()));
-            }
+            self.when_durable(done);
         }
     }
 

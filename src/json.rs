@@ -378,6 +378,22 @@ fn digits(input: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// One or more digits at `i` (a fraction or an exponent); returns the end.
+#[inline(always)]
+fn some_digits(input: &[u8], i: usize) -> Result<usize, JsonError> {
+    let j = digits(input, i);
+    if j > i {
+        Ok(j)
+    } else if j == input.len() {
+        Err(JsonError::Incomplete)
+    } else {
+        Err(JsonError::Syntax {
+            offset: j,
+            what: "invalid number",
+        })
+    }
+}
+
 /// Validates the number starting at `i`; returns its end. Copied verbatim.
 #[inline(always)]
 fn number(input: &[u8], start: usize) -> Result<usize, JsonError> {
@@ -397,36 +413,14 @@ fn number(input: &[u8], start: usize) -> Result<usize, JsonError> {
         }
     }
     if input.get(i) == Some(&b'.') {
-        let j = digits(input, i + 1);
-        if j == i + 1 {
-            return Err(if j == input.len() {
-                JsonError::Incomplete
-            } else {
-                JsonError::Syntax {
-                    offset: j,
-                    what: "invalid number",
-                }
-            });
-        }
-        i = j;
+        i = some_digits(input, i + 1)?;
     }
     if matches!(input.get(i), Some(b'e' | b'E')) {
         i += 1;
         if matches!(input.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
-        let j = digits(input, i);
-        if j == i {
-            return Err(if j == input.len() {
-                JsonError::Incomplete
-            } else {
-                JsonError::Syntax {
-                    offset: j,
-                    what: "invalid number",
-                }
-            });
-        }
-        i = j;
+        i = some_digits(input, i)?;
     }
     // At the end of the input a number may go on in bytes not yet read.
     if i == input.len() {
