@@ -342,3 +342,32 @@ fn a_deleted_socket_file_is_reported_and_sighup_binds_it_again() {
     );
     assert_eq!(read_log(&d.log).len(), 1);
 }
+
+#[test]
+fn a_deleted_log_file_is_reported_and_sighup_starts_a_fresh_one() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    d.request(r#"{"op":"log","job":{"n":1},"ack":true}"#);
+    fs::remove_file(&d.log).unwrap();
+    // No crash; ping says the path no longer holds the file being written.
+    let p = d.request("ping");
+    assert_eq!(p["ok"], true);
+    assert_eq!(p["log_file_at_path"], false, "{p}");
+    d.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no new file after SIGHUP:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.request(r#"{"op":"log","job":{"n":2},"ack":true}"#);
+    let new: Vec<i64> = read_log(&d.log)
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(new, vec![2]);
+    assert_eq!(d.request("ping")["log_file_at_path"], true);
+}
