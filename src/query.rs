@@ -324,3 +324,80 @@ pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
         "retry_candidates": retry_candidates,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::RawMeta;
+    use crate::json::Formatter;
+
+    fn index(n: usize) -> Index {
+        let mut ix = Index::default();
+        let mut f = Formatter::new();
+        for i in 0..n {
+            let rec = format!(
+                r#"{{"video_id":"v{}","success":{},"stage":"s{}","processing_duration":{}}}"#,
+                i % 7,
+                i % 3 != 0,
+                i % 4,
+                (i * 37) % 101
+            );
+            f.validate(rec.as_bytes(), 0, 100, true).unwrap();
+            let m = RawMeta::from_input(rec.as_bytes(), &f.fields, 0);
+            ix.add(i as u64 * 100, rec.as_bytes(), &m);
+        }
+        ix
+    }
+
+    #[test]
+    fn the_early_exit_page_equals_the_full_scan() {
+        let ix = index(200);
+        let filters = [
+            Filter::default(),
+            Filter {
+                success: Some(false),
+                ..Filter::default()
+            },
+            Filter {
+                success: Some(true),
+                ..Filter::default()
+            },
+            Filter {
+                stage: Some("s2".into()),
+                ..Filter::default()
+            },
+            Filter {
+                latest_per_video: true,
+                success: Some(false),
+                ..Filter::default()
+            },
+        ];
+        for f in &filters {
+            for desc in [false, true] {
+                for (offset, limit) in [
+                    (0, None),
+                    (0, Some(0)),
+                    (0, Some(5)),
+                    (7, Some(10)),
+                    (190, Some(50)),
+                    (500, Some(1)),
+                ] {
+                    for upto in [200, 150] {
+                        let p = Paging {
+                            limit,
+                            offset,
+                            desc,
+                            sort_by: None,
+                        };
+                        let want = page(&ix, select(&ix, f, upto), &p);
+                        assert_eq!(
+                            select_page(&ix, f, &p, upto),
+                            want,
+                            "{f:?} {p:?} upto {upto}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
