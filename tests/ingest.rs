@@ -100,13 +100,8 @@ fn line_details_crlf_bom_blank_lines_and_last_line_without_newline() {
     c.send_bytes(b"\n   \n\r\n");
     c.send_bytes(b"oops\n"); // line 6
     c.send_bytes(b"{\"n\":3,\"logged_at\":\"t\"}"); // no newline, then EOF
-    c.half_close();
-    let rest = c.rest();
-    let replies: Vec<Value> = rest
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(replies.len(), 1, "{rest}");
+    let replies = c.all_replies();
+    assert_eq!(replies.len(), 1, "{replies:?}");
     assert_eq!(replies[0]["line"], 6);
     let recs = wait_for_records(&d.log, 3);
     let ns: Vec<i64> = recs.iter().map(|r| r["n"].as_i64().unwrap()).collect();
@@ -232,13 +227,8 @@ fn replies_come_in_order_and_survive_half_close() {
     c.send(r#"{"op":"log","job":{"a":2}}"#);
     c.send(r#"{"op":"log","job":{"a":3},"ack":true}"#);
     c.send("flush");
-    c.half_close();
-    let rest = c.rest();
-    let replies: Vec<Value> = rest
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(replies.len(), 5, "{rest}");
+    let replies = c.all_replies();
+    assert_eq!(replies.len(), 5, "{replies:?}");
     assert_eq!(replies[0], json!({"ok":true,"logged":1}));
     assert_eq!(replies[1]["error"]["code"], "unknown_op");
     assert_eq!(replies[2], json!({"ok":true,"logged":1}));

@@ -212,15 +212,7 @@ fn sighup_follows_an_external_rotation() {
     // Until SIGHUP, ping says the path no longer holds the file written.
     assert_eq!(d.request("ping")["log_file_at_path"], false);
     d.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no new file after SIGHUP:\n{}",
-            d.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::util::wait_until("a new log file after SIGHUP", || d.log.exists());
     d.request(r#"{"op":"log","job":{"n":3},"ack":true}"#);
     let old: Vec<i64> = read_log(&rotated)
         .iter()
@@ -354,15 +346,7 @@ fn a_deleted_log_file_is_reported_and_sighup_starts_a_fresh_one() {
     assert_eq!(p["ok"], true);
     assert_eq!(p["log_file_at_path"], false, "{p}");
     d.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no new file after SIGHUP:\n{}",
-            d.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::util::wait_until("a new log file after SIGHUP", || d.log.exists());
     d.request(r#"{"op":"log","job":{"n":2},"ack":true}"#);
     let new: Vec<i64> = read_log(&d.log)
         .iter()

@@ -326,3 +326,23 @@ impl Client {
         v
     }
 }
+
+impl Client {
+    /// Half-closes, then every reply until the daemon closes the connection.
+    pub fn all_replies(&mut self) -> Vec<Value> {
+        self.half_close();
+        let rest = self.rest();
+        rest.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("reply {l:?}: {e}")))
+            .collect()
+    }
+}
+
+/// Polls `cond` for up to 10 s; panics with `what` if it never holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
