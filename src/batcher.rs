@@ -153,12 +153,14 @@ pub enum Command {
 pub fn open_log(
     path: &std::path::Path,
     fsync: crate::store::FsyncPolicy,
+    page_cache: crate::store::PageCache,
 ) -> Result<(Store, Index), StoreError> {
     let t0 = Instant::now();
     let mut index = Index::default();
-    let (store, recovery) = Store::open(path, fsync, |rec, bytes, meta| {
+    let (mut store, recovery) = Store::open(path, fsync, |rec, bytes, meta| {
         index.add(rec.offset, bytes, meta)
     })?;
+    store.set_page_cache(page_cache);
     if let Some(problem) = &recovery.problem {
         tracing::warn!(
             log_file = %path.display(),
@@ -651,8 +653,8 @@ impl Writer {
             );
         }
         let path = store.path().to_owned();
-        let fsync = store.fsync();
-        let opened = tokio::task::spawn_blocking(move || open_log(&path, fsync))
+        let (fsync, page_cache) = (store.fsync(), store.page_cache());
+        let opened = tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache))
             .await
             .map_err(|e| format!("writer task failed: {e}"))?
             .map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::store::FsyncPolicy;
+use crate::store::{FsyncPolicy, PageCache};
 
 /// joblogd: appends newline-delimited JSON job records from many local
 /// writers to one crash-safe JSON array file, and answers requests on the
@@ -65,6 +65,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "always")]
     pub fsync: FsyncPolicy,
 
+    /// `drop`: once a batch is durable, let the kernel reuse the page-cache
+    /// pages it was written through (the log is written once, rarely read;
+    /// only with `--fsync always`); `keep`: leave them cached.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "drop")]
+    pub page_cache: PageCache,
+
     /// At shutdown, how long connected clients get to finish before they are
     /// cut off (their records read so far are still written).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
@@ -108,6 +114,7 @@ pub struct Config {
     pub max_line_bytes: usize,
     pub max_connections: usize,
     pub fsync: FsyncPolicy,
+    pub page_cache: PageCache,
     pub shutdown_timeout: Duration,
     pub fault_file: Option<PathBuf>,
     /// Explicit lists; empty means the defaults decided at bind time.
@@ -203,6 +210,7 @@ impl Config {
             max_line_bytes: a.max_line_bytes,
             max_connections: a.max_connections,
             fsync: a.fsync,
+            page_cache: a.page_cache,
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms),
             fault_file: a.fault_file,
             allow_uid: a.allow_uid,

@@ -165,7 +165,19 @@ pub type SymMap<V> = HashMap<Sym, V, FxBuild>;
 pub struct Interner {
     ids: HashMap<Box<str>, Sym, FxBuild>,
     names: Vec<Box<str>>,
+    /// Raw JSON spellings of values already seen, mapped to their group
+    /// key's symbol ([`group_key`]), so the common case (the same few
+    /// stages, subjects, workers and timing names in every record) costs
+    /// one hash and one compare, with no decoding.
+    raw_group: HashMap<Box<[u8]>, Sym, FxBuild>,
+    /// The same for error texts, mapped to their error type's symbol.
+    raw_error: HashMap<Box<[u8]>, Sym, FxBuild>,
 }
+
+/// Distinct raw spellings each cache of [`Interner`] remembers; past it
+/// (unique error messages, say) values take the decoding path uncached, so
+/// the caches never grow with the log.
+const RAW_CACHE_MAX: usize = 4096;
 
 impl Interner {
     pub fn intern(&mut self, s: &str) -> Sym {
@@ -180,6 +192,33 @@ impl Interner {
 
     pub fn get(&self, s: &str) -> Option<Sym> {
         self.ids.get(s).copied()
+    }
+
+    /// The symbol of [`group_key`]`(v)`: `v` is a raw JSON value (a timing
+    /// name's raw key works too: it is a JSON string).
+    pub fn group(&mut self, v: Option<&[u8]>) -> Sym {
+        let raw = v.unwrap_or(b"null");
+        if let Some(&id) = self.raw_group.get(raw) {
+            return id;
+        }
+        let id = self.intern(&group_key(Some(raw)));
+        if self.raw_group.len() < RAW_CACHE_MAX {
+            self.raw_group.insert(raw.into(), id);
+        }
+        id
+    }
+
+    /// The symbol of [`error_type`]`(v)`.
+    pub fn error(&mut self, v: Option<&[u8]>) -> Sym {
+        let raw = v.unwrap_or(b"null");
+        if let Some(&id) = self.raw_error.get(raw) {
+            return id;
+        }
+        let id = self.intern(&error_type(Some(raw)));
+        if self.raw_error.len() < RAW_CACHE_MAX {
+            self.raw_error.insert(raw.into(), id);
+        }
+        id
     }
 
     pub fn name(&self, id: Sym) -> &str {
@@ -260,6 +299,20 @@ pub fn string(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     serde_json::from_slice::<String>(v)
         .ok()
         .map(std::borrow::Cow::Owned)
+}
+
+/// A JSON string's content as bytes, decoded only when it holds an escape;
+/// `None` if `v` is not a string. The content of a string the formatter
+/// accepted is valid UTF-8, so no check is repeated here.
+pub fn string_bytes(v: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if v.first() != Some(&b'"') || v.len() < 2 {
+        return None;
+    }
+    let inner = &v[1..v.len() - 1];
+    if memchr::memchr(b'\\', inner).is_none() {
+        return Some(std::borrow::Cow::Borrowed(inner));
+    }
+    string(v).map(|s| std::borrow::Cow::Owned(s.into_owned().into_bytes()))
 }
 
 /// How a value names a group (`stages`, `by_subject`, `by_worker`): a
@@ -358,14 +411,17 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// prints; a space may stand for `T`; anything after, such as an offset, is
 /// ignored) into naive microseconds since 1970.
 pub fn parse_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
+    parse_time_bytes(s.as_bytes())
+}
+
+/// [`parse_time`] on bytes (a record's `logged_at` content, not re-checked
+/// as UTF-8: only ASCII digits and separators are accepted anyway).
+pub fn parse_time_bytes(b: &[u8]) -> Option<i64> {
     let num = |r: Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
-        if part.iter().all(u8::is_ascii_digit) {
-            std::str::from_utf8(part).ok()?.parse().ok()
-        } else {
-            None
-        }
+        part.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
     };
     if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
         return None;
@@ -405,20 +461,17 @@ pub fn parse_time(s: &str) -> Option<i64> {
             sec = num(17..19)?;
             end = 19;
             if b.get(19) == Some(&b'.') {
-                let digits: Vec<u8> = b[20..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit())
-                    .copied()
-                    .collect();
-                if digits.is_empty() {
+                let digits = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if digits == 0 {
                     return None;
                 }
                 let mut f = 0i64;
                 for k in 0..6 {
-                    f = f * 10 + digits.get(k).map_or(0, |c| i64::from(c - b'0'));
+                    let d = if k < digits { b[20 + k] - b'0' } else { 0 };
+                    f = f * 10 + i64::from(d);
                 }
                 frac = f;
-                end = 20 + digits.len();
+                end = 20 + digits;
             }
         }
         if h > 23 || mi > 59 || sec > 59 {
@@ -463,11 +516,20 @@ pub fn format_time(micros: i64) -> String {
 /// A log-linear histogram: 128 buckets per power of two, so a percentile
 /// read from it (the mean of its bucket) is within 0.8% of the exact value, at a memory cost that
 /// does not grow with the number of values. Mean and max are exact.
+///
+/// Buckets are grouped per power of two (a map of a dozen or so keys for
+/// real durations, each holding a flat array), so adding a value costs a
+/// short search and an array index: it runs for every timing of every
+/// record on the writer task.
 #[derive(Debug, Clone, Default)]
 pub struct Hist {
-    /// Per bucket: how many values, and their sum (so a bucket reads back
-    /// as the mean of its values: exact when they are all equal).
-    buckets: BTreeMap<i64, (u64, f64)>,
+    /// Zero and negatives (not expected for durations): one bucket below
+    /// all others; it reads back as 0, clamped to min.
+    low: (u64, f64),
+    /// Per power of two (the value's sign and exponent bits), per bucket:
+    /// how many values and their sum (so a bucket reads back as the mean
+    /// of its values: exact when they are all equal).
+    octaves: BTreeMap<u16, Box<[(u64, f64); 128]>>,
     pub count: u64,
     pub sum: f64,
     pub max: f64,
@@ -475,15 +537,6 @@ pub struct Hist {
 }
 
 impl Hist {
-    fn bucket(v: f64) -> i64 {
-        if v <= 0.0 {
-            // Zero and negatives (not expected for durations) share one
-            // bucket below all others; it reads back as 0, clamped to min.
-            return i64::MIN;
-        }
-        (v.to_bits() >> (52 - 7)) as i64
-    }
-
     pub fn add(&mut self, v: f64) {
         if !v.is_finite() {
             return;
@@ -497,7 +550,18 @@ impl Hist {
         }
         self.count += 1;
         self.sum += v;
-        let b = self.buckets.entry(Self::bucket(v)).or_insert((0, 0.0));
+        let b = if v <= 0.0 {
+            &mut self.low
+        } else {
+            // The top 7 mantissa bits pick the bucket within the octave.
+            let bits = v.to_bits();
+            let octave = (bits >> 52) as u16;
+            let sub = ((bits >> (52 - 7)) & 127) as usize;
+            &mut self
+                .octaves
+                .entry(octave)
+                .or_insert_with(|| Box::new([(0, 0.0); 128]))[sub]
+        };
         b.0 += 1;
         b.1 += v;
     }
@@ -509,7 +573,12 @@ impl Hist {
         }
         let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
-        for &(n, sum) in self.buckets.values() {
+        let buckets =
+            std::iter::once(&self.low).chain(self.octaves.values().flat_map(|o| o.iter()));
+        for &(n, sum) in buckets {
+            if n == 0 {
+                continue;
+            }
             seen += n;
             if seen >= rank {
                 return Some((sum / n as f64).clamp(self.min, self.max));
@@ -678,25 +747,25 @@ impl Index {
             flags |= F_NOT_RETRYABLE;
         }
         let mut video = 0;
-        if let Some(v) = get(VIDEO_ID).and_then(string) {
-            video = hash_video(v.as_bytes());
+        if let Some(v) = get(VIDEO_ID).and_then(string_bytes) {
+            video = hash_video(&v);
             flags |= F_HAS_VIDEO;
         }
         let duration = get(DURATION).and_then(number).unwrap_or(f64::NAN);
         if duration.is_finite() && duration != 0.0 {
             flags |= F_HAS_DURATION;
         }
-        let stage = self.syms.intern(&group_key(get(STAGE)));
-        let subject = self.syms.intern(&group_key(get(SUBJECT)));
-        let worker = self.syms.intern(&group_key(get(WORKER_ID)));
+        let stage = self.syms.group(get(STAGE));
+        let subject = self.syms.group(get(SUBJECT));
+        let worker = self.syms.group(get(WORKER_ID));
         let error_type = if success {
             0
         } else {
-            self.syms.intern(&error_type(get(ERROR)))
+            self.syms.error(get(ERROR))
         };
         let logged_at = get(LOGGED_AT)
-            .and_then(string)
-            .and_then(|s| parse_time(&s))
+            .and_then(string_bytes)
+            .and_then(|s| parse_time_bytes(&s))
             .unwrap_or(i64::MIN);
         timings.clear();
         if success && let Some(t) = get(TIMINGS).filter(|t| t.first() == Some(&b'{')) {
@@ -705,10 +774,9 @@ impl Index {
             let mut fmt = self.fmt_scratch.take().unwrap_or_default();
             if fmt.validate(t, 0, 64, true).is_ok() {
                 for f in &fmt.fields {
-                    if let (Some(name), Some(v)) =
-                        (string(&t[f.key_in.clone()]), number(&t[f.value_in.clone()]))
-                    {
-                        timings.push((self.syms.intern(&name), v));
+                    if let Some(v) = number(&t[f.value_in.clone()]) {
+                        // A key is a JSON string: its group key is its text.
+                        timings.push((self.syms.group(Some(&t[f.key_in.clone()])), v));
                     }
                 }
             }

@@ -101,10 +101,12 @@ pub async fn run(
 
     let path = config.log_file.clone();
     let fsync = config.fsync;
-    let (store, index) = tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync))
-        .await
-        .map_err(|e| Error::Writer(e.to_string()))?
-        .map_err(Error::Store)?;
+    let page_cache = config.page_cache;
+    let (store, index) =
+        tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync, page_cache))
+            .await
+            .map_err(|e| Error::Writer(e.to_string()))?
+            .map_err(Error::Store)?;
 
     let bound = match (startup.activated, lock) {
         (Some(fd), _) => server::adopt(fd, &config.socket).map_err(Error::Bind)?,

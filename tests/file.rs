@@ -182,3 +182,95 @@ fn empty_file_becomes_an_empty_array_and_missing_parents_are_created() {
         "[\n  {\n    \"k\": 1,\n    \"logged_at\": \"t\"\n  }\n]"
     );
 }
+
+/// Which pages of `path` are in the page cache (`mincore` on a mapping
+/// that is never touched, so mapping it loads nothing).
+fn resident_pages(path: &std::path::Path) -> Vec<bool> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a read-only shared mapping of a file we hold open, only
+    // inspected with mincore (into a vector of one byte per page) and
+    // unmapped before returning; its memory is never read.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        let rc = libc::mincore(p, len, vec.as_mut_ptr());
+        libc::munmap(p, len);
+        assert_eq!(rc, 0, "mincore");
+    }
+    vec.iter().map(|b| b & 1 == 1).collect()
+}
+
+#[test]
+fn durable_pages_leave_the_page_cache_unless_kept() {
+    let dir = TempDir::new();
+    // SAFETY: statfs fills the struct it is given.
+    let fs_type = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(libc::statfs(c.as_ptr(), &mut st), 0);
+        st.f_type
+    };
+    if fs_type == libc::TMPFS_MAGIC {
+        eprintln!(
+            "SKIPPED: {} is on tmpfs, whose pages cannot leave the cache",
+            dir.path().display()
+        );
+        return;
+    }
+    let jobs: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                r#"{{"video_id":"v{i}","success":true,"pad":"{}"}}"#,
+                "x".repeat(400)
+            )
+        })
+        .collect();
+    let batch = format!(
+        r#"{{"op":"log_batch","jobs":[{}],"ack":true}}"#,
+        jobs.join(",")
+    );
+    for (policy, expect_cached) in [("drop", false), ("keep", true)] {
+        let log = dir.join(&format!("{policy}.json"));
+        let d = Daemon::start_with(
+            dir.join("s.sock"),
+            log.clone(),
+            &dir,
+            &["--page-cache", policy],
+        );
+        for _ in 0..3 {
+            assert_eq!(d.request(&batch)["logged"], 2000, "{policy}");
+        }
+        let pages = resident_pages(&log);
+        assert!(pages.len() > 100, "{} pages", pages.len());
+        // The last page holds the closing bracket the next flush rewrites:
+        // it always stays.
+        let body = &pages[..pages.len() - 1];
+        let cached = body.iter().filter(|&&r| r).count();
+        if expect_cached {
+            assert_eq!(cached, body.len(), "keep: every written page stays cached");
+        } else {
+            assert_eq!(cached, 0, "drop: durable pages were handed back");
+        }
+        assert!(
+            pages[pages.len() - 1],
+            "{policy}: the tail page stays cached"
+        );
+        // Records read back (from the disk now, with drop) are intact.
+        let r = d.request(r#"{"op":"jobs","video_id":"v1999","limit":10}"#);
+        assert_eq!(r["jobs"].as_array().map(Vec::len), Some(3), "{policy}: {r}");
+        drop(d);
+        assert_eq!(read_log(&log).len(), 6000);
+    }
+}

@@ -59,6 +59,14 @@ struct Args {
     /// Run only these sections (comma-separated) [default: all].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
     only: Vec<Section>,
+
+    /// Throughput section: only these record kinds [default: small,seed].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
+    kind: Vec<Kind>,
+
+    /// Throughput section: these writer counts [default: 1,8,64].
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    writers: Vec<usize>,
 }
 
 /// The report's sections, for `--only`.
@@ -186,7 +194,7 @@ const WORDS: &str = "the model learning data we can see that this function gradi
     inputs outputs error in our case value matrix vector because it turns out simple \
     question answer today lecture going to talk about how works";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Kind {
     /// A realistic job record with an empty transcript (~1.2 KB line).
     Small,
@@ -2407,7 +2415,10 @@ fn run(args: &Args) -> io::Result<()> {
         .join(" ");
     let tmp = TempDir::new()?;
     let (machine_text, machine) = machine_info(&tmp.0);
-    let plan = Plan::new(args.quick);
+    let mut plan = Plan::new(args.quick);
+    if !args.writers.is_empty() {
+        plan.writer_counts = args.writers.clone();
+    }
     let mut b = Bench {
         bin,
         dir: tmp.0.clone(),
@@ -2454,7 +2465,10 @@ fn run(args: &Args) -> io::Result<()> {
     let mut tp = Vec::new();
     let mut tp_err = Vec::new();
     if want(Section::Throughput) {
-        for kind in [Kind::Small, Kind::Seed] {
+        let kinds = [Kind::Small, Kind::Seed]
+            .into_iter()
+            .filter(|k| args.kind.is_empty() || args.kind.contains(k));
+        for kind in kinds {
             match b.throughput(kind) {
                 Ok(rows) => tp.extend(rows),
                 Err(e) => {
