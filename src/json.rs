@@ -1189,6 +1189,59 @@ mod tests {
     }
 
     #[test]
+    fn block_scan_copies_exactly_the_run_and_flags_non_ascii() {
+        for len in 0..70 {
+            for pos in 0..=len {
+                for stop in [None, Some(b'"'), Some(b'\\'), Some(0x00), Some(0x1f)] {
+                    for high in [None, Some(0xc3u8)] {
+                        let mut input = vec![b'a'; len];
+                        if let Some(st) = stop
+                            && pos < len
+                        {
+                            input[pos] = st;
+                        }
+                        if let Some(h) = high
+                            && pos > 0
+                        {
+                            input[pos - 1] = h;
+                        }
+                        let want_end = string_run_end(&input, 0);
+                        let mut out = b"prefix".to_vec();
+                        let (end, non_ascii) = scan_run::<true>(&mut out, &input, 0);
+                        assert_eq!(end, want_end, "len {len} pos {pos} stop {stop:?}");
+                        assert_eq!(&out[6..], &input[..end]);
+                        assert_eq!(non_ascii, !input[..end].is_ascii());
+                        let (end2, non_ascii2) = Discard.string_run(&input, 0);
+                        assert_eq!((end2, non_ascii2), (end, non_ascii));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_copies_and_indentation_write_exactly_their_bytes() {
+        let input: Vec<u8> = (0..100u8).collect();
+        for start in 0..60 {
+            for n in 0..40 {
+                if start + n > input.len() {
+                    continue;
+                }
+                let mut out = vec![7u8];
+                out.extend_from(&input, start..start + n);
+                assert_eq!(&out[1..], &input[start..start + n]);
+            }
+        }
+        for n in [0, 1, 30, 31, 32, 33, 255, 256, 257, 600] {
+            let mut out = Vec::new();
+            out.newline_spaces(n);
+            assert_eq!(out.len(), n + 1);
+            assert_eq!(out[0], b'\n');
+            assert!(out[1..].iter().all(|&b| b == b' '));
+        }
+    }
+
+    #[test]
     fn swar_scan_finds_stop_bytes_anywhere() {
         for pos in 0..20 {
             for stop in [b'"', b'\\', 0x01, 0x1f] {
