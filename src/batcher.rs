@@ -204,6 +204,50 @@ pub struct Status {
     pub log_file_at_path: bool,
 }
 
+/// Chunk buffers the writer has copied into its batch, handed back for the
+/// connections' next chunks. Without it every read would format into a
+/// freshly allocated buffer, and the allocator returns freed memory to the
+/// kernel often enough that the next one is new pages: zero-filled on first
+/// touch, which on a VM costs more than the formatting itself. Bounded in
+/// total bytes, so it never holds more than a batch's worth.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    /// The buffers and the sum of their capacities.
+    inner: std::sync::Mutex<(Vec<Vec<u8>>, usize)>,
+}
+
+impl BufferPool {
+    /// Capacity kept at most, in all.
+    const MAX_BYTES: usize = 8 << 20;
+    /// Buffers larger than this (a huge line's) are not kept.
+    const MAX_ONE: usize = 2 << 20;
+
+    /// An empty buffer: a pooled one if any, else a new one of `capacity`.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        if let Ok(mut g) = self.inner.lock()
+            && let Some(v) = g.0.pop()
+        {
+            g.1 -= v.capacity();
+            return v;
+        }
+        Vec::with_capacity(capacity)
+    }
+
+    /// Keeps `v` for reuse if there is room.
+    pub fn give(&self, mut v: Vec<u8>) {
+        if v.capacity() < 4096 || v.capacity() > Self::MAX_ONE {
+            return;
+        }
+        v.clear();
+        if let Ok(mut g) = self.inner.lock()
+            && g.1 + v.capacity() <= Self::MAX_BYTES
+        {
+            g.1 += v.capacity();
+            g.0.push(v);
+        }
+    }
+}
+
 /// Flush policy.
 #[derive(Debug, Clone)]
 pub struct BatcherConfig {
@@ -212,6 +256,8 @@ pub struct BatcherConfig {
     pub max_bytes: usize,
     /// At shutdown, how long to keep retrying a failing disk before giving up.
     pub shutdown_retry: Duration,
+    /// Where chunk buffers go once copied.
+    pub pool: Arc<BufferPool>,
 }
 
 #[derive(Default)]
@@ -428,7 +474,10 @@ impl Writer {
                 {
                     let _ = w.send(Ok(()));
                 }
-                if batch.buf.capacity() <= 2 * self.cfg.max_bytes {
+                // A batch outgrows `max_bytes` by what arrives while the
+                // previous one is written; up to 4x is kept, so the two
+                // buffers settle at the size the load needs.
+                if batch.buf.capacity() <= 4 * self.cfg.max_bytes {
                     batch.buf.clear();
                     self.spare = std::mem::take(&mut batch.buf);
                 }
@@ -550,7 +599,16 @@ impl Writer {
             }
         }
         self.logical_end = base + ing.data.len() as u64 - skip;
+        if self.current.buf.capacity() == 0 {
+            // A first batch, or one after a failed write: room for a full
+            // one now rather than growing to it by reallocation.
+            self.current.buf = Vec::with_capacity(self.cfg.max_bytes + self.cfg.max_bytes / 2);
+        }
+        // Two bytes to spare: the store appends the closing `\n]` to the
+        // batch for its single write, which must not reallocate it.
+        self.current.buf.reserve(ing.data.len() + 2);
         self.current.buf.extend_from_slice(&ing.data);
+        self.cfg.pool.give(ing.data);
         self.current.records += n;
         self.status.coerced += ing.coerced;
         self.current.permits.extend(ing.permit);

@@ -52,6 +52,8 @@ pub struct Shared {
     pub access: crate::access::Access,
     /// The socket file we bound (None with socket activation), for `ping`.
     pub socket: Option<std::path::PathBuf>,
+    /// Chunk buffers to reuse (the writer hands them back).
+    pub pool: Arc<crate::batcher::BufferPool>,
 }
 
 /// How a query's answer is written.
@@ -518,7 +520,10 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
         .ok();
     // The next chunk starts with room for as much as this one held, so a
     // busy connection does not regrow its buffer from nothing every read.
-    let next = Vec::with_capacity(s.chunk.len().clamp(4096, CHUNK_SEND_BYTES + READ_CHUNK));
+    let next = s
+        .shared
+        .pool
+        .take(s.chunk.len().clamp(4096, CHUNK_SEND_BYTES + READ_CHUNK));
     let ing = Ingest {
         data: std::mem::replace(&mut s.chunk, next),
         records: std::mem::take(&mut s.chunk_records),

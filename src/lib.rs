@@ -118,6 +118,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = tokio::sync::broadcast::channel(batcher::EVENTS_CAPACITY);
     let records = store.records();
+    let pool = Arc::new(batcher::BufferPool::default());
     let writer = tokio::spawn(batcher::run(
         store,
         index,
@@ -127,6 +128,7 @@ pub async fn run(
             max_records: config.batch_max_records,
             max_bytes: config.batch_max_bytes,
             shutdown_retry: config.shutdown_timeout,
+            pool: Arc::clone(&pool),
         },
         events.clone(),
     ));
@@ -170,6 +172,7 @@ pub async fn run(
         started,
         version: env!("CARGO_PKG_VERSION"),
         events,
+        pool,
     });
     let shutdown = async {
         shutdown.await;
