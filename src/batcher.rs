@@ -33,7 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
-use crate::index::{Index, RawMeta};
+use crate::index::{Facts, Index, RawMeta, TimingFact};
 use crate::query::{self, Filter, Paging};
 use crate::store::{Store, StoreError};
 
@@ -41,13 +41,17 @@ use crate::store::{Store, StoreError};
 /// be made durable before the daemon gave up (only at shutdown).
 pub type Durable = Result<(), String>;
 
-/// Where one record sits inside an [`Ingest`]'s `data`, with its indexed
-/// fields.
+/// Where one record sits inside an [`Ingest`]'s `data`, with what it
+/// contributes to the index.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordMeta {
     pub start: u32,
     pub len: u32,
+    /// Where its indexed fields are.
     pub fields: RawMeta,
+    /// Its index facts, if the connection computed them (else the writer
+    /// does, from `fields`).
+    pub facts: Option<Facts>,
 }
 
 /// Records from one connection, already pretty-printed and framed (each
@@ -57,6 +61,8 @@ pub struct Ingest {
     pub data: Vec<u8>,
     /// One per record, in order.
     pub records: Vec<RecordMeta>,
+    /// The records' timings ([`Facts::timings`] are ranges of it).
+    pub timings: Vec<TimingFact>,
     /// Records in `data` whose `NaN`/`Infinity` were written as null.
     pub coerced: u64,
     /// Byte budget held by these records until they are durable.
@@ -589,7 +595,17 @@ impl Writer {
         for r in &ing.records {
             let rec = &ing.data[r.start as usize..(r.start + r.len) as usize];
             let offset = base + u64::from(r.start) - skip;
-            self.index.add(offset, rec, &r.fields);
+            match &r.facts {
+                Some(f) => {
+                    let (t0, t1) = f.timings;
+                    let timings = ing
+                        .timings
+                        .get(t0 as usize..t1 as usize)
+                        .unwrap_or_default();
+                    self.index.push_facts(offset, rec, f, timings);
+                }
+                None => self.index.add(offset, rec, &r.fields),
+            }
             if publish {
                 let mut line = Vec::with_capacity(rec.len() + 12);
                 line.extend_from_slice(b"{\"record\":");

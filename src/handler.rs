@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::batcher::{Command, Durable, Ingest, Query, RecordMeta};
 use crate::connection::{Frame, Lines, READ_CHUNK, trim_line};
-use crate::index::RawMeta;
+use crate::index::{self, RawMeta, TimingFact};
 use crate::json::{Formatter, MAX_RECORD_DEPTH};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
 use crate::query;
@@ -54,6 +54,24 @@ pub struct Shared {
     pub socket: Option<std::path::PathBuf>,
     /// Chunk buffers to reuse (the writer hands them back).
     pub pool: Arc<crate::batcher::BufferPool>,
+    /// Connections being served, to decide who computes index facts.
+    pub connections: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a connection while it is served.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How a query's answer is written.
@@ -96,6 +114,8 @@ pub async fn handle(
     shutdown: watch::Receiver<bool>,
     peer: Option<crate::access::Peer>,
 ) {
+    let shared_count = Arc::clone(&shared);
+    let _counted = Counted::new(&shared_count.connections);
     let (rd, wr) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::channel(MAX_QUEUED_REPLIES);
     let mut fmt = Formatter::new();
@@ -110,6 +130,8 @@ pub async fn handle(
         fmt,
         chunk: Vec::new(),
         chunk_records: Vec::new(),
+        chunk_timings: Vec::new(),
+        scratch: Formatter::new(),
         chunk_coerced: 0,
         logged_at: String::new(),
         replies: reply_tx,
@@ -129,8 +151,12 @@ struct Session {
     fmt: Formatter,
     /// Formatted records not yet handed to the writer.
     chunk: Vec<u8>,
-    /// Where each record of `chunk` is, with its indexed fields.
+    /// Where each record of `chunk` is, with its indexed facts.
     chunk_records: Vec<RecordMeta>,
+    /// The timings of `chunk_records`.
+    chunk_timings: Vec<TimingFact>,
+    /// Parses a record's `timings` for the index.
+    scratch: Formatter,
     chunk_coerced: u64,
     /// `logged_at` for records of the current read, quoted.
     logged_at: String,
@@ -250,10 +276,29 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 queue(s, Reply::Now(e.reply(no))).await;
             } else if !is_request {
                 let start = mark + RECORD_PREFIX.len();
+                let fields = RawMeta::from_output(&s.chunk, &s.fmt.fields, start);
+                // With other connections busy too, the single writer is the
+                // one to spare: index facts are computed here, in parallel.
+                // A lone connection leaves them to the otherwise idle writer,
+                // so the two halves of the pipeline stay balanced.
+                let facts = (s
+                    .shared
+                    .connections
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 1)
+                .then(|| {
+                    index::facts(
+                        &s.chunk[start..],
+                        &fields,
+                        &mut s.scratch,
+                        &mut s.chunk_timings,
+                    )
+                });
                 s.chunk_records.push(RecordMeta {
                     start: start as u32,
                     len: (s.chunk.len() - start) as u32,
-                    fields: RawMeta::from_output(&s.chunk, &s.fmt.fields, start),
+                    fields,
+                    facts,
                 });
                 s.chunk_coerced += u64::from(f.coerced);
             } else {
@@ -288,6 +333,7 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             send_chunk(s, None).await;
             let mut data = Vec::new();
             let mut metas = Vec::with_capacity(jobs.len());
+            let mut timings = Vec::new();
             let mut coerced = 0u64;
             for (i, job) in jobs.iter().enumerate() {
                 let start = data.len() + RECORD_PREFIX.len();
@@ -297,10 +343,14 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                 {
                     Ok(f) => {
                         coerced += u64::from(f.coerced);
+                        let fields = RawMeta::from_output(&data, &s.fmt.fields, start);
+                        let facts =
+                            index::facts(&data[start..], &fields, &mut s.scratch, &mut timings);
                         metas.push(RecordMeta {
                             start: start as u32,
                             len: (data.len() - start) as u32,
-                            fields: RawMeta::from_output(&data, &s.fmt.fields, start),
+                            fields,
+                            facts: Some(facts),
                         });
                     }
                     Err(e) => {
@@ -316,6 +366,7 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             let n = jobs.len() as u64;
             s.chunk = data;
             s.chunk_records = metas;
+            s.chunk_timings = timings;
             // (The old, empty chunk buffer is dropped: a log request is rare
             // next to plain records.)
             s.chunk_coerced = coerced;
@@ -504,6 +555,7 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
         }
         s.chunk.clear();
         s.chunk_records.clear();
+        s.chunk_timings.clear();
         return false;
     }
     if s.chunk_records.is_empty() && done.is_none() {
@@ -527,6 +579,7 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
     let ing = Ingest {
         data: std::mem::replace(&mut s.chunk, next),
         records: std::mem::take(&mut s.chunk_records),
+        timings: std::mem::take(&mut s.chunk_timings),
         coerced: std::mem::take(&mut s.chunk_coerced),
         permit,
         done,

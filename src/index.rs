@@ -165,19 +165,25 @@ pub type SymMap<V> = HashMap<Sym, V, FxBuild>;
 pub struct Interner {
     ids: HashMap<Box<str>, Sym, FxBuild>,
     names: Vec<Box<str>>,
-    /// Raw JSON spellings of values already seen, mapped to their group
-    /// key's symbol ([`group_key`]), so the common case (the same few
-    /// stages, subjects, workers and timing names in every record) costs
-    /// one hash and one compare, with no decoding.
-    raw_group: HashMap<Box<[u8]>, Sym, FxBuild>,
-    /// The same for error texts, mapped to their error type's symbol.
-    raw_error: HashMap<Box<[u8]>, Sym, FxBuild>,
+    /// Names already resolved, by [`NameRef::hash`] of their raw JSON
+    /// spelling: `[group keys, error types]`. The common case (the same few
+    /// stages, subjects, workers, timing names and errors in every record)
+    /// is then one lookup in a small map, with no decoding and without
+    /// reading the record's bytes at all.
+    by_hash: [HashMap<u64, Sym, FixedState>; 2],
 }
 
-/// Distinct raw spellings each cache of [`Interner`] remembers; past it
+/// Distinct spellings each map of [`Interner::by_hash`] remembers; past it
 /// (unique error messages, say) values take the decoding path uncached, so
-/// the caches never grow with the log.
+/// the maps never grow with the log.
 const RAW_CACHE_MAX: usize = 4096;
+
+/// Which meaning a name has: [`group_key`] or [`error_type`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameKind {
+    Group = 0,
+    Error = 1,
+}
 
 impl Interner {
     pub fn intern(&mut self, s: &str) -> Sym {
@@ -194,29 +200,27 @@ impl Interner {
         self.ids.get(s).copied()
     }
 
-    /// The symbol of [`group_key`]`(v)`: `v` is a raw JSON value (a timing
-    /// name's raw key works too: it is a JSON string).
-    pub fn group(&mut self, v: Option<&[u8]>) -> Sym {
-        let raw = v.unwrap_or(b"null");
-        if let Some(&id) = self.raw_group.get(raw) {
+    /// The symbol of a name of record `rec`: its group key or its error
+    /// type. The record's bytes are read only the first time a spelling is
+    /// seen.
+    fn resolve(&mut self, kind: NameKind, n: NameRef, rec: &[u8]) -> Sym {
+        let map = &self.by_hash[kind as usize];
+        if let Some(&id) = map.get(&n.hash) {
             return id;
         }
-        let id = self.intern(&group_key(Some(raw)));
-        if self.raw_group.len() < RAW_CACHE_MAX {
-            self.raw_group.insert(raw.into(), id);
-        }
-        id
-    }
-
-    /// The symbol of [`error_type`]`(v)`.
-    pub fn error(&mut self, v: Option<&[u8]>) -> Sym {
-        let raw = v.unwrap_or(b"null");
-        if let Some(&id) = self.raw_error.get(raw) {
-            return id;
-        }
-        let id = self.intern(&error_type(Some(raw)));
-        if self.raw_error.len() < RAW_CACHE_MAX {
-            self.raw_error.insert(raw.into(), id);
+        let raw = match n.len {
+            0 => b"null".as_slice(),
+            len => rec
+                .get(n.start as usize..n.start as usize + len as usize)
+                .unwrap_or(b"null"),
+        };
+        let id = match kind {
+            NameKind::Group => self.intern(&group_key(Some(raw))),
+            NameKind::Error => self.intern(&error_type(Some(raw))),
+        };
+        let map = &mut self.by_hash[kind as usize];
+        if map.len() < RAW_CACHE_MAX {
+            map.insert(n.hash, id);
         }
         id
     }
@@ -234,6 +238,140 @@ pub const F_NOT_RETRYABLE: u8 = 2;
 pub const F_HAS_VIDEO: u8 = 4;
 /// `processing_duration` is a truthy number.
 pub const F_HAS_DURATION: u8 = 8;
+
+/// A raw JSON value that names a group (or an error), located in its record
+/// (`start`, `len` relative to the record's first byte; `len` 0 = absent,
+/// which reads as `null`) and hashed where the record was formatted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NameRef {
+    pub hash: u64,
+    pub start: u32,
+    pub len: u32,
+}
+
+impl NameRef {
+    fn new(rec: &[u8], (start, len): (u32, u32)) -> NameRef {
+        let raw = match len {
+            0 => b"null".as_slice(),
+            _ => rec
+                .get(start as usize..(start + len) as usize)
+                .unwrap_or(b"null"),
+        };
+        NameRef {
+            hash: name_hash(raw),
+            start,
+            len,
+        }
+    }
+}
+
+/// Hash of a name's raw spelling: FxHash (cheap for these short strings)
+/// started from a random per-process seed and closed with the length, so
+/// which spellings collide cannot be known in advance; a chance collision
+/// at 64 bits is negligible.
+fn name_hash(raw: &[u8]) -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u64));
+    let mut h = FxHasher(seed);
+    h.write(raw);
+    h.write_usize(raw.len());
+    h.finish()
+}
+
+/// What one record contributes to the index, computed from its bytes alone
+/// ([`facts`]) where the record was formatted: on the connection's task,
+/// in parallel and while the bytes are still in that core's cache, or by the
+/// start-up scan. The single writer then only resolves names to symbols
+/// and pushes the entry ([`Index::push_facts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Facts {
+    pub logged_at: i64,
+    pub duration: f64,
+    pub video: u64,
+    pub total_files: f32,
+    pub flags: u8,
+    /// `stage`, `subject`, `worker_id` and (failed records only) `error`.
+    pub names: [NameRef; 4],
+    /// This record's timings: a range of the list passed along with it.
+    pub timings: (u32, u32),
+}
+
+/// One named timing of a successful record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimingFact {
+    /// The timing's key (a JSON string), located in the record.
+    pub name: NameRef,
+    pub value: f64,
+}
+
+/// Computes the [`Facts`] of record `rec` (its fields located in `meta`),
+/// appending its timings to `timings`. `scratch` parses the `timings`
+/// object.
+pub fn facts(
+    rec: &[u8],
+    meta: &RawMeta,
+    scratch: &mut Formatter,
+    timings: &mut Vec<TimingFact>,
+) -> Facts {
+    let get = |k| meta.get(rec, k);
+    let success = get(SUCCESS).is_some_and(truthy);
+    let mut flags = 0u8;
+    if success {
+        flags |= F_SUCCESS;
+    }
+    if get(IS_RETRYABLE) == Some(b"false") {
+        flags |= F_NOT_RETRYABLE;
+    }
+    let mut video = 0;
+    if let Some(v) = get(VIDEO_ID).and_then(string_bytes) {
+        video = hash_video(&v);
+        flags |= F_HAS_VIDEO;
+    }
+    let duration = get(DURATION).and_then(number).unwrap_or(f64::NAN);
+    if duration.is_finite() && duration != 0.0 {
+        flags |= F_HAS_DURATION;
+    }
+    let name = |k: usize| NameRef::new(rec, meta.ranges[k]);
+    let names = [
+        name(STAGE),
+        name(SUBJECT),
+        name(WORKER_ID),
+        if success {
+            NameRef::default()
+        } else {
+            name(ERROR)
+        },
+    ];
+    let logged_at = get(LOGGED_AT)
+        .and_then(string_bytes)
+        .and_then(|s| parse_time_bytes(&s))
+        .unwrap_or(i64::MIN);
+    let first = timings.len();
+    if success && let Some(t) = get(TIMINGS).filter(|t| t.first() == Some(&b'{')) {
+        let base = meta.ranges[TIMINGS].0;
+        if scratch.validate(t, 0, 64, true).is_ok() {
+            for f in &scratch.fields {
+                if let Some(value) = number(&t[f.value_in.clone()]) {
+                    let k = &f.key_in;
+                    let at = (base + k.start as u32, (k.end - k.start) as u32);
+                    timings.push(TimingFact {
+                        name: NameRef::new(rec, at),
+                        value,
+                    });
+                }
+            }
+        }
+    }
+    Facts {
+        logged_at,
+        duration,
+        video,
+        total_files: get(TOTAL_FILES).and_then(number).unwrap_or(0.0) as f32,
+        flags,
+        names,
+        timings: (first as u32, timings.len() as u32),
+    }
+}
 
 /// One record: 64 bytes (checked by a test).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -683,6 +821,7 @@ pub struct Index {
     pub retry_candidates: u64,
     fmt_scratch: Option<Box<Formatter>>,
     timings_scratch: Vec<(Sym, f64)>,
+    facts_scratch: Vec<TimingFact>,
 }
 
 /// `BuildHasher` with no per-process seed (see [`hash_video`]): the keys are
@@ -728,81 +867,51 @@ impl Index {
         self.entries.is_empty()
     }
 
-    /// Builds the entry for a record (`rec` its bytes, `meta` its fields).
-    /// Returns it with the record's timings (successful records only).
-    pub fn entry(
-        &mut self,
-        offset: u64,
-        rec: &[u8],
-        meta: &RawMeta,
-        timings: &mut Vec<(Sym, f64)>,
-    ) -> Entry {
-        let get = |k| meta.get(rec, k);
-        let success = get(SUCCESS).is_some_and(truthy);
-        let mut flags = 0u8;
-        if success {
-            flags |= F_SUCCESS;
-        }
-        if get(IS_RETRYABLE) == Some(b"false") {
-            flags |= F_NOT_RETRYABLE;
-        }
-        let mut video = 0;
-        if let Some(v) = get(VIDEO_ID).and_then(string_bytes) {
-            video = hash_video(&v);
-            flags |= F_HAS_VIDEO;
-        }
-        let duration = get(DURATION).and_then(number).unwrap_or(f64::NAN);
-        if duration.is_finite() && duration != 0.0 {
-            flags |= F_HAS_DURATION;
-        }
-        let stage = self.syms.group(get(STAGE));
-        let subject = self.syms.group(get(SUBJECT));
-        let worker = self.syms.group(get(WORKER_ID));
+    /// Adds the record at `offset` whose bytes are `rec` (read only to name
+    /// a stage, subject, worker, error or timing not seen before) and whose
+    /// facts were computed by [`facts`]; `timings` is its range of the list.
+    pub fn push_facts(&mut self, offset: u64, rec: &[u8], f: &Facts, timings: &[TimingFact]) {
+        let success = f.flags & F_SUCCESS != 0;
+        let group = |syms: &mut Interner, k: usize| syms.resolve(NameKind::Group, f.names[k], rec);
+        let stage = group(&mut self.syms, 0);
+        let subject = group(&mut self.syms, 1);
+        let worker = group(&mut self.syms, 2);
         let error_type = if success {
             0
         } else {
-            self.syms.error(get(ERROR))
+            self.syms.resolve(NameKind::Error, f.names[3], rec)
         };
-        let logged_at = get(LOGGED_AT)
-            .and_then(string_bytes)
-            .and_then(|s| parse_time_bytes(&s))
-            .unwrap_or(i64::MIN);
-        timings.clear();
-        if success && let Some(t) = get(TIMINGS).filter(|t| t.first() == Some(&b'{')) {
-            // The scratch formatter is taken out so the interner can be
-            // borrowed while its fields are read.
-            let mut fmt = self.fmt_scratch.take().unwrap_or_default();
-            if fmt.validate(t, 0, 64, true).is_ok() {
-                for f in &fmt.fields {
-                    if let Some(v) = number(&t[f.value_in.clone()]) {
-                        // A key is a JSON string: its group key is its text.
-                        timings.push((self.syms.group(Some(&t[f.key_in.clone()])), v));
-                    }
-                }
-            }
-            self.fmt_scratch = Some(fmt);
+        let mut named = std::mem::take(&mut self.timings_scratch);
+        named.clear();
+        for t in timings {
+            named.push((self.syms.resolve(NameKind::Group, t.name, rec), t.value));
         }
-        Entry {
+        let e = Entry {
             offset,
-            logged_at,
-            duration,
-            video,
+            logged_at: f.logged_at,
+            duration: f.duration,
+            video: f.video,
             len: rec.len() as u32,
             stage,
             subject,
             worker,
             error_type,
-            total_files: get(TOTAL_FILES).and_then(number).unwrap_or(0.0) as f32,
-            flags,
-        }
+            total_files: f.total_files,
+            flags: f.flags,
+        };
+        self.push(e, &named);
+        self.timings_scratch = named;
     }
 
-    /// Adds a record at `offset` in the file.
+    /// Adds a record at `offset` in the file (the start-up scan).
     pub fn add(&mut self, offset: u64, rec: &[u8], meta: &RawMeta) {
-        let mut timings = std::mem::take(&mut self.timings_scratch);
-        let e = self.entry(offset, rec, meta, &mut timings);
-        self.push(e, &timings);
-        self.timings_scratch = timings;
+        let mut fmt = self.fmt_scratch.take().unwrap_or_default();
+        let mut timings = std::mem::take(&mut self.facts_scratch);
+        timings.clear();
+        let f = facts(rec, meta, &mut fmt, &mut timings);
+        self.push_facts(offset, rec, &f, &timings);
+        self.fmt_scratch = Some(fmt);
+        self.facts_scratch = timings;
     }
 
     pub fn push(&mut self, e: Entry, timings: &[(Sym, f64)]) {

@@ -173,6 +173,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION"),
         events,
         pool,
+        connections: Default::default(),
     });
     let shutdown = async {
         shutdown.await;

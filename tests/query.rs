@@ -105,9 +105,22 @@ fn answers_match_the_python_reference_and_survive_a_restart() {
     reference(&["generate", gen_path.to_str().unwrap(), "5000"]);
     let d = Daemon::start(&dir, &[]);
     let mut c = Client::new(d.connect());
-    c.send_bytes(&fs::read(&gen_path).unwrap());
+    // The first half goes over a lone connection (index facts computed by
+    // the writer), the second while another connection is open (computed
+    // by the connection): both must index alike.
+    let all = fs::read(&gen_path).unwrap();
+    let lines: Vec<&[u8]> = all.split_inclusive(|&b| b == b'\n').collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    c.send_bytes(&first.concat());
     c.send("flush");
     assert_eq!(c.reply(), json!({"ok": true}));
+    let mut other = Client::new(d.connect());
+    other.send("ping");
+    assert_eq!(other.reply()["ok"], true);
+    c.send_bytes(&second.concat());
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    drop(other);
     assert_eq!(read_log(&d.log).len(), 5000);
 
     let qs = queries();
