@@ -481,9 +481,11 @@ impl Writer {
                     let _ = w.send(Ok(()));
                 }
                 // A batch outgrows `max_bytes` by what arrives while the
-                // previous one is written; up to 4x is kept, so the two
-                // buffers settle at the size the load needs.
-                if batch.buf.capacity() <= 4 * self.cfg.max_bytes {
+                // previous one is written (up to the byte budget): the
+                // buffer is kept whatever its size, so the two buffers
+                // settle at the size the load needs instead of being
+                // reallocated, and refaulted, for every batch.
+                {
                     batch.buf.clear();
                     self.spare = std::mem::take(&mut batch.buf);
                 }
