@@ -210,23 +210,31 @@ pub struct Status {
     pub log_file_at_path: bool,
 }
 
-/// Chunk buffers the writer has copied into its batch, handed back for the
+/// Chunk buffers whose records are durable, handed back for the
 /// connections' next chunks. Without it every read would format into a
 /// freshly allocated buffer, and the allocator returns freed memory to the
 /// kernel often enough that the next one is new pages: zero-filled on first
 /// touch, which on a VM costs more than the formatting itself. Bounded in
-/// total bytes, so it never holds more than a batch's worth.
+/// total bytes by the unflushed-bytes budget: it holds at most what the
+/// batches in flight held.
 #[derive(Debug, Default)]
 pub struct BufferPool {
     /// The buffers and the sum of their capacities.
     inner: std::sync::Mutex<(Vec<Vec<u8>>, usize)>,
+    /// Capacity kept at most, in all.
+    max_bytes: usize,
 }
 
 impl BufferPool {
-    /// Capacity kept at most, in all.
-    const MAX_BYTES: usize = 8 << 20;
     /// Buffers larger than this (a huge line's) are not kept.
     const MAX_ONE: usize = 2 << 20;
+
+    pub fn new(max_bytes: usize) -> Self {
+        BufferPool {
+            inner: Default::default(),
+            max_bytes,
+        }
+    }
 
     /// An empty buffer: a pooled one if any, else a new one of `capacity`.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
@@ -246,7 +254,7 @@ impl BufferPool {
         }
         v.clear();
         if let Ok(mut g) = self.inner.lock()
-            && g.1 + v.capacity() <= Self::MAX_BYTES
+            && g.1 + v.capacity() <= self.max_bytes
         {
             g.1 += v.capacity();
             g.0.push(v);
@@ -262,13 +270,16 @@ pub struct BatcherConfig {
     pub max_bytes: usize,
     /// At shutdown, how long to keep retrying a failing disk before giving up.
     pub shutdown_retry: Duration,
-    /// Where chunk buffers go once copied.
+    /// Where chunk buffers go once their records are durable.
     pub pool: Arc<BufferPool>,
 }
 
 #[derive(Default)]
 struct Batch {
-    buf: Vec<u8>,
+    /// The connections' chunks, written as they are (no copy).
+    chunks: Vec<Vec<u8>>,
+    /// Their bytes in all.
+    bytes: usize,
     records: u64,
     permits: Vec<OwnedSemaphorePermit>,
     waiters: Vec<oneshot::Sender<Durable>>,
@@ -283,8 +294,9 @@ impl Batch {
 
     /// Puts `front` (a batch that failed to write) before `self`.
     fn prepend(&mut self, mut front: Batch) {
-        front.buf.extend_from_slice(&self.buf);
-        self.buf = front.buf;
+        front.chunks.append(&mut self.chunks);
+        self.chunks = front.chunks;
+        self.bytes += front.bytes;
         self.records += front.records;
         self.permits.append(&mut front.permits);
         front.waiters.append(&mut self.waiters);
@@ -317,9 +329,6 @@ struct Writer {
     stats_cache: std::cell::RefCell<Option<(usize, Arc<[u8]>)>>,
     /// New records for subscribers (`subscribe`), one compact line each.
     events: Events,
-    /// The buffer of the last written batch, kept for the next one: large
-    /// buffers come from fresh pages, and refilling them costs page faults.
-    spare: Vec<u8>,
     /// Where the next accepted record's separator will be written: the
     /// index knows each record's offset before it is flushed.
     logical_end: u64,
@@ -366,7 +375,6 @@ pub async fn run(
         index,
         stats_cache: std::cell::RefCell::new(None),
         events,
-        spare: Vec::new(),
         reader,
     };
     let mut closed = false;
@@ -435,19 +443,17 @@ impl Writer {
         let due = closing
             || !c.waiters.is_empty()
             || c.records >= self.cfg.max_records
-            || c.buf.len() >= self.cfg.max_bytes
+            || c.bytes >= self.cfg.max_bytes
             || c.since.is_some_and(|s| now >= s + self.cfg.flush_interval);
         if !due {
             return;
         }
         if let Some(mut store) = self.idle.take() {
             let batch = std::mem::take(&mut self.current);
-            self.current.buf = std::mem::take(&mut self.spare);
             self.inflight_records = batch.records;
             self.inflight = Some(tokio::task::spawn_blocking(move || {
-                let mut batch = batch;
                 let t0 = Instant::now();
-                let res = store.append(&mut batch.buf, batch.records);
+                let res = store.append(&batch.chunks, batch.records);
                 (store, batch, res, t0.elapsed())
             }));
         }
@@ -469,7 +475,7 @@ impl Writer {
                 self.retry_at = None;
                 tracing::debug!(
                     records = batch.records,
-                    bytes = batch.buf.len(),
+                    bytes = batch.bytes,
                     took_us = took.as_micros() as u64,
                     "Flushed batch."
                 );
@@ -480,14 +486,8 @@ impl Writer {
                 {
                     let _ = w.send(Ok(()));
                 }
-                // A batch outgrows `max_bytes` by what arrives while the
-                // previous one is written (up to the byte budget): the
-                // buffer is kept whatever its size, so the two buffers
-                // settle at the size the load needs instead of being
-                // reallocated, and refaulted, for every batch.
-                {
-                    batch.buf.clear();
-                    self.spare = std::mem::take(&mut batch.buf);
+                for chunk in batch.chunks.drain(..) {
+                    self.cfg.pool.give(chunk);
                 }
                 // Permits drop with `batch`: the byte budget is free again.
             }
@@ -617,16 +617,12 @@ impl Writer {
             }
         }
         self.logical_end = base + ing.data.len() as u64 - skip;
-        if self.current.buf.capacity() == 0 {
-            // A first batch, or one after a failed write: room for a full
-            // one now rather than growing to it by reallocation.
-            self.current.buf = Vec::with_capacity(self.cfg.max_bytes + self.cfg.max_bytes / 2);
+        if ing.data.is_empty() {
+            self.cfg.pool.give(ing.data);
+        } else {
+            self.current.bytes += ing.data.len();
+            self.current.chunks.push(ing.data);
         }
-        // Two bytes to spare: the store appends the closing `\n]` to the
-        // batch for its single write, which must not reallocate it.
-        self.current.buf.reserve(ing.data.len() + 2);
-        self.current.buf.extend_from_slice(&ing.data);
-        self.cfg.pool.give(ing.data);
         self.current.records += n;
         self.status.coerced += ing.coerced;
         self.current.permits.extend(ing.permit);

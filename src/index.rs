@@ -418,9 +418,47 @@ pub fn truthy(v: &[u8]) -> bool {
 /// A JSON number's value.
 pub fn number(v: &[u8]) -> Option<f64> {
     match v.first() {
-        Some(b'-' | b'0'..=b'9') => std::str::from_utf8(v).ok()?.parse().ok(),
+        Some(b'-' | b'0'..=b'9') => {
+            simple_decimal(v).or_else(|| std::str::from_utf8(v).ok()?.parse().ok())
+        }
         _ => None,
     }
+}
+
+/// Powers of ten that are exact in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The common case of [`number`] (`45.2`, `1697543210.123`, `4`): at most
+/// 15 digits and no exponent. The digits then form an integer that an f64
+/// holds exactly, and dividing it by an exact power of ten is one correctly
+/// rounded operation, so the result is the same as a full parse (Clinger's
+/// fast path). `None` for anything else (the caller parses it fully).
+fn simple_decimal(v: &[u8]) -> Option<f64> {
+    let (neg, digits) = match v.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, v),
+    };
+    let mut mantissa = 0u64;
+    let mut count = 0usize;
+    let mut fraction = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            b'.' if fraction.is_none() => fraction = Some(digits.len() - i - 1),
+            _ => return None,
+        }
+    }
+    if count == 0 || count > 15 {
+        return None;
+    }
+    let x = mantissa as f64 / POW10[fraction.unwrap_or(0)];
+    Some(if neg { -x } else { x })
 }
 
 /// A JSON string's content, decoded; `None` if `v` is not a string.
@@ -950,6 +988,52 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simple_decimals_parse_exactly_as_the_full_parser() {
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "4",
+            "45.2",
+            "1697543210.123",
+            "0.1",
+            "0.3",
+            "-12.5",
+            "123456789012345",
+            "1234567890.12345",
+            "9.999999999999999",
+            "0.000000000000001",
+            "25.0",
+            "1.7976931348",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 10_u64.pow((x % 15 + 1) as u32)).to_string();
+            let point = (x >> 40) as usize % (digits.len() + 1);
+            let s = if point == digits.len() {
+                digits
+            } else {
+                format!("{}.{}", &digits[..point.max(1)], &digits[point.max(1)..])
+            };
+            cases.push(s.trim_end_matches('.').to_string());
+        }
+        for c in &cases {
+            let want: f64 = c.parse().unwrap();
+            let got = number(c.as_bytes()).unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "{c}");
+        }
+        for long in ["1234567890123456", "1e5", "1.5E-3", "12345678901234567890"] {
+            assert_eq!(simple_decimal(long.as_bytes()), None, "{long}");
+            assert_eq!(number(long.as_bytes()), long.parse().ok(), "{long}");
+        }
+    }
 
     #[test]
     fn truthiness_is_pythons() {

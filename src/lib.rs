@@ -118,7 +118,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = tokio::sync::broadcast::channel(batcher::EVENTS_CAPACITY);
     let records = store.records();
-    let pool = Arc::new(batcher::BufferPool::default());
+    let pool = Arc::new(batcher::BufferPool::new(config.max_pending_bytes));
     let writer = tokio::spawn(batcher::run(
         store,
         index,

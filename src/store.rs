@@ -17,7 +17,7 @@
 //! success on the next one).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, IoSlice, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -140,6 +140,42 @@ const PAGE: u64 = 4096;
 /// [`Store::append`]).
 const WRITE_PIECE: usize = 4 << 20;
 
+/// At most this many buffers per `pwritev` (the kernel's `IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
+
+/// Writes all of `bufs` at offset `at`, resuming after short writes.
+fn pwrite_all(file: &File, mut bufs: &mut [IoSlice<'_>], mut at: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !bufs.is_empty() {
+        let count = libc::c_int::try_from(bufs.len().min(MAX_IOVECS)).unwrap_or(1);
+        let offset = libc::off_t::try_from(at).map_err(|_| io::Error::other("offset too large"))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix
+        // (documented by std); the memory it points to is borrowed for the
+        // duration of the call, and `count` does not exceed their number.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                bufs.as_ptr().cast::<libc::iovec>(),
+                count,
+                offset,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        at += n as u64;
+        IoSlice::advance_slices(&mut bufs, n as usize);
+    }
+    Ok(())
+}
+
 /// Asks the kernel to start writing `len` bytes at `at` to the disk now
 /// (`SYNC_FILE_RANGE_WRITE`: asynchronous, durable only after the
 /// `fdatasync` that follows). Only a hint: an error changes nothing.
@@ -261,26 +297,35 @@ impl Store {
         Ok(())
     }
 
-    /// Appends `count` records. `framed` holds each record preceded by
-    /// `,\n  ` (the separator Python's indent=2 writes); it is borrowed
-    /// mutably only to add and remove the closing `\n]` so that the whole
-    /// batch goes out in one write.
+    /// Appends `count` records. `framed` holds the records, each preceded
+    /// by `,\n  ` (the separator Python's indent=2 writes), in chunks as the
+    /// connections formatted them: they are written as they are (a vectored
+    /// write), never copied into one buffer, and the closing `\n]` goes out
+    /// in the same write.
     ///
     /// # Errors
     /// The write or sync failed; the file has been cut back to its last good
     /// state (best effort) and nothing of this batch counts as written.
-    pub fn append(&mut self, framed: &mut Vec<u8>, count: u64) -> Result<(), StoreError> {
+    pub fn append<B: AsRef<[u8]>>(&mut self, framed: &[B], count: u64) -> Result<(), StoreError> {
         if count == 0 {
             return Ok(());
         }
         // The first record of an empty array takes no comma.
-        let skip = usize::from(self.records == 0);
-        framed.extend_from_slice(b"\n]");
-        let res = self.write_batch(&framed[skip..]);
-        framed.truncate(framed.len() - 2);
-        match res {
+        let mut skip = usize::from(self.records == 0);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(framed.len() + 1);
+        for chunk in framed {
+            let chunk = chunk.as_ref();
+            if chunk.is_empty() {
+                continue;
+            }
+            parts.push(&chunk[skip..]);
+            skip = 0;
+        }
+        parts.push(b"\n]");
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        match self.write_batch(&parts, len) {
             Ok(()) => {
-                self.content_end += (framed.len() - skip) as u64;
+                self.content_end += (len - 2) as u64;
                 self.records += count;
                 Ok(())
             }
@@ -292,7 +337,9 @@ impl Store {
         }
     }
 
-    fn write_batch(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Writes `parts` (`len` bytes in all, ending with the closing `\n]`)
+    /// at `content_end`, then syncs.
+    fn write_batch(&mut self, parts: &[&[u8]], len: usize) -> Result<(), StoreError> {
         // Held for the write and sync, so an emergency exit (a second
         // SIGINT) never happens in the middle of one.
         let _guard = WRITE_LOCK
@@ -308,6 +355,7 @@ impl Store {
             }
             Some(Fault::TornWrite) => {
                 // Half the batch lands, then the write fails.
+                let bytes = parts.concat();
                 let half = &bytes[..bytes.len() / 2];
                 self.file
                     .write_all_at(half, self.content_end)
@@ -319,23 +367,31 @@ impl Store {
             }
             _ => {}
         }
-        // In pieces, each handed to the disk as soon as it is copied
-        // (`sync_file_range` only starts write-back; it waits for nothing),
-        // so the device writes one piece while the next is copied into the
-        // page cache, and the `fdatasync` below finds most of the batch
-        // already on its way. The array is torn only while this flush runs,
-        // as with one large write.
+        // In pieces of about WRITE_PIECE bytes, each handed to the disk as
+        // soon as it is copied (`sync_file_range` only starts write-back; it
+        // waits for nothing), so the device writes one piece while the next
+        // is copied into the page cache, and the `fdatasync` below finds
+        // most of the batch already on its way. The array is torn only
+        // while this flush runs, as with one large write.
+        let early = self.fsync == FsyncPolicy::Always && len > WRITE_PIECE;
         let mut at = self.content_end;
-        for piece in bytes.chunks(WRITE_PIECE) {
-            self.file
-                .write_all_at(piece, at)
-                .map_err(io_err(path, "write"))?;
-            if self.fsync == FsyncPolicy::Always && bytes.len() > WRITE_PIECE {
-                start_writeback(&self.file, at, piece.len());
+        let mut rest = parts;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len() && n < MAX_IOVECS && (n == 0 || bytes < WRITE_PIECE) {
+                bytes += rest[n].len();
+                n += 1;
             }
-            at += piece.len() as u64;
+            let mut slices: Vec<IoSlice<'_>> = rest[..n].iter().map(|p| IoSlice::new(p)).collect();
+            pwrite_all(&self.file, &mut slices, at).map_err(io_err(path, "write"))?;
+            if early {
+                start_writeback(&self.file, at, bytes);
+            }
+            at += bytes as u64;
+            rest = &rest[n..];
         }
-        let end = self.content_end + bytes.len() as u64;
+        let end = self.content_end + len as u64;
         if self.file_len > end {
             self.file.set_len(end).map_err(io_err(path, "truncate"))?;
         }
@@ -348,7 +404,7 @@ impl Store {
         if self.fsync == FsyncPolicy::Always {
             self.file.sync_data().map_err(io_err(path, "sync"))?;
             if self.page_cache == PageCache::Drop {
-                // `bytes` ends with the closing `\n]`: the next append
+                // The batch ends with the closing `\n]`: the next append
                 // starts 2 bytes before `end`.
                 self.drop_cached(end.saturating_sub(2));
             }
@@ -752,13 +808,13 @@ mod tests {
         let (mut s, r, _) = open(&p);
         assert!(r.created);
         assert_eq!(fs::read(&p).unwrap(), b"[]");
-        s.append(&mut b",\n  {\n    \"a\": 1\n  }".to_vec(), 1)
+        s.append(&[b",\n  {\n    \"a\": 1\n  }".to_vec()], 1)
             .unwrap();
         assert_eq!(
             fs::read_to_string(&p).unwrap(),
             "[\n  {\n    \"a\": 1\n  }\n]"
         );
-        s.append(&mut b",\n  {}".to_vec(), 1).unwrap();
+        s.append(&[b",\n  {}".to_vec()], 1).unwrap();
         assert_eq!(
             fs::read_to_string(&p).unwrap(),
             "[\n  {\n    \"a\": 1\n  },\n  {}\n]"
@@ -812,7 +868,7 @@ mod tests {
         let (mut s, r, _) = open(&p);
         assert!(r.problem.is_none(), "{:?}", r.problem);
         assert_eq!(r.records, 1);
-        s.append(&mut b",\n  {}".to_vec(), 1).unwrap();
+        s.append(&[b",\n  {}".to_vec()], 1).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "[{\"a\": NaN},\n  {}\n]");
     }
 
