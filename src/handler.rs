@@ -266,7 +266,7 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 .fmt
                 .fields
                 .iter()
-                .any(|t| &s.chunk[t.key_out.clone()] == b"op");
+                .any(|t| crate::json::is_word(&s.chunk[t.key_out.clone()], b"op"));
             if !is_request && f.depth > MAX_RECORD_DEPTH {
                 s.chunk.truncate(mark);
                 let e = ProtocolError::new(

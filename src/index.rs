@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 
-use crate::json::{Formatter, TopField};
+use crate::json::{Formatter, TopField, is_word};
 
 /// Top-level keys the index reads. The order is the index into
 /// [`RawMeta::ranges`].
@@ -61,20 +61,21 @@ impl RawMeta {
     pub fn collect<'k>(pairs: impl Iterator<Item = (&'k [u8], Range<usize>)>) -> RawMeta {
         let mut m = RawMeta::default();
         for (key, v) in pairs {
-            // A match on the bytes compiles to a switch on the length plus
-            // one comparison: this runs for every member of every record.
-            let k = match key {
-                b"video_id" => VIDEO_ID,
-                b"success" => SUCCESS,
-                b"stage" => STAGE,
-                b"subject" => SUBJECT,
-                b"worker_id" => WORKER_ID,
-                b"error" => ERROR,
-                b"processing_duration" => DURATION,
-                b"total_files" => TOTAL_FILES,
-                b"logged_at" => LOGGED_AT,
-                b"is_retryable" => IS_RETRYABLE,
-                b"timings" => TIMINGS,
+            // Length and first byte pick the one candidate, which is then
+            // compared as a fixed-size value: this runs for every member of
+            // every record, and most keys are rejected by the first step.
+            let k = match (key.len(), key.first()) {
+                (8, Some(b'v')) if is_word(key, b"video_id") => VIDEO_ID,
+                (7, Some(b's')) if is_word(key, b"success") => SUCCESS,
+                (5, Some(b's')) if is_word(key, b"stage") => STAGE,
+                (7, Some(b's')) if is_word(key, b"subject") => SUBJECT,
+                (9, Some(b'w')) if is_word(key, b"worker_id") => WORKER_ID,
+                (5, Some(b'e')) if is_word(key, b"error") => ERROR,
+                (19, Some(b'p')) if is_word(key, b"processing_duration") => DURATION,
+                (11, Some(b't')) if is_word(key, b"total_files") => TOTAL_FILES,
+                (9, Some(b'l')) if is_word(key, b"logged_at") => LOGGED_AT,
+                (12, Some(b'i')) if is_word(key, b"is_retryable") => IS_RETRYABLE,
+                (7, Some(b't')) if is_word(key, b"timings") => TIMINGS,
                 _ => continue,
             };
             m.ranges[k] = (v.start as u32, (v.end - v.start) as u32);

@@ -575,6 +575,13 @@ fn literal(input: &[u8], i: usize, word: &[u8]) -> Result<usize, JsonError> {
     Ok(i + word.len())
 }
 
+/// `k == word`, compared as one fixed-size value rather than by a call to
+/// `memcmp`: it runs for every top-level member of every record.
+#[inline(always)]
+pub fn is_word<const N: usize>(k: &[u8], word: &[u8; N]) -> bool {
+    <&[u8; N]>::try_from(k).is_ok_and(|k| k == word)
+}
+
 fn kind_of(b: u8) -> &'static str {
     match b {
         b'[' => "an array",
@@ -827,9 +834,9 @@ impl Formatter {
                     // The decoded key where there is output (so an escaped
                     // spelling counts), else the raw one.
                     let is_logged_at = if logged_at.is_some() {
-                        out.written(f.key_out.clone()) == b"logged_at"
+                        is_word(out.written(f.key_out.clone()), b"logged_at")
                     } else {
-                        &input[f.key_in.clone()] == b"\"logged_at\""
+                        is_word(&input[f.key_in.clone()], b"\"logged_at\"")
                     };
                     had_logged_at |= is_logged_at;
                     self.fields.push(f);
