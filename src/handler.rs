@@ -277,7 +277,7 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
             } else if !is_request {
                 let start = mark + RECORD_PREFIX.len();
                 let fields = RawMeta::from_output(&s.chunk, &s.fmt.fields, start);
-                // With other connections busy too, the single writer is the
+                // With other clients connected too, the single writer is the
                 // one to spare: index facts are computed here, in parallel.
                 // A lone connection leaves them to the otherwise idle writer,
                 // so the two halves of the pipeline stay balanced.

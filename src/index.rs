@@ -171,13 +171,22 @@ pub struct Interner {
     /// stages, subjects, workers, timing names and errors in every record)
     /// is then one lookup in a small map, with no decoding and without
     /// reading the record's bytes at all.
-    by_hash: [HashMap<u64, Sym, FixedState>; 2],
+    /// The spelling is kept and compared on every hit, so names that
+    /// collide (by chance or by design) are never merged; spellings longer
+    /// than [`RAW_CACHE_SPELLING`] are not kept (they are decoded each time).
+    by_hash: [SpellingMap; 2],
 }
 
 /// Distinct spellings each map of [`Interner::by_hash`] remembers; past it
 /// (unique error messages, say) values take the decoding path uncached, so
 /// the maps never grow with the log.
 const RAW_CACHE_MAX: usize = 4096;
+
+/// A name's hash to its symbol and spelling.
+type SpellingMap = HashMap<u64, (Sym, Box<[u8]>), FixedState>;
+
+/// Longest spelling [`Interner::by_hash`] keeps.
+const RAW_CACHE_SPELLING: usize = 256;
 
 /// Which meaning a name has: [`group_key`] or [`error_type`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,23 +214,21 @@ impl Interner {
     /// type. The record's bytes are read only the first time a spelling is
     /// seen.
     fn resolve(&mut self, kind: NameKind, n: NameRef, rec: &[u8]) -> Sym {
+        let raw = n.spelling(rec);
         let map = &self.by_hash[kind as usize];
-        if let Some(&id) = map.get(&n.hash) {
-            return id;
+        if let Some((id, spelling)) = map.get(&n.hash)
+            && **spelling == *raw
+        {
+            return *id;
         }
-        let raw = match n.len {
-            0 => b"null".as_slice(),
-            len => rec
-                .get(n.start as usize..n.start as usize + len as usize)
-                .unwrap_or(b"null"),
-        };
         let id = match kind {
             NameKind::Group => self.intern(&group_key(Some(raw))),
             NameKind::Error => self.intern(&error_type(Some(raw))),
         };
         let map = &mut self.by_hash[kind as usize];
-        if map.len() < RAW_CACHE_MAX {
-            map.insert(n.hash, id);
+        if map.len() < RAW_CACHE_MAX && raw.len() <= RAW_CACHE_SPELLING {
+            // A colliding spelling already there keeps its place.
+            map.entry(n.hash).or_insert_with(|| (id, raw.into()));
         }
         id
     }
@@ -252,16 +259,22 @@ pub struct NameRef {
 
 impl NameRef {
     fn new(rec: &[u8], (start, len): (u32, u32)) -> NameRef {
-        let raw = match len {
-            0 => b"null".as_slice(),
-            _ => rec
-                .get(start as usize..(start + len) as usize)
-                .unwrap_or(b"null"),
-        };
-        NameRef {
-            hash: name_hash(raw),
+        let mut n = NameRef {
+            hash: 0,
             start,
             len,
+        };
+        n.hash = name_hash(n.spelling(rec));
+        n
+    }
+
+    /// The raw JSON text it refers to in `rec` (`null` when absent).
+    fn spelling(self, rec: &[u8]) -> &[u8] {
+        match self.len {
+            0 => b"null",
+            len => rec
+                .get(self.start as usize..self.start as usize + len as usize)
+                .unwrap_or(b"null"),
         }
     }
 }
@@ -352,7 +365,11 @@ pub fn facts(
         let base = meta.ranges[TIMINGS].0;
         if scratch.validate(t, 0, 64, true).is_ok() {
             for f in &scratch.fields {
-                if let Some(value) = number(&t[f.value_in.clone()]) {
+                let key = &t[f.key_in.clone()];
+                // A key that does not decode (a lone surrogate escape) is
+                // skipped, as the filtered `stats` path skips it.
+                let decodes = !key.contains(&b'\\') || string(key).is_some();
+                if decodes && let Some(value) = number(&t[f.value_in.clone()]) {
                     let k = &f.key_in;
                     let at = (base + k.start as u32, (k.end - k.start) as u32);
                     timings.push(TimingFact {
@@ -693,20 +710,12 @@ pub fn format_time(micros: i64) -> String {
 /// A log-linear histogram: 128 buckets per power of two, so a percentile
 /// read from it (the mean of its bucket) is within 0.8% of the exact value, at a memory cost that
 /// does not grow with the number of values. Mean and max are exact.
-///
-/// Buckets are grouped per power of two (a map of a dozen or so keys for
-/// real durations, each holding a flat array), so adding a value costs a
-/// short search and an array index: it runs for every timing of every
-/// record on the writer task.
 #[derive(Debug, Clone, Default)]
 pub struct Hist {
-    /// Zero and negatives (not expected for durations): one bucket below
-    /// all others; it reads back as 0, clamped to min.
-    low: (u64, f64),
-    /// Per power of two (the value's sign and exponent bits), per bucket:
-    /// how many values and their sum (so a bucket reads back as the mean
-    /// of its values: exact when they are all equal).
-    octaves: BTreeMap<u16, Box<[(u64, f64); 128]>>,
+    /// Per bucket: how many values, and their sum (so a bucket reads back
+    /// as the mean of its values: exact when they are all equal). Sparse:
+    /// a timing name seen once costs one bucket.
+    buckets: BTreeMap<i64, (u64, f64)>,
     pub count: u64,
     pub sum: f64,
     pub max: f64,
@@ -714,6 +723,15 @@ pub struct Hist {
 }
 
 impl Hist {
+    fn bucket(v: f64) -> i64 {
+        if v <= 0.0 {
+            // Zero and negatives (not expected for durations) share one
+            // bucket below all others; it reads back as 0, clamped to min.
+            return i64::MIN;
+        }
+        (v.to_bits() >> (52 - 7)) as i64
+    }
+
     pub fn add(&mut self, v: f64) {
         if !v.is_finite() {
             return;
@@ -727,18 +745,7 @@ impl Hist {
         }
         self.count += 1;
         self.sum += v;
-        let b = if v <= 0.0 {
-            &mut self.low
-        } else {
-            // The top 7 mantissa bits pick the bucket within the octave.
-            let bits = v.to_bits();
-            let octave = (bits >> 52) as u16;
-            let sub = ((bits >> (52 - 7)) & 127) as usize;
-            &mut self
-                .octaves
-                .entry(octave)
-                .or_insert_with(|| Box::new([(0, 0.0); 128]))[sub]
-        };
+        let b = self.buckets.entry(Self::bucket(v)).or_insert((0, 0.0));
         b.0 += 1;
         b.1 += v;
     }
@@ -750,12 +757,7 @@ impl Hist {
         }
         let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
-        let buckets =
-            std::iter::once(&self.low).chain(self.octaves.values().flat_map(|o| o.iter()));
-        for &(n, sum) in buckets {
-            if n == 0 {
-                continue;
-            }
+        for &(n, sum) in self.buckets.values() {
             seen += n;
             if seen >= rank {
                 return Some((sum / n as f64).clamp(self.min, self.max));
@@ -1034,6 +1036,28 @@ mod tests {
             assert_eq!(simple_decimal(long.as_bytes()), None, "{long}");
             assert_eq!(number(long.as_bytes()), long.parse().ok(), "{long}");
         }
+    }
+
+    #[test]
+    fn colliding_name_hashes_never_merge_names() {
+        let mut syms = Interner::default();
+        let rec = br#"{"a":"upload-1","b":"uploadm9"}"#;
+        let at = |needle: &[u8]| {
+            let i = rec.windows(needle.len()).position(|w| w == needle).unwrap();
+            NameRef {
+                hash: 42, // the same hash for both: a forced collision
+                start: i as u32,
+                len: needle.len() as u32,
+            }
+        };
+        let (x, y) = (at(br#""upload-1""#), at(br#""uploadm9""#));
+        let sx = syms.resolve(NameKind::Group, x, rec);
+        let sy = syms.resolve(NameKind::Group, y, rec);
+        assert_ne!(sx, sy);
+        assert_eq!(syms.name(sx), "upload-1");
+        assert_eq!(syms.name(sy), "uploadm9");
+        assert_eq!(syms.resolve(NameKind::Group, x, rec), sx);
+        assert_eq!(syms.resolve(NameKind::Group, y, rec), sy);
     }
 
     #[test]
