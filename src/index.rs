@@ -465,14 +465,19 @@ fn simple_decimal(v: &[u8]) -> Option<f64> {
     for (i, &c) in digits.iter().enumerate() {
         match c {
             b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(c - b'0');
                 count += 1;
+                if count > 15 {
+                    // Past what the fast path handles (and before the
+                    // mantissa could overflow).
+                    return None;
+                }
+                mantissa = mantissa * 10 + u64::from(c - b'0');
             }
             b'.' if fraction.is_none() => fraction = Some(digits.len() - i - 1),
             _ => return None,
         }
     }
-    if count == 0 || count > 15 {
+    if count == 0 {
         return None;
     }
     let x = mantissa as f64 / POW10[fraction.unwrap_or(0)];
@@ -1032,7 +1037,14 @@ mod tests {
             let got = number(c.as_bytes()).unwrap();
             assert_eq!(got.to_bits(), want.to_bits(), "{c}");
         }
-        for long in ["1234567890123456", "1e5", "1.5E-3", "12345678901234567890"] {
+        let huge = "9".repeat(400);
+        for long in [
+            "1234567890123456",
+            "1e5",
+            "1.5E-3",
+            "12345678901234567890",
+            &huge,
+        ] {
             assert_eq!(simple_decimal(long.as_bytes()), None, "{long}");
             assert_eq!(number(long.as_bytes()), long.parse().ok(), "{long}");
         }
