@@ -561,8 +561,19 @@ fn number(input: &[u8], start: usize) -> Result<usize, JsonError> {
 /// Matches `word` at `i`, distinguishing a prefix cut by the end of the
 /// input (incomplete) from a mismatch.
 #[inline(always)]
-fn literal(input: &[u8], i: usize, word: &[u8]) -> Result<usize, JsonError> {
-    let avail = &input[i..input.len().min(i + word.len())];
+fn literal<const N: usize>(input: &[u8], i: usize, word: &[u8; N]) -> Result<usize, JsonError> {
+    // The whole word is there (the common case): one fixed-size compare.
+    if let Some(there) = input.get(i..i + N) {
+        return if is_word(there, word) {
+            Ok(i + N)
+        } else {
+            Err(JsonError::Syntax {
+                offset: i,
+                what: "invalid literal",
+            })
+        };
+    }
+    let avail = &input[i..input.len().min(i + N)];
     if avail != &word[..avail.len()] {
         return Err(JsonError::Syntax {
             offset: i,
