@@ -132,6 +132,18 @@ pub async fn run(
         },
         events.clone(),
     ));
+    // If the writer ever ends on its own (a bug: its task panicked, or its
+    // blocking write did), nothing can be logged any more: shut down and
+    // exit 1, so a supervisor restarts a daemon that works, rather than
+    // keep one that refuses every record.
+    let writer_gone = Arc::new(tokio::sync::Notify::new());
+    let (writer_done_tx, writer_done_rx) = oneshot::channel();
+    let gone = Arc::clone(&writer_gone);
+    tokio::spawn(async move {
+        let res = writer.await;
+        gone.notify_one();
+        let _ = writer_done_tx.send(res);
+    });
     // The socket accepts and the log is indexed: ready.
     systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
     let (rebind_tx, rebind_rx) = mpsc::unbounded_channel();
@@ -176,7 +188,12 @@ pub async fn run(
         connections: Default::default(),
     });
     let shutdown = async {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = writer_gone.notified() => {
+                tracing::error!("The writer stopped unexpectedly; shutting down.");
+            }
+        }
         systemd::notify("STOPPING=1\nSTATUS=Stopping: draining connections and flushing");
     };
     let bound = server::serve(
@@ -191,7 +208,19 @@ pub async fn run(
     housekeeping.abort();
     // Every connection is gone, so every sender is dropped: the writer sees
     // the channel close, flushes, syncs and returns.
-    let (store, status) = writer.await.map_err(|e| Error::Writer(e.to_string()))?;
+    let (store, status) = match writer_done_rx.await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return Err(Error::Writer(e.to_string())),
+        Err(_) => return Err(Error::Writer("lost track of the writer".into())),
+    };
+    let Some(store) = store else {
+        // The writer ended without handing the store back: it failed.
+        return Err(Error::Writer(
+            status
+                .last_error
+                .unwrap_or_else(|| "the writer stopped unexpectedly".into()),
+        ));
+    };
     drop(store); // releases the file lock
     drop(bound); // removes the socket file (unless systemd owns it), last
     tracing::info!(

@@ -348,6 +348,8 @@ impl Store {
         let path = &self.path;
         let fault = injected_fault();
         match fault {
+            // Test seam only (hidden `--fault-file`): a writer bug.
+            Some(Fault::Panic) => panic!("injected writer failure"),
             Some(Fault::NoSpace) => {
                 return Err(io_err(path, "write")(io::Error::from_raw_os_error(
                     libc::ENOSPC,
@@ -556,6 +558,8 @@ enum Fault {
     NoSpace,
     TornWrite,
     SyncFails,
+    /// The writer itself fails (a bug): what the daemon does then.
+    Panic,
 }
 
 fn injected_fault() -> Option<Fault> {
@@ -565,6 +569,7 @@ fn injected_fault() -> Option<Fault> {
         "enospc" => Some(Fault::NoSpace),
         "torn" => Some(Fault::TornWrite),
         "fsync" => Some(Fault::SyncFails),
+        "panic" => Some(Fault::Panic),
         _ => None,
     }
 }

@@ -259,3 +259,46 @@ fn a_read_only_log_and_directory_are_an_error_not_a_crash_and_recover() {
     assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
     assert_eq!(ids(&d.log), vec!["a", "b"]);
 }
+
+#[test]
+fn a_writer_that_dies_makes_the_daemon_exit_1_with_the_file_intact() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    let mut d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    // The next write panics inside the writer (test seam): the record is
+    // not acknowledged, and the daemon stops instead of refusing records
+    // forever, so that systemd (Restart=on-failure) starts a working one.
+    fs::write(&fault, "panic").unwrap();
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"op":"log","job":{"id":"b"},"ack":true}"#);
+    let r = c.reply();
+    assert_eq!(r["ok"], false, "{r}");
+    let mut child = d.child.take().expect("running");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "joblogd kept running without a writer:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{}", d.logs());
+    assert!(
+        d.logs().contains("writer stopped unexpectedly"),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(ids(&d.log), vec!["a"], "only what was acknowledged");
+    // A restart takes the file over as it is.
+    fs::remove_file(&fault).unwrap();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(d.request("ping")["records"], 1);
+}
