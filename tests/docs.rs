@@ -94,3 +94,36 @@ fn protocol_md_examples_work_verbatim() {
 fn readme_examples_work_verbatim() {
     check_examples("README.md", &[]);
 }
+
+/// Every flag `joblogd --help` lists is in README's options table.
+#[test]
+fn every_flag_in_help_is_documented_in_the_readme() {
+    let out = Command::new(crate::util::bin())
+        .arg("--help")
+        .output()
+        .expect("run joblogd --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let readme = std::fs::read_to_string("README.md").expect("read README");
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let l = l
+                .strip_prefix("-h, ")
+                .or(l.strip_prefix("-V, "))
+                .unwrap_or(l);
+            l.starts_with("--")
+                .then(|| l.split([' ', '=']).next().unwrap_or(l))
+        })
+        .filter(|f| *f != "--help" && *f != "--version")
+        .collect();
+    assert!(flags.len() > 10, "flags parsed from --help: {flags:?}");
+    let missing: Vec<&&str> = flags
+        .iter()
+        .filter(|f| !readme.contains(&format!("| `{f}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags missing from README's table: {missing:?}"
+    );
+}
