@@ -381,7 +381,8 @@ impl Store {
         while !rest.is_empty() {
             let mut n = 0;
             let mut bytes = 0;
-            while n < rest.len() && n < MAX_IOVECS && (n == 0 || bytes < WRITE_PIECE) {
+            // (`pwrite_all` splits a piece of more than MAX_IOVECS chunks.)
+            while n < rest.len() && (n == 0 || bytes < WRITE_PIECE) {
                 bytes += rest[n].len();
                 n += 1;
             }
