@@ -119,7 +119,7 @@ pub async fn run(
     let (events, _) = tokio::sync::broadcast::channel(batcher::EVENTS_CAPACITY);
     let records = store.records();
     let pool = Arc::new(batcher::BufferPool::new(config.max_pending_bytes));
-    let writer = tokio::spawn(batcher::run(
+    let writer = spawn_writer(batcher::run(
         store,
         index,
         rx,
@@ -131,7 +131,8 @@ pub async fn run(
             pool: Arc::clone(&pool),
         },
         events.clone(),
-    ));
+    ))
+    .map_err(|e| Error::Writer(format!("cannot start the writer thread: {e}")))?;
     // If the writer ever ends on its own (a bug: its task panicked, or its
     // blocking write did), nothing can be logged any more: shut down and
     // exit 1, so a supervisor restarts a daemon that works, rather than
@@ -232,6 +233,40 @@ pub async fn run(
         return Err(Error::Writer(status.last_error.unwrap_or_default()));
     }
     Ok(status)
+}
+
+/// Runs the writer on a thread of its own, with a single-threaded runtime.
+///
+/// On the shared multi-threaded runtime, a connection that hands over a
+/// chunk wakes the writer into its worker's LIFO slot, which other workers
+/// cannot steal: formatting and indexing then take turns on one core while
+/// the other idles. A thread of its own lets the kernel run the writer
+/// beside the connections. The returned handle resolves when the writer
+/// returns; a panic on the thread drops the sender and reads as an error.
+fn spawn_writer<F>(
+    writer: F,
+) -> std::io::Result<impl Future<Output = Result<F::Output, String>> + Send + 'static>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    // Timers only: the writer does no socket I/O, so it parks on a futex
+    // rather than in epoll, and a wake-up is one syscall cheaper.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("joblogd-writer".into())
+        .spawn(move || {
+            let out = runtime.block_on(writer);
+            let _ = done_tx.send(out);
+        })?;
+    Ok(async move {
+        done_rx
+            .await
+            .map_err(|_| "the writer thread panicked".to_owned())
+    })
 }
 
 /// Without socket activation the lock is always taken above; this keeps the
