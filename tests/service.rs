@@ -202,8 +202,12 @@ fn sighup_follows_an_external_rotation() {
     let dir = TempDir::new();
     let d = Daemon::start(&dir, &[]);
     d.request(r#"{"op":"log","job":{"n":1},"ack":true}"#);
-    // Nothing rotated: SIGHUP changes nothing.
+    // Nothing rotated: SIGHUP changes nothing. (Signals are asynchronous:
+    // wait until it was handled, or it could land after the rename below.)
     d.signal(libc::SIGHUP);
+    crate::util::wait_until("the first SIGHUP handled", || {
+        d.logs().contains("SIGHUP: log file checked.")
+    });
     d.request(r#"{"op":"log","job":{"n":2},"ack":true}"#);
     assert_eq!(read_log(&d.log).len(), 2);
     // logrotate-style: rename, then SIGHUP.
