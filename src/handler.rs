@@ -29,6 +29,9 @@ const MAX_QUEUED_REPLIES: usize = 256;
 /// A chunk of formatted records is sent to the writer at this size even in
 /// the middle of a read, to keep per-connection memory small.
 const CHUNK_SEND_BYTES: usize = 1 << 20;
+/// Formatted bytes a connection gathers from reads that are already
+/// possible before it hands its chunk to the writer.
+const HANDOFF_BYTES: usize = 256 << 10;
 /// At shutdown, read at most this much more of what a client already sent
 /// (more than a socket buffer can hold; a safety net only).
 const DRAIN_LIMIT: usize = 64 << 20;
@@ -185,6 +188,23 @@ async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::R
         };
         s.logged_at = LocalTime::now().iso_quoted();
         process(&mut lines, &mut s).await;
+        // Under load more bytes are already waiting: take them before the
+        // chunk is handed over, so the writer (another thread) is woken
+        // once per HANDOFF_BYTES rather than once per read.
+        while !eof && !stopping && s.chunk.len() < HANDOFF_BYTES {
+            match rd.try_read_buf(lines.space()) {
+                Ok(0) => eof = true,
+                Ok(_) => {
+                    s.logged_at = LocalTime::now().iso_quoted();
+                    process(&mut lines, &mut s).await;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Read failed; closing connection.");
+                    eof = true;
+                }
+            }
+        }
         if stopping {
             // Take exactly what the client had already sent when shutdown
             // began (the bytes queued in the socket), then finish as at end
