@@ -255,25 +255,43 @@ pub struct NameRef {
     pub hash: u64,
     pub start: u32,
     pub len: u32,
+    /// The spelling itself, when at most [`INLINE_SPELLING`] bytes long (as
+    /// stages, subjects, worker ids and timing names are): the writer then
+    /// checks a name against the interner without reading the record,
+    /// whose bytes another core wrote (a cache miss per name).
+    inline: [u8; INLINE_SPELLING],
 }
+
+/// Longest spelling a [`NameRef`] carries with it.
+const INLINE_SPELLING: usize = 24;
 
 impl NameRef {
     fn new(rec: &[u8], (start, len): (u32, u32)) -> NameRef {
+        let range = start as usize..start as usize + len as usize;
         let mut n = NameRef {
-            hash: 0,
+            // Out of the record reads as absent (`null`).
+            len: if rec.get(range.clone()).is_some() {
+                len
+            } else {
+                0
+            },
             start,
-            len,
+            ..NameRef::default()
         };
+        if let Some(raw) = rec.get(range).filter(|r| r.len() <= INLINE_SPELLING) {
+            n.inline[..raw.len()].copy_from_slice(raw);
+        }
         n.hash = name_hash(n.spelling(rec));
         n
     }
 
     /// The raw JSON text it refers to in `rec` (`null` when absent).
-    fn spelling(self, rec: &[u8]) -> &[u8] {
-        match self.len {
+    fn spelling<'a>(&'a self, rec: &'a [u8]) -> &'a [u8] {
+        match self.len as usize {
             0 => b"null",
+            len if len <= INLINE_SPELLING => &self.inline[..len],
             len => rec
-                .get(self.start as usize..self.start as usize + len as usize)
+                .get(self.start as usize..self.start as usize + len)
                 .unwrap_or(b"null"),
         }
     }
@@ -1163,8 +1181,7 @@ mod tests {
             let i = rec.windows(needle.len()).position(|w| w == needle).unwrap();
             NameRef {
                 hash: 42, // the same hash for both: a forced collision
-                start: i as u32,
-                len: needle.len() as u32,
+                ..NameRef::new(rec, (i as u32, needle.len() as u32))
             }
         };
         let (x, y) = (at(br#""upload-1""#), at(br#""uploadm9""#));
