@@ -283,11 +283,9 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
     );
     match formatted {
         Ok(f) => {
-            let is_request = s
-                .fmt
-                .fields
-                .iter()
-                .any(|t| crate::json::is_word(&s.chunk[t.key_out.clone()], b"op"));
+            let start = mark + RECORD_PREFIX.len();
+            let fields = RawMeta::from_output(&s.chunk, &s.fmt.fields, start);
+            let is_request = fields.has_op();
             if !is_request && f.depth > MAX_RECORD_DEPTH {
                 s.chunk.truncate(mark);
                 let e = ProtocolError::new(
@@ -296,8 +294,6 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 );
                 queue(s, Reply::Now(e.reply(no))).await;
             } else if !is_request {
-                let start = mark + RECORD_PREFIX.len();
-                let fields = RawMeta::from_output(&s.chunk, &s.fmt.fields, start);
                 // With other clients connected too, the single writer is the
                 // one to spare: index facts are computed here, in parallel.
                 // A lone connection leaves them to the otherwise idle writer,

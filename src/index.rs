@@ -21,7 +21,7 @@ use crate::json::{Formatter, TopField, is_word};
 
 /// Top-level keys the index reads. The order is the index into
 /// [`RawMeta::ranges`].
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "video_id",
     "success",
     "stage",
@@ -33,6 +33,7 @@ pub const KEYS: [&str; 11] = [
     "logged_at",
     "is_retryable",
     "timings",
+    "op",
 ];
 const VIDEO_ID: usize = 0;
 const SUCCESS: usize = 1;
@@ -45,6 +46,8 @@ const TOTAL_FILES: usize = 7;
 const LOGGED_AT: usize = 8;
 const IS_RETRYABLE: usize = 9;
 const TIMINGS: usize = 10;
+/// Not indexed: it tells a request from a record, in the same pass.
+const OP: usize = 11;
 
 /// Where the indexed fields' values are inside one record's bytes
 /// (`start..start+len`, len 0 = absent). Found by the formatter while it
@@ -76,6 +79,7 @@ impl RawMeta {
                 (9, Some(b'l')) if is_word(key, b"logged_at") => LOGGED_AT,
                 (12, Some(b'i')) if is_word(key, b"is_retryable") => IS_RETRYABLE,
                 (7, Some(b't')) if is_word(key, b"timings") => TIMINGS,
+                (2, Some(b'o')) if is_word(key, b"op") => OP,
                 _ => continue,
             };
             m.ranges[k] = (v.start as u32, (v.end - v.start) as u32);
@@ -102,6 +106,11 @@ impl RawMeta {
                 &input[f.key_in.start + 1..f.key_in.end.saturating_sub(1).max(f.key_in.start + 1)];
             (k, f.value_in.start - rec_start..f.value_in.end - rec_start)
         }))
+    }
+
+    /// The object has a top-level `op`: it is a request, not a record.
+    pub fn has_op(&self) -> bool {
+        self.ranges[OP].1 > 0
     }
 
     fn get<'a>(&self, rec: &'a [u8], k: usize) -> Option<&'a [u8]> {
