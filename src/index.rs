@@ -499,11 +499,15 @@ fn flat_numbers(t: &[u8], mut each: impl FnMut(Range<usize>, f64)) -> bool {
         if t.get(i) != Some(&b'"') {
             return false;
         }
-        let Some(close) = memchr::memchr(b'"', &t[i + 1..]).map(|n| i + 1 + n) else {
-            return false;
-        };
-        if t[i + 1..close].contains(&b'\\') {
-            return false;
+        // The closing quote, in one pass that also rules out escapes (keys
+        // are short: a loop beats a `memchr` call here).
+        let mut close = i + 1;
+        loop {
+            match t.get(close) {
+                Some(b'"') => break,
+                Some(b'\\') | None => return false,
+                Some(_) => close += 1,
+            }
         }
         let key = i..close + 1;
         i = ws(close + 1);
@@ -606,7 +610,8 @@ pub fn string_bytes(v: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         return None;
     }
     let inner = &v[1..v.len() - 1];
-    if memchr::memchr(b'\\', inner).is_none() {
+    // Short strings (ids, timestamps): a plain loop beats a `memchr` call.
+    if !inner.contains(&b'\\') {
         return Some(std::borrow::Cow::Borrowed(inner));
     }
     string(v).map(|s| std::borrow::Cow::Owned(s.into_owned().into_bytes()))
@@ -908,14 +913,15 @@ impl Aggregate {
     pub fn add(&mut self, e: &Entry, timings: &[(Sym, f64)]) {
         self.total += 1;
         *self.stages.entry(e.stage).or_insert(0) += 1;
+        let ok = u64::from(e.success());
         let s = self.by_subject.entry(e.subject).or_default();
         s.total += 1;
+        s.successful += ok;
         let w = self.by_worker.entry(e.worker).or_default();
         w.total += 1;
+        w.successful += ok;
         if e.success() {
             self.successful += 1;
-            self.by_subject.entry(e.subject).or_default().successful += 1;
-            self.by_worker.entry(e.worker).or_default().successful += 1;
             if e.flags & F_HAS_DURATION != 0 {
                 self.duration_sum += e.duration;
                 self.duration_count += 1;
