@@ -1,10 +1,10 @@
 //! One client connection: framing, records, requests, replies in order.
 //!
 //! Two halves run concurrently. The read half frames lines, formats records
-//! straight into a chunk that goes to the writer when no more bytes are
-//! waiting or it holds `HANDOFF_BYTES` (not once per record), and before
-//! any request, and handles requests. Replies go through a bounded queue to the
-//! write half, which waits for the durability of acknowledged writes in
+//! straight into a chunk and handles requests. The chunk goes to the writer
+//! (not once per record) when no more bytes are waiting, when it holds
+//! `HANDOFF_BYTES`, and before any request. Replies go through a bounded
+//! queue to the write half, which waits for the durability of acknowledged writes in
 //! order. A client that never reads its replies fills its own queue and then
 //! only its own connection stops being read; nobody else waits.
 

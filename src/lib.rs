@@ -250,8 +250,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    // Timers only: the writer does no socket I/O, so it parks on a futex
-    // rather than in epoll, and a wake-up is one syscall cheaper.
+    // Timers only: the writer does no socket I/O, so it needs no I/O
+    // driver (its blocking pool still runs the store's writes).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
