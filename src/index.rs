@@ -499,8 +499,7 @@ fn flat_numbers(t: &[u8], mut each: impl FnMut(Range<usize>, f64)) -> bool {
         if t.get(i) != Some(&b'"') {
             return false;
         }
-        // The closing quote, in one pass that also rules out escapes (keys
-        // are short: a loop beats a `memchr` call here).
+        // The closing quote, in one pass that also rules out escapes.
         let mut close = i + 1;
         loop {
             match t.get(close) {
@@ -610,8 +609,7 @@ pub fn string_bytes(v: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
         return None;
     }
     let inner = &v[1..v.len() - 1];
-    // Short strings (ids, timestamps): a plain loop beats a `memchr` call.
-    if !inner.contains(&b'\\') {
+    if memchr::memchr(b'\\', inner).is_none() {
         return Some(std::borrow::Cow::Borrowed(inner));
     }
     string(v).map(|s| std::borrow::Cow::Owned(s.into_owned().into_bytes()))
