@@ -136,6 +136,12 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Upper bound of `--max-line-bytes`. Record offsets within a chunk are
+/// u32, and a record's pretty-printed form may pass its limit (at most
+/// 2 GiB, see `handler::output_limit`) by one token of its line: lines of
+/// up to 1 GiB keep every record, and every chunk, under 4 GiB.
+const MAX_LINE_LIMIT: usize = 1 << 30;
+
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes with the
 /// terminating NUL).
 const SUN_PATH_MAX: usize = 107;
@@ -190,6 +196,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "--max-pending-bytes ({}) must be at least --batch-max-bytes ({})",
                 a.max_pending_bytes, a.batch_max_bytes
+            )));
+        }
+        if a.max_line_bytes > MAX_LINE_LIMIT {
+            return Err(ConfigError(format!(
+                "--max-line-bytes ({}) must be at most {MAX_LINE_LIMIT} (1 GiB)",
+                a.max_line_bytes
             )));
         }
         if a.max_pending_bytes > u32::MAX as usize {
@@ -249,5 +261,8 @@ mod tests {
         assert!(e.0.contains("--socket"));
         let e = parse(&["--socket", "/tmp/x", "--max-pending-bytes", "10"]).unwrap_err();
         assert!(e.0.contains("--max-pending-bytes"));
+        let e = parse(&["--socket", "/tmp/x", "--max-line-bytes", "1073741825"]).unwrap_err();
+        assert!(e.0.contains("--max-line-bytes"));
+        assert!(parse(&["--socket", "/tmp/x", "--max-line-bytes", "1073741824"]).is_ok());
     }
 }

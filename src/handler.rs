@@ -37,6 +37,15 @@ const HANDOFF_BYTES: usize = 256 << 10;
 /// (more than a socket buffer can hold; a safety net only).
 const DRAIN_LIMIT: usize = 64 << 20;
 
+/// The most bytes one line (a record, or a request with its jobs) may
+/// pretty-print to: the whole unflushed-data budget, since a record larger
+/// than that could never be admitted within it, and never more than 2 GiB,
+/// so that a chunk's u32 offsets hold. Without it a deeply nested 16 MiB
+/// line would print to 2 GB, all of it in memory.
+pub fn output_limit(budget_total: usize) -> usize {
+    budget_total.min(u32::MAX as usize / 2)
+}
+
 /// Separator before each record in the array, as indent=2 prints it.
 pub const RECORD_PREFIX: &[u8] = b",\n  ";
 
@@ -123,6 +132,7 @@ pub async fn handle(
     let (rd, wr) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::channel(MAX_QUEUED_REPLIES);
     let mut fmt = Formatter::new();
+    fmt.output_limit = Some(output_limit(shared.budget_total));
     if shared.access.stamp_peer
         && let Some(p) = &peer
     {

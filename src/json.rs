@@ -41,6 +41,9 @@ pub enum JsonError {
     NotObject { found: &'static str },
     /// Bytes that are not UTF-8 inside a string.
     Utf8 { offset: usize },
+    /// Pretty-printed, the value would pass [`Formatter::output_limit`]
+    /// bytes (indentation can multiply a deeply nested line's size).
+    TooLarge { limit: usize },
 }
 
 impl std::fmt::Display for JsonError {
@@ -55,6 +58,10 @@ impl std::fmt::Display for JsonError {
             ),
             JsonError::NotObject { found } => write!(f, "expected a JSON object, found {found}"),
             JsonError::Utf8 { offset } => write!(f, "invalid UTF-8 at byte {}", offset + 1),
+            JsonError::TooLarge { limit } => write!(
+                f,
+                "pretty-printed, the record would be larger than {limit} bytes"
+            ),
         }
     }
 }
@@ -303,6 +310,15 @@ pub struct Formatter {
     pub extra: Vec<u8>,
     /// Members of the last formatted top-level object, in order.
     pub fields: Vec<TopField>,
+    /// Most bytes one value may print to (`None`: no limit). Indentation
+    /// is the only thing that makes the output larger than the input, and
+    /// it grows with depth times element count: a 16 MiB line of small
+    /// array elements 100 levels down prints to 2 GB. The check runs where
+    /// indentation is written (before each opening bracket, comma and
+    /// closing bracket), so the output never passes the limit by more than
+    /// one token and one indentation. A sink that keeps nothing never
+    /// trips it.
+    pub output_limit: Option<usize>,
 }
 
 #[inline(always)]
@@ -704,6 +720,8 @@ impl Formatter {
     ) -> Result<Formatted, JsonError> {
         self.stack.clear();
         self.fields.clear();
+        let base = out.len();
+        let limit = self.output_limit.unwrap_or(usize::MAX);
         let mut coerced = false;
         let mut had_logged_at = false;
         let mut depth = 0usize;
@@ -773,6 +791,9 @@ impl Formatter {
                     } else {
                         if self.stack.len() >= max_depth {
                             return Err(JsonError::TooDeep { offset: i });
+                        }
+                        if out.len() - base > limit {
+                            return Err(JsonError::TooLarge { limit });
                         }
                         self.stack.push(frame);
                         depth = depth.max(self.stack.len());
@@ -866,6 +887,9 @@ impl Formatter {
                 };
                 match (frame, b) {
                     (_, b',') => {
+                        if out.len() - base > limit {
+                            return Err(JsonError::TooLarge { limit });
+                        }
                         out.push(b',');
                         newline_indent(out, self.stack.len());
                         i = skip_ws(input, i + 1);
@@ -875,6 +899,9 @@ impl Formatter {
                         continue 'value;
                     }
                     (Frame::Object, b'}') | (Frame::Array, b']') => {
+                        if out.len() - base > limit {
+                            return Err(JsonError::TooLarge { limit });
+                        }
                         i += 1;
                         self.stack.pop();
                         if self.stack.is_empty()
@@ -1091,6 +1118,47 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\n    \"a\": null,\n    \"b\": [\n      null,\n      null\n    ],\n    \"logged_at\": 0\n  }"
         );
+    }
+
+    /// A deeply nested line of small elements prints to many times its
+    /// size; past the output limit the formatter stops (leaving `out` as it
+    /// was) instead of printing on; within the limit the output is the
+    /// same as without one.
+    #[test]
+    fn output_limit_stops_an_expanding_record() {
+        let depth = 60;
+        let line = format!(
+            "{{\"a\":{}{}0{}}}",
+            "[".repeat(depth),
+            "0,".repeat(2000),
+            "]".repeat(depth)
+        );
+        let mut f = Formatter::new();
+        let mut full = Vec::new();
+        f.record(line.as_bytes(), b"", b"\"T\"", &mut full)
+            .expect("no limit");
+        assert!(
+            full.len() > 50 * line.len(),
+            "{} from {}",
+            full.len(),
+            line.len()
+        );
+
+        for limit in [0, 1, 1000, 100_000, full.len() - 200] {
+            f.output_limit = Some(limit);
+            let mut out = b"kept".to_vec();
+            let e = f.record(line.as_bytes(), b",\n  ", b"\"T\"", &mut out);
+            assert_eq!(e, Err(JsonError::TooLarge { limit }));
+            assert_eq!(out, b"kept", "output rolled back");
+        }
+        // At or above the printed size the record passes, unchanged.
+        for limit in [full.len(), full.len() + 1] {
+            f.output_limit = Some(limit);
+            let mut out = Vec::new();
+            f.record(line.as_bytes(), b"", b"\"T\"", &mut out)
+                .expect("within the limit");
+            assert_eq!(out, full);
+        }
     }
 
     #[test]

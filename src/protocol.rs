@@ -17,6 +17,9 @@ pub enum ErrorCode {
     TooDeep,
     /// Longer than `--max-line-bytes`; the rest of the line was discarded.
     LineTooLong,
+    /// Pretty-printed, larger than `--max-pending-bytes` (the most unflushed
+    /// data the daemon holds): it could never be admitted.
+    RecordTooLarge,
     /// `op` names no operation.
     UnknownOp,
     /// A known op with missing, unknown or wrongly typed fields.
@@ -39,6 +42,7 @@ impl ErrorCode {
             ErrorCode::NotAnObject => "not_an_object",
             ErrorCode::TooDeep => "too_deep",
             ErrorCode::LineTooLong => "line_too_long",
+            ErrorCode::RecordTooLarge => "record_too_large",
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::ConfirmationRequired => "confirmation_required",
@@ -71,8 +75,15 @@ impl ProtocolError {
             JsonError::Utf8 { .. } => ErrorCode::InvalidUtf8,
             JsonError::NotObject { .. } => ErrorCode::NotAnObject,
             JsonError::TooDeep { .. } => ErrorCode::TooDeep,
+            JsonError::TooLarge { .. } => ErrorCode::RecordTooLarge,
             JsonError::Incomplete | JsonError::Syntax { .. } => ErrorCode::InvalidJson,
         };
+        if code == ErrorCode::RecordTooLarge {
+            return Self::new(
+                code,
+                format!("{e} (the daemon's --max-pending-bytes); nothing of it was logged"),
+            );
+        }
         Self::new(code, e.to_string())
     }
 

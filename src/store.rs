@@ -771,6 +771,11 @@ fn scan(
                             )
                         }
                         JsonError::NotObject { .. } => format!("record {n} is damaged"),
+                        // The scan validates without output, so no output
+                        // limit applies; kept for a total match.
+                        JsonError::TooLarge { limit } => {
+                            format!("record {n} is larger than {limit} bytes")
+                        }
                     });
                     out.scanned = here;
                     return Ok(out);

@@ -123,6 +123,20 @@ fn padded_record(video_id: &str, len: usize) -> Vec<u8> {
     v
 }
 
+/// `head`, `depth` opening brackets, `0,0,…,0` (about `len` bytes in all),
+/// the closing brackets and `tail`: every element prints on its own line
+/// with 2 * (depth + 2) spaces, so the record prints to ~depth times its
+/// size.
+fn expanding(head: &[u8], depth: usize, len: usize, tail: &[u8]) -> Vec<u8> {
+    let mut v = head.to_vec();
+    v.extend(std::iter::repeat_n(b'[', depth));
+    let elements = (len - head.len() - 2 * depth - tail.len()) / 2;
+    v.extend(b"0,".iter().copied().cycle().take(2 * elements - 1));
+    v.extend(std::iter::repeat_n(b']', depth));
+    v.extend_from_slice(tail);
+    v
+}
+
 /// Writes the bytes of a generated case (the big ones are never files).
 fn write_generated(kind: &str, w: &mut UnixStream) -> io::Result<()> {
     match kind {
@@ -177,6 +191,24 @@ fn write_generated(kind: &str, w: &mut UnixStream) -> io::Result<()> {
             v.extend_from_slice(b"{}]}\n");
             w.write_all(&v)
         }
+        "expanding_16mb" => w.write_all(&expanding(
+            b"{\"video_id\":\"expanding-16mb\",\"a\":",
+            120,
+            16_000_000,
+            b"}\n",
+        )),
+        "expanding_100k" => w.write_all(&expanding(
+            b"{\"video_id\":\"expanding-100k\",\"logged_at\":\"t\",\"a\":",
+            60,
+            100_000,
+            b"}\n",
+        )),
+        "log_batch_expanding_16mb" => w.write_all(&expanding(
+            b"{\"op\":\"log_batch\",\"jobs\":[{\"video_id\":\"expanding-batch\",\"a\":",
+            120,
+            16_000_000,
+            b"}]}\n",
+        )),
         other => panic!("unknown generator {other:?}"),
     }
 }
