@@ -83,6 +83,43 @@ fn units_pass_systemd_analyze_verify_and_security() {
     assert!(socket.contains("SocketMode=0660"));
 }
 
+/// The sysusers.d entry creates the group both units name, with systemd's
+/// own tool, in a scratch root (the host's /etc is not touched).
+#[test]
+fn the_sysusers_entry_creates_the_group_the_units_name() {
+    if !have("systemd-sysusers") {
+        eprintln!("SKIPPED: systemd-sysusers not installed (apt-get install systemd)");
+        return;
+    }
+    let dir = TempDir::new();
+    let (service, socket) = units(&dir);
+    let setting = |unit: &str, key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+    };
+    let group = setting(&socket, "SocketGroup=").expect("the socket names a group");
+    assert_eq!(setting(&service, "Group=").as_deref(), Some(group.as_str()));
+    let root = dir.join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    let entry = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/joblogd.sysusers");
+    let out = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.display()))
+        .arg(entry)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-sysusers failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let groups = fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(
+        groups.lines().any(|l| l.starts_with(&format!("{group}:"))),
+        "group {group} not created:\n{groups}"
+    );
+}
+
 #[test]
 fn socket_activation_adopts_the_passed_socket() {
     if !have("systemd-socket-activate") {
