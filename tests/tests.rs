@@ -45,3 +45,6 @@ mod readers;
 
 // Load with misbehaving clients.
 mod load;
+
+// The fuzz target's minimized corpus through its oracle (stable, in CI).
+mod fuzz_corpus;

@@ -1,70 +1,10 @@
-//! One line as the daemon treats it: framing trims, the one-pass formatter,
-//! request parsing. Differential oracle against serde_json:
-//! - whatever serde_json accepts as an object (strict JSON) the formatter
-//!   must accept, and its output must parse back to the same value plus
-//!   `logged_at`;
-//! - whatever the formatter accepts must be strict JSON once printed;
-//! - nothing panics, whatever the bytes.
+//! The `line` target: see `../oracle.rs` for what it checks.
 #![no_main]
 
-use joblogd::connection::trim_line;
-use joblogd::json::{Formatter, array_elements};
-use joblogd::protocol::{bare_word, parse_bare, parse_request};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
 
-fn has_surrogate_escape(out: &[u8]) -> bool {
-    out.windows(4).any(|w| w[0] == b'\\' && w[1] == b'u' && w[2] == b'd' && matches!(w[3], b'8'..=b'9' | b'a'..=b'f'))
+mod oracle {
+    include!("../oracle.rs");
 }
 
-fuzz_target!(|data: &[u8]| {
-    let line = trim_line(data);
-    if let Some(w) = bare_word(line) {
-        let _ = parse_bare(w);
-    }
-    let mut f = Formatter::new();
-    let mut out = Vec::new();
-    let ours = f.record(line, b"", b"\"T\"", &mut out);
-    let theirs: Result<Value, _> = serde_json::from_slice(line);
-    match (&ours, &theirs) {
-        (Ok(info), _) => {
-            let printed: Value = match serde_json::from_slice(&out) {
-                Ok(v) => v,
-                // serde_json refuses lone UTF-16 surrogate escapes, which
-                // RFC 8259's grammar allows and we keep escaped on purpose.
-                Err(_) if has_surrogate_escape(&out) => return,
-                // serde_json's own nesting limit is 128, like ours, but it
-                // counts the document from the outside.
-                Err(e) if e.to_string().contains("recursion limit") => return,
-                // Numbers are copied verbatim; serde_json refuses ones that
-                // overflow an f64 (Python reads them as inf).
-                Err(e) if e.to_string().contains("number out of range") => return,
-                Err(e) => panic!("formatter output is not JSON: {e}"),
-            };
-            if let (Ok(Value::Object(orig)), Value::Object(mut got)) = (&theirs, printed) {
-                if !info.had_logged_at {
-                    assert_eq!(got.remove("logged_at"), Some(Value::String("T".into())));
-                }
-                if !info.coerced {
-                    // serde_json keeps the last duplicate, as we do on read.
-                    assert_eq!(&got, orig, "round trip differs");
-                }
-            }
-            // Requests parse from the members without panicking.
-            let members: Vec<(String, &[u8])> = f
-                .fields
-                .iter()
-                .filter(|t| !t.key_in.is_empty())
-                .map(|t| (String::from_utf8_lossy(&out[t.key_out.clone()]).into_owned(), &line[t.value_in.clone()]))
-                .collect();
-            let _ = parse_request(&members);
-        }
-        (Err(_), Ok(Value::Object(_))) => {
-            // Only depth may legitimately differ (we stop at 128 levels).
-            let depth = line.iter().filter(|b| **b == b'[' || **b == b'{').count();
-            assert!(depth > 128, "serde_json accepts an object we refuse: {ours:?}");
-        }
-        _ => {}
-    }
-    let _ = array_elements(line);
-});
+fuzz_target!(|data: &[u8]| oracle::check_line(data));
