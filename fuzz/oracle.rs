@@ -8,6 +8,8 @@
 //   must accept, and its output must parse back to the same value plus
 //   `logged_at`;
 // - whatever the formatter accepts must be strict JSON once printed;
+// - with an output limit, a line is either stopped (nothing of it kept) or
+//   printed exactly as without one;
 // - nothing panics, whatever the bytes.
 
 use joblogd::connection::trim_line;
@@ -30,6 +32,20 @@ pub fn check_line(data: &[u8]) {
     let mut f = Formatter::new();
     let mut out = Vec::new();
     let ours = f.record(line, b"", b"\"T\"", &mut out);
+    if ours.is_ok() {
+        // With an output limit below the printed size, the same line is
+        // either stopped (and nothing of it kept) or printed unchanged.
+        let mut limited = Formatter::new();
+        limited.output_limit = Some(out.len() / 2);
+        let mut again = b"kept".to_vec();
+        match limited.record(line, b"", b"\"T\"", &mut again) {
+            Ok(_) => assert_eq!(&again[4..], &out[..], "a limit changed the output"),
+            Err(joblogd::json::JsonError::TooLarge { .. }) => {
+                assert_eq!(again, b"kept", "a stopped line left output behind")
+            }
+            Err(e) => panic!("a limit turned success into {e:?}"),
+        }
+    }
     let theirs: Result<Value, _> = serde_json::from_slice(line);
     match (&ours, &theirs) {
         (Ok(info), _) => {

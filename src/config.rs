@@ -55,6 +55,12 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     pub max_line_bytes: usize,
 
+    /// Largest a record may be once pretty-printed, as it is stored (for
+    /// `log_batch`, all its jobs together); a larger one gets
+    /// `record_too_large` [default: 4 × --max-line-bytes, at most 3 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_record_bytes: Option<usize>,
+
     /// Connections served at once; further ones wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_connections: usize,
@@ -112,6 +118,8 @@ pub struct Config {
     pub batch_max_bytes: usize,
     pub max_pending_bytes: usize,
     pub max_line_bytes: usize,
+    /// See [`Args::max_record_bytes`]; the default already applied.
+    pub max_record_bytes: usize,
     pub max_connections: usize,
     pub fsync: FsyncPolicy,
     pub page_cache: PageCache,
@@ -136,11 +144,13 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Upper bound of `--max-line-bytes`. Record offsets within a chunk are
-/// u32, and a record's pretty-printed form may pass its limit (at most
-/// 2 GiB, see `handler::output_limit`) by one token of its line: lines of
-/// up to 1 GiB keep every record, and every chunk, under 4 GiB.
+/// Upper bound of `--max-line-bytes`: a line is held whole in memory.
 const MAX_LINE_LIMIT: usize = 1 << 30;
+
+/// Upper bound of `--max-record-bytes`. Record offsets within a chunk (at
+/// most 1 MiB of earlier records plus one admitted record or `log_batch`)
+/// are u32, so an admitted record must stay well under 4 GiB.
+const MAX_RECORD_LIMIT: usize = 3 << 30;
 
 /// Longest socket path the kernel accepts (`sun_path` is 108 bytes with the
 /// terminating NUL).
@@ -204,6 +214,16 @@ impl Config {
                 a.max_line_bytes
             )));
         }
+        let max_record_bytes = match a.max_record_bytes {
+            None => a.max_line_bytes.saturating_mul(4).min(MAX_RECORD_LIMIT),
+            Some(n) if n < a.max_line_bytes || n > MAX_RECORD_LIMIT => {
+                return Err(ConfigError(format!(
+                    "--max-record-bytes ({n}) must be at least --max-line-bytes ({}) and at most {MAX_RECORD_LIMIT} (3 GiB)",
+                    a.max_line_bytes
+                )));
+            }
+            Some(n) => n,
+        };
         if a.max_pending_bytes > u32::MAX as usize {
             return Err(ConfigError(format!(
                 "--max-pending-bytes ({}) must be at most {}",
@@ -220,6 +240,7 @@ impl Config {
             batch_max_bytes: a.batch_max_bytes,
             max_pending_bytes: a.max_pending_bytes,
             max_line_bytes: a.max_line_bytes,
+            max_record_bytes,
             max_connections: a.max_connections,
             fsync: a.fsync,
             page_cache: a.page_cache,
@@ -249,6 +270,9 @@ mod tests {
         assert_eq!(c.socket_mode, 0o660);
         assert_eq!(c.flush_interval, Duration::from_millis(200));
         assert_eq!(c.max_line_bytes, 16 << 20);
+        assert_eq!(c.max_record_bytes, 64 << 20);
+        let c = parse(&["--socket", "/tmp/x.sock", "--max-line-bytes", "1073741824"]).unwrap();
+        assert_eq!(c.max_record_bytes, 3 << 30, "4 × the line limit, capped");
         assert_eq!(c.max_connections, 1024);
     }
 
@@ -264,5 +288,10 @@ mod tests {
         let e = parse(&["--socket", "/tmp/x", "--max-line-bytes", "1073741825"]).unwrap_err();
         assert!(e.0.contains("--max-line-bytes"));
         assert!(parse(&["--socket", "/tmp/x", "--max-line-bytes", "1073741824"]).is_ok());
+        for bad in ["1000", "3221225473"] {
+            let e = parse(&["--socket", "/tmp/x", "--max-record-bytes", bad]).unwrap_err();
+            assert!(e.0.contains("--max-record-bytes"), "{bad}: {}", e.0);
+        }
+        assert!(parse(&["--socket", "/tmp/x", "--max-record-bytes", "16777216"]).is_ok());
     }
 }

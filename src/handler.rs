@@ -37,13 +37,14 @@ const HANDOFF_BYTES: usize = 256 << 10;
 /// (more than a socket buffer can hold; a safety net only).
 const DRAIN_LIMIT: usize = 64 << 20;
 
-/// The most bytes one line (a record, or a request with its jobs) may
-/// pretty-print to: the whole unflushed-data budget, since a record larger
-/// than that could never be admitted within it, and never more than 2 GiB,
-/// so that a chunk's u32 offsets hold. Without it a deeply nested 16 MiB
-/// line would print to 2 GB, all of it in memory.
-pub fn output_limit(budget_total: usize) -> usize {
-    budget_total.min(u32::MAX as usize / 2)
+/// How far printing a line may go before it is stopped: a multiple of
+/// `--max-record-bytes`, since a `log_batch` line prints its jobs two
+/// levels deeper than they are stored (each of their lines carries 4 more
+/// spaces, at most doubling them) and is judged on the jobs as stored.
+/// Without it a deeply nested 16 MiB line would print to 2 GB, all of it in
+/// memory, before anything could be judged.
+fn print_guard(max_record: usize) -> usize {
+    max_record.saturating_mul(3)
 }
 
 /// Separator before each record in the array, as indent=2 prints it.
@@ -57,6 +58,9 @@ pub struct Shared {
     pub budget: Arc<Semaphore>,
     pub budget_total: usize,
     pub max_line: usize,
+    /// `--max-record-bytes`: the most a record (or a `log_batch`'s jobs
+    /// together) may take as stored.
+    pub max_record: usize,
     pub started: Instant,
     pub version: &'static str,
     /// New records, for `subscribe`.
@@ -132,7 +136,7 @@ pub async fn handle(
     let (rd, wr) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::channel(MAX_QUEUED_REPLIES);
     let mut fmt = Formatter::new();
-    fmt.output_limit = Some(output_limit(shared.budget_total));
+    fmt.output_limit = Some(print_guard(shared.max_record));
     if shared.access.stamp_peer
         && let Some(p) = &peer
     {
@@ -296,11 +300,19 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
             let start = mark + RECORD_PREFIX.len();
             let fields = RawMeta::from_output(&s.chunk, &s.fmt.fields, start);
             let is_request = fields.has_op();
+            let printed = s.chunk.len() - start;
             if !is_request && f.depth > MAX_RECORD_DEPTH {
                 s.chunk.truncate(mark);
                 let e = ProtocolError::new(
                     ErrorCode::TooDeep,
                     format!("nesting deeper than {MAX_RECORD_DEPTH} levels"),
+                );
+                queue(s, Reply::Now(e.reply(no))).await;
+            } else if !is_request && printed > s.shared.max_record {
+                s.chunk.truncate(mark);
+                let e = too_large(
+                    format!("pretty-printed, the record takes {printed} bytes"),
+                    s.shared.max_record,
                 );
                 queue(s, Reply::Now(e.reply(no))).await;
             } else if !is_request {
@@ -321,9 +333,11 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                         &mut s.chunk_timings,
                     )
                 });
+                // In range: the chunk is handed over past 1 MiB and a
+                // record is at most --max-record-bytes (<= 3 GiB).
                 s.chunk_records.push(RecordMeta {
                     start: start as u32,
-                    len: (s.chunk.len() - start) as u32,
+                    len: printed as u32,
                     fields,
                     facts,
                 });
@@ -368,6 +382,18 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                     .fmt
                     .record(job, RECORD_PREFIX, s.logged_at.as_bytes(), &mut data)
                 {
+                    Ok(_) if data.len() > s.shared.max_record => {
+                        let mut e = too_large(
+                            format!(
+                                "pretty-printed, the first {} jobs take {} bytes",
+                                i + 1,
+                                data.len()
+                            ),
+                            s.shared.max_record,
+                        );
+                        e.message.push_str("; nothing from this request was logged");
+                        return queue(s, Reply::Now(e.reply(no))).await;
+                    }
                     Ok(f) => {
                         coerced += u64::from(f.coerced);
                         let fields = RawMeta::from_output(&data, &s.fmt.fields, start);
@@ -566,6 +592,14 @@ fn stopping_error() -> ProtocolError {
     ProtocolError::new(
         ErrorCode::ShuttingDown,
         "the daemon is shutting down; nothing from this request was logged",
+    )
+}
+
+/// `record_too_large`, naming the limit and the flag that sets it.
+fn too_large(what: String, max_record: usize) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::RecordTooLarge,
+        format!("{what}, more than --max-record-bytes ({max_record})"),
     )
 }
 

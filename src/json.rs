@@ -58,10 +58,9 @@ impl std::fmt::Display for JsonError {
             ),
             JsonError::NotObject { found } => write!(f, "expected a JSON object, found {found}"),
             JsonError::Utf8 { offset } => write!(f, "invalid UTF-8 at byte {}", offset + 1),
-            JsonError::TooLarge { limit } => write!(
-                f,
-                "pretty-printed, the record would be larger than {limit} bytes"
-            ),
+            JsonError::TooLarge { limit } => {
+                write!(f, "pretty-printed, the line takes more than {limit} bytes")
+            }
         }
     }
 }
@@ -310,14 +309,16 @@ pub struct Formatter {
     pub extra: Vec<u8>,
     /// Members of the last formatted top-level object, in order.
     pub fields: Vec<TopField>,
-    /// Most bytes one value may print to (`None`: no limit). Indentation
-    /// is the only thing that makes the output larger than the input, and
-    /// it grows with depth times element count: a 16 MiB line of small
-    /// array elements 100 levels down prints to 2 GB. The check runs where
+    /// Output size at which printing one value stops with
+    /// [`JsonError::TooLarge`] (`None`: no limit): a bound on memory, not a
+    /// size rule (the caller judges the finished record). Indentation is
+    /// the only thing that makes the output larger than the input, and it
+    /// grows with depth times element count: a 16 MiB line of small array
+    /// elements 100 levels down prints to 2 GB. The check runs where
     /// indentation is written (before each opening bracket, comma and
-    /// closing bracket), so the output never passes the limit by more than
-    /// one token and one indentation. A sink that keeps nothing never
-    /// trips it.
+    /// closing bracket), so the output passes the limit by at most one
+    /// member (or element) and one indentation before it stops. A sink
+    /// that keeps nothing never trips it.
     pub output_limit: Option<usize>,
 }
 

@@ -182,6 +182,7 @@ pub async fn run(
         budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
         budget_total: config.max_pending_bytes,
         max_line: config.max_line_bytes,
+        max_record: config.max_record_bytes,
         started,
         version: env!("CARGO_PKG_VERSION"),
         events,

@@ -17,8 +17,8 @@ pub enum ErrorCode {
     TooDeep,
     /// Longer than `--max-line-bytes`; the rest of the line was discarded.
     LineTooLong,
-    /// Pretty-printed, larger than `--max-pending-bytes` (the most unflushed
-    /// data the daemon holds): it could never be admitted.
+    /// Pretty-printed, larger than `--max-record-bytes` (bounds the memory
+    /// one line can take; indentation can multiply a nested line's size).
     RecordTooLarge,
     /// `op` names no operation.
     UnknownOp,
@@ -79,9 +79,10 @@ impl ProtocolError {
             JsonError::Incomplete | JsonError::Syntax { .. } => ErrorCode::InvalidJson,
         };
         if code == ErrorCode::RecordTooLarge {
+            // Printing was stopped at 3 × --max-record-bytes.
             return Self::new(
                 code,
-                format!("{e} (the daemon's --max-pending-bytes); nothing of it was logged"),
+                format!("{e} (3 × --max-record-bytes); nothing of the line was logged"),
             );
         }
         Self::new(code, e.to_string())

@@ -122,7 +122,8 @@ pub fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
 /// in all. Without `sort_by` the scan walks in the requested order and
 /// stops collecting at `offset + limit`; the total then comes from the
 /// incremental counters when the filter is only `success` over the whole
-/// log, else from a count-only pass. With `sort_by` every match is sorted.
+/// log, else from a count-only pass. With `sort_by` every match is
+/// collected, and [`page`] orders only the ones the page needs.
 pub fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (Vec<u32>, usize) {
     if p.sort_by.is_some() {
         return page(ix, select(ix, f, upto), p);

@@ -209,6 +209,29 @@ fn write_generated(kind: &str, w: &mut UnixStream) -> io::Result<()> {
             16_000_000,
             b"}]}\n",
         )),
+        "log_batch_jobs_within_limit" => {
+            let mut v = b"{\"op\":\"log_batch\",\"jobs\":[".to_vec();
+            for k in 0..3 {
+                if k > 0 {
+                    v.push(b',');
+                }
+                v.extend_from_slice(b"{\"video_id\":\"batch-within\",\"scores\":[");
+                v.extend(b"1,".iter().copied().cycle().take(4_000_000 - 1));
+                v.extend_from_slice(b"]}");
+            }
+            v.extend_from_slice(b"]}\n");
+            w.write_all(&v)
+        }
+        "log_batch_jobs_over_limit" => {
+            let n = 1_500_000;
+            let mut v = Vec::with_capacity(3 * n + 64);
+            v.extend_from_slice(b"{\"op\":\"log_batch\",\"jobs\":[");
+            for _ in 1..n {
+                v.extend_from_slice(b"{},");
+            }
+            v.extend_from_slice(b"{}]}\n");
+            w.write_all(&v)
+        }
         other => panic!("unknown generator {other:?}"),
     }
 }

@@ -90,6 +90,36 @@ fn over_long_line_is_discarded_without_buffering_it() {
     check_bad(&["--max-line-bytes", "65536"], &long, "line_too_long", 1);
 }
 
+/// A record is judged on its size as stored (pretty-printed): past
+/// `--max-record-bytes` it is refused, whether printing finished (the
+/// record checked whole) or was stopped on the way (at 3 × the limit).
+#[test]
+fn a_record_larger_than_max_record_bytes_once_printed_is_refused() {
+    let args = ["--max-line-bytes", "65536", "--max-record-bytes", "65536"];
+    // "1," eleven levels down prints as 27 bytes: 4,000 of them take 108 kB
+    // stored (between the limit and the 192 kB at which printing stops),
+    // 30,000 of them would take 810 kB.
+    for n in [4_000, 30_000] {
+        let rec = format!(
+            "{{\"a\":{}{}1{}}}\n",
+            "[".repeat(10),
+            "1,".repeat(n - 1),
+            "]".repeat(10)
+        );
+        assert!(rec.len() < 65536);
+        check_bad(&args, rec.as_bytes(), "record_too_large", 1);
+    }
+    // A flat record just under the limit as stored lands whole.
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &args);
+    let mut c = Client::new(d.connect());
+    let big = "x".repeat(65_000);
+    c.send(&format!(r#"{{"s":"{big}","logged_at":"t"}}"#));
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    assert_eq!(read_log(&d.log), vec![json!({"s": big, "logged_at": "t"})]);
+}
+
 #[test]
 fn line_details_crlf_bom_blank_lines_and_last_line_without_newline() {
     let dir = TempDir::new();
