@@ -39,8 +39,13 @@ __all__ = ["JobLogger", "JobLogUnavailable", "create_default_logger", "default_s
 log = logging.getLogger("joblog_client")
 
 DEFAULT_LOG_FILE = Path("notes") / "processing_log.json"
-# Records per log_batch request when replaying a spool or logging a batch.
+# A log_batch request carries at most this many records and, past its first
+# record, at most about this many bytes of them: far under the daemon's
+# default line limit (16 MiB), so big records never make a request too long.
 _BATCH = 1000
+_BATCH_BYTES = 4 << 20
+# Refusals that say nothing about the records: send them again later.
+_TRANSIENT = ("write_failed", "shutting_down")
 
 
 class JobLogUnavailable(ConnectionError):
@@ -74,6 +79,29 @@ def _dumps(obj):
     return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
+def _batch_bounds(parts):
+    """``(start, end)`` of consecutive batches of ``parts`` (serialized
+    records): at most _BATCH records and, past the first, _BATCH_BYTES."""
+    bounds, start, size = [], 0, 0
+    for i, p in enumerate(parts):
+        if i > start and (i - start >= _BATCH or size + len(p) > _BATCH_BYTES):
+            bounds.append((start, i))
+            start, size = i, 0
+        size += len(p) + 1
+    if start < len(parts):
+        bounds.append((start, len(parts)))
+    return bounds
+
+
+def _describe(part):
+    """A refused record, for the error log: its video_id, or its size."""
+    try:
+        vid = json.loads(part).get("video_id")
+    except (ValueError, AttributeError):
+        vid = None
+    return f"video_id {vid!r}" if vid is not None else f"{len(part)} bytes"
+
+
 class _Conn:
     """One connection: line out, line (or bytes) in."""
 
@@ -88,8 +116,10 @@ class _Conn:
         self.file = self.sock.makefile("rb")
 
     def request(self, obj, timeout):
+        """``obj`` is a dict, or a request line already serialized (bytes)."""
         self.sock.settimeout(timeout)
-        self.sock.sendall(_dumps(obj).encode("utf-8") + b"\n")
+        line = obj if isinstance(obj, bytes) else _dumps(obj).encode("utf-8")
+        self.sock.sendall(line + b"\n")
         return self.read_reply()
 
     def read_reply(self):
@@ -228,21 +258,44 @@ class JobLogger:
 
     def _send(self, records):
         """Sends in batches; whatever was not acknowledged is spooled."""
-        for i in range(0, len(records), _BATCH):
-            chunk = records[i:i + _BATCH]
+        settled, down = self._deliver([_dumps(r).encode("utf-8") for r in records])
+        if down is not None:
+            log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(records) - settled, self.spool_file)
+            self._spool(records[settled:])
+
+    def _deliver(self, parts):
+        """Sends serialized records (``parts``) in acknowledged log_batch
+        requests, in order. Returns ``(settled, down)``: how many records,
+        from the start, are settled (on disk, or refused for good and logged
+        as such), and the JobLogUnavailable that stopped it early, if any.
+
+        A refused batch logs nothing, so a batch refused for what it holds
+        (a record too deep or too large, say) is split in halves and sent
+        again, down to the record at fault: one bad record never costs the
+        others of its batch."""
+        pending = list(reversed(_batch_bounds(parts)))
+        settled = 0
+        while pending:
+            start, end = pending.pop()
+            line = b'{"op":"log_batch","ack":true,"jobs":[' + b",".join(parts[start:end]) + b"]}"
             try:
-                reply = self._request({"op": "log_batch", "jobs": chunk, "ack": True})
-                if not reply.get("ok"):
-                    err = reply.get("error", {})
-                    if err.get("code") in ("write_failed", "shutting_down"):
-                        raise JobLogUnavailable(err.get("message", "daemon cannot take records now"))
-                    # The daemon refused the records themselves: resending
-                    # cannot help. Say so loudly; never raise into the pipeline.
-                    log.error("joblogd refused %d record(s): %s", len(chunk), err)
+                reply = self._request(line)
             except JobLogUnavailable as e:
-                log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", e, len(records) - i, self.spool_file)
-                self._spool(records[i:])
-                return
+                return settled, e
+            if not reply.get("ok"):
+                err = reply.get("error", {})
+                if err.get("code") in _TRANSIENT:
+                    return settled, JobLogUnavailable(err.get("message", "daemon cannot take records now"))
+                if end - start > 1:
+                    mid = (start + end) // 2
+                    pending.append((mid, end))
+                    pending.append((start, mid))
+                    continue
+                # Resending cannot help. Say so loudly; never raise into the
+                # pipeline.
+                log.error("joblogd refused a record (%s): %s", _describe(parts[start]), err)
+            settled = end
+        return settled, None
 
     # -- spool ----------------------------------------------------------------
 
@@ -319,15 +372,9 @@ class JobLogger:
                 lines = [ln for ln in f.read().splitlines() if ln.strip()]
                 if not lines:
                     continue
-                records = [json.loads(ln) for ln in lines]
-                sent = 0
-                try:
-                    for i in range(0, len(records), _BATCH):
-                        reply = self._request({"op": "log_batch", "jobs": records[i:i + _BATCH], "ack": True})
-                        if not reply.get("ok"):
-                            log.error("joblogd refused spooled records: %s", reply.get("error"))
-                        sent = i + _BATCH
-                except JobLogUnavailable:
+                # Spooled lines are records as _dumps wrote them.
+                sent, down = self._deliver([ln.encode("utf-8") for ln in lines])
+                if down is not None:
                     # Keep what was not acknowledged, in order.
                     f.seek(0)
                     f.truncate()
@@ -337,7 +384,7 @@ class JobLogger:
                     os.fsync(f.fileno())
                     return
                 os.unlink(path)
-                log.info("replayed %d spooled record(s) from %s", len(records), path)
+                log.info("replayed %d spooled record(s) from %s", len(lines), path)
 
     # -- queries --------------------------------------------------------------
 

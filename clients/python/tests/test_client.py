@@ -204,6 +204,40 @@ class Concurrency(Base):
                 self.assertEqual([k[2] for k in keys if k[:2] == (p, t)], list(range(100)))
 
 
+class Batching(Base):
+    def test_one_refused_record_costs_nothing_else_of_its_batch(self):
+        jobs = [{"video_id": f"v{i}", "i": i} for i in range(10)]
+        deep = {"video_id": "deep"}
+        node = deep
+        for _ in range(200):  # past the daemon's 128 levels: too_deep
+            node["a"] = {}
+            node = node["a"]
+        jobs.insert(4, deep)
+        lg = self.logger()
+        with self.assertLogs("joblog_client", level="ERROR") as logs:
+            lg.log_jobs_batch(jobs)
+        self.assertEqual(len(logs.records), 1, logs.output)
+        self.assertIn("video_id 'deep'", logs.output[0])
+        self.assertIn("too_deep", logs.output[0])
+        self.assertEqual([r["i"] for r in self.daemon.records()], list(range(10)))
+
+    def test_big_records_are_batched_under_the_line_limit(self):
+        # 8 records of 3 MB: one request for all would be a 24 MB line,
+        # past the daemon's 16 MiB limit, and every record refused with it.
+        jobs = [{"video_id": f"big{i}", "transcript": str(i) * 3_000_000} for i in range(8)]
+        lg = self.logger(timeout=30)
+        lg.log_jobs_batch(jobs)
+        got = self.daemon.records()
+        self.assertEqual([r["video_id"] for r in got], [f"big{i}" for i in range(8)])
+        self.assertTrue(all(len(r["transcript"]) == 3_000_000 for r in got))
+
+    def test_batch_bounds(self):
+        parts = [b"x" * n for n in (10, 3 << 20, 2 << 20, 5 << 20, 1, 1)]
+        self.assertEqual(joblog_client._batch_bounds(parts), [(0, 2), (2, 3), (3, 4), (4, 6)])
+        self.assertEqual(joblog_client._batch_bounds([b"{}"] * 2500), [(0, 1000), (1000, 2000), (2000, 2500)])
+        self.assertEqual(joblog_client._batch_bounds([]), [])
+
+
 class Resilience(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="jlpy-", dir="/tmp")
