@@ -163,8 +163,28 @@ pub fn open_log(
 ) -> Result<(Store, Index), StoreError> {
     let t0 = Instant::now();
     let mut index = Index::default();
+    let total = std::fs::metadata(path).map_or(0, |m| m.len());
+    let (mut progress, first) = crate::systemd::ScanProgress::start(total, t0);
+    if total > 0 {
+        crate::systemd::notify(&first);
+    }
+    let mut scanned = 0u64;
     let (mut store, recovery) = Store::open(path, fsync, |rec, bytes, meta| {
-        index.add(rec.offset, bytes, meta)
+        index.add(rec.offset, bytes, meta);
+        scanned += 1;
+        // A clock read per 4,096 records costs nothing next to them.
+        if scanned.is_multiple_of(4096)
+            && let Some(report) = progress.due(rec.offset, scanned, Instant::now())
+        {
+            crate::systemd::notify(&report);
+            tracing::info!(
+                log_file = %path.display(),
+                mb = rec.offset / 1_000_000,
+                of_mb = total / 1_000_000,
+                records = scanned,
+                "Reading the log file."
+            );
+        }
     })?;
     store.set_page_cache(page_cache);
     if let Some(problem) = &recovery.problem {

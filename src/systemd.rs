@@ -5,7 +5,7 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sends one notify message, if running under a service manager that asked
 /// for them. Failures are logged at debug level: notifications are advisory.
@@ -82,5 +82,89 @@ pub fn listen_fd() -> Result<Option<OwnedFd>, String> {
         n => Err(format!(
             "socket activation passed {n} sockets; joblogd.socket should have exactly one ListenStream="
         )),
+    }
+}
+
+/// How often a long log-file scan reports its progress.
+const SCAN_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// How much each report extends the service manager's timeout: several
+/// reports' worth, so one slow moment (a cold disk) does not get the
+/// service killed.
+const SCAN_EXTEND: Duration = Duration::from_secs(30);
+
+/// Progress of the scan that indexes the log file at start-up (and on a
+/// reopen). Reading runs at 300-2,000 MB/s here, so a log of tens of GB
+/// takes minutes, past systemd's default 90 s start timeout: a service that
+/// is not ready by then is killed and, with `Restart=on-failure`, started
+/// again to read the same file, forever. So the scan tells the service
+/// manager it is alive (`EXTEND_TIMEOUT_USEC=`, and `WATCHDOG=1` for a
+/// reopen while running) and how far it got (`STATUS=`), every few seconds.
+#[derive(Debug)]
+pub struct ScanProgress {
+    total: u64,
+    next: Instant,
+    watchdog: bool,
+}
+
+impl ScanProgress {
+    /// A scan of a file of `total` bytes begins at `now`; returns the first
+    /// report, due at once.
+    pub fn start(total: u64, now: Instant) -> (ScanProgress, String) {
+        let p = ScanProgress {
+            total,
+            next: now + SCAN_REPORT_EVERY,
+            watchdog: watchdog_interval().is_some(),
+        };
+        let first = p.report(0, 0);
+        (p, first)
+    }
+
+    /// The report to send now, if one is due: `offset` bytes and `records`
+    /// records read so far.
+    pub fn due(&mut self, offset: u64, records: u64, now: Instant) -> Option<String> {
+        if now < self.next {
+            return None;
+        }
+        self.next = now + SCAN_REPORT_EVERY;
+        Some(self.report(offset, records))
+    }
+
+    fn report(&self, offset: u64, records: u64) -> String {
+        format!(
+            "EXTEND_TIMEOUT_USEC={}\n{}STATUS=Reading the log file: {} of {} MB, {records} records",
+            SCAN_EXTEND.as_micros(),
+            if self.watchdog { "WATCHDOG=1\n" } else { "" },
+            offset / 1_000_000,
+            self.total / 1_000_000,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_reports_at_once_then_every_few_seconds_extending_the_timeout() {
+        let t0 = Instant::now();
+        let (mut p, first) = ScanProgress::start(3_000_000_000, t0);
+        assert!(
+            first.starts_with("EXTEND_TIMEOUT_USEC=30000000\n"),
+            "{first}"
+        );
+        assert!(first.ends_with("STATUS=Reading the log file: 0 of 3000 MB, 0 records"));
+        assert_eq!(p.due(1, 1, t0 + Duration::from_secs(4)), None);
+        let m = p.due(1_500_000_000, 1_000_000, t0 + Duration::from_secs(5));
+        assert!(
+            m.as_deref()
+                .is_some_and(|m| m.ends_with("1500 of 3000 MB, 1000000 records")),
+            "{m:?}"
+        );
+        // The next one is five seconds after that one, not after the start.
+        assert_eq!(p.due(1, 1, t0 + Duration::from_secs(9)), None);
+        assert!(p.due(1, 1, t0 + Duration::from_secs(10)).is_some());
+        // Each report extends the timeout by far more than the interval.
+        assert!(SCAN_EXTEND >= 4 * SCAN_REPORT_EVERY);
     }
 }

@@ -184,6 +184,40 @@ fn next_message(s: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Taking over an existing log, the daemon tells the service manager it is
+/// reading it (extending the start timeout) before it is ready.
+#[test]
+fn notify_reading_the_log_file_before_ready() {
+    let dir = TempDir::new();
+    let (ns, npath) = notify_socket(&dir);
+    let log = dir.join("log.json");
+    let recs: Vec<String> = (0..10_000)
+        .map(|i| format!(r#"{{"video_id":"v{i}","success":true}}"#))
+        .collect();
+    fs::write(&log, format!("[{}]", recs.join(","))).unwrap();
+    let mut child = Command::new(bin())
+        .arg("--socket")
+        .arg(dir.join("s.sock"))
+        .arg("--log-file")
+        .arg(&log)
+        .env("NOTIFY_SOCKET", &npath)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = next_message(&ns);
+    assert!(
+        first.starts_with("EXTEND_TIMEOUT_USEC=")
+            && first.contains("STATUS=Reading the log file: 0 of 0 MB"),
+        "{first}"
+    );
+    let ready = next_message(&ns);
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    assert!(ready.contains("10000 records"), "{ready}");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 #[test]
 fn notify_ready_after_listening_stopping_on_sigterm_and_watchdog() {
     let dir = TempDir::new();
