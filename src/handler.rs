@@ -61,6 +61,8 @@ pub struct Shared {
     /// `--max-record-bytes`: the most a record (or a `log_batch`'s jobs
     /// together) may take as stored.
     pub max_record: usize,
+    /// The unfiltered `stats` reply while the index is unchanged.
+    pub stats: Arc<crate::batcher::StatsCache>,
     pub started: Instant,
     pub version: &'static str,
     /// New records, for `subscribe`.
@@ -154,6 +156,8 @@ pub async fn handle(
         logged_at: String::new(),
         replies: reply_tx,
         writer_gone: false,
+        sent: 0,
+        indexed: Arc::default(),
     };
     let tx = session.shared.tx.clone();
     tokio::join!(
@@ -181,6 +185,10 @@ struct Session {
     replies: mpsc::Sender<Reply>,
     /// The batcher is gone (daemon stopping): records can no longer be taken.
     writer_gone: bool,
+    /// Chunks handed to the writer, and (bumped by the writer) how many of
+    /// them it has indexed: equal when all of ours are in the index.
+    sent: u64,
+    indexed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::Receiver<bool>) {
@@ -483,6 +491,15 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             // Unfiltered stats come from counters that include records not
             // yet flushed; filtered ones read timings back from the file.
             let durable = !query::is_unfiltered(&filter);
+            if !durable {
+                // Answered here, without the writer, when the shared reply
+                // is current and covers all our records (see StatsCache).
+                send_chunk(s, None).await;
+                let ours_indexed = s.indexed.load(std::sync::atomic::Ordering::Acquire) == s.sent;
+                if ours_indexed && let Some(line) = s.shared.stats.current() {
+                    return queue(s, Reply::Now(line.to_vec())).await;
+                }
+            }
             query_reply(s, no, Query::Stats { filter }, Output::Stats, durable).await;
         }
         Request::Jobs {
@@ -644,11 +661,13 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
         coerced: std::mem::take(&mut s.chunk_coerced),
         permit,
         done,
+        indexed: Some(Arc::clone(&s.indexed)),
     };
     if s.shared.tx.send(Command::Ingest(ing)).await.is_err() {
         s.writer_gone = true;
         return false;
     }
+    s.sent += 1;
     true
 }
 

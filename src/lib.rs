@@ -119,6 +119,7 @@ pub async fn run(
     let (events, _) = tokio::sync::broadcast::channel(batcher::EVENTS_CAPACITY);
     let records = store.records();
     let pool = Arc::new(batcher::BufferPool::new(config.max_pending_bytes));
+    let stats = Arc::new(batcher::StatsCache::default());
     let writer = spawn_writer(batcher::run(
         store,
         index,
@@ -129,6 +130,7 @@ pub async fn run(
             max_bytes: config.batch_max_bytes,
             shutdown_retry: config.shutdown_timeout,
             pool: Arc::clone(&pool),
+            stats: Arc::clone(&stats),
         },
         events.clone(),
     ))
@@ -183,6 +185,7 @@ pub async fn run(
         budget_total: config.max_pending_bytes,
         max_line: config.max_line_bytes,
         max_record: config.max_record_bytes,
+        stats,
         started,
         version: env!("CARGO_PKG_VERSION"),
         events,

@@ -155,6 +155,40 @@ fn answers_match_the_python_reference_and_survive_a_restart() {
     }
 }
 
+/// Unfiltered `stats` may be answered by the connection from a shared,
+/// current reply instead of by the writer; it must still count every record
+/// sent before it on the same connection, however the reply was primed (here
+/// by a second connection asking all the time).
+#[test]
+fn stats_counts_every_record_sent_before_it_on_the_connection() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "60000"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let primer = {
+        let mut b = Client::new(d.connect());
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                b.send("stats");
+                assert_eq!(b.reply()["ok"], true);
+            }
+        })
+    };
+    let mut a = Client::new(d.connect());
+    for i in 1..=300 {
+        a.send(&format!(r#"{{"video_id":"v{i}","success":true}}"#));
+        a.send("stats");
+        assert_eq!(a.reply()["stats"]["total_jobs"], i, "after record {i}");
+        if i % 3 == 0 {
+            // A request answered by the writer in between.
+            a.send("ping");
+            assert_eq!(a.reply()["ok"], true);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    primer.join().unwrap();
+}
+
 #[test]
 fn answers_include_records_not_yet_flushed() {
     let dir = TempDir::new();
