@@ -199,7 +199,10 @@ pub enum Command {
     /// read-your-writes) except `Stats`, which counts every accepted record.
     Query(Query, oneshot::Sender<Answer>),
     /// Archive the file and start an empty one; answers the archive path.
-    Clear(oneshot::Sender<Result<PathBuf, String>>),
+    /// The counter is the asking connection's `indexed` (see
+    /// [`StatsCache`]): a `stats` it sends next must not be answered from
+    /// before the clear.
+    Clear(oneshot::Sender<Result<PathBuf, String>>, Arc<AtomicU64>),
     /// SIGHUP: if the file at the log path is no longer the one being
     /// written (rotated away or deleted), flush, close it and open the path
     /// afresh. Answers what was done.
@@ -637,8 +640,11 @@ impl Writer {
             Command::Query(q, reply) => {
                 let _ = reply.send(self.query(q));
             }
-            Command::Clear(reply) => {
-                let _ = reply.send(self.clear().await);
+            Command::Clear(reply, indexed) => {
+                let res = self.clear().await;
+                // After the generation moved (see StatsCache's invariant).
+                indexed.fetch_add(1, Ordering::Release);
+                let _ = reply.send(res);
             }
             Command::Reopen(reply) => {
                 let _ = reply.send(self.reopen().await);

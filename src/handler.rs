@@ -536,7 +536,10 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
         Request::Clear => {
             send_chunk(s, None).await;
             let (tx, rx) = oneshot::channel();
-            if s.shared.tx.send(Command::Clear(tx)).await.is_ok() {
+            let clear = Command::Clear(tx, Arc::clone(&s.indexed));
+            if s.shared.tx.send(clear).await.is_ok() {
+                // Counted like a chunk: our next `stats` waits for it.
+                s.sent += 1;
                 queue(s, Reply::Cleared { rx, line: no }).await;
             } else {
                 queue(s, Reply::Now(stopping_error().reply(no))).await;

@@ -157,8 +157,9 @@ fn answers_match_the_python_reference_and_survive_a_restart() {
 
 /// Unfiltered `stats` may be answered by the connection from a shared,
 /// current reply instead of by the writer; it must still count every record
-/// sent before it on the same connection, however the reply was primed (here
-/// by a second connection asking all the time).
+/// sent before it on the same connection, and see a `clear` sent before it,
+/// however the reply was primed (here by a second connection asking all the
+/// time).
 #[test]
 fn stats_counts_every_record_sent_before_it_on_the_connection() {
     let dir = TempDir::new();
@@ -184,6 +185,17 @@ fn stats_counts_every_record_sent_before_it_on_the_connection() {
             a.send("ping");
             assert_eq!(a.reply()["ok"], true);
         }
+    }
+    // A `clear` pipelined before `stats` on the same connection: the
+    // answer is from after the clear.
+    for round in 0..20 {
+        a.send(r#"{"video_id":"c","success":true}"#);
+        a.send("stats");
+        assert!(a.reply()["stats"]["total_jobs"].as_u64() >= Some(1));
+        a.send(r#"{"op":"clear","confirm":true}"#);
+        a.send("stats");
+        assert_eq!(a.reply()["ok"], true, "clear, round {round}");
+        assert_eq!(a.reply()["stats"]["total_jobs"], 0, "round {round}");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     primer.join().unwrap();
