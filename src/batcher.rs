@@ -222,28 +222,44 @@ pub fn open_log(
     let t0 = Instant::now();
     let mut index = Index::default();
     let total = std::fs::metadata(path).map_or(0, |m| m.len());
-    let (mut progress, first) = crate::systemd::ScanProgress::start(total, t0);
+    let (progress, first) = crate::systemd::ScanProgress::start(total, t0);
     if total > 0 {
         crate::systemd::notify(&first);
     }
-    let mut scanned = 0u64;
-    let (mut store, recovery) = Store::open(path, fsync, |rec, bytes, meta| {
-        index.add(rec.offset, bytes, meta);
-        scanned += 1;
-        // A clock read per 4,096 records costs nothing next to them.
-        if scanned.is_multiple_of(4096)
-            && let Some(report) = progress.due(rec.offset, scanned, Instant::now())
-        {
-            crate::systemd::notify(&report);
+    // Shared by the two callbacks below (only one runs at a time).
+    let progress = std::cell::RefCell::new(progress);
+    let report = |step: crate::systemd::Step, done: u64| {
+        if let Some(msg) = progress.borrow_mut().due(step, done, Instant::now()) {
+            crate::systemd::notify(&msg);
             tracing::info!(
                 log_file = %path.display(),
-                mb = rec.offset / 1_000_000,
+                mb = done / 1_000_000,
                 of_mb = total / 1_000_000,
-                records = scanned,
-                "Reading the log file."
+                step = ?step,
+                "Opening the log file."
             );
         }
-    })?;
+    };
+    let mut scanned = 0u64;
+    // Where the clock is next read: every 16 MiB, and every 4,096 records
+    // (cheap next to them either way; a record may be megabytes long).
+    let mut next_check = 0u64;
+    let (mut store, recovery) = Store::open(
+        path,
+        fsync,
+        |rec, bytes, meta| {
+            index.add(rec.offset, bytes, meta);
+            scanned += 1;
+            if rec.offset >= next_check || scanned.is_multiple_of(4096) {
+                next_check = rec.offset + (16 << 20);
+                report(
+                    crate::systemd::Step::Reading { records: scanned },
+                    rec.offset,
+                );
+            }
+        },
+        |copied, _| report(crate::systemd::Step::CopyingAside, copied),
+    )?;
     store.set_page_cache(page_cache);
     if let Some(problem) = &recovery.problem {
         tracing::warn!(

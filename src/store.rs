@@ -211,7 +211,9 @@ pub fn file_timestamp() -> String {
 impl Store {
     /// Opens (creating parents and an empty `[]` if missing), locks, scans
     /// and if needed repairs the file. `on_record` sees every kept record in
-    /// order, with its bytes, so the caller can index it.
+    /// order, with its bytes, so the caller can index it; `on_copy` sees the
+    /// progress (bytes copied, of how many) of setting a damaged file's
+    /// original bytes aside, which for a large file takes a while too.
     ///
     /// # Errors
     /// [`StoreError::Locked`] when another process holds the file,
@@ -220,6 +222,7 @@ impl Store {
         path: &Path,
         fsync: FsyncPolicy,
         mut on_record: impl FnMut(ScannedRecord, &[u8], &RawMeta),
+        mut on_copy: impl FnMut(u64, u64),
     ) -> Result<(Store, Recovery), StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(io_err(parent, "create directory"))?;
@@ -265,10 +268,8 @@ impl Store {
             // Keep the original bytes before changing anything.
             let copy = PathBuf::from(format!("{}.corrupt-{}", path.display(), file_timestamp()));
             let copy = unique_path(copy);
-            fs::copy(path, &copy).map_err(io_err(&copy, "copy damaged file to"))?;
-            File::open(&copy)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&copy, "sync"))?;
+            copy_aside(&store.file, len, &copy, &mut on_copy)
+                .map_err(io_err(&copy, "copy damaged file to"))?;
             sync_dir(&copy);
             recovery.cut_bytes = len - scan.content_end;
             recovery.corrupt_copy = Some(copy);
@@ -579,6 +580,35 @@ fn injected_fault() -> Option<Fault> {
 pub static WRITE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `path`, or `path.1`, `path.2`… if it exists already.
+/// Copies the first `len` bytes of `src` to a new file `dst` and syncs
+/// it, in pieces, reporting progress: a damaged log of tens of GB takes
+/// minutes to copy, and the service manager must hear that the daemon is
+/// still busy. Write-back of each piece starts as soon as it is written, so
+/// the final sync does not wait for the whole file at once.
+fn copy_aside(
+    src: &File,
+    len: u64,
+    dst: &Path,
+    on_copy: &mut impl FnMut(u64, u64),
+) -> io::Result<()> {
+    const PIECE: usize = 8 << 20;
+    let out = OpenOptions::new().write(true).create_new(true).open(dst)?;
+    let mut buf = vec![0u8; PIECE.min(usize::try_from(len).unwrap_or(PIECE)).max(1)];
+    let mut at = 0u64;
+    on_copy(0, len);
+    while at < len {
+        let n = buf
+            .len()
+            .min(usize::try_from(len - at).unwrap_or(usize::MAX));
+        src.read_exact_at(&mut buf[..n], at)?;
+        out.write_all_at(&buf[..n], at)?;
+        start_writeback(&out, at, n);
+        at += n as u64;
+        on_copy(at, len);
+    }
+    out.sync_all()
+}
+
 fn unique_path(path: PathBuf) -> PathBuf {
     if !path.exists() {
         return path;
@@ -806,11 +836,41 @@ mod tests {
 
     fn open(path: &Path) -> (Store, Recovery, Vec<String>) {
         let mut seen = Vec::new();
-        let (s, r) = Store::open(path, FsyncPolicy::Always, |_, b, _| {
-            seen.push(String::from_utf8(b.to_vec()).unwrap())
-        })
+        let (s, r) = Store::open(
+            path,
+            FsyncPolicy::Always,
+            |_, b, _| seen.push(String::from_utf8(b.to_vec()).unwrap()),
+            |_, _| {},
+        )
         .unwrap();
         (s, r, seen)
+    }
+
+    /// A damaged file is set aside in pieces (with progress reports): the
+    /// copy holds exactly the original bytes, across piece boundaries.
+    #[test]
+    fn copy_aside_copies_every_byte_in_pieces() {
+        let src_path = tmp("copy-aside");
+        let len = (20 << 20) + 12_345;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        fs::write(&src_path, &bytes).unwrap();
+        let dst = src_path.with_extension("copy");
+        let mut seen = Vec::new();
+        copy_aside(
+            &File::open(&src_path).unwrap(),
+            len as u64,
+            &dst,
+            &mut |done, total| seen.push((done, total)),
+        )
+        .unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), bytes);
+        assert_eq!(seen.first(), Some(&(0, len as u64)));
+        assert_eq!(seen.last(), Some(&(len as u64, len as u64)));
+        assert!(seen.len() >= 4, "in pieces: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+        // Never over an existing file.
+        assert!(copy_aside(&File::open(&src_path).unwrap(), 1, &dst, &mut |_, _| {}).is_err());
+        let _ = fs::remove_dir_all(src_path.parent().unwrap());
     }
 
     #[test]
@@ -841,7 +901,7 @@ mod tests {
     fn second_open_is_locked_out() {
         let p = tmp("lock");
         let (_s, _, _) = open(&p);
-        let err = Store::open(&p, FsyncPolicy::Always, |_, _, _| {}).unwrap_err();
+        let err = Store::open(&p, FsyncPolicy::Always, |_, _, _| {}, |_, _| {}).unwrap_err();
         assert!(matches!(err, StoreError::Locked(_)));
     }
 

@@ -93,13 +93,15 @@ const SCAN_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// service killed.
 const SCAN_EXTEND: Duration = Duration::from_secs(30);
 
-/// Progress of the scan that indexes the log file at start-up (and on a
-/// reopen). Reading runs at 300-2,000 MB/s here, so a log of tens of GB
+/// Progress of the long steps of opening a log file: the scan that indexes
+/// it at start-up (and on a reopen), and setting a damaged file's original
+/// bytes aside. Reading runs at 300-2,000 MB/s here, so a log of tens of GB
 /// takes minutes, past systemd's default 90 s start timeout: a service that
 /// is not ready by then is killed and, with `Restart=on-failure`, started
-/// again to read the same file, forever. So the scan tells the service
-/// manager it is alive (`EXTEND_TIMEOUT_USEC=`, and `WATCHDOG=1` for a
-/// reopen while running) and how far it got (`STATUS=`), every few seconds.
+/// again to read the same file, forever. So these steps tell the service
+/// manager they are alive (`EXTEND_TIMEOUT_USEC=`, and `WATCHDOG=1` for a
+/// reopen while running) and how far they got (`STATUS=`), every few
+/// seconds.
 #[derive(Debug)]
 pub struct ScanProgress {
     total: u64,
@@ -107,8 +109,17 @@ pub struct ScanProgress {
     watchdog: bool,
 }
 
+/// What a progress report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Reading and indexing the records: bytes read, records so far.
+    Reading { records: u64 },
+    /// Copying a damaged file aside before repairing it: bytes copied.
+    CopyingAside,
+}
+
 impl ScanProgress {
-    /// A scan of a file of `total` bytes begins at `now`; returns the first
+    /// Work on a file of `total` bytes begins at `now`; returns the first
     /// report, due at once.
     pub fn start(total: u64, now: Instant) -> (ScanProgress, String) {
         let p = ScanProgress {
@@ -116,26 +127,29 @@ impl ScanProgress {
             next: now + SCAN_REPORT_EVERY,
             watchdog: watchdog_interval().is_some(),
         };
-        let first = p.report(0, 0);
+        let first = p.report(Step::Reading { records: 0 }, 0);
         (p, first)
     }
 
-    /// The report to send now, if one is due: `offset` bytes and `records`
-    /// records read so far.
-    pub fn due(&mut self, offset: u64, records: u64, now: Instant) -> Option<String> {
+    /// The report to send now, if one is due: `done` bytes of the file.
+    pub fn due(&mut self, step: Step, done: u64, now: Instant) -> Option<String> {
         if now < self.next {
             return None;
         }
         self.next = now + SCAN_REPORT_EVERY;
-        Some(self.report(offset, records))
+        Some(self.report(step, done))
     }
 
-    fn report(&self, offset: u64, records: u64) -> String {
+    fn report(&self, step: Step, done: u64) -> String {
+        let (what, records) = match step {
+            Step::Reading { records } => ("Reading the log file", format!(", {records} records")),
+            Step::CopyingAside => ("Copying the damaged log file aside", String::new()),
+        };
         format!(
-            "EXTEND_TIMEOUT_USEC={}\n{}STATUS=Reading the log file: {} of {} MB, {records} records",
+            "EXTEND_TIMEOUT_USEC={}\n{}STATUS={what}: {} of {} MB{records}",
             SCAN_EXTEND.as_micros(),
             if self.watchdog { "WATCHDOG=1\n" } else { "" },
-            offset / 1_000_000,
+            done / 1_000_000,
             self.total / 1_000_000,
         )
     }
@@ -154,16 +168,31 @@ mod tests {
             "{first}"
         );
         assert!(first.ends_with("STATUS=Reading the log file: 0 of 3000 MB, 0 records"));
-        assert_eq!(p.due(1, 1, t0 + Duration::from_secs(4)), None);
-        let m = p.due(1_500_000_000, 1_000_000, t0 + Duration::from_secs(5));
+        let reading = |records| Step::Reading { records };
+        assert_eq!(p.due(reading(1), 1, t0 + Duration::from_secs(4)), None);
+        let m = p.due(
+            reading(1_000_000),
+            1_500_000_000,
+            t0 + Duration::from_secs(5),
+        );
         assert!(
             m.as_deref()
                 .is_some_and(|m| m.ends_with("1500 of 3000 MB, 1000000 records")),
             "{m:?}"
         );
         // The next one is five seconds after that one, not after the start.
-        assert_eq!(p.due(1, 1, t0 + Duration::from_secs(9)), None);
-        assert!(p.due(1, 1, t0 + Duration::from_secs(10)).is_some());
+        assert_eq!(p.due(reading(1), 1, t0 + Duration::from_secs(9)), None);
+        let m = p.due(
+            Step::CopyingAside,
+            2_000_000_000,
+            t0 + Duration::from_secs(10),
+        );
+        assert!(
+            m.as_deref()
+                .is_some_and(|m| m.starts_with("EXTEND_TIMEOUT_USEC=")
+                    && m.ends_with("STATUS=Copying the damaged log file aside: 2000 of 3000 MB")),
+            "{m:?}"
+        );
         // Each report extends the timeout by far more than the interval.
         assert!(SCAN_EXTEND >= 4 * SCAN_REPORT_EVERY);
     }
