@@ -44,8 +44,19 @@ DEFAULT_LOG_FILE = Path("notes") / "processing_log.json"
 # default line limit (16 MiB), so big records never make a request too long.
 _BATCH = 1000
 _BATCH_BYTES = 4 << 20
-# Refusals that say nothing about the records: send them again later.
-_TRANSIENT = ("write_failed", "shutting_down")
+# Refusals that say nothing about the records: keep them (spool) and send
+# them again later. `forbidden` is a setup problem (socket group, --allow-uid)
+# that an administrator fixes; the records must survive it.
+_TRANSIENT = ("write_failed", "shutting_down", "forbidden")
+# Refusals caused by what one of the records holds: the batch is split to
+# find the record at fault. Any other refusal is about the request itself,
+# the same for any split, and is logged once for the batch.
+_RECORD_FAULTS = ("invalid_json", "invalid_utf8", "not_an_object", "too_deep",
+                  "line_too_long", "record_too_large")
+# Seconds added to the timeout of a log_batch per byte it carries (the daemon
+# acknowledges after fdatasync): a slow ack that times out would be sent
+# again, and logged twice.
+_TIMEOUT_PER_BYTE = 1 / 10e6
 
 
 class JobLogUnavailable(ConnectionError):
@@ -91,6 +102,16 @@ def _batch_bounds(parts):
     if start < len(parts):
         bounds.append((start, len(parts)))
     return bounds
+
+
+def _encode(record):
+    """One record as the line bytes sent (and spooled): UTF-8, as the old
+    logger wrote. A string with a lone surrogate, which UTF-8 cannot hold,
+    is written with \\u escapes instead, which the daemon keeps as they are."""
+    try:
+        return _dumps(record).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":")).encode("ascii")
 
 
 def _describe(part):
@@ -258,7 +279,7 @@ class JobLogger:
 
     def _send(self, records):
         """Sends in batches; whatever was not acknowledged is spooled."""
-        settled, down = self._deliver([_dumps(r).encode("utf-8") for r in records])
+        settled, down = self._deliver([_encode(r) for r in records])
         if down is not None:
             log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(records) - settled, self.spool_file)
             self._spool(records[settled:])
@@ -279,21 +300,25 @@ class JobLogger:
             start, end = pending.pop()
             line = b'{"op":"log_batch","ack":true,"jobs":[' + b",".join(parts[start:end]) + b"]}"
             try:
-                reply = self._request(line)
+                reply = self._request(line, timeout=self.timeout + len(line) * _TIMEOUT_PER_BYTE)
             except JobLogUnavailable as e:
                 return settled, e
             if not reply.get("ok"):
                 err = reply.get("error", {})
-                if err.get("code") in _TRANSIENT:
+                code = err.get("code")
+                if code in _TRANSIENT:
                     return settled, JobLogUnavailable(err.get("message", "daemon cannot take records now"))
-                if end - start > 1:
+                if code in _RECORD_FAULTS and end - start > 1:
                     mid = (start + end) // 2
                     pending.append((mid, end))
                     pending.append((start, mid))
                     continue
                 # Resending cannot help. Say so loudly; never raise into the
                 # pipeline.
-                log.error("joblogd refused a record (%s): %s", _describe(parts[start]), err)
+                if end - start == 1:
+                    log.error("joblogd refused a record (%s): %s", _describe(parts[start]), err)
+                else:
+                    log.error("joblogd refused %d record(s): %s", end - start, err)
             settled = end
         return settled, None
 
@@ -314,7 +339,7 @@ class JobLogger:
                     if not same:
                         continue  # replayed and removed while we waited
                     for r in records:
-                        f.write(_dumps(r) + "\n")
+                        f.write(_encode(r).decode("utf-8") + "\n")
                     f.flush()
                     os.fsync(f.fileno())
                     return

@@ -231,6 +231,39 @@ class Batching(Base):
         self.assertEqual([r["video_id"] for r in got], [f"big{i}" for i in range(8)])
         self.assertTrue(all(len(r["transcript"]) == 3_000_000 for r in got))
 
+    def test_a_lone_surrogate_costs_nothing_else(self):
+        jobs = [{"video_id": "a"}, {"video_id": "b", "title": "x\ud800y"}, {"video_id": "c"}]
+        self.logger().log_jobs_batch(jobs)
+        got = self.daemon.records()
+        self.assertEqual([r["video_id"] for r in got], ["a", "b", "c"])
+        self.assertEqual(got[1]["title"], "x\ud800y")
+
+    def test_only_record_faults_are_split(self):
+        lg = self.logger()
+        calls = []
+
+        def refuse(code):
+            def request(line, timeout=None, body=False):
+                calls.append(line)
+                return {"ok": False, "error": {"code": code, "message": "no"}}
+            return request
+
+        parts = [b'{"a":1}'] * 8
+        lg._request = refuse("invalid_request")
+        with self.assertLogs("joblog_client", level="ERROR") as logs:
+            self.assertEqual(lg._deliver(parts), (8, None))
+        self.assertEqual((len(calls), len(logs.records)), (1, 1))
+        calls.clear()
+        lg._request = refuse("forbidden")
+        settled, down = lg._deliver(parts)
+        self.assertEqual((settled, len(calls)), (0, 1))
+        self.assertIsInstance(down, joblog_client.JobLogUnavailable)
+        calls.clear()
+        lg._request = refuse("too_deep")
+        with self.assertLogs("joblog_client", level="ERROR") as logs:
+            self.assertEqual(lg._deliver(parts), (8, None))
+        self.assertEqual((len(calls), len(logs.records)), (15, 8))
+
     def test_batch_bounds(self):
         parts = [b"x" * n for n in (10, 3 << 20, 2 << 20, 5 << 20, 1, 1)]
         self.assertEqual(joblog_client._batch_bounds(parts), [(0, 2), (2, 3), (3, 4), (4, 6)])
