@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Daemon, TempDir, read_log};
+use crate::util::{Daemon, TempDir, read_log, wait_for_records};
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_joblogctl"))
@@ -44,6 +44,79 @@ fn sample(dir: &TempDir) -> std::path::PathBuf {
         .unwrap();
     }
     p
+}
+
+/// On a terminal, `joblogctl log` of a file over 1 MiB shows its progress
+/// on stderr (`\r` and a percentage, rewritten in place), then the total.
+/// Elsewhere (every other test here) it prints only the total.
+#[test]
+fn log_shows_progress_on_a_terminal() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let path = dir.join("big.ndjson");
+    let n = 6000;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for i in 0..n {
+        writeln!(
+            f,
+            r#"{{"video_id":"p{i}","logged_at":"t","pad":"{}"}}"#,
+            "x".repeat(200)
+        )
+        .unwrap();
+    }
+    drop(f);
+    assert!(std::fs::metadata(&path).unwrap().len() > 1 << 20);
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors through the pointers; the
+    // name, termios and winsize arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        eprintln!("SKIPPED: no pseudo-terminal available (openpty failed)");
+        return;
+    }
+    // SAFETY: both descriptors were just opened for us and are owned here.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(slave),
+        )
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_joblogctl"));
+    cmd.arg("--socket")
+        .arg(&d.socket)
+        .arg("log")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave));
+    let mut child = cmd.spawn().expect("run joblogctl");
+    // Our copy of the terminal's other end goes with `cmd`, so the read
+    // below ends (EIO) once joblogctl exits.
+    drop(cmd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => out.extend_from_slice(&buf[..k]),
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains(&format!("\r100% {n} records")), "{text:?}");
+    assert!(text.contains("\r 50% "), "in place, step by step: {text:?}");
+    assert!(text.contains(&format!("logged {n} records")), "{text:?}");
+    assert_eq!(wait_for_records(&d.log, n).len(), n);
 }
 
 #[test]
