@@ -412,6 +412,35 @@ pub fn facts(
     }
 }
 
+/// [`facts`] for a record whose bytes are not kept: the spellings longer
+/// than a [`NameRef`] carries are copied to the end of `spellings` and
+/// located there, so [`Index::push_facts_at`] can take `spellings` in
+/// place of the record. Copying a few names costs less than copying a
+/// large record.
+pub fn facts_detached(
+    rec: &[u8],
+    meta: &RawMeta,
+    scratch: &mut Formatter,
+    timings: &mut Vec<TimingFact>,
+    spellings: &mut Vec<u8>,
+) -> Facts {
+    let mut f = facts(rec, meta, scratch, timings);
+    let first = f.timings.0 as usize;
+    let names = f
+        .names
+        .iter_mut()
+        .chain(timings[first..].iter_mut().map(|t| &mut t.name));
+    for n in names {
+        let len = n.len as usize;
+        if len > INLINE_SPELLING {
+            let at = spellings.len();
+            spellings.extend_from_slice(n.spelling(rec));
+            n.start = at as u32;
+        }
+    }
+    f
+}
+
 /// One record: 64 bytes (checked by a test).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Entry {
@@ -1037,6 +1066,20 @@ impl Index {
     /// a stage, subject, worker, error or timing not seen before) and whose
     /// facts were computed by [`facts`]; `timings` is its range of the list.
     pub fn push_facts(&mut self, offset: u64, rec: &[u8], f: &Facts, timings: &[TimingFact]) {
+        self.push_facts_at(offset, rec.len() as u32, rec, f, timings);
+    }
+
+    /// [`Index::push_facts`] for a record `len` bytes long whose long name
+    /// spellings are in `spellings` (see [`facts_detached`]), not in its
+    /// own bytes.
+    pub fn push_facts_at(
+        &mut self,
+        offset: u64,
+        len: u32,
+        rec: &[u8],
+        f: &Facts,
+        timings: &[TimingFact],
+    ) {
         let success = f.flags & F_SUCCESS != 0;
         let group = |syms: &mut Interner, k: usize| syms.resolve(NameKind::Group, f.names[k], rec);
         let stage = group(&mut self.syms, 0);
@@ -1057,7 +1100,7 @@ impl Index {
             logged_at: f.logged_at,
             duration: f.duration,
             video: f.video,
-            len: rec.len() as u32,
+            len,
             stage,
             subject,
             worker,
