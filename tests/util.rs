@@ -256,12 +256,20 @@ pub fn read_log(path: &Path) -> Vec<Value> {
     }
 }
 
-/// Polls until the log holds `n` records.
+/// Polls until the log holds `n` records. A poll that lands while the
+/// daemon is appending sees the array open (the closing bracket is
+/// rewritten by every flush) and simply polls again; past the deadline the
+/// file must parse.
 pub fn wait_for_records(path: &Path, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let recs = read_log(path);
-        if recs.len() >= n || Instant::now() > deadline {
+        if Instant::now() > deadline {
+            return read_log(path);
+        }
+        let bytes = fs::read(path).expect("read log");
+        if let Ok(Value::Array(recs)) = serde_json::from_slice::<Value>(&bytes)
+            && recs.len() >= n
+        {
             return recs;
         }
         std::thread::sleep(Duration::from_millis(20));
