@@ -213,6 +213,12 @@ pub enum Command {
 /// bytes (see [`open_log`]).
 const INDEX_BATCH_BYTES: usize = 1 << 20;
 
+/// ... or this many records, whichever comes first: large records add only
+/// their facts (about 200 bytes each) and tiny ones barely any bytes, so
+/// the byte count alone would let a batch grow with the file. Small in
+/// unit tests, so that their files cross many batch boundaries.
+const INDEX_BATCH_RECORDS: usize = if cfg!(test) { 100 } else { 4096 };
+
 /// Records this long or longer go to the indexing thread as their facts
 /// (computed on the scanning thread) rather than as their bytes: copying a
 /// seed-sized record would cost more than the indexing saved.
@@ -236,12 +242,40 @@ enum Scanned {
     Facts(u64, u32, Facts),
 }
 
+/// Adds one scanned record to `batch`: its bytes, or for a large record its
+/// facts (see [`DETACH_AT`]).
+fn hand_over(
+    batch: &mut ScanBatch,
+    scratch: &mut crate::json::Formatter,
+    offset: u64,
+    bytes: &[u8],
+    meta: &RawMeta,
+) {
+    if bytes.len() >= DETACH_AT {
+        let f = crate::index::facts_detached(
+            bytes,
+            meta,
+            scratch,
+            &mut batch.timings,
+            &mut batch.bytes,
+        );
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        batch.records.push(Scanned::Facts(offset, len, f));
+    } else {
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(bytes);
+        let range = start..batch.bytes.len();
+        batch.records.push(Scanned::Bytes(offset, range, *meta));
+    }
+}
+
 /// Opens (or creates, or repairs) the log file and indexes it, logging
 /// what recovery found. Used at start-up and on reopen.
 ///
 /// The scan (reading and validating every record) and the indexing (facts
 /// and entries) take about the same time, so they run on two threads: the
-/// scan hands records over in batches of [`INDEX_BATCH_BYTES`] (at most
+/// scan hands records over in batches of [`INDEX_BATCH_BYTES`] or
+/// [`INDEX_BATCH_RECORDS`] (at most
 /// two waiting), the index gets them in file order. Until the log is open
 /// nothing else runs, so this is the one place a second core is free.
 ///
@@ -304,30 +338,23 @@ pub fn open_log(
         });
         let mut batch = ScanBatch::default();
         let mut scratch = crate::json::Formatter::new();
+        // Set when the indexer is gone (it panicked): the scan then only
+        // finishes, and the panic is raised below.
+        let mut indexer_gone = false;
         let opened = Store::open(
             path,
             fsync,
             |rec, bytes, meta| {
-                if bytes.len() >= DETACH_AT {
-                    let f = crate::index::facts_detached(
-                        bytes,
-                        meta,
-                        &mut scratch,
-                        &mut batch.timings,
-                        &mut batch.bytes,
-                    );
-                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                    batch.records.push(Scanned::Facts(rec.offset, len, f));
-                } else {
-                    let start = batch.bytes.len();
-                    batch.bytes.extend_from_slice(bytes);
-                    let range = start..batch.bytes.len();
-                    batch.records.push(Scanned::Bytes(rec.offset, range, *meta));
-                }
-                if batch.bytes.len() >= INDEX_BATCH_BYTES {
-                    let next = back_rx.try_recv().unwrap_or_default();
-                    // The indexer only stops when this sender is dropped.
-                    let _ = tx.send(std::mem::replace(&mut batch, next));
+                if !indexer_gone {
+                    hand_over(&mut batch, &mut scratch, rec.offset, bytes, meta);
+                    if batch.bytes.len() >= INDEX_BATCH_BYTES
+                        || batch.records.len() >= INDEX_BATCH_RECORDS
+                    {
+                        let next = back_rx.try_recv().unwrap_or_default();
+                        // The indexer only stops when this sender is
+                        // dropped, or by panicking.
+                        indexer_gone = tx.send(std::mem::replace(&mut batch, next)).is_err();
+                    }
                 }
                 scanned += 1;
                 if rec.offset >= next_check || scanned.is_multiple_of(4096) {
@@ -340,7 +367,8 @@ pub fn open_log(
             },
             |copied, _| report(crate::systemd::Step::CopyingAside, copied),
         );
-        if !batch.records.is_empty() {
+        // (An index of a file that failed to open is thrown away.)
+        if opened.is_ok() && !batch.records.is_empty() {
             let _ = tx.send(batch);
         }
         drop(tx);
@@ -1026,6 +1054,9 @@ mod tests {
             ));
         }
         std::fs::write(&path, format!("[{}]", recs.join(",\n"))).unwrap();
+        // Both limits are crossed many times: 3,000 records in batches of
+        // at most INDEX_BATCH_RECORDS (100 here), and 3+ MiB of bytes.
+        const { assert!(3000 > 10 * INDEX_BATCH_RECORDS) };
         assert!(std::fs::metadata(&path).unwrap().len() > 3 * INDEX_BATCH_BYTES as u64);
 
         let mut sequential = Index::default();

@@ -433,9 +433,13 @@ pub fn facts_detached(
     for n in names {
         let len = n.len as usize;
         if len > INLINE_SPELLING {
-            let at = spellings.len();
+            // Past 4 GiB of spellings the name reads as absent (null).
+            let Ok(at) = u32::try_from(spellings.len()) else {
+                n.len = 0;
+                continue;
+            };
             spellings.extend_from_slice(n.spelling(rec));
-            n.start = at as u32;
+            n.start = at;
         }
     }
     f
@@ -1066,7 +1070,8 @@ impl Index {
     /// a stage, subject, worker, error or timing not seen before) and whose
     /// facts were computed by [`facts`]; `timings` is its range of the list.
     pub fn push_facts(&mut self, offset: u64, rec: &[u8], f: &Facts, timings: &[TimingFact]) {
-        self.push_facts_at(offset, rec.len() as u32, rec, f, timings);
+        let len = u32::try_from(rec.len()).unwrap_or(u32::MAX);
+        self.push_facts_at(offset, len, rec, f, timings);
     }
 
     /// [`Index::push_facts`] for a record `len` bytes long whose long name
