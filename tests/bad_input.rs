@@ -137,6 +137,17 @@ fn expanding(head: &[u8], depth: usize, len: usize, tail: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A `log_batch` request of `n` empty jobs `{}`.
+fn empty_jobs(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(3 * n + 64);
+    v.extend_from_slice(b"{\"op\":\"log_batch\",\"jobs\":[");
+    for _ in 1..n {
+        v.extend_from_slice(b"{},");
+    }
+    v.extend_from_slice(b"{}]}\n");
+    v
+}
+
 /// Writes the bytes of a generated case (the big ones are never files).
 fn write_generated(kind: &str, w: &mut UnixStream) -> io::Result<()> {
     match kind {
@@ -181,16 +192,7 @@ fn write_generated(kind: &str, w: &mut UnixStream) -> io::Result<()> {
             }
             w.write_all(b"\n")
         }
-        "log_batch_1m" => {
-            let n = 1_000_000;
-            let mut v = Vec::with_capacity(3 * n + 64);
-            v.extend_from_slice(b"{\"op\":\"log_batch\",\"jobs\":[");
-            for _ in 1..n {
-                v.extend_from_slice(b"{},");
-            }
-            v.extend_from_slice(b"{}]}\n");
-            w.write_all(&v)
-        }
+        "log_batch_1m" => w.write_all(&empty_jobs(1_000_000)),
         "expanding_16mb" => w.write_all(&expanding(
             b"{\"video_id\":\"expanding-16mb\",\"a\":",
             120,
@@ -222,16 +224,7 @@ fn write_generated(kind: &str, w: &mut UnixStream) -> io::Result<()> {
             v.extend_from_slice(b"]}\n");
             w.write_all(&v)
         }
-        "log_batch_jobs_over_limit" => {
-            let n = 1_500_000;
-            let mut v = Vec::with_capacity(3 * n + 64);
-            v.extend_from_slice(b"{\"op\":\"log_batch\",\"jobs\":[");
-            for _ in 1..n {
-                v.extend_from_slice(b"{},");
-            }
-            v.extend_from_slice(b"{}]}\n");
-            w.write_all(&v)
-        }
+        "log_batch_jobs_over_limit" => w.write_all(&empty_jobs(1_500_000)),
         other => panic!("unknown generator {other:?}"),
     }
 }
