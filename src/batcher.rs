@@ -72,7 +72,7 @@ pub struct Ingest {
     pub done: Option<oneshot::Sender<Durable>>,
     /// The sending connection's count of its chunks the writer has indexed,
     /// bumped once these records are in the index (see [`StatsCache`]).
-    pub indexed: Option<Arc<AtomicU64>>,
+    pub indexed: Arc<AtomicU64>,
 }
 
 /// The unfiltered `stats` reply, shared with the connections so that they
@@ -275,8 +275,8 @@ fn hand_over(
 /// The scan (reading and validating every record) and the indexing (facts
 /// and entries) take about the same time, so they run on two threads: the
 /// scan hands records over in batches of [`INDEX_BATCH_BYTES`] or
-/// [`INDEX_BATCH_RECORDS`] (at most
-/// two waiting), the index gets them in file order. Until the log is open
+/// [`INDEX_BATCH_RECORDS`] (at most two waiting), the index gets them in
+/// file order. Until the log is open
 /// nothing else runs, so this is the one place a second core is free.
 ///
 /// # Errors
@@ -539,9 +539,6 @@ struct Writer {
     index: Index,
     /// `content_end` of the store after the last successful flush.
     durable_end: u64,
-    /// The last unfiltered `stats` object and the record count it was built
-    /// at: a monitoring loop asking again and again between records gets it
-    /// without rebuilding. Dropped whenever the index is replaced.
     /// New records for subscribers (`subscribe`), one compact line each.
     events: Events,
     /// Where the next accepted record's separator will be written: the
@@ -837,9 +834,7 @@ impl Writer {
             self.cfg.stats.changed();
         }
         // After the generation: see StatsCache's invariant.
-        if let Some(indexed) = &ing.indexed {
-            indexed.fetch_add(1, Ordering::Release);
-        }
+        ing.indexed.fetch_add(1, Ordering::Release);
         self.logical_end = base + ing.data.len() as u64 - skip;
         if ing.data.is_empty() {
             self.cfg.pool.give(ing.data);

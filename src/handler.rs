@@ -664,7 +664,7 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
         coerced: std::mem::take(&mut s.chunk_coerced),
         permit,
         done,
-        indexed: Some(Arc::clone(&s.indexed)),
+        indexed: Arc::clone(&s.indexed),
     };
     if s.shared.tx.send(Command::Ingest(ing)).await.is_err() {
         s.writer_gone = true;

@@ -322,6 +322,16 @@ pub struct Formatter {
     pub output_limit: Option<usize>,
 }
 
+/// [`Formatter::output_limit`]'s check, where indentation is written.
+#[inline(always)]
+fn within_limit(printed: usize, limit: usize) -> Result<(), JsonError> {
+    if printed > limit {
+        Err(JsonError::TooLarge { limit })
+    } else {
+        Ok(())
+    }
+}
+
 #[inline(always)]
 fn newline_indent<S: Sink>(out: &mut S, depth: usize) {
     // An element of the top-level array sits at level 1, so depth d prints
@@ -793,9 +803,7 @@ impl Formatter {
                         if self.stack.len() >= max_depth {
                             return Err(JsonError::TooDeep { offset: i });
                         }
-                        if out.len() - base > limit {
-                            return Err(JsonError::TooLarge { limit });
-                        }
+                        within_limit(out.len() - base, limit)?;
                         self.stack.push(frame);
                         depth = depth.max(self.stack.len());
                         out.push(open);
@@ -888,9 +896,7 @@ impl Formatter {
                 };
                 match (frame, b) {
                     (_, b',') => {
-                        if out.len() - base > limit {
-                            return Err(JsonError::TooLarge { limit });
-                        }
+                        within_limit(out.len() - base, limit)?;
                         out.push(b',');
                         newline_indent(out, self.stack.len());
                         i = skip_ws(input, i + 1);
@@ -900,9 +906,7 @@ impl Formatter {
                         continue 'value;
                     }
                     (Frame::Object, b'}') | (Frame::Array, b']') => {
-                        if out.len() - base > limit {
-                            return Err(JsonError::TooLarge { limit });
-                        }
+                        within_limit(out.len() - base, limit)?;
                         i += 1;
                         self.stack.pop();
                         if self.stack.is_empty()

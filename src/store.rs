@@ -660,7 +660,6 @@ fn scan(
         Value,
         Done,
     }
-    let reader = file;
     let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK);
     let mut base: u64 = 0; // file offset of buf[0]
     let mut pos = 0usize; // consumed up to here in buf
@@ -695,7 +694,7 @@ fn scan(
             // zeroed first (zeroing cost 3% of a scan); `read_to_end` stops
             // at the limit or at the end of the file and retries EINTR.
             buf.reserve(target - old);
-            reader.take((target - old) as u64).read_to_end(buf)?;
+            file.take((target - old) as u64).read_to_end(buf)?;
             Ok(buf.len() > old)
         };
     loop {
