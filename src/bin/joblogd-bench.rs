@@ -9,6 +9,8 @@
 //! 1. fire-and-forget throughput (small ~1.2 KB and seed-sized ~14 KB
 //!    records, 1/8/64 writers, clock stopped when a final `flush` returns);
 //! 2. the raw ceiling: the same bytes into a trivial in-process server;
+//!    and the disk ceiling: as many bytes as joblogd's file appended in
+//!    synced 8 MiB writes, which bounds any daemon's records/s on this disk;
 //! 3. the client-side cost of one `write_all` per record;
 //! 4. `ack` latency with 1 and 8 clients;
 //! 5. start-up scan time and `flush` latency at ~10 MB and ~1 GB files;
@@ -845,6 +847,36 @@ fn raw_run(dir: &Path, bufs: &[Vec<u8>]) -> io::Result<Duration> {
     Ok(took)
 }
 
+/// Bytes per write and sync of the disk ceiling: the daemon's default
+/// `--batch-max-bytes`, which its batches reach whenever the disk is what
+/// holds it back (group commit).
+const DISK_PIECE: usize = 8 << 20;
+
+/// The disk ceiling: `total` bytes appended in [`DISK_PIECE`] writes, each
+/// followed by `fdatasync` and `POSIX_FADV_DONTNEED` (the daemon's default
+/// `--fsync always --page-cache drop`), with no socket and no formatting.
+/// No daemon can append its file durably faster than this on the same disk,
+/// so records / this time bounds its records/s. Returns the time.
+fn disk_run(dir: &Path, total: u64, piece: &[u8]) -> io::Result<Duration> {
+    let path = dir.join("disk.out");
+    let file = File::create(&path)?;
+    let t0 = Instant::now();
+    let mut at = 0u64;
+    while at < total {
+        let n = piece
+            .len()
+            .min(usize::try_from(total - at).unwrap_or(usize::MAX));
+        file.write_all_at(&piece[..n], at)?;
+        file.sync_data()?;
+        at += n as u64;
+        evict_from_cache(&file);
+    }
+    let took = t0.elapsed();
+    drop(file);
+    let _ = fs::remove_file(&path);
+    Ok(took)
+}
+
 // ---------------------------------------------------------------------------
 // Measurements
 
@@ -865,6 +897,8 @@ struct TpRow {
     bytes: u64,
     joblogd_secs: Vec<f64>,
     raw_secs: Vec<f64>,
+    /// [`disk_run`] of `file_bytes`, once per repetition.
+    disk_secs: Vec<f64>,
     /// Size of joblogd's file after a run (pretty-printed, with logged_at).
     file_bytes: u64,
 }
@@ -877,6 +911,16 @@ impl TpRow {
 
     fn mb_per_s(&self, secs: &[f64]) -> Spread {
         let v: Vec<f64> = secs.iter().map(|s| self.bytes as f64 / 1e6 / s).collect();
+        spread(&v)
+    }
+
+    /// The disk ceiling in MB/s of joblogd's file (not of input lines).
+    fn disk_mb_per_s(&self) -> Spread {
+        let v: Vec<f64> = self
+            .disk_secs
+            .iter()
+            .map(|s| self.file_bytes as f64 / 1e6 / s)
+            .collect();
         spread(&v)
     }
 
@@ -896,6 +940,9 @@ impl TpRow {
             "joblogd_file_bytes": self.file_bytes,
             "raw_mb_per_s": j(self.mb_per_s(&self.raw_secs)),
             "joblogd_to_raw": if rr > 0.0 { jr / rr } else { 0.0 },
+            "disk_seconds": self.disk_secs,
+            "disk_mb_per_s": j(self.disk_mb_per_s()),
+            "disk_records_per_s": j(self.rec_per_s(&self.disk_secs)),
         })
     }
 }
@@ -1148,20 +1195,29 @@ impl Bench {
                 joblogd_secs: Vec::new(),
                 file_bytes: 0,
                 raw_secs: Vec::new(),
+                disk_secs: Vec::new(),
             };
+            let src: &[u8] = bufs.iter().find(|b| !b.is_empty()).map_or(b" ", |b| b);
+            let mut piece = Vec::with_capacity(DISK_PIECE);
+            while piece.len() < DISK_PIECE {
+                piece.extend_from_slice(&src[..src.len().min(DISK_PIECE - piece.len())]);
+            }
             for rep in 0..self.plan.reps {
                 let what = format!("{} x{writers} run {}", kind.label(), rep + 1);
                 let (secs, file_bytes) = self.joblogd_run(&bufs, total as u64, &what)?;
                 row.file_bytes = file_bytes;
                 let raw = raw_run(&self.dir, &bufs)?.as_secs_f64();
+                let disk = disk_run(&self.dir, file_bytes, &piece)?.as_secs_f64();
                 self.progress(&format!(
-                    "{what}: joblogd {} rec/s {:.1} MB/s ({secs:.2} s); raw {:.1} MB/s",
+                    "{what}: joblogd {} rec/s {:.1} MB/s ({secs:.2} s); raw {:.1} MB/s; disk ceiling {} rec/s",
                     thousands(total as f64 / secs),
                     bytes as f64 / 1e6 / secs,
-                    bytes as f64 / 1e6 / raw
+                    bytes as f64 / 1e6 / raw,
+                    thousands(total as f64 / disk)
                 ));
                 row.joblogd_secs.push(secs);
                 row.raw_secs.push(raw);
+                row.disk_secs.push(disk);
             }
             rows.push(row);
         }
@@ -1874,20 +1930,27 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
 
     let _ = writeln!(
         o,
-        "\n2. Raw ceiling: same bytes and writers into an in-process server (thread per connection, write_all to one file under a Mutex, one fdatasync at the end); joblogd's file is larger than its input (pretty-printed, logged_at added), so its disk MB/s is shown too"
+        "\n2. Raw ceiling: same bytes and writers into an in-process server (thread per connection, write_all to one file under a Mutex, one fdatasync at the end); joblogd's file is larger than its input (pretty-printed, logged_at added), so its disk MB/s is shown too. Disk ceiling: as many bytes as joblogd's file appended in 8 MiB writes, each synced and dropped from the page cache (the daemon's defaults), no socket, no parsing; records/s at it bound any daemon on this disk"
     );
     if r.ran(Section::Throughput) {
         let _ = writeln!(
             o,
-            "   {:<7} {:>7}   {:<28} {:>12}   {:>18}   {:>18}",
-            "record", "writers", "raw MB/s", "joblogd/raw", "joblogd file MB", "joblogd disk MB/s"
+            "   {:<7} {:>7}   {:<28} {:>12}   {:>18}   {:>18}   {:<28} {:>14}",
+            "record",
+            "writers",
+            "raw MB/s",
+            "joblogd/raw",
+            "joblogd file MB",
+            "joblogd disk MB/s",
+            "disk ceiling MB/s",
+            "ceiling rec/s"
         );
         for row in &r.tp {
             let raw = row.mb_per_s(&row.raw_secs);
             let jl = row.mb_per_s(&row.joblogd_secs);
             let _ = writeln!(
                 o,
-                "   {:<7} {:>7}   {:<28} {:>12.2}   {:>18}   {:>18.1}",
+                "   {:<7} {:>7}   {:<28} {:>12.2}   {:>18}   {:>18.1}   {:<28} {:>14}",
                 row.kind.label(),
                 row.writers,
                 fmt_spread(raw, 1),
@@ -1901,7 +1964,9 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
                     row.file_bytes as f64 / 1e6,
                     row.file_bytes as f64 / row.bytes as f64
                 ),
-                jl.median * row.file_bytes as f64 / row.bytes as f64
+                jl.median * row.file_bytes as f64 / row.bytes as f64,
+                fmt_spread(row.disk_mb_per_s(), 1),
+                thousands(row.rec_per_s(&row.disk_secs).median)
             );
         }
     } else {
@@ -2077,6 +2142,21 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
             "rec/s"
         )
     );
+    if !small.is_empty() {
+        let _ = writeln!(
+            o,
+            "      (disk ceiling for the same file, section 2: {})",
+            small
+                .iter()
+                .map(|t| format!(
+                    "{} writers {} rec/s",
+                    t.writers,
+                    thousands(t.rec_per_s(&t.disk_secs).median)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     let _ = writeln!(
         o,
         "   >= 250 MB/s seed-sized (median):     {}",
