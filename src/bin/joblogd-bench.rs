@@ -9,9 +9,8 @@
 //! 1. fire-and-forget throughput (small ~1.2 KB and seed-sized ~14 KB
 //!    records, 1/8/64 writers, clock stopped when a final `flush` returns);
 //! 2. the raw ceiling: the same bytes into a trivial in-process server;
-//!    and the disk ceiling: as many bytes as joblogd's file appended by the
-//!    daemon's own write path with nothing else to do, which bounds its
-//!    records/s on this disk;
+//!    and the write path alone: as many bytes as joblogd's file appended
+//!    by the daemon's own write path with nothing else to do;
 //! 3. the client-side cost of one `write_all` per record;
 //! 4. `ack` latency with 1 and 8 clients;
 //! 5. start-up scan time and `flush` latency at ~10 MB and ~1 GB files;
@@ -124,6 +123,7 @@ struct Plan {
     index_stats_iters: usize,
     index_failed_iters: usize,
     index_sort_iters: usize,
+    index_filtered_iters: usize,
     /// Cold and warm start-ups per file in the index section.
     scan_reps: usize,
 }
@@ -148,6 +148,7 @@ impl Plan {
             index_stats_iters: 2_000,
             index_failed_iters: 200,
             index_sort_iters: if quick { 50 } else { 100 },
+            index_filtered_iters: if quick { 5 } else { 10 },
             scan_reps: 3,
         }
     }
@@ -849,7 +850,7 @@ fn raw_run(dir: &Path, bufs: &[Vec<u8>]) -> io::Result<Duration> {
     Ok(took)
 }
 
-/// Bytes per append of the disk ceiling: the daemon's default
+/// Bytes per append of the write path alone: the daemon's default
 /// `--batch-max-bytes`, which its batches reach whenever the disk is what
 /// holds it back (group commit).
 const DISK_BATCH: usize = 8 << 20;
@@ -858,12 +859,14 @@ const DISK_BATCH: usize = 8 << 20;
 /// the writer past 1 MiB, so a full batch arrives as chunks of about this.
 const DISK_CHUNK: usize = 1 << 20;
 
-/// The disk ceiling: joblogd's own write path ([`Store::append`] with the
-/// daemon's defaults, `--fsync always --page-cache drop`) appending `total`
-/// bytes in batches of [`DISK_BATCH`], with no socket, no parsing and no
-/// index. A daemon cannot append the same file faster than its write path
-/// alone, so records / this time bounds its records/s on this disk.
-/// `chunk` is [`DISK_CHUNK`] bytes of framed records. Returns the time.
+/// The write path alone: joblogd's own [`Store::append`] with the daemon's
+/// defaults (`--fsync always --page-cache drop`) appending `total` bytes in
+/// batches of [`DISK_BATCH`], with no socket, no parsing and no index. It
+/// shows what the disk allows that path at the default batch size. It is
+/// not a strict bound: under load the daemon's batches grow past
+/// `--batch-max-bytes` while a flush is in flight, and larger batches write
+/// faster on this VM, so seed-sized runs can beat it. `chunk` is
+/// [`DISK_CHUNK`] bytes of framed records. Returns the time.
 fn disk_run(dir: &Path, total: u64, chunk: &[u8]) -> io::Result<Duration> {
     let path = dir.join("disk.json");
     let _ = fs::remove_file(&path);
@@ -925,7 +928,7 @@ impl TpRow {
         spread(&v)
     }
 
-    /// The disk ceiling in MB/s of joblogd's file (not of input lines).
+    /// The write path alone in MB/s of joblogd's file (not of input lines).
     fn disk_mb_per_s(&self) -> Spread {
         let v: Vec<f64> = self
             .disk_secs
@@ -1062,6 +1065,7 @@ struct IndexStats {
     stats: Rtt,
     failed_100: Rtt,
     sort_5: Rtt,
+    stats_ai: Rtt,
     /// VmRSS / VmHWM of a daemon on an empty log, after one `stats`.
     rss_empty: u64,
     hwm_empty: u64,
@@ -1088,6 +1092,17 @@ const PING: &str = r#"{"op":"ping"}"#;
 const STATS: &str = r#"{"op":"stats"}"#;
 const FAILED_100: &str = r#"{"op":"failed","limit":100}"#;
 const SORT_5: &str = r#"{"op":"jobs","sort_by":"processing_duration","order":"desc","limit":5}"#;
+/// Filtered stats: one subject of [`SUBJECTS`] (an eighth of the records),
+/// whose `timings` are read back from the file.
+const STATS_AI: &str = r#"{"op":"stats","subject":"AI"}"#;
+/// The stage names of a successful record's `timings` in [`Gen::record`].
+const STAGES: [&str; 5] = [
+    "export_pdfs",
+    "fetch_transcript",
+    "generate_assessment",
+    "generate_notes",
+    "write_files",
+];
 /// Longest a set of round trips may run before it stops early.
 const RTT_CAP: Duration = Duration::from_secs(60);
 const SORT_CAP: Duration = Duration::from_secs(30);
@@ -1220,7 +1235,7 @@ impl Bench {
                 let raw = raw_run(&self.dir, &bufs)?.as_secs_f64();
                 let disk = disk_run(&self.dir, file_bytes, &chunk)?.as_secs_f64();
                 self.progress(&format!(
-                    "{what}: joblogd {} rec/s {:.1} MB/s ({secs:.2} s); raw {:.1} MB/s; disk ceiling {} rec/s",
+                    "{what}: joblogd {} rec/s {:.1} MB/s ({secs:.2} s); raw {:.1} MB/s; write path alone {} rec/s",
                     thousands(total as f64 / secs),
                     bytes as f64 / 1e6 / secs,
                     bytes as f64 / 1e6 / raw,
@@ -1703,18 +1718,39 @@ impl Bench {
                             Err(other(format!("durations {d:?}: expected 5, descending")))
                         }
                     })?;
+                let stats_ai = round_trips(
+                    &mut c,
+                    STATS_AI,
+                    self.plan.index_filtered_iters,
+                    SORT_CAP,
+                    |v| {
+                        let st = &v["stats"];
+                        let total = st["total_jobs"].as_u64().unwrap_or(0);
+                        let subjects = st["by_subject"].as_object().map_or(0, |m| m.len());
+                        let stages: Vec<&String> = st["timings"]
+                            .as_object()
+                            .map_or(Vec::new(), |m| m.keys().collect());
+                        if total > 0 && total < n && subjects == 1 && stages == STAGES {
+                            Ok(())
+                        } else {
+                            Err(other(format!(
+                                "total_jobs {total} of {n}, {subjects} subjects, timings {stages:?}; expected one subject and {STAGES:?}"
+                            )))
+                        }
+                    },
+                )?;
                 let (rss_after, _) = d.memory()?;
                 Ok((
                     rss_full,
                     hwm_full,
                     index_bytes,
                     rss_after,
-                    [ping, stats, failed_100, sort_5],
+                    [ping, stats, failed_100, sort_5, stats_ai],
                 ))
             })();
             self.stop_daemon(d, &log, "index: queries");
             let (rss_full, hwm_full, index_bytes, rss_after, rtts) = q?;
-            let [ping, stats, failed_100, sort_5] = rtts;
+            let [ping, stats, failed_100, sort_5, stats_ai] = rtts;
             Ok(IndexStats {
                 records: n,
                 failed,
@@ -1725,6 +1761,7 @@ impl Bench {
                 stats,
                 failed_100,
                 sort_5,
+                stats_ai,
                 rss_empty,
                 hwm_empty,
                 index_bytes_empty,
@@ -1941,7 +1978,7 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
 
     let _ = writeln!(
         o,
-        "\n2. Raw ceiling: same bytes and writers into an in-process server (thread per connection, write_all to one file under a Mutex, one fdatasync at the end); joblogd's file is larger than its input (pretty-printed, logged_at added), so its disk MB/s is shown too. Disk ceiling: as many bytes as joblogd's file appended by joblogd's own write path (store::Store, the daemon's defaults) in 8 MiB batches of 1 MiB chunks, no socket, no parsing, no index; records/s at it bound joblogd on this disk"
+        "\n2. Raw ceiling: same bytes and writers into an in-process server (thread per connection, write_all to one file under a Mutex, one fdatasync at the end); joblogd's file is larger than its input (pretty-printed, logged_at added), so its disk MB/s is shown too. Write path alone: as many bytes as joblogd's file appended by joblogd's own write path (store::Store, the daemon's defaults) in 8 MiB batches of 1 MiB chunks, no socket, no parsing, no index: what the disk allows that path (the daemon's batches grow past 8 MiB under load, so it can beat this)"
     );
     if r.ran(Section::Throughput) {
         let _ = writeln!(
@@ -1953,8 +1990,8 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
             "joblogd/raw",
             "joblogd file MB",
             "joblogd disk MB/s",
-            "disk ceiling MB/s",
-            "ceiling rec/s"
+            "write path alone MB/s",
+            "its rec/s"
         );
         for row in &r.tp {
             let raw = row.mb_per_s(&row.raw_secs);
@@ -2156,7 +2193,7 @@ fn report(b: &Bench, header: &str, r: &Results) -> String {
     if !small.is_empty() {
         let _ = writeln!(
             o,
-            "      (disk ceiling for the same file, section 2: {})",
+            "      (joblogd's write path alone, same file, section 2: {})",
             small
                 .iter()
                 .map(|t| format!(
@@ -2250,7 +2287,13 @@ fn index_report(o: &mut String, b: &Bench, r: &Results) {
             "   {:<72} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
             "request", "n", "first us", "p50 us", "p99 us", "max us", "mean us", "reply B"
         );
-        for rt in [&ix.ping, &ix.stats, &ix.failed_100, &ix.sort_5] {
+        for rt in [
+            &ix.ping,
+            &ix.stats,
+            &ix.failed_100,
+            &ix.sort_5,
+            &ix.stats_ai,
+        ] {
             let l = rt.latency_us;
             let _ = writeln!(
                 o,
@@ -2268,9 +2311,10 @@ fn index_report(o: &mut String, b: &Bench, r: &Results) {
         let ms = |l: Latency| format!("p50 {:.2} ms, p99 {:.2} ms", l.p50 / 1e3, l.p99 / 1e3);
         let _ = writeln!(
             o,
-            "   in ms: failed limit 100 {}; jobs sorted limit 5 {} (ping is the round-trip floor of this connection)",
+            "   in ms: failed limit 100 {}; jobs sorted limit 5 {}; stats of one subject {} (ping is the round-trip floor of this connection)",
             ms(ix.failed_100.latency_us),
-            ms(ix.sort_5.latency_us)
+            ms(ix.sort_5.latency_us),
+            ms(ix.stats_ai.latency_us)
         );
         let _ = writeln!(
             o,
@@ -2449,6 +2493,7 @@ fn results_json(b: &Bench, machine: Value, command: &str, r: &Results) -> Value 
                     "stats": ix.stats.to_json(),
                     "failed_limit_100": ix.failed_100.to_json(),
                     "jobs_sort_duration_desc_limit_5": ix.sort_5.to_json(),
+                    "stats_subject_ai": ix.stats_ai.to_json(),
                 },
                 "memory": {
                     "rss_empty_bytes": ix.rss_empty,
