@@ -55,7 +55,7 @@ const READ_WINDOW: u64 = 1 << 20;
 /// few records costs less than another system call, and with the page
 /// cache dropped (`--page-cache drop`) each `pread` of a record not cached
 /// is a disk read of its own.
-const READ_GAP: u64 = 16 << 10;
+const READ_GAP: u64 = 512;
 
 /// The records of `spans`, in the order given, read with as few `pread`s as
 /// their places allow: following spans that lie ahead within [`READ_GAP`]
@@ -141,10 +141,21 @@ fn fields<'a>(
         return out;
     }
     for (key_in, value_in) in skimmed.iter() {
-        let key = key_bytes(&rec[key_in.clone()]);
-        if let Some(k) = key
-            && let Some(i) = names.iter().position(|n| n.as_bytes() == &*k)
+        let raw = &rec[key_in.clone()];
+        // Fast path: a key spelled without escapes equals a name (that has
+        // no backslash) exactly when its bytes between the quotes do.
+        let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+        // A key without a backslash has no escape to decode.
+        let i = match names
+            .iter()
+            .position(|n| n.as_bytes() == inner && !n.contains('\\'))
         {
+            None if inner.contains(&b'\\') => {
+                key_bytes(raw).and_then(|k| names.iter().position(|n| n.as_bytes() == &*k))
+            }
+            i => i,
+        };
+        if let Some(i) = i {
             out[i] = Some(&rec[value_in.clone()]);
         }
     }
@@ -489,5 +500,22 @@ mod tests {
         let mut recs = Windowed::new(&file, &all[1..3]);
         recs.next_record().expect("read");
         assert_eq!(recs.to, 2, "records 1 and 2 share one read");
+    }
+
+    #[test]
+    fn fields_match_keys_by_their_decoded_text_and_the_last_duplicate_wins() {
+        let mut skimmed = Vec::new();
+        let rec = br#"{"a\u0062": 1, "ab": 2, "x\\y": 3, "\u00e9": 4, "c\"d": 5}"#;
+        let got = fields(
+            &mut skimmed,
+            rec,
+            &["ab", "x\\y", "é", "c\"d", "x\\\\y", "nope"],
+        );
+        let want: Vec<Option<&[u8]>> =
+            vec![Some(b"2"), Some(b"3"), Some(b"4"), Some(b"5"), None, None];
+        assert_eq!(got, want);
+        let rec = br#"{"ab": 2, "a\u0062": 1}"#;
+        assert_eq!(fields(&mut skimmed, rec, &["ab"]), vec![Some(&b"1"[..])]);
+        assert_eq!(fields(&mut skimmed, b"[1]", &["ab"]), vec![None]);
     }
 }
