@@ -381,6 +381,13 @@ pub fn open_log(
     });
     let (mut store, recovery) = opened?;
     store.set_page_cache(page_cache);
+    for partial in &recovery.removed_partials {
+        tracing::warn!(
+            log_file = %path.display(),
+            partial_copy = %partial.display(),
+            "Removed an unfinished copy of a damaged log file (a daemon stopped while making it; the log itself was left as it was)."
+        );
+    }
     if let Some(problem) = &recovery.problem {
         tracing::warn!(
             log_file = %path.display(),

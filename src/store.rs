@@ -105,6 +105,9 @@ pub struct Recovery {
     pub problem: Option<String>,
     /// The file did not exist (or was empty) and was created as `[]`.
     pub created: bool,
+    /// Unfinished copies of a damaged file (`<file>.corrupt-*.partial`)
+    /// left by a daemon stopped in the middle of one, removed at start-up.
+    pub removed_partials: Vec<PathBuf>,
 }
 
 /// A record found by the start-up scan: where it is in the file.
@@ -240,6 +243,8 @@ impl Store {
             Err(fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
         }
         let len = file.metadata().map_err(io_err(path, "stat"))?.len();
+        // Under the lock: no other daemon can be writing one of these.
+        let removed_partials = remove_partial_copies(path);
         let mut store = Store {
             path: path.to_owned(),
             file,
@@ -250,7 +255,10 @@ impl Store {
             page_cache: PageCache::Keep,
             dropped_to: 0,
         };
-        let mut recovery = Recovery::default();
+        let mut recovery = Recovery {
+            removed_partials,
+            ..Recovery::default()
+        };
         if len == 0 {
             // New file, or one we created and crashed before writing `[]`:
             // nothing to keep, nothing to set aside.
@@ -580,11 +588,20 @@ fn injected_fault() -> Option<Fault> {
 pub static WRITE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `path`, or `path.1`, `path.2`… if it exists already.
+/// Suffix of a copy of a damaged file while it is being written.
+const PARTIAL: &str = ".partial";
+
 /// Copies the first `len` bytes of `src` to a new file `dst` and syncs
 /// it, in pieces, reporting progress: a damaged log of tens of GB takes
 /// minutes to copy, and the service manager must hear that the daemon is
 /// still busy. Write-back of each piece starts as soon as it is written, so
 /// the final sync does not wait for the whole file at once.
+///
+/// The bytes go to `<dst>.partial`, renamed to `dst` only once complete and
+/// synced: a daemon killed mid-copy (by a start timeout, say) must not
+/// leave a file named like a whole copy of the original for someone to
+/// restore from. A failed copy removes its partial file; a killed one is
+/// removed by the next start ([`remove_partial_copies`]).
 fn copy_aside(
     src: &File,
     len: u64,
@@ -592,21 +609,68 @@ fn copy_aside(
     on_copy: &mut impl FnMut(u64, u64),
 ) -> io::Result<()> {
     const PIECE: usize = 8 << 20;
-    let out = OpenOptions::new().write(true).create_new(true).open(dst)?;
-    let mut buf = vec![0u8; PIECE.min(usize::try_from(len).unwrap_or(PIECE)).max(1)];
-    let mut at = 0u64;
-    on_copy(0, len);
-    while at < len {
-        let n = buf
-            .len()
-            .min(usize::try_from(len - at).unwrap_or(usize::MAX));
-        src.read_exact_at(&mut buf[..n], at)?;
-        out.write_all_at(&buf[..n], at)?;
-        start_writeback(&out, at, n);
-        at += n as u64;
-        on_copy(at, len);
+    if dst.exists() {
+        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
     }
-    out.sync_all()
+    let partial = PathBuf::from(format!("{}{PARTIAL}", dst.display()));
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)?;
+    let copied = (|| {
+        let mut buf = vec![0u8; PIECE.min(usize::try_from(len).unwrap_or(PIECE)).max(1)];
+        let mut at = 0u64;
+        on_copy(0, len);
+        while at < len {
+            let n = buf
+                .len()
+                .min(usize::try_from(len - at).unwrap_or(usize::MAX));
+            src.read_exact_at(&mut buf[..n], at)?;
+            out.write_all_at(&buf[..n], at)?;
+            start_writeback(&out, at, n);
+            at += n as u64;
+            on_copy(at, len);
+        }
+        out.sync_all()?;
+        fs::rename(&partial, dst)
+    })();
+    if copied.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    copied
+}
+
+/// Removes `<path>.corrupt-*.partial` files beside the log: copies that a
+/// daemon stopped before finishing. The log they came from was left as it
+/// was (it is repaired only after a complete copy), so the next start
+/// copies it again in full. Only names of that exact shape are touched.
+fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
+    let (Some(name), dir) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else {
+        return Vec::new();
+    };
+    let dir = dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!("{name}.corrupt-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && n.starts_with(&prefix) && n.ends_with(PARTIAL) {
+            let p = entry.path();
+            if fs::remove_file(&p).is_ok() {
+                removed.push(p);
+            }
+        }
+    }
+    removed.sort();
+    removed
 }
 
 fn unique_path(path: PathBuf) -> PathBuf {
@@ -853,7 +917,15 @@ mod tests {
             &File::open(&src_path).unwrap(),
             len as u64,
             &dst,
-            &mut |done, total| seen.push((done, total)),
+            &mut |done, total| {
+                // Until it is whole, the copy does not carry its name.
+                assert!(
+                    !dst.exists(),
+                    "{} exists at {done} of {total}",
+                    dst.display()
+                );
+                seen.push((done, total));
+            },
         )
         .unwrap();
         assert_eq!(fs::read(&dst).unwrap(), bytes);
@@ -923,6 +995,51 @@ mod tests {
             assert_eq!(fs::read(&copy).unwrap(), content);
             assert_eq!(s.records(), kept);
         }
+    }
+
+    /// A copy cut short (daemon killed mid-copy) never carries the name of a
+    /// whole copy, and the next start removes it and copies again in full;
+    /// files of other shapes or other logs are left alone.
+    #[test]
+    fn an_unfinished_copy_is_never_named_as_whole_and_is_removed_at_start() {
+        let p = tmp("partial");
+        let dir = p.parent().unwrap().to_path_buf();
+        let content = b"[\n  {\"a\": 1},\n  {\"b\"";
+        fs::write(&p, content).unwrap();
+        let stale = dir.join("log.json.corrupt-20260101T000000.partial");
+        fs::write(&stale, &content[..5]).unwrap();
+        let keep = [
+            dir.join("log.json.corrupt-20260101T000000"),
+            dir.join("other.json.corrupt-20260101T000000.partial"),
+            dir.join("log.json.partial"),
+        ];
+        for k in &keep {
+            fs::write(k, b"x").unwrap();
+        }
+        let (_s, r, _) = open(&p);
+        assert_eq!(r.removed_partials, vec![stale.clone()]);
+        assert!(!stale.exists());
+        for k in &keep {
+            assert!(k.exists(), "{} was removed", k.display());
+        }
+        let copy = r.corrupt_copy.expect("corrupt copy made");
+        assert_eq!(fs::read(&copy).unwrap(), content);
+        let partials: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("log.json.corrupt-") && n.ends_with(".partial"))
+            .collect();
+        assert!(partials.is_empty(), "left behind: {partials:?}");
+
+        // A copy that fails part way (the source is shorter than asked)
+        // leaves neither a whole-looking copy nor a partial one.
+        let dst = dir.join("log.json.corrupt-failed");
+        let short = File::open(&p).unwrap();
+        assert!(copy_aside(&short, 1 << 30, &dst, &mut |_, _| {}).is_err());
+        assert!(!dst.exists());
+        assert!(!dir.join("log.json.corrupt-failed.partial").exists());
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
