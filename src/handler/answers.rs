@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::Output;
 use crate::batcher::{Answer, Span};
 use crate::index::{self, Hist, minify_into};
-use crate::json::{Formatter, SkimmedField, skim_object};
+use crate::json::{Formatter, MAX_RECORD_DEPTH, SkimmedField, skim_object};
 
 /// Columns of `export_csv`, in order, as the Python logger's `export_csv`.
 pub const CSV_COLUMNS: [&str; 13] = [
@@ -48,22 +48,24 @@ const CANDIDATE_FIELDS: [&str; 6] = [
 const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Most bytes one `pread` of [`Windowed`] fetches (a larger record is read
-/// alone, whole).
-const READ_WINDOW: u64 = 1 << 20;
+/// alone, whole). Held per connection while it streams an answer, so it is
+/// kept small: 1,024 connections answering at once hold 256 MiB at most.
+const READ_WINDOW: u64 = 256 << 10;
 
 /// Records at most this far apart share one `pread`: copying a gap of a
 /// few records costs less than another system call, and with the page
 /// cache dropped (`--page-cache drop`) each `pread` of a record not cached
 /// is a disk read of its own.
-const READ_GAP: u64 = 512;
+const READ_GAP: u64 = 16 << 10;
 
 /// The records of `spans`, in the order given, read with as few `pread`s as
 /// their places allow: following spans that lie ahead within [`READ_GAP`]
 /// of each other are fetched together, up to [`READ_WINDOW`] bytes. A
-/// filter matching every eighth record thus reads the file front to back
-/// in 1 MiB pieces rather than one record per system call (filtered
+/// filter matching every eighth small record thus reads the file front to
+/// back in 256 KiB pieces rather than one record per system call (filtered
 /// `stats` at 1M records: see README, Performance). The file only grows,
-/// so a span once durable stays valid.
+/// so a span once durable stays valid; a span past its end (the file cut
+/// underneath the daemon) is an I/O error, never a panic.
 struct Windowed<'a> {
     file: &'a File,
     spans: &'a [Span],
@@ -98,17 +100,26 @@ impl<'a> Windowed<'a> {
         }
         self.next += 1;
         let from = usize::try_from(span.offset - self.at).map_err(io::Error::other)?;
-        Ok(Some(&self.buf[from..from + span.len as usize]))
+        self.buf
+            .get(from..from + span.len as usize)
+            .map(Some)
+            .ok_or_else(|| io::Error::other("record outside the bytes read"))
     }
 
     /// Reads the window that starts with span `next`.
     fn fill(&mut self) -> io::Result<()> {
+        let past_eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
         let first = self.spans[self.next];
         let start = first.offset;
-        let mut end = start + u64::from(first.len);
+        let mut end = start
+            .checked_add(u64::from(first.len))
+            .ok_or_else(past_eof)?;
         let mut to = self.next + 1;
         while let Some(s) = self.spans.get(to) {
-            let s_end = s.offset + u64::from(s.len);
+            let s_end = s
+                .offset
+                .checked_add(u64::from(s.len))
+                .ok_or_else(past_eof)?;
             // Behind (a sorted answer), too far ahead, or too much at once.
             if s.offset < end || s.offset - end > READ_GAP || s_end - start > READ_WINDOW {
                 break;
@@ -150,9 +161,8 @@ fn fields<'a>(
             .iter()
             .position(|n| n.as_bytes() == inner && !n.contains('\\'))
         {
-            None if inner.contains(&b'\\') => {
-                key_bytes(raw).and_then(|k| names.iter().position(|n| n.as_bytes() == &*k))
-            }
+            None if inner.contains(&b'\\') => index::string_bytes(raw)
+                .and_then(|k| names.iter().position(|n| n.as_bytes() == &*k)),
             i => i,
         };
         if let Some(i) = i {
@@ -162,23 +172,18 @@ fn fields<'a>(
     out
 }
 
-/// The text of a key the formatter has validated (so its bytes are UTF-8),
-/// as bytes: borrowed when it has no escape, which is nearly always, so
-/// matching keys costs a comparison rather than a UTF-8 check and a
-/// possible allocation per key (filtered `stats` do this for every key of
-/// every matching record).
-fn key_bytes(raw: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    match raw {
-        [b'"', inner @ .., b'"'] if memchr::memchr(b'\\', inner).is_none() => {
-            Some(std::borrow::Cow::Borrowed(inner))
-        }
-        _ => index::string(raw).map(|k| std::borrow::Cow::Owned(k.into_owned().into_bytes())),
-    }
-}
-
 /// `{"a":…,"b":…}` with the named fields, `null` where missing (as jq's
-/// `{a, b}` does).
-fn project(skimmed: &mut Vec<SkimmedField>, rec: &[u8], names: &[&str], out: &mut Vec<u8>) {
+/// `{a, b}` does). Each value is validated before it is copied: fields are
+/// only skimmed, and a record damaged underneath the daemon could
+/// otherwise put a raw newline into the reply and split its line. Such a
+/// value is written as `null`.
+fn project(
+    skimmed: &mut Vec<SkimmedField>,
+    check: &mut Formatter,
+    rec: &[u8],
+    names: &[&str],
+    out: &mut Vec<u8>,
+) {
     let vals = fields(skimmed, rec, names);
     out.push(b'{');
     for (i, (name, v)) in names.iter().zip(vals).enumerate() {
@@ -188,8 +193,10 @@ fn project(skimmed: &mut Vec<SkimmedField>, rec: &[u8], names: &[&str], out: &mu
         out.extend_from_slice(&serde_json::to_vec(name).unwrap_or_default());
         out.push(b':');
         match v {
-            Some(v) => minify_into(v, out),
-            None => out.extend_from_slice(b"null"),
+            Some(v) if check.validate(v, 0, MAX_RECORD_DEPTH, false).is_ok() => {
+                minify_into(v, out);
+            }
+            _ => out.extend_from_slice(b"null"),
         }
     }
     out.push(b'}');
@@ -205,14 +212,16 @@ async fn records<W: AsyncWrite + Unpin>(
     let mut out = head.into_bytes();
     let mut recs = Windowed::new(file, spans);
     let mut skimmed = Vec::new();
+    let mut check = Formatter::new();
     let mut first = true;
-    while let Some(rec) = recs.next_record()? {
+    // A read of up to READ_WINDOW bytes may go to the disk.
+    while let Some(rec) = tokio::task::block_in_place(|| recs.next_record())? {
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
         match names {
             None => minify_into(rec, &mut out),
-            Some(names) => project(&mut skimmed, rec, names, &mut out),
+            Some(names) => project(&mut skimmed, &mut check, rec, names, &mut out),
         }
         if out.len() >= STREAM_CHUNK {
             w.write_all(&out).await?;
@@ -299,7 +308,7 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<Value> {
         }
         for f in &inner.fields {
             if let (Some(name), Some(v)) = (
-                key_bytes(&t[f.key_in.clone()]),
+                index::string_bytes(&t[f.key_in.clone()]),
                 index::number(&t[f.value_in.clone()]),
             ) {
                 // A handful of names, looked up for every record: a new
@@ -492,14 +501,27 @@ mod tests {
             assert!(got == want, "{what}: records differ");
         }
 
-        // Neighbours share a read: the first window holds records 0..4
-        // (small gaps), and stops before record 5 (a gap over READ_GAP).
+        // Neighbours share a read: the first window holds records 0..3
+        // (small gaps) and stops before record 3, larger than a window.
         let mut recs = Windowed::new(&file, &all);
         recs.next_record().expect("read");
         assert_eq!(recs.to, 3, "record 3 is larger than a window");
         let mut recs = Windowed::new(&file, &all[1..3]);
         recs.next_record().expect("read");
         assert_eq!(recs.to, 2, "records 1 and 2 share one read");
+
+        // Every eighth of a run of pretty-printed small records (about
+        // 1.5 KB each): many share each read.
+        let small: Vec<Span> = (0..800u64)
+            .map(|i| Span {
+                offset: i * 1_504,
+                len: 1_500,
+            })
+            .step_by(8)
+            .collect();
+        let mut recs = Windowed::new(&file, &small);
+        recs.next_record().expect("read");
+        assert!(recs.to > 10, "only {} records in the first read", recs.to);
     }
 
     #[test]
@@ -517,5 +539,28 @@ mod tests {
         let rec = br#"{"ab": 2, "a\u0062": 1}"#;
         assert_eq!(fields(&mut skimmed, rec, &["ab"]), vec![Some(&b"1"[..])]);
         assert_eq!(fields(&mut skimmed, b"[1]", &["ab"]), vec![None]);
+    }
+
+    /// A record damaged underneath the daemon is only skimmed: its projected
+    /// values are checked, so the reply stays one valid JSON line.
+    #[test]
+    fn a_damaged_value_is_projected_as_null_and_never_splits_the_reply() {
+        let mut skimmed = Vec::new();
+        let mut check = Formatter::new();
+        let mut out = Vec::new();
+        let rec = b"{\"video_id\":\"a\nb\",\"error\":tru\"e,\"stage\":\"x\"}";
+        project(
+            &mut skimmed,
+            &mut check,
+            rec,
+            &["video_id", "error", "stage"],
+            &mut out,
+        );
+        assert!(!out.contains(&b'\n'), "{}", String::from_utf8_lossy(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({"video_id": null, "error": null, "stage": "x"})
+        );
     }
 }
