@@ -684,7 +684,9 @@ pub fn minify(v: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Appends `v` without the whitespace between tokens (strings untouched).
+/// Appends `v` without the whitespace between tokens (strings untouched,
+/// but for raw control bytes, which only a damaged record holds: escaped).
+/// The output never holds a raw newline, whatever `v` is.
 pub fn minify_into(v: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < v.len() {
@@ -704,7 +706,21 @@ pub fn minify_into(v: &[u8], out: &mut Vec<u8>) {
                         _ => i += 1,
                     }
                 }
-                out.extend_from_slice(&v[start..i.min(v.len())]);
+                let string = &v[start..i.min(v.len())];
+                if string.iter().any(|&b| b < 0x20) {
+                    // Only in a record damaged underneath the daemon (valid
+                    // JSON never holds one): escaped, so that a raw newline
+                    // cannot split the one-line reply this goes into.
+                    for &b in string {
+                        if b < 0x20 {
+                            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                        } else {
+                            out.push(b);
+                        }
+                    }
+                } else {
+                    out.extend_from_slice(string);
+                }
             }
             _ => {
                 let start = i;
@@ -1402,5 +1418,17 @@ mod tests {
         assert!(ix.is_latest(2));
         assert_eq!(ix.all.total, 4);
         assert_eq!(ix.all.successful, 1);
+    }
+
+    #[test]
+    fn minify_keeps_strings_and_never_outputs_a_raw_newline() {
+        assert_eq!(
+            minify(b"{ \"a\" : [1, 2],\n  \"b\": \"x y\\\"\\n\" }"),
+            b"{\"a\":[1,2],\"b\":\"x y\\\"\\n\"}".to_vec()
+        );
+        // A damaged record: raw control bytes inside a string are escaped.
+        let out = minify(b"{\"a\": \"l1\nl2\tend\"}");
+        assert_eq!(out, b"{\"a\":\"l1\\u000al2\\u0009end\"}".to_vec());
+        assert!(!minify(b"\"\\\n\" \"\n").contains(&b'\n'));
     }
 }
