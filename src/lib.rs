@@ -333,6 +333,10 @@ async fn housekeeping(
                     reopen = None;
                     continue;
                 }
+                // `systemctl reload` (SIGHUP) is over only at READY=1: a
+                // log rotation's next step (compressing the renamed file)
+                // must not start before the records pending for it are in.
+                systemd::notify(&systemd::reloading_message("Reloading: checking the log file path"));
                 let _ = rebind.send(());
                 let Some(tx) = tx.upgrade() else { return };
                 let (rtx, rrx) = oneshot::channel();
@@ -341,8 +345,14 @@ async fn housekeeping(
                 }
                 drop(tx);
                 match rrx.await {
-                    Ok(Ok(msg)) => tracing::info!(result = %msg, "SIGHUP: log file checked."),
-                    Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: reopening the log file failed; still writing the old one."),
+                    Ok(Ok(msg)) => {
+                        tracing::info!(result = %msg, "SIGHUP: log file checked.");
+                        systemd::notify(&format!("READY=1\nSTATUS=Serving: {msg}"));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "SIGHUP: reopening the log file failed; still writing the old one.");
+                        systemd::notify(&format!("READY=1\nSTATUS=Serving; reopening the log file failed: {e}"));
+                    }
                     Err(_) => return,
                 }
             }

@@ -1,5 +1,5 @@
 //! systemd integration without libsystemd: the notify protocol (`READY=1`,
-//! `STOPPING=1`, `STATUS=…`, `WATCHDOG=1`) is one datagram to
+//! `RELOADING=1`, `STOPPING=1`, `STATUS=…`, `WATCHDOG=1`) is one datagram to
 //! `$NOTIFY_SOCKET`, and socket activation is fd 3 when `$LISTEN_PID` is
 //! ours. Both are no-ops outside systemd.
 
@@ -27,6 +27,22 @@ pub fn notify(state: &str) {
     if let Err(e) = res {
         tracing::debug!(error = %e, state, "sd_notify failed.");
     }
+}
+
+/// `RELOADING=1` with the `MONOTONIC_USEC=` systemd needs to match it to a
+/// reload request (without it, newer systemd ignores the message and
+/// `systemctl reload` returns before the reload is done). The caller sends
+/// `READY=1` when the reload is over, whatever its outcome.
+pub fn reloading_message(status: &str) -> String {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let usec = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000;
+    format!("RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS={status}")
 }
 
 /// The watchdog interval requested with `WatchdogSec=`, if it is meant for

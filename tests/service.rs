@@ -218,6 +218,83 @@ fn notify_reading_the_log_file_before_ready() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
+/// SIGHUP (`systemctl reload`) is reported as a reload that ends only
+/// once the log path has been checked and reopened: RELOADING=1 with the
+/// MONOTONIC_USEC= systemd matches it by, then READY=1 after the reopen.
+#[test]
+fn notify_reloading_until_a_sighup_reopen_is_done() {
+    let dir = TempDir::new();
+    let (ns, npath) = notify_socket(&dir);
+    let sock = dir.join("s.sock");
+    let log = dir.join("log.json");
+    let mut child = Command::new(bin())
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--log-file")
+        .arg(&log)
+        .env("NOTIFY_SOCKET", &npath)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Periodic status lines may come in between; they start with STATUS=.
+    let next = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = next_message(&ns);
+            if !m.starts_with("STATUS=") {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "only status lines for 20 s");
+        }
+    };
+    assert!(next().starts_with("READY=1"));
+    let mut c = Client::new(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    c.send(r#"{"video_id":"before","success":true}"#);
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    let rotated = dir.join("log.json.1");
+    fs::rename(&log, &rotated).unwrap();
+    // Usually still pending at SIGHUP (flushed 200 ms after arrival): the
+    // reopen flushes it into the old file first.
+    c.send(r#"{"video_id":"pending","success":true}"#);
+    c.send("ping");
+    assert_eq!(c.reply()["ok"], true);
+
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec; kill(2) on our child.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    let reloading = next();
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC in {reloading:?}"));
+    let ours = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+    assert!(reloading.starts_with("RELOADING=1"), "{reloading}");
+    assert!(
+        usec >= ours && usec < ours + 10_000_000,
+        "MONOTONIC_USEC {usec} vs ours {ours}"
+    );
+    let ready = next();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // By READY both records are in the rotated file and a new log is open.
+    let old: Vec<String> = read_log(&rotated)
+        .iter()
+        .map(|r| r["video_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(old, ["before", "pending"]);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "[]");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 #[test]
 fn notify_ready_after_listening_stopping_on_sigterm_and_watchdog() {
     let dir = TempDir::new();
