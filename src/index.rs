@@ -934,6 +934,21 @@ impl Hist {
     }
 }
 
+/// Keeps only the last of the items that `same` says are one: a name given
+/// twice in one `timings` object counts once, with its last value, as
+/// Python's `json.load` (and so the Python logger's statistics) keeps it.
+/// Quadratic, for the handful of members a `timings` object has.
+pub fn last_of_each<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
+    let mut i = 0;
+    while i < items.len() {
+        if items[i + 1..].iter().any(|later| same(&items[i], later)) {
+            items.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// Counters for [`Aggregate`]'s `by_subject` / `by_worker`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tally {
@@ -1124,6 +1139,7 @@ impl Index {
         for t in timings {
             named.push((self.syms.resolve(NameKind::Group, t.name, rec), t.value));
         }
+        last_of_each(&mut named, |a, b| a.0 == b.0);
         let e = Entry {
             offset,
             logged_at: f.logged_at,
@@ -1474,5 +1490,36 @@ mod tests {
                 "p{p}: got {got}, exact {exact}"
             );
         }
+    }
+
+    /// A `timings` name given twice in one record counts once, with its
+    /// last value (also when spelled with an escape), as `json.load` reads it.
+    #[test]
+    fn duplicate_timing_names_count_once_with_the_last_value() {
+        let mut ix = Index::default();
+        let mut f = Formatter::new();
+        for rec in [
+            r#"{"success":true,"timings":{"fetch":100,"fetch":1}}"#,
+            r#"{"success":true,"timings":{"fetch":2,"\u0066etch":3,"notes":4}}"#,
+        ] {
+            f.validate(rec.as_bytes(), 0, 100, true).unwrap();
+            let m = RawMeta::from_input(rec.as_bytes(), &f.fields, 0);
+            ix.add(0, rec.as_bytes(), &m);
+        }
+        let got: Vec<(String, u64, f64)> = ix
+            .all
+            .timings
+            .iter()
+            .map(|(&k, h)| (ix.syms.name(k).to_owned(), h.count, h.max))
+            .collect();
+        let mut got = got;
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [("fetch".to_owned(), 2, 3.0), ("notes".to_owned(), 1, 4.0)]
+        );
+        let mut v = vec![1, 2, 1, 3, 2];
+        last_of_each(&mut v, |a, b| a == b);
+        assert_eq!(v, [1, 3, 2]);
     }
 }

@@ -308,3 +308,24 @@ fn clear_archives_the_file_and_starts_an_empty_one() {
     c.send("stats");
     assert_eq!(c.reply()["stats"]["total_jobs"], 1);
 }
+
+/// A `timings` name given twice in one record counts once, with its last
+/// value, in unfiltered stats (the index) and in filtered ones (read back
+/// from the file), as `json.load` reads the record.
+#[test]
+fn duplicate_timing_names_count_once_with_the_last_value() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"subject":"AI","success":true,"timings":{"fetch":100,"fetch":1}}"#);
+    c.send(r#"{"subject":"AI","success":true,"timings":{"fetch":2,"\u0066etch":3}}"#);
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    for q in [r#"{"op":"stats"}"#, r#"{"op":"stats","subject":"AI"}"#] {
+        c.send(q);
+        let fetch = c.reply()["stats"]["timings"]["fetch"].clone();
+        assert_eq!(fetch["count"], 2, "{q}: {fetch}");
+        assert_eq!(fetch["max"], 3.0, "{q}: {fetch}");
+        assert_eq!(fetch["mean"], 2.0, "{q}: {fetch}");
+    }
+}

@@ -306,17 +306,20 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<Value> {
         if t.first() != Some(&b'{') || inner.validate(t, 0, 64, true).is_err() {
             continue;
         }
-        for f in &inner.fields {
-            if let (Some(name), Some(v)) = (
-                index::string_bytes(&t[f.key_in.clone()]),
-                index::number(&t[f.value_in.clone()]),
-            ) {
-                // A handful of names, looked up for every record: a new
-                // key only for a name not seen before.
-                match hists.get_mut(name.as_ref()) {
-                    Some(h) => h.add(v),
-                    None => hists.entry(name.into_owned()).or_default().add(v),
-                }
+        let mut members: Vec<_> = Vec::with_capacity(inner.fields.len());
+        members.extend(inner.fields.iter().filter_map(|f| {
+            Some((
+                index::string_bytes(&t[f.key_in.clone()])?,
+                index::number(&t[f.value_in.clone()])?,
+            ))
+        }));
+        index::last_of_each(&mut members, |a, b| a.0 == b.0);
+        for (name, v) in members {
+            // A handful of names, looked up for every record: a new key
+            // only for a name not seen before.
+            match hists.get_mut(name.as_ref()) {
+                Some(h) => h.add(v),
+                None => hists.entry(name.into_owned()).or_default().add(v),
             }
         }
     }
