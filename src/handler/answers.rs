@@ -187,6 +187,11 @@ fn project(
     let vals = fields(skimmed, rec, names);
     out.push(b'{');
     for (i, (name, v)) in names.iter().zip(vals).enumerate() {
+        // A name asked for twice is written once, as jq's `{a, b, a}` does
+        // (`fields` finds a record's value for the first of them only).
+        if names[..i].contains(name) {
+            continue;
+        }
         if i > 0 {
             out.push(b',');
         }
@@ -565,5 +570,18 @@ mod tests {
             v,
             serde_json::json!({"video_id": null, "error": null, "stage": "x"})
         );
+    }
+
+    #[test]
+    fn a_field_asked_for_twice_is_written_once_with_its_value() {
+        let mut out = Vec::new();
+        project(
+            &mut Vec::new(),
+            &mut Formatter::new(),
+            br#"{"video_id":"a","success":true}"#,
+            &["video_id", "success", "video_id"],
+            &mut out,
+        );
+        assert_eq!(out, br#"{"video_id":"a","success":true}"#.to_vec());
     }
 }
