@@ -715,7 +715,19 @@ async fn write_side(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>, tx: mpsc:
                             r => r,
                         };
                         if let Err(e) = res {
-                            tracing::debug!(error = %e, "Client stopped reading an answer.");
+                            use std::io::ErrorKind::{BrokenPipe, ConnectionReset, WriteZero};
+                            if matches!(e.kind(), BrokenPipe | ConnectionReset | WriteZero) {
+                                tracing::debug!(error = %e, "Client stopped reading an answer.");
+                            } else {
+                                // Reading records back failed (the file cut
+                                // short underneath the daemon, a disk error)
+                                // with part of the answer perhaps written:
+                                // end the connection, so the client sees
+                                // end of file rather than waiting forever.
+                                tracing::warn!(error = %e, "Reading records back from the log file failed; closing this connection.");
+                                let _ = w.flush().await;
+                                let _ = w.shutdown().await;
+                            }
                             broken = true;
                         }
                         continue;

@@ -329,3 +329,44 @@ fn duplicate_timing_names_count_once_with_the_last_value() {
         assert_eq!(fetch["mean"], 2.0, "{q}: {fetch}");
     }
 }
+
+/// A query whose records cannot be read back (the file was cut short
+/// underneath the daemon) ends the connection, so the client sees end of
+/// file instead of waiting forever for a reply that will not come.
+#[test]
+fn an_answer_that_cannot_be_read_back_ends_the_connection() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    for i in 0..50 {
+        c.send(&format!(r#"{{"video_id":"v{i}","success":true}}"#));
+    }
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&d.log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let mut s = d.connect();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(b"all\nping\n").unwrap();
+    let mut got = Vec::new();
+    // Ends (EOF) rather than timing out; what came before EOF is at most a
+    // cut-short answer, never the ping's reply.
+    s.read_to_end(&mut got)
+        .expect("the connection ends, not a timeout");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("\"version\""),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let log = fs::read_to_string(&d.stderr).unwrap_or_default();
+    assert!(
+        log.contains("Reading records back from the log file failed"),
+        "{log}"
+    );
+}
