@@ -62,6 +62,14 @@ pub enum StoreError {
         action: &'static str,
         source: io::Error,
     },
+    /// The file is shorter than what the daemon wrote: someone cut it
+    /// (`copytruncate`, `: > file`). Nothing was written; see
+    /// [`Store::restart_after_truncation`].
+    Truncated {
+        path: PathBuf,
+        len: u64,
+        written: u64,
+    },
 }
 
 impl std::fmt::Display for StoreError {
@@ -77,6 +85,11 @@ impl std::fmt::Display for StoreError {
                 action,
                 source,
             } => write!(f, "cannot {action} {}: {source}", path.display()),
+            StoreError::Truncated { path, len, written } => write!(
+                f,
+                "{} was cut to {len} bytes underneath the daemon, which had written {written} (copytruncate?)",
+                path.display()
+            ),
         }
     }
 }
@@ -85,7 +98,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Io { source, .. } => Some(source),
-            StoreError::Locked(_) => None,
+            StoreError::Locked(_) | StoreError::Truncated { .. } => None,
         }
     }
 }
@@ -293,6 +306,36 @@ impl Store {
         Ok((store, recovery))
     }
 
+    /// After [`StoreError::Truncated`]: starts a new array (`[]`) in the
+    /// file, as a log rotated by `copytruncate` expects, and returns where
+    /// the bytes still in it were copied first, if there were any (a file
+    /// cut to zero has nothing left to keep).
+    ///
+    /// # Errors
+    /// The copy or the rewrite failed.
+    pub fn restart_after_truncation(&mut self) -> Result<Option<PathBuf>, StoreError> {
+        let path = self.path.clone();
+        let len = self.file.metadata().map_err(io_err(&path, "stat"))?.len();
+        let copy = if len > 0 {
+            let copy = unique_path(PathBuf::from(format!(
+                "{}.corrupt-{}",
+                path.display(),
+                file_timestamp()
+            )));
+            copy_aside(&self.file, len, &copy, &mut |_, _| {})
+                .map_err(io_err(&copy, "copy the cut file to"))?;
+            sync_dir(&copy);
+            Some(copy)
+        } else {
+            None
+        };
+        self.rewrite_tail(0, b"[]")?;
+        self.content_end = 1;
+        self.records = 0;
+        self.dropped_to = 0;
+        Ok(copy)
+    }
+
     /// Writes `tail` at `at`, cuts the file there, syncs.
     fn rewrite_tail(&mut self, at: u64, tail: &[u8]) -> Result<(), StoreError> {
         let path = &self.path;
@@ -318,6 +361,20 @@ impl Store {
     pub fn append<B: AsRef<[u8]>>(&mut self, framed: &[B], count: u64) -> Result<(), StoreError> {
         if count == 0 {
             return Ok(());
+        }
+        // Writing at `content_end` into a file cut shorter underneath us
+        // would leave a gap of zero bytes before the records: invalid JSON.
+        let len = self
+            .file
+            .metadata()
+            .map_err(io_err(&self.path, "stat"))?
+            .len();
+        if len < self.file_len {
+            return Err(StoreError::Truncated {
+                path: self.path.clone(),
+                len,
+                written: self.file_len,
+            });
         }
         // The first record of an empty array takes no comma.
         let mut skip = usize::from(self.records == 0);

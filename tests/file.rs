@@ -274,3 +274,69 @@ fn durable_pages_leave_the_page_cache_unless_kept() {
         assert_eq!(read_log(&log).len(), 6000);
     }
 }
+
+/// A log cut short underneath the daemon (logrotate's `copytruncate`,
+/// `: > log.json`) gets a new array with every record not yet written,
+/// instead of records after a gap of zero bytes; queries and counts follow
+/// the new file, and what was left in a partly cut file is copied aside.
+#[test]
+fn a_log_cut_short_underneath_gets_a_new_array_with_the_pending_records() {
+    for cut_to in [0u64, 100] {
+        let dir = TempDir::new();
+        // Records stay pending until asked: no timer, no size trigger.
+        let d = Daemon::start(&dir, &["--flush-interval-ms", "600000"]);
+        let mut c = Client::new(d.connect());
+        let id = |s: &str, i: usize| format!(r#"{{"video_id":"{s}{i}","success":true}}"#);
+        for i in 0..50 {
+            c.send(&id("old", i));
+        }
+        c.send("flush");
+        assert_eq!(c.reply(), json!({"ok": true}));
+        for i in 0..5 {
+            c.send(&id("pending", i));
+        }
+        c.send("ping");
+        assert_eq!(c.reply()["pending"], 5);
+        let f = fs::OpenOptions::new().write(true).open(&d.log).unwrap();
+        f.set_len(cut_to).unwrap();
+        drop(f);
+        for i in 0..10 {
+            c.send(&id("new", i));
+        }
+        c.send("flush");
+        assert_eq!(c.reply(), json!({"ok": true}), "cut to {cut_to}");
+
+        let ids: Vec<String> = read_log(&d.log)
+            .iter()
+            .map(|r| r["video_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let want: Vec<String> = (0..5)
+            .map(|i| format!("pending{i}"))
+            .chain((0..10).map(|i| format!("new{i}")))
+            .collect();
+        assert_eq!(ids, want, "cut to {cut_to}");
+        c.send("ping");
+        let ping = c.reply();
+        assert_eq!(ping["records"], 15, "{ping}");
+        assert_eq!(ping["last_error"], json!(null), "{ping}");
+        c.send("stats");
+        assert_eq!(c.reply()["stats"]["total_jobs"], 15);
+        // Offsets follow the new file: records read back are the right ones.
+        c.send(r#"{"op":"jobs","offset":4,"limit":2,"fields":["video_id"]}"#);
+        let jobs = c.reply();
+        assert_eq!(
+            jobs["jobs"],
+            json!([{"video_id": "pending4"}, {"video_id": "new0"}]),
+            "{jobs}"
+        );
+        let copies = files_containing(dir.path(), "log.json.corrupt-");
+        if cut_to == 0 {
+            assert!(copies.is_empty(), "{copies:?}");
+        } else {
+            assert_eq!(copies.len(), 1, "{copies:?}");
+            assert_eq!(fs::metadata(&copies[0]).unwrap().len(), cut_to);
+        }
+        let log = fs::read_to_string(&d.stderr).unwrap_or_default();
+        assert!(log.contains("cut short underneath the daemon"), "{log}");
+    }
+}
