@@ -780,8 +780,12 @@ impl Writer {
         let mut index = Index::default();
         let mut fmt = crate::json::Formatter::new();
         let mut end = self.durable_end;
+        let mut first = true;
         for chunk in &self.current.chunks {
-            let skip = u64::from(index.is_empty() && !chunk.is_empty());
+            // The first chunk written into the new array loses its comma
+            // (as `Store::append` writes it), whatever is indexed.
+            let skip = u64::from(first && !chunk.is_empty());
+            first &= chunk.is_empty();
             let mut pos = 0;
             loop {
                 while chunk

@@ -344,8 +344,9 @@ impl Store {
             .map_err(io_err(path, "write"))?;
         let end = at + tail.len() as u64;
         self.file.set_len(end).map_err(io_err(path, "truncate"))?;
-        self.file.sync_all().map_err(io_err(path, "sync"))?;
+        // The size is set, whether or not the sync below works.
         self.file_len = end;
+        self.file.sync_all().map_err(io_err(path, "sync"))?;
         Ok(())
     }
 
@@ -364,16 +365,21 @@ impl Store {
         }
         // Writing at `content_end` into a file cut shorter underneath us
         // would leave a gap of zero bytes before the records: invalid JSON.
+        // Judged on the records' bytes only: the daemon's own clean-up
+        // after a failed write cuts the file back to `content_end` plus
+        // the closing bracket at the least, never into the records, so a
+        // failed write or sync can never pass for a cut file (and wipe a
+        // good log).
         let len = self
             .file
             .metadata()
             .map_err(io_err(&self.path, "stat"))?
             .len();
-        if len < self.file_len {
+        if len < self.content_end {
             return Err(StoreError::Truncated {
                 path: self.path.clone(),
                 len,
-                written: self.file_len,
+                written: self.content_end,
             });
         }
         // The first record of an empty array takes no comma.
@@ -1097,6 +1103,57 @@ mod tests {
         assert!(!dst.exists());
         assert!(!dir.join("log.json.corrupt-failed.partial").exists());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Only a file cut into its records counts as cut underneath: a size
+    /// the store got wrong after a failed write or sync (the file cut back
+    /// to its last good state, but `file_len` still larger) must never be
+    /// taken for it, or a good log would be restarted as `[]`.
+    #[test]
+    fn only_a_file_cut_into_its_records_counts_as_truncated() {
+        let p = tmp("truncated");
+        let (mut s, _, _) = open(&p);
+        s.append(
+            &[b",\n  {\"a\": 1}".to_vec(), b",\n  {\"b\": 2}".to_vec()],
+            2,
+        )
+        .unwrap();
+        let good = fs::read_to_string(&p).unwrap();
+        // Stale, larger idea of the size; the file itself intact.
+        s.file_len += 100;
+        s.append(&[b",\n  {\"c\": 3}".to_vec()], 1).unwrap();
+        assert_eq!(read_log_str(&p).len(), 3);
+        assert!(
+            fs::read_to_string(&p)
+                .unwrap()
+                .starts_with(&good[..good.len() - 2])
+        );
+        // The closing bracket gone (a clean-up that failed half way): still
+        // not a cut file; the append writes a new one.
+        let end = s.content_end();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(end)
+            .unwrap();
+        s.append(&[b",\n  {\"d\": 4}".to_vec()], 1).unwrap();
+        assert_eq!(read_log_str(&p).len(), 4);
+        // Cut into the records: that is a cut file.
+        let end = s.content_end();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(end - 3)
+            .unwrap();
+        let e = s.append(&[b",\n  {\"e\": 5}".to_vec()], 1).unwrap_err();
+        assert!(matches!(e, StoreError::Truncated { .. }), "{e}");
+        let _ = fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    fn read_log_str(p: &Path) -> Vec<serde_json::Value> {
+        serde_json::from_slice(&fs::read(p).unwrap()).expect("a valid JSON array")
     }
 
     #[test]
