@@ -487,9 +487,17 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
 /// only, and not a JSON literal.
 pub fn bare_word(line: &[u8]) -> Option<&str> {
     let w = line.trim_ascii();
-    if w.is_empty()
-        || matches!(w, b"true" | b"false" | b"null")
-        || !w.iter().all(|b| b.is_ascii_lowercase() || *b == b'_')
+    // Any word (a letter or `_`, then letters, digits, `_` or `-`) is taken for
+    // one, so that `PING` or joblogctl's `retry-candidates` typed into
+    // socat get `unknown_op` rather than `invalid_json`; JSON's own words
+    // (and Python's non-finite numbers) stay values.
+    if !w
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        || matches!(w, b"true" | b"false" | b"null" | b"NaN" | b"Infinity")
+        || !w
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
     {
         return None;
     }
@@ -567,7 +575,13 @@ mod tests {
         assert_eq!(bare_word(b" ping "), Some("ping"));
         assert_eq!(bare_word(b"log_batch"), Some("log_batch"));
         assert_eq!(bare_word(b"null"), None);
-        assert_eq!(bare_word(b"Ping"), None);
+        assert_eq!(bare_word(b"NaN"), None);
+        assert_eq!(bare_word(b"42"), None);
+        assert_eq!(bare_word(b"two words"), None);
+        // Words that name no op are still words (answered unknown_op).
+        assert_eq!(bare_word(b"Ping"), Some("Ping"));
+        assert_eq!(bare_word(b"retry-candidates"), Some("retry-candidates"));
+        assert!(matches!(parse_bare("Ping"), Err(e) if e.code == ErrorCode::UnknownOp));
         assert_eq!(bare_word(b"{}"), None);
     }
 }
