@@ -287,11 +287,7 @@ impl Store {
         store.content_end = scan.content_end;
         if let Some(problem) = scan.problem {
             // Keep the original bytes before changing anything.
-            let copy = PathBuf::from(format!("{}.corrupt-{}", path.display(), file_timestamp()));
-            let copy = unique_path(copy);
-            copy_aside(&store.file, len, &copy, &mut on_copy)
-                .map_err(io_err(&copy, "copy damaged file to"))?;
-            sync_dir(&copy);
+            let copy = store.set_aside(len, &mut on_copy)?;
             recovery.cut_bytes = len - scan.content_end;
             recovery.corrupt_copy = Some(copy);
             recovery.problem = Some(problem);
@@ -317,15 +313,7 @@ impl Store {
         let path = self.path.clone();
         let len = self.file.metadata().map_err(io_err(&path, "stat"))?.len();
         let copy = if len > 0 {
-            let copy = unique_path(PathBuf::from(format!(
-                "{}.corrupt-{}",
-                path.display(),
-                file_timestamp()
-            )));
-            copy_aside(&self.file, len, &copy, &mut |_, _| {})
-                .map_err(io_err(&copy, "copy the cut file to"))?;
-            sync_dir(&copy);
-            Some(copy)
+            Some(self.set_aside(len, &mut |_, _| {})?)
         } else {
             None
         };
@@ -333,6 +321,24 @@ impl Store {
         self.content_end = 1;
         self.records = 0;
         self.dropped_to = 0;
+        Ok(copy)
+    }
+
+    /// Copies the file's first `len` bytes to a new, synced
+    /// `<file>.corrupt-<time>` (see [`copy_aside`]) and returns its path.
+    fn set_aside(
+        &self,
+        len: u64,
+        on_copy: &mut impl FnMut(u64, u64),
+    ) -> Result<PathBuf, StoreError> {
+        let copy = unique_path(PathBuf::from(format!(
+            "{}.corrupt-{}",
+            self.path.display(),
+            file_timestamp()
+        )));
+        copy_aside(&self.file, len, &copy, on_copy)
+            .map_err(io_err(&copy, "copy the log file to"))?;
+        sync_dir(&copy);
         Ok(copy)
     }
 

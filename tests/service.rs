@@ -3,7 +3,8 @@
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -178,6 +179,21 @@ fn notify_socket(dir: &TempDir) -> (UnixDatagram, std::path::PathBuf) {
     (s, path)
 }
 
+/// The daemon on `sock` and `log`, reporting to the notify socket at
+/// `npath`, with `env` set too.
+fn spawn_notified(sock: &Path, log: &Path, npath: &Path, env: &[(&str, &str)]) -> Child {
+    Command::new(bin())
+        .arg("--socket")
+        .arg(sock)
+        .arg("--log-file")
+        .arg(log)
+        .env("NOTIFY_SOCKET", npath)
+        .envs(env.iter().copied())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn next_message(s: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
     let n = s.recv(&mut buf).expect("a notify message");
@@ -195,15 +211,7 @@ fn notify_reading_the_log_file_before_ready() {
         .map(|i| format!(r#"{{"video_id":"v{i}","success":true}}"#))
         .collect();
     fs::write(&log, format!("[{}]", recs.join(","))).unwrap();
-    let mut child = Command::new(bin())
-        .arg("--socket")
-        .arg(dir.join("s.sock"))
-        .arg("--log-file")
-        .arg(&log)
-        .env("NOTIFY_SOCKET", &npath)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_notified(&dir.join("s.sock"), &log, &npath, &[]);
     let first = next_message(&ns);
     assert!(
         first.starts_with("EXTEND_TIMEOUT_USEC=")
@@ -227,15 +235,7 @@ fn notify_reloading_until_a_sighup_reopen_is_done() {
     let (ns, npath) = notify_socket(&dir);
     let sock = dir.join("s.sock");
     let log = dir.join("log.json");
-    let mut child = Command::new(bin())
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--log-file")
-        .arg(&log)
-        .env("NOTIFY_SOCKET", &npath)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_notified(&sock, &log, &npath, &[]);
     // Periodic status lines may come in between; they start with STATUS=.
     let next = || {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -300,16 +300,12 @@ fn notify_ready_after_listening_stopping_on_sigterm_and_watchdog() {
     let dir = TempDir::new();
     let (ns, npath) = notify_socket(&dir);
     let sock = dir.join("s.sock");
-    let mut child = Command::new(bin())
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--log-file")
-        .arg(dir.join("log.json"))
-        .env("NOTIFY_SOCKET", &npath)
-        .env("WATCHDOG_USEC", "200000")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_notified(
+        &sock,
+        &dir.join("log.json"),
+        &npath,
+        &[("WATCHDOG_USEC", "200000")],
+    );
     let first = next_message(&ns);
     assert!(first.starts_with("READY=1"), "{first}");
     // READY means it accepts: connecting right now must work.
