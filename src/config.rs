@@ -102,7 +102,8 @@ pub struct Args {
     pub stamp_peer: bool,
 
     /// Test seam: a file whose first word injects a disk fault into every
-    /// flush (`enospc`, `torn`, `fsync`). For the fault-injection tests.
+    /// flush (`enospc`, `torn`, `fsync`, `panic`; `cut [N]` cuts the file
+    /// to N bytes just before one write). For the fault-injection tests.
     #[arg(long, value_name = "PATH", hide = true)]
     pub fault_file: Option<PathBuf>,
 }

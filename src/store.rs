@@ -407,12 +407,63 @@ impl Store {
                 self.records += count;
                 Ok(())
             }
+            // Nothing of ours is left to clean up: the file is restarted.
+            Err(e @ StoreError::Truncated { .. }) => Err(e),
             Err(e) => {
                 let tail: &[u8] = if self.records == 0 { b"]" } else { b"\n]" };
                 let _ = self.rewrite_tail(self.content_end, tail);
                 Err(e)
             }
         }
+    }
+
+    /// Was the file cut underneath while the batch just written was on its
+    /// way, after [`Store::append`]'s size check? The write then landed
+    /// after a gap of zero bytes (or was cut away itself), so the array is
+    /// broken. The byte before where the batch began ends what was there
+    /// before (the last record's `}` or the `[`) and is never zero; after
+    /// such a cut it lies in the gap, or past the end of the file. One
+    /// `pread` of a cached page per flush; a cut after this check is
+    /// caught by the next flush's size check.
+    ///
+    /// If it was cut, returns how much of the file the cut left; the
+    /// caller cuts the file back to that, so that
+    /// [`Store::restart_after_truncation`] sets aside only that (not the
+    /// gap, which can be as long as the whole log was), and the batch
+    /// counts as not written.
+    fn cut_while_writing(&self) -> Option<u64> {
+        let before = self.content_end.checked_sub(1)?;
+        let mut b = [0u8; 1];
+        match self.file.read_at(&mut b, before) {
+            Ok(1) if b[0] != 0 => return None,
+            Ok(_) => {}
+            // Cannot tell; the write and the sync succeeded.
+            Err(_) => return None,
+        }
+        Some(self.left_by_cut(self.content_end))
+    }
+
+    /// How much of the first `limit` bytes a cut left: up to the first
+    /// hole in the file (where nothing was written since the cut), without
+    /// the zero bytes that end its last block. A file system that cannot
+    /// tell holes leaves only the trimming of the last block.
+    fn left_by_cut(&self, limit: u64) -> u64 {
+        use std::os::fd::AsRawFd;
+        let len = self.file.metadata().map_or(limit, |m| m.len());
+        let mut end = limit.min(len);
+        // SAFETY: `lseek` on a descriptor we own; every read and write of
+        // the store is positional, so moving the file offset affects none.
+        let hole = unsafe { libc::lseek(self.file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+        if let Ok(hole) = u64::try_from(hole) {
+            end = end.min(hole);
+        }
+        let from = end.saturating_sub(PAGE);
+        let mut tail = vec![0u8; (end - from) as usize];
+        if self.file.read_exact_at(&mut tail, from).is_err() {
+            return end;
+        }
+        let nonzero = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        from + nonzero as u64
     }
 
     /// Writes `parts` (`len` bytes in all, ending with the closing `\n]`)
@@ -432,6 +483,14 @@ impl Store {
                 return Err(io_err(path, "write")(io::Error::from_raw_os_error(
                     libc::ENOSPC,
                 )));
+            }
+            Some(Fault::Cut(to)) => {
+                // Someone else's `truncate`, between the size check and
+                // the write. Fires once.
+                self.file.set_len(to).map_err(io_err(path, "truncate"))?;
+                if let Some(f) = FAULT_FILE.get() {
+                    let _ = fs::write(f, "");
+                }
             }
             Some(Fault::TornWrite) => {
                 // Half the batch lands, then the write fails.
@@ -471,6 +530,20 @@ impl Store {
             }
             at += bytes as u64;
             rest = &rest[n..];
+        }
+        // Checked before the sync: the page is still cached (the sync
+        // hands written pages back to the kernel).
+        if let Some(kept) = self.cut_while_writing() {
+            // If this fails, the set-aside copy also holds the gap and the
+            // batch.
+            if self.file.set_len(kept).is_ok() {
+                self.file_len = kept;
+            }
+            return Err(StoreError::Truncated {
+                path: self.path.clone(),
+                len: kept,
+                written: self.content_end,
+            });
         }
         let end = self.content_end + len as u64;
         if self.file_len > end {
@@ -639,12 +712,19 @@ enum Fault {
     SyncFails,
     /// The writer itself fails (a bug): what the daemon does then.
     Panic,
+    /// The file is cut to this many bytes just before the batch is written
+    /// (`cut [N]`, once), as a `copytruncate` could.
+    Cut(u64),
 }
 
 fn injected_fault() -> Option<Fault> {
     let path = FAULT_FILE.get()?;
     let text = fs::read_to_string(path).ok()?;
-    match text.split_whitespace().next()? {
+    let mut words = text.split_whitespace();
+    match words.next()? {
+        "cut" => Some(Fault::Cut(
+            words.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+        )),
         "enospc" => Some(Fault::NoSpace),
         "torn" => Some(Fault::TornWrite),
         "fsync" => Some(Fault::SyncFails),

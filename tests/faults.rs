@@ -302,3 +302,50 @@ fn a_writer_that_dies_makes_the_daemon_exit_1_with_the_file_intact() {
     let d = Daemon::start(&dir, &[]);
     assert_eq!(d.request("ping")["records"], 1);
 }
+
+#[test]
+fn a_cut_between_the_size_check_and_the_write_is_caught_before_the_ack() {
+    // `copytruncate` (or `: > log.json`) can land while a flush is on its
+    // way, after its size check: the batch then lands after a gap of zero
+    // bytes. The daemon must notice before it acknowledges, set aside what
+    // the cut left, and write the batch into a new array.
+    for cut_to in [0u64, 100] {
+        let dir = TempDir::new();
+        let fault = dir.join("fault");
+        let d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+        let mut c = Client::new(d.connect());
+        for i in 0..50 {
+            c.send(&format!(r#"{{"id":"old{i}"}}"#));
+        }
+        c.send("flush");
+        assert_eq!(c.reply(), json!({"ok": true}));
+        let old = fs::read(&d.log).unwrap();
+        fs::write(&fault, format!("cut {cut_to}")).unwrap();
+        c.send(r#"{"op":"log_batch","jobs":[{"id":"new0"},{"id":"new1"}],"ack":true}"#);
+        assert_eq!(
+            c.reply(),
+            json!({"ok": true, "logged": 2}),
+            "cut to {cut_to}"
+        );
+        assert_eq!(ids(&d.log), vec!["new0", "new1"], "cut to {cut_to}");
+        let p = d.request("ping");
+        assert_eq!(p["records"], 2, "{p}");
+        assert_eq!(p["last_error"], Value::Null, "{p}");
+        let copies = crate::util::files_containing(dir.path(), "log.json.corrupt-");
+        if cut_to == 0 {
+            assert!(copies.is_empty(), "{copies:?}");
+        } else {
+            assert_eq!(copies.len(), 1, "{copies:?}");
+            assert_eq!(fs::read(&copies[0]).unwrap(), old[..cut_to as usize]);
+        }
+        assert!(
+            d.logs().contains("cut short underneath the daemon"),
+            "{}",
+            d.logs()
+        );
+        c.send(r#"{"id":"after"}"#);
+        c.send("flush");
+        assert_eq!(c.reply(), json!({"ok": true}));
+        assert_eq!(ids(&d.log), vec!["new0", "new1", "after"]);
+    }
+}
