@@ -420,6 +420,12 @@ pub struct Status {
     pub coerced: u64,
     pub flushes: u64,
     pub failed_flushes: u64,
+    /// Times the file was found cut short underneath the daemon and
+    /// restarted as a new array, and the records those cuts took out of it
+    /// (since start): history left the file, which only this and the log
+    /// tell.
+    pub truncations: u64,
+    pub records_truncated: u64,
     /// The last write error, cleared by the next successful flush.
     pub last_error: Option<String>,
     pub log_file: PathBuf,
@@ -754,6 +760,8 @@ impl Writer {
                     copy_of_what_was_left = %copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
                     "The log file was cut short underneath the daemon; started a new array in it with the records not yet written."
                 );
+                self.status.truncations += 1;
+                self.status.records_truncated += gone;
                 self.status.records = 0;
                 self.status.file_bytes = store.len();
                 self.durable_end = store.content_end();

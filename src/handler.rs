@@ -476,6 +476,8 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                 "coerced": st.coerced,
                 "flushes": st.flushes,
                 "failed_flushes": st.failed_flushes,
+                "truncations": st.truncations,
+                "records_truncated": st.records_truncated,
                 "last_error": st.last_error,
                 "index_bytes": st.index_bytes,
                 "log_file_at_path": st.log_file_at_path,

@@ -331,6 +331,8 @@ fn a_cut_between_the_size_check_and_the_write_is_caught_before_the_ack() {
         let p = d.request("ping");
         assert_eq!(p["records"], 2, "{p}");
         assert_eq!(p["last_error"], Value::Null, "{p}");
+        assert_eq!(p["truncations"], 1, "{p}");
+        assert_eq!(p["records_truncated"], 50, "{p}");
         let copies = crate::util::files_containing(dir.path(), "log.json.corrupt-");
         if cut_to == 0 {
             assert!(copies.is_empty(), "{copies:?}");

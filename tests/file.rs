@@ -319,6 +319,8 @@ fn a_log_cut_short_underneath_gets_a_new_array_with_the_pending_records() {
         let ping = c.reply();
         assert_eq!(ping["records"], 15, "{ping}");
         assert_eq!(ping["last_error"], json!(null), "{ping}");
+        assert_eq!(ping["truncations"], 1, "{ping}");
+        assert_eq!(ping["records_truncated"], 50, "{ping}");
         c.send("stats");
         assert_eq!(c.reply()["stats"]["total_jobs"], 15);
         // Offsets follow the new file: records read back are the right ones.
