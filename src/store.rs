@@ -650,8 +650,18 @@ impl Store {
     /// archive's path.
     ///
     /// # Errors
-    /// The rename or the new file failed; on a failed rename nothing changed.
+    /// The file at the path is not this one (nothing changed), or the
+    /// rename or the new file failed; on a failed rename nothing changed.
     pub fn clear(&mut self) -> Result<PathBuf, StoreError> {
+        // Archiving renames whatever is at the path: after an external
+        // rename (logrotate before its reload) that is not this file, and
+        // someone else's file must never be moved or restarted.
+        if !self.is_at_path() {
+            return Err(io_err(&self.path, "clear")(io::Error::other(
+                "the file at this path is no longer the one being written (renamed or \
+                 deleted underneath the daemon); send SIGHUP to reopen the path, then clear",
+            )));
+        }
         self.sync()?;
         let stem = self.path.with_extension("");
         let archive = unique_path(PathBuf::from(format!(

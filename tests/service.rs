@@ -503,3 +503,38 @@ fn a_deleted_log_file_is_reported_and_sighup_starts_a_fresh_one() {
     assert_eq!(new, vec![2]);
     assert_eq!(d.request("ping")["log_file_at_path"], true);
 }
+
+#[test]
+fn clear_never_moves_a_file_the_daemon_is_not_writing() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    d.request(r#"{"op":"log","job":{"n":1},"ack":true}"#);
+    // Renamed underneath (logrotate before its reload), and someone put
+    // another file at the path.
+    let rotated = dir.join("log.json.1");
+    fs::rename(&d.log, &rotated).unwrap();
+    fs::write(&d.log, "[{\"someone\": \"else\"}]").unwrap();
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["error"]["code"], "write_failed", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("SIGHUP"),
+        "{r}"
+    );
+    assert_eq!(
+        fs::read_to_string(&d.log).unwrap(),
+        "[{\"someone\": \"else\"}]",
+        "the other file is left alone"
+    );
+    assert!(crate::util::files_containing(dir.path(), "log.20").is_empty());
+    assert_eq!(read_log(&rotated).len(), 1);
+    // The daemon goes on writing its own file.
+    d.request(r#"{"op":"log","job":{"n":2},"ack":true}"#);
+    assert_eq!(read_log(&rotated).len(), 2);
+    // Once reopened (the other file is taken over), clear works again.
+    fs::remove_file(&d.log).unwrap();
+    d.signal(libc::SIGHUP);
+    crate::util::wait_until("a new log file after SIGHUP", || d.log.exists());
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["ok"], true, "{r}");
+}
