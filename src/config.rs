@@ -232,9 +232,18 @@ impl Config {
                 u32::MAX
             )));
         }
+        // Absolute from here on: `ping` tells clients (whose working
+        // directory differs) which file this is, and the daemon's own
+        // working directory then cannot matter.
+        let log_file = std::path::absolute(&a.log_file).map_err(|e| {
+            ConfigError(format!(
+                "--log-file {}: cannot make it absolute: {e}",
+                a.log_file.display()
+            ))
+        })?;
         Ok(Config {
             socket,
-            log_file: a.log_file,
+            log_file,
             socket_mode,
             flush_interval: Duration::from_millis(a.flush_interval_ms),
             batch_max_records: a.batch_max_records,

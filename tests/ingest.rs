@@ -198,6 +198,23 @@ fn interval_flushes_fire_and_forget_records() {
 }
 
 #[test]
+fn ping_names_the_log_file_by_its_absolute_path() {
+    // Clients run elsewhere: a path relative to the daemon's working
+    // directory would name another file for them.
+    let dir = TempDir::new();
+    let d = Daemon::start_with(
+        dir.join("s.sock"),
+        std::path::PathBuf::from("notes/log.json"),
+        &dir,
+        &[],
+    );
+    let want = dir.join("notes/log.json");
+    assert!(want.is_absolute());
+    assert_eq!(d.request("ping")["log_file"], want.display().to_string());
+    assert_eq!(std::fs::read_to_string(&want).unwrap(), "[]");
+}
+
+#[test]
 fn ping_reports_counters_and_bare_words_work() {
     let dir = TempDir::new();
     let d = Daemon::start(&dir, &[]);

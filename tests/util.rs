@@ -74,6 +74,8 @@ impl Daemon {
             .arg(&log)
             .args(args)
             .env("RUST_LOG", "info")
+            // A relative --log-file lands in the test's directory.
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"))
