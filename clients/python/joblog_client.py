@@ -11,16 +11,22 @@ Same methods, same return shapes: ``log_job``, ``log_jobs_batch``,
 ``get_jobs_by_stage``, ``get_statistics``, ``export_csv``, ``clear_log``, the
 ``log_file`` attribute; plus ``flush``, ``retry_candidates``, ``ping``.
 
-Logging never raises and never blocks the pipeline longer than ``timeout``:
-if the daemon cannot be reached, records go to a local spool file (NDJSON)
-and are replayed, in order, as soon as the daemon answers again. Failures
-are reported through the ``logging`` module (logger ``joblog_client``).
+Logging never raises and never blocks the pipeline much longer than
+``timeout``: if the daemon cannot be reached, records go to a local spool
+file (NDJSON) and are replayed, in order, once the daemon answers a ``ping``
+again (retried with a backoff of 0.5 s doubling to 30 s; calls in between
+only append to the spool). Each record gets its ``logged_at`` when it is
+logged (``datetime.now().isoformat()``, one value per call, as the old
+logger), so a spooled record keeps the time it was logged. Failures are
+reported through the ``logging`` module (logger ``joblog_client``).
 Queries do need the daemon and raise ``JobLogUnavailable`` without it.
 
 Delivery: a record acknowledged by the daemon is on disk. A record whose
-acknowledgement was lost (the daemon was killed after reading it) is spooled
-and sent again, so after a daemon *crash* it can appear twice; a graceful
-restart (SIGTERM) answers everything it read, so nothing is duplicated.
+acknowledgement was lost (the daemon was killed after reading it, or
+stalled past the timeout) is spooled and sent again, so it can appear
+twice; a graceful restart (SIGTERM) answers everything it read, so nothing
+is duplicated. The spool is only sent to a daemon that has just answered a
+``ping``, so a stalled daemon is not sent the same records again and again.
 """
 
 import errno
@@ -32,9 +38,11 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
-__all__ = ["JobLogger", "JobLogUnavailable", "create_default_logger", "default_socket_path"]
+__all__ = ["JobLogger", "JobLogUnavailable", "create_default_logger", "default_socket_path",
+           "default_spool_dir"]
 
 log = logging.getLogger("joblog_client")
 
@@ -57,10 +65,23 @@ _RECORD_FAULTS = ("invalid_json", "invalid_utf8", "not_an_object", "too_deep",
 # acknowledges after fdatasync): a slow ack that times out would be sent
 # again, and logged twice.
 _TIMEOUT_PER_BYTE = 1 / 10e6
+# After the daemon could not be reached, the spool is not sent again for
+# this long, doubling on each failure up to _BACKOFF_MAX: calls meanwhile
+# only append to the spool, so an outage costs each call O(1).
+_BACKOFF_MIN = 0.5
+_BACKOFF_MAX = 30.0
+# How long the ping that must answer before a spool is sent may take.
+_PROBE_TIMEOUT = 1.0
+# Spools left by processes that died are looked for this often.
+_ORPHAN_CHECK = 60.0
 
 
 class JobLogUnavailable(ConnectionError):
     """The daemon could not be reached (queries only; logging spools)."""
+
+
+class _BackingOff(JobLogUnavailable):
+    """The daemon was unreachable moments ago; not tried again yet."""
 
 
 def default_socket_path():
@@ -72,6 +93,25 @@ def default_socket_path():
     if runtime:
         return os.path.join(runtime, "joblogd.sock")
     return f"/tmp/joblogd-{os.getuid()}.sock"
+
+
+def default_spool_dir(socket_path):
+    """Where records wait while the daemon is unreachable: beside the socket
+    when this process may write there, else ``$XDG_STATE_HOME/joblog``
+    (``~/.local/state/joblog``), else ``/var/tmp/joblog-spool-<uid>``. The
+    socket's directory under systemd (``/run/joblogd``) belongs to the
+    daemon's user, so workers running as another user spool elsewhere."""
+    beside = Path(socket_path).parent
+    if os.access(beside, os.W_OK | os.X_OK):
+        return beside
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state:
+        home = os.path.expanduser("~")
+        if home != "~" and os.access(home, os.W_OK | os.X_OK):
+            state = os.path.join(home, ".local", "state")
+    if state:
+        return Path(state) / "joblog"
+    return Path("/var/tmp") / f"joblog-spool-{os.getuid()}"
 
 
 def _as_dict(job):
@@ -112,6 +152,35 @@ def _encode(record):
         return _dumps(record).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":")).encode("ascii")
+
+
+def _stamp_and_encode(jobs):
+    """The jobs as the lines sent (and spooled), each given ``logged_at``
+    now unless it has one (one value for the whole call, added last, as
+    the old logger did), so a record that waits in the spool keeps the
+    time it was logged. A job that cannot be serialized (a broken
+    ``to_json()``, a circular reference, a tuple key) is logged as an error
+    and left out: it never costs the others."""
+    stamp = datetime.now().isoformat()
+    parts = []
+    for job in jobs:
+        try:
+            record = _as_dict(job)
+            if isinstance(record, dict) and "logged_at" not in record:
+                record = {**record, "logged_at": stamp}
+            parts.append(_encode(record))
+        except Exception:
+            log.exception("cannot serialize a job (%s); it was not logged", _describe_job(job))
+    return parts
+
+
+def _describe_job(job):
+    """A job that could not be serialized, for the error log."""
+    try:
+        vid = job.get("video_id") if isinstance(job, dict) else getattr(job, "video_id", None)
+    except Exception:
+        vid = None
+    return f"video_id {vid!r}" if vid is not None else type(job).__name__
 
 
 def _describe(part):
@@ -176,15 +245,9 @@ class JobLogger:
         self.query_timeout = max(self.timeout, 60.0)
         self._requested_log_file = Path(log_file) if log_file is not None else None
         self.log_file = self._requested_log_file or DEFAULT_LOG_FILE
-        spool_root = Path(spool_dir) if spool_dir else Path(self.socket_path).parent
-        self.spool_dir = spool_root
-        self.spool_file = spool_root / f"joblog-spool-{os.getpid()}.ndjson"
-        self._lock = threading.RLock()
-        self._conn = None
-        self._pid = os.getpid()
-        self._last_attempt = 0.0
-        # Spools left by processes that died are picked up once.
-        self._orphans_checked = False
+        self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(self.socket_path)
+        self._pid = None
+        self._forked()
         try:
             self._ping()
         except JobLogUnavailable as e:
@@ -192,12 +255,29 @@ class JobLogger:
 
     # -- connection -------------------------------------------------------
 
+    def _forked(self):
+        """Per-process state, set up again in a forked child (a worker of a
+        multiprocessing pool, say): the parent's connection, lock and spool
+        file are not the child's to use. A spool file is replayed by others
+        only once its process is gone, so a child that wrote into its
+        (living) parent's would leave its records there."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        # The parent's lock may be held by one of its threads, which the
+        # child does not have: it would never be released.
+        self._lock = threading.RLock()
+        self._conn = None
+        self.spool_file = self.spool_dir / f"joblog-spool-{self._pid}.ndjson"
+        self._backoff = 0.0
+        self._down_until = 0.0
+        self._orphans_due = 0.0
+
+    def _mark_down(self):
+        self._backoff = min(max(self._backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
+        self._down_until = time.monotonic() + self._backoff
+
     def _connection(self):
-        if self._conn is not None and self._pid != os.getpid():
-            # Forked: the parent's connection is not ours to use.
-            self._conn = None
-            self._pid = os.getpid()
-            self.spool_file = self.spool_dir / f"joblog-spool-{self._pid}.ndjson"
         if self._conn is None:
             try:
                 self._conn = _Conn(self.socket_path, self.timeout)
@@ -246,43 +326,43 @@ class JobLogger:
         self.log_jobs_batch([job])
 
     def log_jobs_batch(self, jobs):
-        """Log several jobs in one request (more efficient)."""
+        """Log several jobs in one request (more efficient). A job that
+        cannot be serialized is logged as an error and skipped; the others
+        are logged."""
         try:
-            records = [_as_dict(j) for j in jobs]
-        except Exception:  # a broken to_json() must not stop the pipeline
-            log.exception("cannot serialize a job; it was not logged")
-            return
-        if not records:
-            return
-        with self._lock:
-            try:
-                if self._spool_pending() or not self._orphans_checked:
-                    self._replay()
-                    self._orphans_checked = True
-                if self._spool_pending():
-                    # Keep the order: behind what is already waiting.
-                    self._spool(records)
-                    return
-            except JobLogUnavailable as e:
-                log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", e, len(records), self.spool_file)
-                self._spool(records)
+            self._forked()
+            parts = _stamp_and_encode(jobs)
+            if not parts:
                 return
-            except Exception:
-                log.exception("replaying the spool failed; spooling %d record(s)", len(records))
-                self._spool(records)
-                return
-            try:
-                self._send(records)
-            except Exception:
-                # _send spools what it could not deliver; this is a bug path.
-                log.exception("logging failed unexpectedly")
+            with self._lock:
+                self._log_parts(parts)
+        except Exception:  # never raise into the pipeline
+            log.exception("logging failed unexpectedly")
 
-    def _send(self, records):
-        """Sends in batches; whatever was not acknowledged is spooled."""
-        settled, down = self._deliver([_encode(r) for r in records])
+    def _log_parts(self, parts):
+        try:
+            if self._spool_pending() or time.monotonic() >= self._orphans_due:
+                self._replay()
+            if self._spool_pending():
+                # Keep the order: behind what is already waiting.
+                self._spool(parts)
+                return
+        except _BackingOff:
+            self._spool(parts)
+            return
+        except JobLogUnavailable as e:
+            log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", e, len(parts), self.spool_file)
+            self._spool(parts)
+            return
+        except Exception:
+            log.exception("replaying the spool failed; spooling %d record(s)", len(parts))
+            self._spool(parts)
+            return
+        settled, down = self._deliver(parts)
         if down is not None:
-            log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(records) - settled, self.spool_file)
-            self._spool(records[settled:])
+            self._mark_down()
+            log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(parts) - settled, self.spool_file)
+            self._spool(parts[settled:])
 
     def _deliver(self, parts):
         """Sends serialized records (``parts``) in acknowledged log_batch
@@ -324,8 +404,9 @@ class JobLogger:
 
     # -- spool ----------------------------------------------------------------
 
-    def _spool(self, records):
-        if not records:
+    def _spool(self, parts):
+        """Appends serialized records to this process's spool file."""
+        if not parts:
             return
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -338,13 +419,13 @@ class JobLogger:
                         same = False
                     if not same:
                         continue  # replayed and removed while we waited
-                    for r in records:
-                        f.write(_encode(r).decode("utf-8") + "\n")
+                    for p in parts:
+                        f.write(p.decode("utf-8") + "\n")
                     f.flush()
                     os.fsync(f.fileno())
                     return
         except OSError:
-            log.exception("cannot write the spool file %s; %d record(s) lost", self.spool_file, len(records))
+            log.exception("cannot write the spool file %s; %d record(s) lost", self.spool_file, len(parts))
 
     def _spool_files(self):
         """Our spool file, and those left by processes that are gone."""
@@ -371,15 +452,30 @@ class JobLogger:
         except OSError:
             return False
 
-    def _replay(self):
+    def _replay(self, force=False):
         """Sends every spool file in the spool directory (ours first), each
         under an exclusive lock so two processes never replay the same one,
-        and removes it once the daemon acknowledged all of it."""
-        now = time.monotonic()
-        if now - self._last_attempt < 0.5 and self._spool_pending():
-            return  # do not hammer a daemon that is down
-        self._last_attempt = now
+        and removes it once the daemon acknowledged all of it. Raises
+        JobLogUnavailable if the daemon could not take it all (what was
+        not acknowledged stays spooled, in order).
+
+        Only a daemon that answers a ``ping`` at once is sent the spool: a
+        daemon that is stalled (a disk stall, SIGSTOP) reads requests that
+        timed out later on, so sending the spool again on every call would
+        log its records once per call. Within the backoff after a failure
+        nothing is tried (``force``, for ``flush`` and queries, tries
+        anyway)."""
+        if not force and time.monotonic() < self._down_until:
+            raise _BackingOff("joblogd was unreachable moments ago")
+        self._orphans_due = time.monotonic() + _ORPHAN_CHECK
         files = self._spool_files()
+        if not files:
+            return
+        try:
+            self._request({"op": "ping"}, timeout=min(self.timeout, _PROBE_TIMEOUT))
+        except JobLogUnavailable:
+            self._mark_down()
+            raise
         mine = str(self.spool_file)
         files.sort(key=lambda p: p != mine)
         for path in files:
@@ -400,26 +496,33 @@ class JobLogger:
                 # Spooled lines are records as _dumps wrote them.
                 sent, down = self._deliver([ln.encode("utf-8") for ln in lines])
                 if down is not None:
-                    # Keep what was not acknowledged, in order.
-                    f.seek(0)
-                    f.truncate()
-                    for ln in lines[sent:]:
-                        f.write(ln + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                    return
+                    # Keep what was not acknowledged, in order: written to
+                    # a new file that then replaces the spool, so a process
+                    # killed meanwhile leaves the old spool whole.
+                    rest = path + ".rest"
+                    with open(rest, "w", encoding="utf-8") as r:
+                        for ln in lines[sent:]:
+                            r.write(ln + "\n")
+                        r.flush()
+                        os.fsync(r.fileno())
+                    os.replace(rest, path)
+                    self._mark_down()
+                    raise down
                 os.unlink(path)
                 log.info("replayed %d spooled record(s) from %s", len(lines), path)
+        self._backoff = 0.0
+        self._down_until = 0.0
 
     # -- queries --------------------------------------------------------------
 
     def _query(self, obj):
+        self._forked()
         with self._lock:
             if self._spool_pending():
                 try:
-                    self._replay()
-                except JobLogUnavailable:
-                    pass
+                    self._replay(force=True)
+                except JobLogUnavailable as e:
+                    log.warning("spooled records not yet sent (%s); the answer leaves them out", e)
             reply = self._request(obj, timeout=self.query_timeout)
         if not reply.get("ok"):
             raise RuntimeError(f"joblogd: {reply.get('error')}")
@@ -451,6 +554,7 @@ class JobLogger:
     def export_csv(self, output_file):
         """Writes the CSV export to ``output_file`` (with this process's
         permissions; the daemon never writes client-named files)."""
+        self._forked()
         with self._lock:
             reply, body = self._request({"op": "export_csv"}, timeout=self.query_timeout, body=True)
         if not reply.get("ok"):
@@ -466,13 +570,21 @@ class JobLogger:
         return self._query({"op": "clear", "confirm": True})["archive"]
 
     def flush(self):
-        """Returns once every record logged so far is on disk."""
-        self._query({"op": "flush"})
+        """Returns once every record logged so far is on disk, spooled ones
+        included; raises JobLogUnavailable if the daemon cannot take them
+        (they stay spooled)."""
+        self._forked()
+        with self._lock:
+            # Ours, and any left by processes that are gone.
+            self._replay(force=True)
+            self._query({"op": "flush"})
 
     def ping(self):
+        self._forked()
         return self._ping()
 
     def close(self):
+        self._forked()
         with self._lock:
             self._drop()
 

@@ -4,6 +4,7 @@ Run: JOBLOGD_BIN=target/debug/joblogd python3 -m unittest discover -s clients/py
 (`cargo test` runs them through tests/python.rs with the binary it built).
 """
 
+import datetime
 import json
 import multiprocessing
 import os
@@ -264,6 +265,30 @@ class Batching(Base):
             self.assertEqual(lg._deliver(parts), (8, None))
         self.assertEqual((len(calls), len(logs.records)), (15, 8))
 
+    def test_an_unserializable_job_costs_nothing_else(self):
+        circular = {"video_id": "loop"}
+        circular["self"] = circular
+        jobs = [{"i": 0}, {(1, 2): "tuple key"}, {"i": 1}, circular, {"i": 2}]
+        lg = self.logger()
+        with self.assertLogs("joblog_client", level="ERROR") as logs:
+            lg.log_jobs_batch(jobs)  # never raises
+        self.assertEqual(len(logs.records), 2, logs.output)
+        self.assertIn("video_id 'loop'", logs.output[1])
+        self.assertEqual([r["i"] for r in self.daemon.records()], [0, 1, 2])
+
+    def test_logged_at_is_the_time_of_the_call_one_per_batch(self):
+        lg = self.logger()
+        before = datetime.datetime.now()
+        lg.log_jobs_batch([{"i": i} for i in range(3)] + [{"i": 3, "logged_at": "kept"}])
+        after = datetime.datetime.now()
+        got = self.daemon.records()
+        stamps = {r["logged_at"] for r in got[:3]}
+        self.assertEqual(len(stamps), 1, stamps)
+        stamp = datetime.datetime.fromisoformat(stamps.pop())
+        self.assertTrue(before <= stamp <= after, (before, stamp, after))
+        self.assertEqual(got[3]["logged_at"], "kept")
+        self.assertEqual(list(got[0]), ["i", "logged_at"], "added last")
+
     def test_batch_bounds(self):
         parts = [b"x" * n for n in (10, 3 << 20, 2 << 20, 5 << 20, 1, 1)]
         self.assertEqual(joblog_client._batch_bounds(parts), [(0, 2), (2, 3), (3, 4), (4, 6)])
@@ -295,6 +320,87 @@ class Resilience(unittest.TestCase):
         lg.flush()
         self.assertEqual([r["i"] for r in self.daemon.records()], list(range(51)))
         self.assertFalse(spool.exists(), "spool removed after replay")
+
+    def test_a_spooled_record_keeps_the_time_it_was_logged(self):
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5)
+            logged = datetime.datetime.now()
+            lg.log_job({"i": 0})
+        time.sleep(1.5)
+        self.daemon.start()
+        lg.flush()
+        stamp = datetime.datetime.fromisoformat(self.daemon.records()[0]["logged_at"])
+        self.assertLess(abs((stamp - logged).total_seconds()), 0.5, (stamp, logged))
+
+    def test_flush_sends_the_spool_or_raises(self):
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5)
+            lg.log_job({"i": 0})
+        with self.assertRaises(joblog_client.JobLogUnavailable):
+            lg.flush()
+        # Back within the backoff: flush does not wait for a later call.
+        self.daemon.start()
+        lg.flush()
+        self.assertEqual([r["i"] for r in self.daemon.records()], [0])
+        self.assertEqual(lg.get_statistics()["total_jobs"], 1)
+
+    def test_a_stalled_daemon_is_not_sent_the_spool_again_and_again(self):
+        # A stalled daemon (a disk stall; SIGSTOP here) later reads every
+        # request that timed out. Resending the whole spool on each call
+        # logged each record once per call after it.
+        self.daemon.start()
+        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.3)
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with self.assertLogs("joblog_client", level="WARNING"):
+                for i in range(20):
+                    lg.log_job({"i": i})
+                    time.sleep(0.1)
+            took = time.monotonic() - t0
+        finally:
+            self.daemon.proc.send_signal(signal.SIGCONT)
+        self.assertLess(took, 2 + 20 * 0.1 + 2, "calls never wait long")
+        lg.flush()
+        got = [r["i"] for r in self.daemon.records()]
+        self.assertEqual(sorted(set(got)), list(range(20)), "none lost")
+        counts = {i: got.count(i) for i in set(got)}
+        self.assertLessEqual(max(counts.values()), 2, counts)
+        self.assertLessEqual(len(got), 22, got)
+
+    def test_a_forked_child_spools_to_its_own_file(self):
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5)
+        pid = os.fork()
+        if pid == 0:  # the child: log while the daemon is down, then exit
+            try:
+                lg.log_jobs_batch([{"child": 0}, {"child": 1}])
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        spool = Path(self.tmp) / f"joblog-spool-{pid}.ndjson"
+        self.assertEqual(len(spool.read_text().splitlines()), 2)
+        self.assertFalse((Path(self.tmp) / f"joblog-spool-{os.getpid()}.ndjson").exists())
+        # The child is gone: the parent's flush sends its spool.
+        self.daemon.start()
+        lg.flush()
+        self.assertEqual([r["child"] for r in self.daemon.records()], [0, 1])
+        self.assertFalse(spool.exists())
+
+    def test_the_spool_goes_where_this_user_may_write(self):
+        sock = os.path.join(self.tmp, "run", "joblogd.sock")
+        os.mkdir(os.path.dirname(sock))
+        self.assertEqual(joblog_client.default_spool_dir(sock), Path(self.tmp) / "run")
+        real = joblog_client.os.access
+        try:
+            # The socket's directory under systemd belongs to the daemon's
+            # user (the tests run as root, for whom access() says yes).
+            joblog_client.os.access = lambda p, m: real(p, m) and str(p) != os.path.dirname(sock)
+            os.environ["XDG_STATE_HOME"] = os.path.join(self.tmp, "state")
+            self.assertEqual(joblog_client.default_spool_dir(sock), Path(self.tmp) / "state" / "joblog")
+        finally:
+            joblog_client.os.access = real
+            del os.environ["XDG_STATE_HOME"]
 
     def test_daemon_restart_during_logging_loses_and_duplicates_nothing(self):
         self.daemon.start()
