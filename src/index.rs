@@ -173,7 +173,10 @@ pub type SymMap<V> = HashMap<Sym, V, FxBuild>;
 /// timing names) stored once.
 #[derive(Debug, Default)]
 pub struct Interner {
-    ids: HashMap<Box<str>, Sym, FxBuild>,
+    /// By decoded name. SipHash (std's seeded default), not FxHash: the
+    /// names come from clients, and FxHash of strings that differ only
+    /// past their first bytes collides in the low bits that pick a slot.
+    ids: HashMap<Box<str>, Sym>,
     names: Vec<Box<str>>,
     /// Names already resolved, by [`NameRef::hash`] of their raw JSON
     /// spelling: `[group keys, error types]`. The common case (the same few
@@ -217,6 +220,21 @@ impl Interner {
 
     pub fn get(&self, s: &str) -> Option<Sym> {
         self.ids.get(s).copied()
+    }
+
+    /// [`Interner::resolve`] for a name already known, `None` for a new one
+    /// (which is then not interned).
+    fn resolve_known(&self, kind: NameKind, n: NameRef, rec: &[u8]) -> Option<Sym> {
+        let raw = n.spelling(rec);
+        if let Some((id, spelling)) = self.by_hash[kind as usize].get(&n.hash)
+            && **spelling == *raw
+        {
+            return Some(*id);
+        }
+        match kind {
+            NameKind::Group => self.get(&group_key(Some(raw))),
+            NameKind::Error => self.get(&error_type(Some(raw))),
+        }
     }
 
     /// The symbol of a name of record `rec`: its group key or its error
@@ -309,14 +327,28 @@ impl NameRef {
 /// Hash of a name's raw spelling: FxHash (cheap for these short strings)
 /// started from a random per-process seed and closed with the length, so
 /// which spellings collide cannot be known in advance; a chance collision
-/// at 64 bits is negligible.
+/// at 64 bits is negligible. Then mixed (`fmix64`): FxHash's low bits
+/// depend only on the low bytes of each word, so spellings that differ
+/// only past their first bytes (`"t1_0"`, `"t2_0"`, …) shared low bits, and
+/// the maps keyed by this hash (whose slot comes from the low bits) turned
+/// into long chains: a client sending many distinct names made every
+/// lookup slower, quadratically.
 fn name_hash(raw: &[u8]) -> u64 {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u64));
     let mut h = FxHasher(seed);
     h.write(raw);
     h.write_usize(raw.len());
-    h.finish()
+    fmix64(h.finish())
+}
+
+/// MurmurHash3's finaliser: every output bit depends on every input bit.
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// What one record contributes to the index, computed from its bytes alone
@@ -956,6 +988,13 @@ pub struct Tally {
     pub successful: u64,
 }
 
+/// Distinct timing names `stats` keeps figures for. Timing names are a
+/// pipeline's stages (a handful); a client that puts ids into them (`"t_<video
+/// id>"`) would otherwise grow the index by a histogram and a name per
+/// record, and every `stats` reply with it. Values under later names are
+/// counted in `timings_untracked` instead.
+pub const MAX_TIMING_NAMES: usize = 1024;
+
 /// Everything `stats` reports, over some set of records.
 #[derive(Debug, Clone, Default)]
 pub struct Aggregate {
@@ -969,8 +1008,12 @@ pub struct Aggregate {
     pub stages: SymMap<u64>,
     pub by_subject: SymMap<Tally>,
     pub by_worker: SymMap<Tally>,
-    /// Per timing name, over successful records.
+    /// Per timing name, over successful records; at most
+    /// [`MAX_TIMING_NAMES`] names.
     pub timings: SymMap<Hist>,
+    /// Timing values not counted because their name came after the first
+    /// [`MAX_TIMING_NAMES`].
+    pub timings_untracked: u64,
     /// `processing_duration` of successful records.
     pub duration: Hist,
     pub first_logged_at: Option<i64>,
@@ -1001,7 +1044,13 @@ impl Aggregate {
             }
             self.files += f64::from(e.total_files);
             for &(name, v) in timings {
-                self.timings.entry(name).or_default().add(v);
+                if self.timings.len() < MAX_TIMING_NAMES {
+                    self.timings.entry(name).or_default().add(v);
+                } else if let Some(h) = self.timings.get_mut(&name) {
+                    h.add(v);
+                } else {
+                    self.timings_untracked += 1;
+                }
             }
         } else {
             *self.error_types.entry(e.error_type).or_insert(0) += 1;
@@ -1137,7 +1186,18 @@ impl Index {
         let mut named = std::mem::take(&mut self.timings_scratch);
         named.clear();
         for t in timings {
-            named.push((self.syms.resolve(NameKind::Group, t.name, rec), t.value));
+            // Past the limit a new name is not even interned (see
+            // MAX_TIMING_NAMES); `Aggregate::add` counts it as untracked.
+            let sym = if self.all.timings.len() < MAX_TIMING_NAMES {
+                Some(self.syms.resolve(NameKind::Group, t.name, rec))
+            } else {
+                self.syms.resolve_known(NameKind::Group, t.name, rec)
+            };
+            match sym {
+                Some(s) => named.push((s, t.value)),
+                None if success => self.all.timings_untracked += 1,
+                None => {}
+            }
         }
         last_of_each(&mut named, |a, b| a.0 == b.0);
         let e = Entry {
@@ -1205,6 +1265,41 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Maps keyed by a name's hash take their slot from its low bits, so
+    /// names that differ only past their first bytes must not share them
+    /// (they did before the final mix: a few dozen distinct values over
+    /// 10,000 names, and lookups degraded to long chains).
+    #[test]
+    fn name_hashes_differ_in_their_low_bits() {
+        let mut low = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            low.insert(name_hash(format!("\"t{i}_0\"").as_bytes()) & 0xfff);
+        }
+        // 10,000 random values over 4,096 slots fill about 92% of them.
+        assert!(low.len() > 3_500, "{} distinct low 12 bits", low.len());
+    }
+
+    /// Past MAX_TIMING_NAMES names, new names are neither interned nor
+    /// given a histogram; their values are counted as untracked, and names
+    /// already tracked keep counting.
+    #[test]
+    fn timing_names_past_the_limit_are_counted_not_kept() {
+        let mut ix = Index::default();
+        let mut fmt = Formatter::new();
+        for i in 0..MAX_TIMING_NAMES + 10 {
+            let rec = format!(r#"{{"success": true, "timings": {{"n{i}": 1.5, "n0": 2}}}}"#);
+            let f = fmt.validate(rec.as_bytes(), 0, 64, true).expect("valid");
+            assert!(f.end > 0);
+            let meta = RawMeta::from_input(rec.as_bytes(), &fmt.fields, 0);
+            ix.add(0, rec.as_bytes(), &meta);
+        }
+        assert_eq!(ix.all.timings.len(), MAX_TIMING_NAMES);
+        assert_eq!(ix.all.timings_untracked, 10);
+        let n0 = ix.syms.get("n0").expect("n0 tracked");
+        assert_eq!(ix.all.timings[&n0].count, (MAX_TIMING_NAMES + 10) as u64);
+        assert!(ix.syms.get(&format!("n{}", MAX_TIMING_NAMES + 5)).is_none());
+    }
 
     /// The fast path for `timings` objects either declines or finds exactly
     /// what the general parser finds, however the object is spelled.

@@ -333,6 +333,7 @@ pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
         "by_subject": tallies(&a.by_subject),
         "by_worker": tallies(&a.by_worker),
         "timings": timings_json(ix, a.timings.iter()),
+        "timings_untracked": a.timings_untracked,
         "duration": {
             "p50": a.duration.percentile(50.0).map_or(Value::Null, num),
             "p95": a.duration.percentile(95.0).map_or(Value::Null, num),

@@ -330,6 +330,34 @@ fn duplicate_timing_names_count_once_with_the_last_value() {
     }
 }
 
+#[test]
+fn timing_names_past_the_limit_are_counted_not_listed() {
+    // A worker that puts an id into its timing names: one new name per
+    // record must not grow the daemon (and each stats reply) per record.
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    for i in 0..1100 {
+        c.send(&format!(
+            r#"{{"subject":"AI","success":true,"timings":{{"t_{i}":1,"fetch":2}}}}"#
+        ));
+    }
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    for q in [r#"{"op":"stats"}"#, r#"{"op":"stats","subject":"AI"}"#] {
+        c.send(q);
+        let s = c.reply()["stats"].clone();
+        let timings = s["timings"].as_object().unwrap();
+        assert_eq!(timings.len(), 1024, "{q}");
+        assert_eq!(timings["fetch"]["count"], 1100, "{q}");
+        assert!(
+            timings.contains_key("t_1022") && !timings.contains_key("t_1023"),
+            "{q}"
+        );
+        assert_eq!(s["timings_untracked"], 1100 - 1023, "{q}");
+    }
+}
+
 /// A query whose records cannot be read back (the file was cut short
 /// underneath the daemon) ends the connection, so the client sees end of
 /// file instead of waiting forever for a reply that will not come.

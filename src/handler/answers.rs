@@ -298,9 +298,12 @@ impl<'a> CsvPieces<'a> {
     }
 }
 
-/// Completes filtered stats with the timings of the given records.
-fn timings(file: &File, spans: &[Span]) -> io::Result<Value> {
+/// Completes filtered stats with the timings of the given records, and how
+/// many timing values were left out for coming under a name past the
+/// first [`index::MAX_TIMING_NAMES`] (as unfiltered stats do).
+fn timings(file: &File, spans: &[Span]) -> io::Result<(Value, u64)> {
     let mut hists: HashMap<Vec<u8>, Hist> = HashMap::new();
+    let mut untracked = 0u64;
     let mut skimmed = Vec::new();
     let mut inner = Formatter::new();
     let mut recs = Windowed::new(file, spans);
@@ -322,8 +325,10 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<Value> {
         for (name, v) in members {
             // A handful of names, looked up for every record: a new key
             // only for a name not seen before.
+            let full = hists.len() >= index::MAX_TIMING_NAMES;
             match hists.get_mut(name.as_ref()) {
                 Some(h) => h.add(v),
+                None if full => untracked += 1,
                 None => hists.entry(name.into_owned()).or_default().add(v),
             }
         }
@@ -334,11 +339,12 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<Value> {
         .map(|(k, h)| (String::from_utf8_lossy(&k).into_owned(), h))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Value::Object(
+    let v = Value::Object(
         v.into_iter()
             .map(|(k, h)| (k, crate::query::hist_json(&h)))
             .collect(),
-    ))
+    );
+    Ok((v, untracked))
 }
 
 /// Writes a whole answer: one JSON line, or for CSV a JSON line followed by
@@ -388,8 +394,9 @@ pub async fn write<W: AsyncWrite + Unpin>(
             _,
         ) => {
             if let Some((file, spans)) = timings_from {
-                let t = tokio::task::block_in_place(|| timings(&file, &spans))?;
+                let (t, untracked) = tokio::task::block_in_place(|| timings(&file, &spans))?;
                 value["timings"] = t;
+                value["timings_untracked"] = untracked.into();
             }
             let mut line = serde_json::to_vec(&serde_json::json!({"ok": true, "stats": value}))
                 .map_err(io::Error::other)?;
