@@ -160,9 +160,10 @@ pub async fn handle(
         indexed: Arc::default(),
     };
     let tx = session.shared.tx.clone();
+    let stopping = shutdown.clone();
     tokio::join!(
         read_side(rd, session, shutdown),
-        write_side(wr, reply_rx, tx)
+        write_side(wr, reply_rx, tx, stopping)
     );
 }
 
@@ -578,14 +579,28 @@ async fn query_reply(s: &mut Session, no: u64, q: Query, out: Output, durable: b
 
 /// Streams new records (`{"record":…}` lines) until the subscriber goes
 /// away or the daemon stops. A subscriber that fell behind the ring gets
-/// `{"missed":N}` and carries on from the oldest record still there.
+/// `{"missed":N}` and carries on from the oldest record still there. When
+/// shutdown begins the stream ends after the records already queued for
+/// it: a subscriber (`joblogctl tail -f`) sends nothing and waits for
+/// nothing, so it must not hold the daemon up for the whole grace period.
 async fn follow(
     w: &mut BufWriter<OwnedWriteHalf>,
     events: &mut tokio::sync::broadcast::Receiver<Arc<[u8]>>,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     loop {
-        let line = match events.recv().await {
+        let next = tokio::select! {
+            next = events.recv() => next,
+            // (The guard `wait_for` returns must not live across an await.)
+            _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+                while let Ok(line) = events.try_recv() {
+                    w.write_all(&line).await?;
+                }
+                return w.flush().await;
+            }
+        };
+        let line = match next {
             Ok(line) => line,
             Err(RecvError::Lagged(n)) => {
                 w.write_all(format!("{{\"missed\":{n}}}\n").as_bytes())
@@ -682,7 +697,12 @@ async fn queue(s: &mut Session, r: Reply) {
     let _ = s.replies.send(r).await;
 }
 
-async fn write_side(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>, tx: mpsc::Sender<Command>) {
+async fn write_side(
+    wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Reply>,
+    tx: mpsc::Sender<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut w = BufWriter::new(wr);
     let mut broken = false;
     while let Some(r) = rx.recv().await {
@@ -742,7 +762,7 @@ async fn write_side(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>, tx: mpsc:
                     broken = true;
                     continue;
                 }
-                if let Err(e) = follow(&mut w, &mut events).await {
+                if let Err(e) = follow(&mut w, &mut events, &mut shutdown).await {
                     tracing::debug!(error = %e, "Subscriber gone.");
                 }
                 broken = true;

@@ -302,3 +302,32 @@ fn tail_follows_new_records_and_a_slow_one_is_told_what_it_missed() {
     let got = reader.join().unwrap();
     assert!(got < 60_000, "some records were missed, {got} shown");
 }
+
+#[test]
+fn a_subscriber_does_not_hold_up_shutdown() {
+    // A long grace period: a subscriber that held shutdown up would keep
+    // the daemon running for all of it.
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--shutdown-timeout-ms", "60000"]);
+    let mut c = crate::util::Client::new(d.connect());
+    c.send("subscribe");
+    assert_eq!(
+        c.reply(),
+        serde_json::json!({"ok": true, "subscribed": true})
+    );
+    d.request(r#"{"op":"log","job":{"n":1},"ack":true}"#);
+    assert_eq!(c.reply()["record"]["n"], 1);
+    let t0 = Instant::now();
+    let logs = d.stderr.clone();
+    let status = d.stop();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "stopping took {:?}",
+        t0.elapsed()
+    );
+    let log = std::fs::read_to_string(logs).unwrap_or_default();
+    assert!(!log.contains("still open after the grace period"), "{log}");
+    // The stream ended: end of file, not a hang.
+    assert_eq!(c.rest(), "");
+}
