@@ -116,6 +116,8 @@ enum Reply {
     },
     /// The connection follows new records from here on.
     Subscribed(tokio::sync::broadcast::Receiver<Arc<[u8]>>),
+    /// Signalled once every earlier reply is written (for `ping`).
+    Barrier(oneshot::Sender<()>),
     /// Sent once the records are durable.
     WhenDurable {
         rx: oneshot::Receiver<Durable>,
@@ -457,38 +459,24 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             }
         }
         Request::Ping => {
+            // The counts after every earlier reply on this connection (a
+            // `flush`, an ack, a `clear` sent just before without waiting
+            // for its reply) and before anything sent after: this side
+            // reads on only once the write side has written those replies.
             send_chunk(s, None).await;
+            let (btx, brx) = oneshot::channel();
+            queue(s, Reply::Barrier(btx)).await;
+            let _ = brx.await;
             let (tx, rx) = oneshot::channel();
             let status = match s.shared.tx.send(Command::Status(tx)).await {
                 Ok(()) => rx.await.ok(),
                 Err(_) => None,
             };
-            let Some(st) = status else {
-                return queue(s, Reply::Now(stopping_error().reply(no))).await;
+            let line = match status {
+                Some(st) => ping_line(&s.shared, &st),
+                None => stopping_error().reply(no),
             };
-            let v = serde_json::json!({
-                "ok": true,
-                "version": s.shared.version,
-                "records": st.records,
-                "pending": st.pending,
-                "log_file": st.log_file.display().to_string(),
-                "file_bytes": st.file_bytes,
-                "uptime_s": (s.shared.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                "coerced": st.coerced,
-                "flushes": st.flushes,
-                "failed_flushes": st.failed_flushes,
-                "truncations": st.truncations,
-                "records_truncated": st.records_truncated,
-                "last_error": st.last_error,
-                "index_bytes": st.index_bytes,
-                "log_file_at_path": st.log_file_at_path,
-                "socket_at_path": s.shared.socket.as_ref().is_none_or(|p| {
-                    std::fs::symlink_metadata(p).is_ok_and(|m| {
-                        std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())
-                    })
-                }),
-            });
-            queue(s, Reply::Now(reply_line(&v))).await;
+            queue(s, Reply::Now(line)).await;
         }
         Request::Stats { filter } => {
             // Unfiltered stats come from counters that include records not
@@ -625,6 +613,32 @@ async fn follow(
     }
 }
 
+/// The `ping` reply for the writer's status `st`.
+fn ping_line(shared: &Shared, st: &crate::batcher::Status) -> Vec<u8> {
+    let v = serde_json::json!({
+        "ok": true,
+        "version": shared.version,
+        "records": st.records,
+        "pending": st.pending,
+        "log_file": st.log_file.display().to_string(),
+        "file_bytes": st.file_bytes,
+        "uptime_s": (shared.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "coerced": st.coerced,
+        "flushes": st.flushes,
+        "failed_flushes": st.failed_flushes,
+        "truncations": st.truncations,
+        "records_truncated": st.records_truncated,
+        "last_error": st.last_error,
+        "index_bytes": st.index_bytes,
+        "log_file_at_path": st.log_file_at_path,
+        "socket_at_path": shared.socket.as_ref().is_none_or(|p| {
+            std::fs::symlink_metadata(p)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        }),
+    });
+    reply_line(&v)
+}
+
 fn stopping_error() -> ProtocolError {
     ProtocolError::new(
         ErrorCode::ShuttingDown,
@@ -708,6 +722,14 @@ async fn write_side(
     while let Some(r) = rx.recv().await {
         let bytes = match r {
             Reply::Now(b) => b,
+            Reply::Barrier(done) => {
+                // Written, not only buffered: the client may read them.
+                if !broken && w.flush().await.is_err() {
+                    broken = true;
+                }
+                let _ = done.send(());
+                continue;
+            }
             Reply::Query {
                 flush,
                 query,

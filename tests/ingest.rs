@@ -215,6 +215,40 @@ fn ping_names_the_log_file_by_its_absolute_path() {
 }
 
 #[test]
+fn a_pipelined_ping_counts_what_the_requests_before_it_did() {
+    // Sent in one write, without waiting for replies: the ping's counts
+    // are those after the flush, the ack and the clear before it.
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--flush-interval-ms", "600000"]);
+    let mut c = Client::new(d.connect());
+    c.send_bytes(
+        b"{\"a\":1}\n{\"a\":2}\nflush\nping\n{\"op\":\"log\",\"job\":{\"a\":3},\"ack\":true}\nping\n\
+          {\"op\":\"clear\",\"confirm\":true}\nping\n",
+    );
+    assert_eq!(c.reply(), json!({"ok": true}));
+    let p = c.reply();
+    assert_eq!(
+        (p["records"].clone(), p["pending"].clone()),
+        (json!(2), json!(0)),
+        "{p}"
+    );
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
+    let p = c.reply();
+    assert_eq!(
+        (p["records"].clone(), p["pending"].clone()),
+        (json!(3), json!(0)),
+        "{p}"
+    );
+    assert_eq!(c.reply()["ok"], true);
+    let p = c.reply();
+    assert_eq!(
+        (p["records"].clone(), p["file_bytes"].clone()),
+        (json!(0), json!(2)),
+        "{p}"
+    );
+}
+
+#[test]
 fn ping_reports_counters_and_bare_words_work() {
     let dir = TempDir::new();
     let d = Daemon::start(&dir, &[]);
