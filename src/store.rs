@@ -947,6 +947,11 @@ fn scan(
         let b = buf[pos];
         let here = base + pos as u64;
         match state {
+            // A UTF-8 byte order mark (an editor's, or Python's `utf-8-sig`)
+            // is kept and skipped, as jq and `json.loads(bytes)` skip it:
+            // treating it as damage would take the whole history out of
+            // the live file.
+            State::Open if here == 0 && buf[pos..].starts_with(b"\xEF\xBB\xBF") => pos += 3,
             State::Open => {
                 if b != b'[' {
                     out.problem = Some(format!(

@@ -166,6 +166,34 @@ fn torn_and_garbage_tails_are_repaired_with_the_original_copied_aside() {
 }
 
 #[test]
+fn a_log_starting_with_a_byte_order_mark_is_taken_over_as_it_is() {
+    // As saved by an editor, or by Python with encoding="utf-8-sig"; jq and
+    // json.loads(bytes) read it.
+    let dir = TempDir::new();
+    let mut content = b"\xEF\xBB\xBF".to_vec();
+    content.extend_from_slice(b"[\n  {\n    \"id\": \"a\"\n  }\n]");
+    fs::write(dir.join("log.json"), &content).unwrap();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(d.request("ping")["records"], 1);
+    let r = d.request(r#"{"op":"log","job":{"id":"b"},"ack":true}"#);
+    assert_eq!(r["ok"], true);
+    let bytes = fs::read(&d.log).unwrap();
+    assert!(
+        bytes.starts_with(&content[..content.len() - 2]),
+        "kept as it was, BOM included:\n{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let recs: Vec<serde_json::Value> = serde_json::from_slice(&bytes[3..]).unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1]["id"], "b");
+    assert!(files_containing(dir.path(), "corrupt").is_empty());
+    assert_eq!(d.request("stats")["stats"]["total_jobs"], 2);
+    assert_eq!(d.stop().code(), Some(0));
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(d.request("ping")["records"], 2);
+}
+
+#[test]
 fn empty_file_becomes_an_empty_array_and_missing_parents_are_created() {
     let dir = TempDir::new();
     let log = dir.join("a/b/c/log.json");
