@@ -696,6 +696,28 @@ impl Formatter {
         res
     }
 
+    /// Pretty-prints one JSON value as an element of the top-level array
+    /// (Python's `indent=2`, one level in), adding nothing: how `joblogctl`
+    /// shows records as a JSON array. On error `out` is left as it was.
+    ///
+    /// # Errors
+    /// Any [`JsonError`].
+    pub fn pretty(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Formatted, JsonError> {
+        let mark = out.len();
+        let res = self.value(
+            input,
+            skip_ws(input, 0),
+            out,
+            4 * MAX_RECORD_DEPTH,
+            false,
+            None,
+        );
+        if res.is_err() {
+            out.truncate(mark);
+        }
+        res
+    }
+
     /// Validates the value starting at `start` (after any whitespace) without
     /// keeping output; top-level members are still located in `fields`.
     ///

@@ -483,8 +483,8 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
 }
 
 /// A bare word on its own line (`ping`, `flush`…) stands for `{"op":word}`.
-/// Returns the word when the trimmed line is one: lowercase letters and `_`
-/// only, and not a JSON literal.
+/// Returns the word when the trimmed line is one (see below), and not a
+/// JSON literal.
 pub fn bare_word(line: &[u8]) -> Option<&str> {
     let w = line.trim_ascii();
     // Any word (a letter or `_`, then letters, digits, `_` or `-`) is taken for

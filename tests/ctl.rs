@@ -331,3 +331,92 @@ fn a_subscriber_does_not_hold_up_shutdown() {
     // The stream ended: end of file, not a hang.
     assert_eq!(c.rest(), "");
 }
+
+#[test]
+fn jobs_prints_records_exactly_as_they_are_in_the_file() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let rec = r#"{"video_id":"v1","z":1,"a":1e2,"big":123456789012345678901234567890,"t":"é\n","logged_at":"2025-01-01T00:00:00"}"#;
+    d.request(&format!(r#"{{"op":"log","job":{rec},"ack":true}}"#));
+    d.request(r#"{"op":"log","job":{"video_id":"v2","logged_at":"x"},"ack":true}"#);
+    // NDJSON: key order and number text kept, big integers whole.
+    let o = ctl(&d, &["jobs", "--format", "ndjson"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
+    assert_eq!(first, rec.replace("\n", "\\n"));
+    let o = ctl(
+        &d,
+        &["jobs", "--format", "ndjson", "--fields", "z,video_id,a"],
+    );
+    assert_eq!(
+        stdout(&o).lines().next().unwrap_or_default(),
+        r#"{"z":1,"video_id":"v1","a":1e2}"#
+    );
+    // JSON: the file's own form (Python's indent=2), so the same bytes.
+    let o = ctl(&d, &["jobs", "--format", "json"]);
+    let file = std::fs::read_to_string(&d.log).unwrap();
+    assert_eq!(stdout(&o), format!("{file}\n"));
+    let o = ctl(&d, &["jobs", "--format", "json", "--subject", "none"]);
+    assert_eq!(stdout(&o), "[]\n");
+}
+
+#[test]
+fn a_closed_output_pipe_ends_jobs_quietly() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let jobs: Vec<String> = (0..5000)
+        .map(|i| format!(r#"{{"video_id":"v{i}","pad":"{}"}}"#, "x".repeat(200)))
+        .collect();
+    d.request(&format!(
+        r#"{{"op":"log_batch","jobs":[{}],"ack":true}}"#,
+        jobs.join(",")
+    ));
+    // `joblogctl jobs | head -1`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["jobs", "--format", "ndjson", "--limit", "5000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert!(line.contains("\"v0\""), "{line}");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn log_sends_records_only_never_the_requests_in_a_data_file() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    d.request(r#"{"op":"log","job":{"a":0},"ack":true}"#);
+    let input = dir.join("data.ndjson");
+    std::fs::write(
+        &input,
+        "ping\n{\"a\":1}\n{\"op\":\"clear\",\"confirm\":true}\n\n{\"\\u006fp\":\"flush\"}\n{\"a\":2}\nnot json\n",
+    )
+    .unwrap();
+    let o = ctl(&d, &["log", input.to_str().unwrap(), "--ack"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("logged (on disk) 2 records, 1 rejected, 3 requests not sent"),
+        "{err}"
+    );
+    for n in [1, 3, 5] {
+        assert!(err.contains(&format!("line {n}: a request")), "{err}");
+    }
+    assert!(err.contains("line 7: invalid_json"), "{err}");
+    // Nothing was cleared: the earlier record is still there.
+    let ids: Vec<i64> = read_log(&d.log)
+        .iter()
+        .map(|r| r["a"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![0, 1, 2]);
+    assert!(crate::util::files_containing(dir.path(), "log.20").is_empty());
+}

@@ -146,7 +146,45 @@ struct Fail(u8, String);
 
 impl From<io::Error> for Fail {
     fn from(e: io::Error) -> Self {
+        if e.get_ref().is_some_and(|inner| inner.is::<OutputClosed>()) {
+            // `joblogctl jobs | head`: the reader has what it wanted.
+            return Fail(0, String::new());
+        }
         Fail(1, format!("joblogctl: {e}"))
+    }
+}
+
+/// Standard output, closed by its reader (a broken pipe).
+#[derive(Debug)]
+struct OutputClosed;
+
+impl std::fmt::Display for OutputClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for OutputClosed {}
+
+/// Standard output, whose broken pipe ends joblogctl quietly and with
+/// success (as `head` expects), while a broken pipe to the daemon stays an
+/// error.
+struct Stdout<W>(W);
+
+impl<W: Write> Write for Stdout<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(closed)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(closed)
+    }
+}
+
+fn closed(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        io::Error::other(OutputClosed)
+    } else {
+        e
     }
 }
 
@@ -208,6 +246,27 @@ impl Conn {
         self.send(&v)?;
         self.reply()
     }
+
+    /// Like [`Conn::ask`], also returning the reply line itself, so that
+    /// records in it can be printed exactly as the daemon sent them.
+    fn ask_raw(&mut self, v: Value) -> Result<(Value, String), Fail> {
+        self.send(&v)?;
+        let mut line = String::new();
+        if self.r.read_line(&mut line)? == 0 {
+            return Err(Fail(
+                1,
+                "joblogctl: the daemon closed the connection".into(),
+            ));
+        }
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
+        if v["ok"] == false {
+            let code = v["error"]["code"].as_str().unwrap_or("error");
+            let msg = v["error"]["message"].as_str().unwrap_or("");
+            return Err(Fail(1, format!("joblogd: {code}: {msg}")));
+        }
+        Ok((v, line))
+    }
 }
 
 fn main() -> ExitCode {
@@ -222,7 +281,9 @@ fn main() -> ExitCode {
     match run(cli.cmd, &socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
-            eprintln!("{msg}");
+            if !msg.is_empty() {
+                eprintln!("{msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -281,7 +342,7 @@ fn text(v: &Value) -> String {
 }
 
 fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
-    let mut out = io::stdout().lock();
+    let mut out = Stdout(io::stdout().lock());
     match cmd {
         Cmd::Ping => {
             let v = Conn::open(socket)?.ask(json!({"op":"ping"}))?;
@@ -400,13 +461,20 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
                 if c.r.read_line(&mut line)? == 0 {
                     return Ok(());
                 }
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if let Some(n) = v["missed"].as_u64() {
-                    eprintln!("joblogctl: missed {n} records (too slow to keep up)");
+                // The record as sent (see `jobs`): not through a `Value`.
+                let v: std::collections::HashMap<&str, &serde_json::value::RawValue> =
+                    serde_json::from_str(&line).unwrap_or_default();
+                if let Some(n) = v.get("missed") {
+                    eprintln!(
+                        "joblogctl: missed {} records (too slow to keep up)",
+                        n.get()
+                    );
                     continue;
                 }
-                writeln!(out, "{}", v["record"])?;
-                out.flush()?;
+                if let Some(record) = v.get("record") {
+                    writeln!(out, "{}", record.get())?;
+                    out.flush()?;
+                }
             }
         }
     }
@@ -524,18 +592,38 @@ fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail>
     if let Some(f) = &a.fields {
         q["fields"] = json!(f);
     }
-    let v = c.ask(q)?;
+    let (v, line) = c.ask_raw(q)?;
     let empty = vec![];
     let jobs = v["jobs"].as_array().unwrap_or(&empty);
+    // The records as the daemon sent them (compact, as in the file): a
+    // `Value` would sort their keys and rewrite their numbers (`1e2` as
+    // `100.0`, a 30-digit integer rounded).
+    let raw = || -> Result<Vec<&serde_json::value::RawValue>, Fail> {
+        let reply: std::collections::HashMap<&str, &serde_json::value::RawValue> =
+            serde_json::from_str(&line)
+                .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
+        match reply.get("jobs") {
+            Some(jobs) => serde_json::from_str(jobs.get())
+                .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    };
     match format {
-        Format::Json => writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&v["jobs"]).unwrap_or_default()
-        )?,
+        Format::Json => {
+            // As the log file prints them: Python's indent=2.
+            let mut text = Vec::new();
+            let mut fmt = joblogd::json::Formatter::new();
+            for (i, j) in raw()?.iter().enumerate() {
+                text.extend_from_slice(if i == 0 { b"[\n  " } else { b",\n  " });
+                fmt.pretty(j.get().as_bytes(), &mut text)
+                    .map_err(|e| Fail(1, format!("joblogctl: bad record in reply: {e}")))?;
+            }
+            text.extend_from_slice(if text.is_empty() { b"[]\n" } else { b"\n]\n" });
+            out.write_all(&text)?;
+        }
         Format::Ndjson => {
-            for j in jobs {
-                writeln!(out, "{j}")?;
+            for j in raw()? {
+                writeln!(out, "{}", j.get())?;
             }
         }
         _ => {
@@ -566,10 +654,13 @@ fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail>
     Ok(())
 }
 
-/// Sends NDJSON lines as they are (each a record, or a request), then (with
-/// `--ack`) a `flush`, then a `ping`, whose reply proves every line before
-/// it was taken (and, after the flush, durable). Error replies are read on a second thread as they come, so
-/// a long file with bad lines cannot deadlock.
+/// Sends NDJSON records as they are, then (with `--ack`) a `flush`, then a
+/// `ping`, whose reply proves every line before it was taken (and, after
+/// the flush, durable). Error replies are read on a second thread as they
+/// come, so a long file with bad lines cannot deadlock. A line the daemon
+/// would take for a request (an object with a top-level `op`, or a bare
+/// word) is not sent: a data file must not run `clear`. An empty line goes
+/// in its place, so the daemon's line numbers stay the file's.
 fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
     let (input, size): (Box<dyn Read>, Option<u64>) = if file == "-" {
         (Box::new(io::stdin()), None)
@@ -607,6 +698,7 @@ fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
     let progress = io::stderr().is_terminal() && size.is_some_and(|s| s > 1 << 20);
     let mut input = BufReader::with_capacity(1 << 16, input);
     let (mut lines, mut sent, mut last_pct) = (0u64, 0u64, 101u64);
+    let (mut skipped, mut blank) = (0u64, 0u64);
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -617,7 +709,19 @@ fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
         if !buf.ends_with(b"\n") {
             buf.push(b'\n');
         }
-        if !buf.trim_ascii().is_empty() {
+        if is_request(&buf) {
+            skipped += 1;
+            eprintln!(
+                "line {}: a request (a top-level \"op\" or a bare word), not a record: not sent",
+                lines + skipped + blank
+            );
+            c.w.write_all(b"\n")?;
+            sent += n as u64;
+            continue;
+        }
+        if buf.trim_ascii().is_empty() {
+            blank += 1;
+        } else {
             lines += 1;
         }
         c.w.write_all(&buf)?;
@@ -649,12 +753,31 @@ fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
     }
     let logged = lines.saturating_sub(rejected);
     let how = if ack { "logged (on disk)" } else { "logged" };
-    match rejected {
-        0 => eprintln!("{how} {logged} records"),
-        r => eprintln!("{how} {logged} records, {r} rejected"),
+    match (rejected, skipped) {
+        (0, 0) => eprintln!("{how} {logged} records"),
+        (r, 0) => eprintln!("{how} {logged} records, {r} rejected"),
+        (r, s) => eprintln!("{how} {logged} records, {r} rejected, {s} requests not sent"),
     }
-    if rejected > 0 {
-        return Err(Fail(1, format!("joblogctl: {rejected} lines rejected")));
+    if rejected + skipped > 0 {
+        return Err(Fail(
+            1,
+            format!("joblogctl: {} lines not logged", rejected + skipped),
+        ));
     }
     Ok(())
+}
+
+/// Would the daemon take this line for a request rather than a record?
+/// (A leading byte order mark is ignored, as the daemon ignores it.)
+fn is_request(line: &[u8]) -> bool {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if joblogd::protocol::bare_word(line).is_some() {
+        return true;
+    }
+    let mut fields = Vec::new();
+    // An object that does not even skim as one is sent, and refused.
+    joblogd::json::skim_object(line, &mut fields)
+        && fields.iter().any(|(k, _)| {
+            joblogd::index::string_bytes(&line[k.clone()]).is_some_and(|s| *s == *b"op")
+        })
 }
