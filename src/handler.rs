@@ -370,7 +370,20 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 request(s, no, req).await;
             }
         }
-        Err(e) => queue(s, Reply::Now(ProtocolError::from_json(&e).reply(no))).await,
+        Err(e) => {
+            let mut err = ProtocolError::from_json(&e);
+            // A request refused as a whole for one job nested too deeply
+            // names that job, as the per-job checks do.
+            if let crate::json::JsonError::TooDeep { offset } = e
+                && let Some(i) = job_at(bytes, offset)
+            {
+                err.message = format!(
+                    "job {i}: {}; nothing from this request was logged",
+                    err.message
+                );
+            }
+            queue(s, Reply::Now(err.reply(no))).await
+        }
     }
 }
 
@@ -611,6 +624,33 @@ async fn follow(
         }
         w.flush().await?;
     }
+}
+
+/// The job (`log`'s, or `log_batch`'s by index) that byte `offset` of a
+/// request line lies in, found by skimming (the line did not validate).
+fn job_at(line: &[u8], offset: usize) -> Option<usize> {
+    let mut fields = Vec::new();
+    if !crate::json::skim_object(line, &mut fields) {
+        return None;
+    }
+    let named = |name: &[u8]| {
+        fields
+            .iter()
+            .find(|(k, _)| index::string_bytes(&line[k.clone()]).is_some_and(|s| *s == *name))
+            .map(|(_, v)| v.clone())
+    };
+    named(b"op")?;
+    if let Some(job) = named(b"job") {
+        return job.contains(&offset).then_some(0);
+    }
+    let jobs = named(b"jobs")?;
+    let mut elements = Vec::new();
+    if !crate::json::skim_array(&line[jobs.clone()], &mut elements) {
+        return None;
+    }
+    elements
+        .iter()
+        .position(|r| (jobs.start + r.start..jobs.start + r.end).contains(&offset))
 }
 
 /// The `ping` reply for the writer's status `st`.

@@ -1138,6 +1138,33 @@ pub fn skim_object(input: &[u8], out: &mut Vec<SkimmedField>) -> bool {
     }
 }
 
+/// Locates the elements of an array without validating it, as
+/// [`skim_object`] locates an object's members (same caveats). Returns
+/// `false` for bytes not shaped like an array.
+pub fn skim_array(input: &[u8], out: &mut Vec<Range<usize>>) -> bool {
+    out.clear();
+    let mut i = skip_ws(input, 0);
+    if input.get(i) != Some(&b'[') {
+        return false;
+    }
+    i = skip_ws(input, i + 1);
+    if input.get(i) == Some(&b']') {
+        return true;
+    }
+    loop {
+        let Some(end) = skip_value(input, i) else {
+            return false;
+        };
+        out.push(i..end);
+        i = skip_ws(input, end);
+        match input.get(i) {
+            Some(b',') => i = skip_ws(input, i + 1),
+            Some(b']') => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// `input[i]` is an opening quote: the index just past its closing quote.
 fn skip_string(input: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;

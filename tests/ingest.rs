@@ -354,3 +354,35 @@ fn a_client_that_never_reads_does_not_stall_others() {
 fn hog_writer(c: &mut Client) -> &mut impl std::io::Write {
     c.writer()
 }
+
+#[test]
+fn a_request_refused_for_one_deep_job_names_the_job() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+    let r = d.request(&format!(
+        r#"{{"op":"log_batch","jobs":[{{"n":0}},{{"s":"[[[["}},{deep},{{"n":3}}]}}"#
+    ));
+    assert_eq!(r["error"]["code"], "too_deep", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("job 2: ") && msg.ends_with("nothing from this request was logged"),
+        "{msg}"
+    );
+    let r = d.request(&format!(r#"{{"op":"log","job":{deep}}}"#));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("job 0: "),
+        "{r}"
+    );
+    // A record (not a request) has no job to name.
+    let r = d.request(&deep);
+    assert_eq!(r["error"]["code"], "too_deep", "{r}");
+    assert!(
+        !r["error"]["message"].as_str().unwrap().starts_with("job"),
+        "{r}"
+    );
+    assert_eq!(d.request("ping")["records"], 0);
+}
