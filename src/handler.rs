@@ -116,8 +116,11 @@ enum Reply {
     },
     /// The connection follows new records from here on.
     Subscribed(tokio::sync::broadcast::Receiver<Arc<[u8]>>),
-    /// Signalled once every earlier reply is written (for `ping`).
-    Barrier(oneshot::Sender<()>),
+    /// `ping`: the writer's status, asked for when the earlier replies are
+    /// out.
+    Ping {
+        line: u64,
+    },
     /// Sent once the records are durable.
     WhenDurable {
         rx: oneshot::Receiver<Durable>,
@@ -161,11 +164,11 @@ pub async fn handle(
         sent: 0,
         indexed: Arc::default(),
     };
-    let tx = session.shared.tx.clone();
+    let shared = Arc::clone(&session.shared);
     let stopping = shutdown.clone();
     tokio::join!(
         read_side(rd, session, shutdown),
-        write_side(wr, reply_rx, tx, stopping)
+        write_side(wr, reply_rx, shared, stopping)
     );
 }
 
@@ -472,24 +475,14 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             }
         }
         Request::Ping => {
-            // The counts after every earlier reply on this connection (a
+            // Answered by the write side when its turn comes, so the
+            // counts follow every earlier request on this connection (a
             // `flush`, an ack, a `clear` sent just before without waiting
-            // for its reply) and before anything sent after: this side
-            // reads on only once the write side has written those replies.
+            // for its reply). This side reads on meanwhile: waiting here
+            // for those replies would stop a client that sends everything
+            // before it reads anything.
             send_chunk(s, None).await;
-            let (btx, brx) = oneshot::channel();
-            queue(s, Reply::Barrier(btx)).await;
-            let _ = brx.await;
-            let (tx, rx) = oneshot::channel();
-            let status = match s.shared.tx.send(Command::Status(tx)).await {
-                Ok(()) => rx.await.ok(),
-                Err(_) => None,
-            };
-            let line = match status {
-                Some(st) => ping_line(&s.shared, &st),
-                None => stopping_error().reply(no),
-            };
-            queue(s, Reply::Now(line)).await;
+            queue(s, Reply::Ping { line: no }).await;
         }
         Request::Stats { filter } => {
             // Unfiltered stats come from counters that include records not
@@ -754,21 +747,25 @@ async fn queue(s: &mut Session, r: Reply) {
 async fn write_side(
     wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Reply>,
-    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let tx = &shared.tx;
     let mut w = BufWriter::new(wr);
     let mut broken = false;
     while let Some(r) = rx.recv().await {
         let bytes = match r {
             Reply::Now(b) => b,
-            Reply::Barrier(done) => {
-                // Written, not only buffered: the client may read them.
-                if !broken && w.flush().await.is_err() {
-                    broken = true;
+            Reply::Ping { line } => {
+                let (stx, srx) = oneshot::channel();
+                let status = match tx.send(Command::Status(stx)).await {
+                    Ok(()) => srx.await.ok(),
+                    Err(_) => None,
+                };
+                match status {
+                    Some(st) => ping_line(&shared, &st),
+                    None => stopping_error().reply(line),
                 }
-                let _ = done.send(());
-                continue;
             }
             Reply::Query {
                 flush,
