@@ -711,8 +711,11 @@ impl Store {
 /// file it names is read before each batch and its first word decides the
 /// outcome: `enospc` (the write fails, nothing written), `torn` (half the
 /// batch is written, then EIO), `fsync` (the write succeeds, the sync fails
-/// with EIO). Anything else, or no file, means no fault. Tests flip it to
-/// prove that failed writes are never acknowledged and are rewritten whole.
+/// with EIO), `panic` (the writer fails), `cut [N]` (the file is cut to N
+/// bytes just before one write, as by someone else's truncate; the seam
+/// then empties the file). Anything else, or no file, means no fault.
+/// Tests flip it to prove that failed writes are never acknowledged and
+/// are rewritten whole.
 pub static FAULT_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

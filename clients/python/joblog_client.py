@@ -76,6 +76,51 @@ _PROBE_TIMEOUT = 1.0
 _ORPHAN_CHECK = 60.0
 
 
+# Spool files this process has open right now. A child forked meanwhile
+# inherits their descriptors, and with them the flock a thread of the parent
+# holds: the lock belongs to the open file, so it would stay held for the
+# child's whole life and stop the parent's logging. See _release_inherited.
+_open_spools = set()
+
+
+def _release_inherited():
+    """In a forked child: points the inherited spool descriptors at
+    /dev/null, which lets go of the parent's locks. (Closing them instead
+    could flush bytes the parent had buffered into the spool a second
+    time, and a reused descriptor number could take them elsewhere.)"""
+    for f in list(_open_spools):
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, f.fileno())
+            finally:
+                os.close(null)
+        except (OSError, ValueError):
+            pass
+    _open_spools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_inherited)
+
+
+class _Tracked:
+    """``with _Tracked(open(...)) as f``: the file is in _open_spools while
+    it is open."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        _open_spools.add(self.f)
+        return self.f
+
+    def __exit__(self, *exc):
+        _open_spools.discard(self.f)
+        self.f.close()
+        return False
+
+
 class JobLogUnavailable(ConnectionError):
     """The daemon could not be reached (queries only; logging spools)."""
 
@@ -411,7 +456,7 @@ class JobLogger:
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             while True:
-                with open(self.spool_file, "a", encoding="utf-8") as f:
+                with _Tracked(open(self.spool_file, "a", encoding="utf-8", newline="")) as f:
                     fcntl.flock(f, fcntl.LOCK_EX)
                     try:
                         same = os.fstat(f.fileno()).st_ino == os.stat(self.spool_file).st_ino
@@ -480,17 +525,27 @@ class JobLogger:
         files.sort(key=lambda p: p != mine)
         for path in files:
             try:
-                f = open(path, "r+", encoding="utf-8")
+                # newline="": no translation of line ends on the way in.
+                f = open(path, "r+", encoding="utf-8", newline="")
             except OSError:
                 continue
-            with f:
+            with _Tracked(f):
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError as e:
                     if e.errno in (errno.EAGAIN, errno.EACCES):
                         continue  # another process is replaying it
                     raise
-                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+                try:
+                    same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    continue  # replayed (removed or replaced) before we locked it
+                # Records end with "\n" only: str.splitlines() would also cut
+                # at U+2028, U+2029 or U+0085 inside a string, which
+                # ensure_ascii=False leaves raw.
+                lines = [ln for ln in f.read().split("\n") if ln.strip()]
                 if not lines:
                     continue
                 # Spooled lines are records as _dumps wrote them.
@@ -500,7 +555,7 @@ class JobLogger:
                     # a new file that then replaces the spool, so a process
                     # killed meanwhile leaves the old spool whole.
                     rest = path + ".rest"
-                    with open(rest, "w", encoding="utf-8") as r:
+                    with _Tracked(open(rest, "w", encoding="utf-8", newline="")) as r:
                         for ln in lines[sent:]:
                             r.write(ln + "\n")
                         r.flush()
@@ -571,8 +626,9 @@ class JobLogger:
 
     def flush(self):
         """Returns once every record logged so far is on disk, spooled ones
-        included; raises JobLogUnavailable if the daemon cannot take them
-        (they stay spooled)."""
+        included. Raises JobLogUnavailable if the daemon cannot be reached
+        (the records stay spooled), RuntimeError if it answers with an
+        error (a failing disk, say), OSError if the spool cannot be read."""
         self._forked()
         with self._lock:
             # Ours, and any left by processes that are gone.

@@ -5,6 +5,7 @@ Run: JOBLOGD_BIN=target/debug/joblogd python3 -m unittest discover -s clients/py
 """
 
 import datetime
+import fcntl
 import json
 import multiprocessing
 import os
@@ -387,11 +388,79 @@ class Resilience(unittest.TestCase):
         self.assertEqual([r["child"] for r in self.daemon.records()], [0, 1])
         self.assertFalse(spool.exists())
 
+    def test_line_separators_inside_strings_survive_the_spool(self):
+        # ensure_ascii=False leaves U+2028, U+2029 and U+0085 raw, and
+        # str.splitlines() cuts at them.
+        jobs = [{"t": "a\u2028b"}, {"t": "c\u2029d"}, {"t": "e\x85f"}, {"t": "g\rh"}]
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5)
+            lg.log_jobs_batch(jobs)
+        self.daemon.start()
+        lg.flush()
+        self.assertEqual([r["t"] for r in self.daemon.records()], [j["t"] for j in jobs])
+
+    def test_a_spool_replayed_by_another_is_not_sent_again(self):
+        # Another logger replays (and removes) the orphan between our open
+        # and our lock: what we then lock is the old file, already sent.
+        orphan = Path(self.tmp) / "joblog-spool-999999999.ndjson"
+        orphan.write_text('{"i":0}\n{"i":1}\n')
+        self.daemon.start()
+        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.0)
+        real = joblog_client.fcntl.flock
+
+        def flock(f, op):
+            if op & fcntl.LOCK_NB and orphan.exists():
+                orphan.unlink()  # the other replayer finished first
+            return real(f, op)
+
+        joblog_client.fcntl.flock = flock
+        try:
+            lg.flush()  # neither resends nor fails on the vanished file
+        finally:
+            joblog_client.fcntl.flock = real
+        self.assertEqual(self.daemon.records(), [])
+
+    def test_a_child_forked_mid_spool_does_not_hold_the_parent_up(self):
+        # The spool's flock belongs to the open file: a child forked while a
+        # thread of the parent holds it would keep it held while it lives.
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.3)
+        real_fsync = os.fsync
+        inside = threading.Event()
+
+        def slow_fsync(fd):
+            inside.set()
+            time.sleep(0.5)
+            real_fsync(fd)
+
+        os.fsync = slow_fsync
+        try:
+            t = threading.Thread(target=lg.log_job, args=({"i": 0},))
+            t.start()
+            self.assertTrue(inside.wait(10))
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(4)
+                os._exit(0)
+            t.join()
+        finally:
+            os.fsync = real_fsync
+        try:
+            t0 = time.monotonic()
+            lg.log_job({"i": 1})
+            took = time.monotonic() - t0
+        finally:
+            os.waitpid(pid, 0)
+        self.assertLess(took, 2, "the parent waited for its child")
+        spool = Path(self.tmp) / f"joblog-spool-{os.getpid()}.ndjson"
+        self.assertEqual(len(spool.read_text().splitlines()), 2)
+
     def test_the_spool_goes_where_this_user_may_write(self):
         sock = os.path.join(self.tmp, "run", "joblogd.sock")
         os.mkdir(os.path.dirname(sock))
         self.assertEqual(joblog_client.default_spool_dir(sock), Path(self.tmp) / "run")
         real = joblog_client.os.access
+        saved = os.environ.get("XDG_STATE_HOME")
         try:
             # The socket's directory under systemd belongs to the daemon's
             # user (the tests run as root, for whom access() says yes).
@@ -400,7 +469,10 @@ class Resilience(unittest.TestCase):
             self.assertEqual(joblog_client.default_spool_dir(sock), Path(self.tmp) / "state" / "joblog")
         finally:
             joblog_client.os.access = real
-            del os.environ["XDG_STATE_HOME"]
+            if saved is None:
+                del os.environ["XDG_STATE_HOME"]
+            else:
+                os.environ["XDG_STATE_HOME"] = saved
 
     def test_daemon_restart_during_logging_loses_and_duplicates_nothing(self):
         self.daemon.start()
