@@ -29,15 +29,19 @@ is duplicated. The spool is only sent to a daemon that has just answered a
 ``ping``, so a stalled daemon is not sent the same records again and again.
 """
 
+import atexit
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
+import weakref
 from datetime import datetime
 from pathlib import Path
 
@@ -81,13 +85,21 @@ _ORPHAN_CHECK = 60.0
 # holds: the lock belongs to the open file, so it would stay held for the
 # child's whole life and stop the parent's logging. See _release_inherited.
 _open_spools = set()
+# Held while a spool file is opened and registered, or unregistered and
+# closed, and by a forking thread around fork(): so a child never inherits a
+# spool descriptor that is not in _open_spools.
+_fork_guard = threading.Lock()
+# Every logger, so that a forked child can set each one up again at once,
+# before any thread of the child can use the parent's state.
+_loggers = weakref.WeakSet()
 
 
 def _release_inherited():
     """In a forked child: points the inherited spool descriptors at
-    /dev/null, which lets go of the parent's locks. (Closing them instead
+    /dev/null, which lets go of the parent's locks (closing them instead
     could flush bytes the parent had buffered into the spool a second
-    time, and a reused descriptor number could take them elsewhere.)"""
+    time, and a reused descriptor number could take them elsewhere), then
+    gives every logger the child's own state."""
     for f in list(_open_spools):
         try:
             null = os.open(os.devnull, os.O_RDWR)
@@ -98,26 +110,39 @@ def _release_inherited():
         except (OSError, ValueError):
             pass
     _open_spools.clear()
+    for lg in list(_loggers):
+        lg._forked()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_release_inherited)
+    os.register_at_fork(
+        before=_fork_guard.acquire,
+        after_in_parent=_fork_guard.release,
+        after_in_child=lambda: (_fork_guard.release(), _release_inherited()),
+    )
 
 
 class _Tracked:
-    """``with _Tracked(open(...)) as f``: the file is in _open_spools while
-    it is open."""
+    """``with _Tracked(path, flags) as fd``: a spool file opened (mode
+    0600), registered in _open_spools while open, unregistered and closed
+    after, both under _fork_guard."""
 
-    def __init__(self, f):
-        self.f = f
+    def __init__(self, path, flags):
+        with _fork_guard:
+            self.fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+            _open_spools.add(self)
+        self.f = self
+
+    def fileno(self):
+        return self.fd
 
     def __enter__(self):
-        _open_spools.add(self.f)
-        return self.f
+        return self.fd
 
     def __exit__(self, *exc):
-        _open_spools.discard(self.f)
-        self.f.close()
+        with _fork_guard:
+            _open_spools.discard(self)
+            os.close(self.fd)
         return False
 
 
@@ -291,10 +316,21 @@ class JobLogger:
         self._requested_log_file = Path(log_file) if log_file is not None else None
         self.log_file = self._requested_log_file or DEFAULT_LOG_FILE
         self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(self.socket_path)
+        # Spool files name the daemon they are for (a hash of its socket's
+        # path): two daemons whose sockets share a directory must never
+        # replay each other's records.
+        tag = hashlib.sha256(os.path.abspath(self.socket_path).encode()).hexdigest()[:12]
+        self._spool_prefix = f"joblog-spool-{tag}-"
         self._pid = None
         self._forked()
+        _loggers.add(self)
+        atexit.register(_replay_at_exit, weakref.ref(self))
         try:
-            self._ping()
+            reply = self._ping()
+            if not reply.get("ok"):
+                err = reply.get("error") or {}
+                log.warning("joblogd at %s refuses this process (%s: %s); records will be spooled until it does not",
+                            self.socket_path, err.get("code"), err.get("message"))
         except JobLogUnavailable as e:
             log.warning("joblogd not reachable at %s (%s); records will be spooled until it is", self.socket_path, e)
 
@@ -306,17 +342,21 @@ class JobLogger:
         file are not the child's to use. A spool file is replayed by others
         only once its process is gone, so a child that wrote into its
         (living) parent's would leave its records there."""
-        if self._pid == os.getpid():
+        pid = os.getpid()
+        if self._pid == pid:
             return
-        self._pid = os.getpid()
         # The parent's lock may be held by one of its threads, which the
-        # child does not have: it would never be released.
+        # child does not have: it would never be released. (Replaced before
+        # the pid is recorded: a thread that sees our pid must see the new
+        # lock. In a child this runs from the fork hook, before any thread
+        # of the child can log.)
         self._lock = threading.RLock()
         self._conn = None
-        self.spool_file = self.spool_dir / f"joblog-spool-{self._pid}.ndjson"
+        self.spool_file = self.spool_dir / f"{self._spool_prefix}{pid}.ndjson"
         self._backoff = 0.0
         self._down_until = 0.0
         self._orphans_due = 0.0
+        self._pid = pid
 
     def _mark_down(self):
         self._backoff = min(max(self._backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
@@ -409,7 +449,7 @@ class JobLogger:
             log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(parts) - settled, self.spool_file)
             self._spool(parts[settled:])
 
-    def _deliver(self, parts):
+    def _deliver(self, parts, patient=False):
         """Sends serialized records (``parts``) in acknowledged log_batch
         requests, in order. Returns ``(settled, down)``: how many records,
         from the start, are settled (on disk, or refused for good and logged
@@ -425,7 +465,8 @@ class JobLogger:
             start, end = pending.pop()
             line = b'{"op":"log_batch","ack":true,"jobs":[' + b",".join(parts[start:end]) + b"]}"
             try:
-                reply = self._request(line, timeout=self.timeout + len(line) * _TIMEOUT_PER_BYTE)
+                wait = self.query_timeout if patient else self.timeout
+                reply = self._request(line, timeout=wait + len(line) * _TIMEOUT_PER_BYTE)
             except JobLogUnavailable as e:
                 return settled, e
             if not reply.get("ok"):
@@ -450,35 +491,53 @@ class JobLogger:
     # -- spool ----------------------------------------------------------------
 
     def _spool(self, parts):
-        """Appends serialized records to this process's spool file."""
+        """Appends serialized records to this process's spool file. A write
+        that fails (a full disk) is cut off again, so no partial line is
+        left for the next record to be glued to."""
         if not parts:
             return
+        data = b"".join(p + b"\n" for p in parts)
         try:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             while True:
-                with _Tracked(open(self.spool_file, "a", encoding="utf-8", newline="")) as f:
-                    fcntl.flock(f, fcntl.LOCK_EX)
+                with _Tracked(self.spool_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as fd:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
                     try:
-                        same = os.fstat(f.fileno()).st_ino == os.stat(self.spool_file).st_ino
+                        same = os.fstat(fd).st_ino == os.stat(self.spool_file).st_ino
                     except FileNotFoundError:
                         same = False
                     if not same:
                         continue  # replayed and removed while we waited
-                    for p in parts:
-                        f.write(p.decode("utf-8") + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
+                    start = os.lseek(fd, 0, os.SEEK_END)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        os.fsync(fd)
+                    except OSError:
+                        try:
+                            os.ftruncate(fd, start)
+                        except OSError:
+                            pass
+                        raise
                     return
         except OSError:
             log.exception("cannot write the spool file %s; %d record(s) lost", self.spool_file, len(parts))
 
     def _spool_files(self):
-        """Our spool file, and those left by processes that are gone."""
+        """Our spool file, and those this user's processes that are gone
+        left for the same daemon. Files of other users are never read: a
+        shared directory (``/tmp``) must not let anyone put records in our
+        name past the daemon's access checks."""
         out = []
-        for path in sorted(glob.glob(str(self.spool_dir / "joblog-spool-*.ndjson"))):
+        uid = os.getuid()
+        for path in sorted(glob.glob(str(self.spool_dir / f"{self._spool_prefix}*.ndjson"))):
             try:
-                pid = int(Path(path).name[len("joblog-spool-"):-len(".ndjson")])
-            except ValueError:
+                pid = int(Path(path).name[len(self._spool_prefix):-len(".ndjson")])
+                st = os.lstat(path)
+            except (ValueError, OSError):
+                continue
+            if st.st_uid != uid or not stat.S_ISREG(st.st_mode):
                 continue
             if pid != os.getpid():
                 try:
@@ -517,54 +576,71 @@ class JobLogger:
         if not files:
             return
         try:
-            self._request({"op": "ping"}, timeout=min(self.timeout, _PROBE_TIMEOUT))
+            probe = self._request({"op": "ping"}, timeout=min(self.timeout, _PROBE_TIMEOUT))
         except JobLogUnavailable:
             self._mark_down()
             raise
+        if probe.get("last_error") and not force:
+            # Up, but not writing (a full or failing disk): it would hold a
+            # resent spool in memory and write it, again, once it can.
+            # (`flush` and queries send anyway: they then wait until it can.)
+            self._mark_down()
+            raise JobLogUnavailable(f"joblogd cannot write its log: {probe['last_error']}")
         mine = str(self.spool_file)
         files.sort(key=lambda p: p != mine)
         for path in files:
             try:
-                # newline="": no translation of line ends on the way in.
-                f = open(path, "r+", encoding="utf-8", newline="")
+                spool = _Tracked(path, os.O_RDONLY)
             except OSError:
                 continue
-            with _Tracked(f):
+            with spool as fd:
                 try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError as e:
                     if e.errno in (errno.EAGAIN, errno.EACCES):
                         continue  # another process is replaying it
                     raise
                 try:
-                    same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
                 except FileNotFoundError:
                     same = False
                 if not same:
                     continue  # replayed (removed or replaced) before we locked it
-                # Records end with "\n" only: str.splitlines() would also cut
-                # at U+2028, U+2029 or U+0085 inside a string, which
-                # ensure_ascii=False leaves raw.
-                lines = [ln for ln in f.read().split("\n") if ln.strip()]
-                if not lines:
-                    continue
-                # Spooled lines are records as _dumps wrote them.
-                sent, down = self._deliver([ln.encode("utf-8") for ln in lines])
-                if down is not None:
-                    # Keep what was not acknowledged, in order: written to
-                    # a new file that then replaces the spool, so a process
-                    # killed meanwhile leaves the old spool whole.
-                    rest = path + ".rest"
-                    with _Tracked(open(rest, "w", encoding="utf-8", newline="")) as r:
-                        for ln in lines[sent:]:
-                            r.write(ln + "\n")
-                        r.flush()
-                        os.fsync(r.fileno())
-                    os.replace(rest, path)
-                    self._mark_down()
-                    raise down
+                chunks = []
+                while True:
+                    b = os.read(fd, 1 << 20)
+                    if not b:
+                        break
+                    chunks.append(b)
+                # Records end with b"\n" only (a raw U+2028 inside a string
+                # is no line end). A last line without one was cut short (a
+                # process killed mid-write): it is not a record.
+                lines = b"".join(chunks).split(b"\n")
+                torn = lines.pop()
+                if torn.strip():
+                    log.error("dropped the unfinished last line of %s (%d bytes): its process was stopped while writing it",
+                              path, len(torn))
+                lines = [ln for ln in lines if ln.strip()]
+                if lines:
+                    # `flush` and queries wait as long as a query may.
+                    sent, down = self._deliver(lines, patient=force)
+                    if down is not None:
+                        # Keep what was not acknowledged, in order: written to
+                        # a new file that then replaces the spool, so a process
+                        # killed meanwhile leaves the old spool whole.
+                        rest = path + ".rest"
+                        with _Tracked(rest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as r:
+                            data = b"".join(ln + b"\n" for ln in lines[sent:])
+                            view = memoryview(data)
+                            while view:
+                                view = view[os.write(r, view):]
+                            os.fsync(r)
+                        os.replace(rest, path)
+                        self._mark_down()
+                        raise down
                 os.unlink(path)
-                log.info("replayed %d spooled record(s) from %s", len(lines), path)
+                if lines:
+                    log.info("replayed %d spooled record(s) from %s", len(lines), path)
         self._backoff = 0.0
         self._down_until = 0.0
 
@@ -573,11 +649,11 @@ class JobLogger:
     def _query(self, obj):
         self._forked()
         with self._lock:
-            if self._spool_pending():
-                try:
-                    self._replay(force=True)
-                except JobLogUnavailable as e:
-                    log.warning("spooled records not yet sent (%s); the answer leaves them out", e)
+            # Ours, and any left by this user's processes that are gone.
+            try:
+                self._replay(force=True)
+            except JobLogUnavailable as e:
+                log.warning("spooled records not yet sent (%s); the answer leaves them out", e)
             reply = self._request(obj, timeout=self.query_timeout)
         if not reply.get("ok"):
             raise RuntimeError(f"joblogd: {reply.get('error')}")
@@ -650,6 +726,21 @@ class JobLogger:
             self._drop()
         except Exception:
             pass
+
+
+def _replay_at_exit(ref):
+    """At interpreter exit: one last try to send what this process spooled,
+    so that a worker that ends right after an outage does not leave its
+    records waiting for another logger. Never raises."""
+    lg = ref()
+    if lg is None or lg._pid != os.getpid():
+        return
+    try:
+        if lg._spool_pending():
+            with lg._lock:
+                lg._replay(force=True)
+    except Exception as e:  # the records stay spooled for the next logger
+        log.warning("spooled records left in %s at exit (%s)", lg.spool_file, e)
 
 
 def create_default_logger(output_dir=None):
