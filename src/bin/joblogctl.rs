@@ -225,32 +225,12 @@ impl Conn {
     }
 
     fn reply(&mut self) -> Result<Value, Fail> {
-        let mut line = String::new();
-        if self.r.read_line(&mut line)? == 0 {
-            return Err(Fail(
-                1,
-                "joblogctl: the daemon closed the connection".into(),
-            ));
-        }
-        let v: Value = serde_json::from_str(&line)
-            .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
-        if v["ok"] == false {
-            let code = v["error"]["code"].as_str().unwrap_or("error");
-            let msg = v["error"]["message"].as_str().unwrap_or("");
-            return Err(Fail(1, format!("joblogd: {code}: {msg}")));
-        }
-        Ok(v)
+        Ok(self.reply_raw()?.0)
     }
 
-    fn ask(&mut self, v: Value) -> Result<Value, Fail> {
-        self.send(&v)?;
-        self.reply()
-    }
-
-    /// Like [`Conn::ask`], also returning the reply line itself, so that
-    /// records in it can be printed exactly as the daemon sent them.
-    fn ask_raw(&mut self, v: Value) -> Result<(Value, String), Fail> {
-        self.send(&v)?;
+    /// The reply, and its line itself, so that records in it can be
+    /// printed exactly as the daemon sent them.
+    fn reply_raw(&mut self) -> Result<(Value, String), Fail> {
         let mut line = String::new();
         if self.r.read_line(&mut line)? == 0 {
             return Err(Fail(
@@ -266,6 +246,17 @@ impl Conn {
             return Err(Fail(1, format!("joblogd: {code}: {msg}")));
         }
         Ok((v, line))
+    }
+
+    fn ask(&mut self, v: Value) -> Result<Value, Fail> {
+        self.send(&v)?;
+        self.reply()
+    }
+
+    /// [`Conn::ask`] with the reply's line (see [`Conn::reply_raw`]).
+    fn ask_raw(&mut self, v: Value) -> Result<(Value, String), Fail> {
+        self.send(&v)?;
+        self.reply_raw()
     }
 }
 
