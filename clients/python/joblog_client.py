@@ -30,6 +30,7 @@ is duplicated. The spool is only sent to a daemon that has just answered a
 """
 
 import atexit
+import contextlib
 import errno
 import fcntl
 import glob
@@ -351,12 +352,36 @@ class JobLogger:
         # lock. In a child this runs from the fork hook, before any thread
         # of the child can log.)
         self._lock = threading.RLock()
+        self._holder = None
+        self._deferred = []
         self._conn = None
         self.spool_file = self.spool_dir / f"{self._spool_prefix}{pid}.ndjson"
         self._backoff = 0.0
         self._down_until = 0.0
         self._orphans_due = 0.0
         self._pid = pid
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """The logger's lock (re-entrant). On leaving the outermost hold,
+        records that a signal handler logged meanwhile on this thread (see
+        log_jobs_batch) are logged."""
+        with self._lock:
+            outermost = self._holder is None
+            if outermost:
+                self._holder = threading.get_ident()
+            try:
+                yield
+            finally:
+                if outermost:
+                    try:
+                        while self._deferred:
+                            parts, self._deferred = self._deferred, []
+                            self._log_parts(parts)
+                    except Exception:
+                        log.exception("logging failed unexpectedly")
+                    finally:
+                        self._holder = None
 
     def _mark_down(self):
         self._backoff = min(max(self._backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
@@ -381,7 +406,7 @@ class JobLogger:
     def _request(self, obj, timeout=None, body=False):
         """One request with one transparent reconnect (the daemon may have
         restarted since the last call)."""
-        with self._lock:
+        with self._locked():
             for attempt in (0, 1):
                 conn = self._connection()
                 try:
@@ -419,7 +444,14 @@ class JobLogger:
             parts = _stamp_and_encode(jobs)
             if not parts:
                 return
-            with self._lock:
+            if self._holder == threading.get_ident():
+                # Re-entered on this thread: a signal handler logging while
+                # the code it interrupted is in the middle of a request on
+                # the connection. The interrupted call logs these when it
+                # is done.
+                self._deferred.extend(parts)
+                return
+            with self._locked():
                 self._log_parts(parts)
         except Exception:  # never raise into the pipeline
             log.exception("logging failed unexpectedly")
@@ -648,7 +680,7 @@ class JobLogger:
 
     def _query(self, obj):
         self._forked()
-        with self._lock:
+        with self._locked():
             # Ours, and any left by this user's processes that are gone.
             try:
                 self._replay(force=True)
@@ -686,7 +718,7 @@ class JobLogger:
         """Writes the CSV export to ``output_file`` (with this process's
         permissions; the daemon never writes client-named files)."""
         self._forked()
-        with self._lock:
+        with self._locked():
             reply, body = self._request({"op": "export_csv"}, timeout=self.query_timeout, body=True)
         if not reply.get("ok"):
             raise RuntimeError(f"joblogd: {reply.get('error')}")
@@ -706,7 +738,7 @@ class JobLogger:
         (the records stay spooled), RuntimeError if it answers with an
         error (a failing disk, say), OSError if the spool cannot be read."""
         self._forked()
-        with self._lock:
+        with self._locked():
             # Ours, and any left by processes that are gone.
             self._replay(force=True)
             self._query({"op": "flush"})
@@ -717,7 +749,7 @@ class JobLogger:
 
     def close(self):
         self._forked()
-        with self._lock:
+        with self._locked():
             self._drop()
 
     def __del__(self):
@@ -737,7 +769,7 @@ def _replay_at_exit(ref):
         return
     try:
         if lg._spool_pending():
-            with lg._lock:
+            with lg._locked():
                 lg._replay(force=True)
     except Exception as e:  # the records stay spooled for the next logger
         log.warning("spooled records left in %s at exit (%s)", lg.spool_file, e)

@@ -5,6 +5,7 @@ Run: JOBLOGD_BIN=target/debug/joblogd python3 -m unittest discover -s clients/py
 """
 
 import datetime
+import faulthandler
 import fcntl
 import json
 import multiprocessing
@@ -290,6 +291,33 @@ class Batching(Base):
         self.assertTrue(before <= stamp <= after, (before, stamp, after))
         self.assertEqual(got[3]["logged_at"], "kept")
         self.assertEqual(list(got[0]), ["i", "logged_at"], "added last")
+
+    def test_a_signal_handler_that_logs_mid_request_is_safe(self):
+        # The handler runs on the thread it interrupts, which may be in the
+        # middle of a request on the connection.
+        lg = self.logger()
+        fired = []
+        # A regression here deadlocks: fail in bounded time instead.
+        faulthandler.dump_traceback_later(120, exit=True)
+        self.addCleanup(faulthandler.cancel_dump_traceback_later)
+
+        def handler(sig, frame):
+            fired.append(len(fired))
+            lg.log_job({"h": fired[-1]})
+
+        old = signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+        try:
+            for i in range(1500):
+                lg.log_job({"m": i})
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        lg.flush()
+        got = lg.get_all_jobs()  # replies still match their requests
+        self.assertGreater(len(fired), 10)
+        self.assertEqual([r["m"] for r in got if "m" in r], list(range(1500)))
+        self.assertEqual(sorted(r["h"] for r in got if "h" in r), fired)
 
     def test_batch_bounds(self):
         parts = [b"x" * n for n in (10, 3 << 20, 2 << 20, 5 << 20, 1, 1)]
