@@ -176,8 +176,10 @@ pub struct Interner {
     /// By decoded name. SipHash (std's seeded default), not FxHash: the
     /// names come from clients, and FxHash of strings that differ only
     /// past their first bytes collides in the low bits that pick a slot.
-    ids: HashMap<Box<str>, Sym>,
-    names: Vec<Box<str>>,
+    ids: HashMap<std::sync::Arc<str>, Sym>,
+    /// By symbol. The same allocation as the map's key: a name is kept
+    /// once (many distinct error texts each cost their text once).
+    names: Vec<std::sync::Arc<str>>,
     /// Names already resolved, by [`NameRef::hash`] of their raw JSON
     /// spelling: `[group keys, error types]`. The common case (the same few
     /// stages, subjects, workers, timing names and errors in every record)
@@ -213,8 +215,9 @@ impl Interner {
             return id;
         }
         let id = self.names.len() as Sym;
-        self.names.push(s.into());
-        self.ids.insert(s.into(), id);
+        let name: std::sync::Arc<str> = s.into();
+        self.names.push(std::sync::Arc::clone(&name));
+        self.ids.insert(name, id);
         id
     }
 
