@@ -229,15 +229,16 @@ impl Interner {
     /// (which is then not interned).
     fn resolve_known(&self, kind: NameKind, n: NameRef, rec: &[u8]) -> Option<Sym> {
         let raw = n.spelling(rec);
-        if let Some((id, spelling)) = self.by_hash[kind as usize].get(&n.hash)
-            && **spelling == *raw
-        {
-            return Some(*id);
-        }
-        match kind {
-            NameKind::Group => self.get(&group_key(Some(raw))),
-            NameKind::Error => self.get(&error_type(Some(raw))),
-        }
+        self.cached(kind, n.hash, raw)
+            .or_else(|| self.get(&decoded(kind, raw)))
+    }
+
+    /// The symbol [`Interner::by_hash`] remembers for this spelling.
+    fn cached(&self, kind: NameKind, hash: u64, raw: &[u8]) -> Option<Sym> {
+        self.by_hash[kind as usize]
+            .get(&hash)
+            .filter(|(_, spelling)| **spelling == *raw)
+            .map(|(id, _)| *id)
     }
 
     /// The symbol of a name of record `rec`: its group key or its error
@@ -245,16 +246,10 @@ impl Interner {
     /// seen.
     fn resolve(&mut self, kind: NameKind, n: NameRef, rec: &[u8]) -> Sym {
         let raw = n.spelling(rec);
-        let map = &self.by_hash[kind as usize];
-        if let Some((id, spelling)) = map.get(&n.hash)
-            && **spelling == *raw
-        {
-            return *id;
+        if let Some(id) = self.cached(kind, n.hash, raw) {
+            return id;
         }
-        let id = match kind {
-            NameKind::Group => self.intern(&group_key(Some(raw))),
-            NameKind::Error => self.intern(&error_type(Some(raw))),
-        };
+        let id = self.intern(&decoded(kind, raw));
         let map = &mut self.by_hash[kind as usize];
         if map.len() < RAW_CACHE_MAX && raw.len() <= RAW_CACHE_SPELLING {
             // A colliding spelling already there keeps its place.
@@ -265,6 +260,14 @@ impl Interner {
 
     pub fn name(&self, id: Sym) -> &str {
         self.names.get(id as usize).map_or("", |s| s)
+    }
+}
+
+/// A raw name as the interner keeps it: its group key or its error type.
+fn decoded(kind: NameKind, raw: &[u8]) -> std::borrow::Cow<'_, str> {
+    match kind {
+        NameKind::Group => group_key(Some(raw)),
+        NameKind::Error => error_type(Some(raw)),
     }
 }
 

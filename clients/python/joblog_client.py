@@ -147,6 +147,22 @@ class _Tracked:
         return False
 
 
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _still_at(fd, path):
+    """Is the file open as ``fd`` still the one at ``path``? (Locked only
+    after opening: another process may have replayed and removed or
+    replaced it meanwhile.)"""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 class JobLogUnavailable(ConnectionError):
     """The daemon could not be reached (queries only; logging spools)."""
 
@@ -534,17 +550,11 @@ class JobLogger:
             while True:
                 with _Tracked(self.spool_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as fd:
                     fcntl.flock(fd, fcntl.LOCK_EX)
-                    try:
-                        same = os.fstat(fd).st_ino == os.stat(self.spool_file).st_ino
-                    except FileNotFoundError:
-                        same = False
-                    if not same:
+                    if not _still_at(fd, self.spool_file):
                         continue  # replayed and removed while we waited
                     start = os.lseek(fd, 0, os.SEEK_END)
                     try:
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(fd, view):]
+                        _write_all(fd, data)
                         os.fsync(fd)
                     except OSError:
                         try:
@@ -632,11 +642,7 @@ class JobLogger:
                     if e.errno in (errno.EAGAIN, errno.EACCES):
                         continue  # another process is replaying it
                     raise
-                try:
-                    same = os.fstat(fd).st_ino == os.stat(path).st_ino
-                except FileNotFoundError:
-                    same = False
-                if not same:
+                if not _still_at(fd, path):
                     continue  # replayed (removed or replaced) before we locked it
                 chunks = []
                 while True:
@@ -662,10 +668,7 @@ class JobLogger:
                         # killed meanwhile leaves the old spool whole.
                         rest = path + ".rest"
                         with _Tracked(rest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as r:
-                            data = b"".join(ln + b"\n" for ln in lines[sent:])
-                            view = memoryview(data)
-                            while view:
-                                view = view[os.write(r, view):]
+                            _write_all(r, b"".join(ln + b"\n" for ln in lines[sent:]))
                             os.fsync(r)
                         os.replace(rest, path)
                         self._mark_down()
