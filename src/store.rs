@@ -749,7 +749,6 @@ fn injected_fault() -> Option<Fault> {
 /// Held while a batch is being written and synced; see [`crate::signals`].
 pub static WRITE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `path`, or `path.1`, `path.2`… if it exists already.
 /// Suffix of a copy of a damaged file while it is being written.
 const PARTIAL: &str = ".partial";
 
@@ -835,6 +834,8 @@ fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// `path`, or `path.1`, `path.2`… if it exists already: a set-aside copy
+/// never replaces an earlier one.
 fn unique_path(path: PathBuf) -> PathBuf {
     if !path.exists() {
         return path;
