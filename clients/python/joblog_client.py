@@ -40,6 +40,7 @@ import logging
 import os
 import socket
 import stat
+import tempfile
 import threading
 import time
 import weakref
@@ -125,12 +126,12 @@ if hasattr(os, "register_at_fork"):
 
 class _Tracked:
     """``with _Tracked(path, flags) as fd``: a spool file opened (mode
-    0600), registered in _open_spools while open, unregistered and closed
-    after, both under _fork_guard."""
+    0600, never through a symbolic link), registered in _open_spools while
+    open, unregistered and closed after, both under _fork_guard."""
 
     def __init__(self, path, flags):
         with _fork_guard:
-            self.fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+            self.fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             _open_spools.add(self)
         self.f = self
 
@@ -151,6 +152,32 @@ def _write_all(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _is_private_dir(path, ours=False):
+    """Is ``path`` a directory (not a symbolic link to one) that no other
+    user controls: owned by this user (or, unless ``ours``, by root) and
+    not writable by others? Spool files hold whole records: in a directory
+    another user controls, that user could read them (by creating a file
+    under the name a process will spool to before it does), remove them, or
+    make records go elsewhere."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    owners = (os.getuid(),) if ours else (os.getuid(), 0)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid in owners and not st.st_mode & stat.S_IWOTH
+
+
+def _is_shared_tmp(path):
+    """A directory like /tmp: writable by everyone, sticky (no one removes
+    or renames another's entries) and owned by this user or root."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid in (os.getuid(), 0)
+            and st.st_mode & stat.S_IWOTH and st.st_mode & stat.S_ISVTX)
 
 
 def _still_at(fd, path):
@@ -187,7 +214,9 @@ def default_spool_dir(socket_path):
     when this process may write there, else ``$XDG_STATE_HOME/joblog``
     (``~/.local/state/joblog``), else ``/var/tmp/joblog-spool-<uid>``. The
     socket's directory under systemd (``/run/joblogd``) belongs to the
-    daemon's user, so workers running as another user spool elsewhere."""
+    daemon's user, so workers running as another user spool elsewhere.
+    (A directory other users may write to, such as ``/tmp``, is not used
+    as it is: see ``JobLogger._spool_home``.)"""
     beside = Path(socket_path).parent
     if os.access(beside, os.W_OK | os.X_OK):
         return beside
@@ -333,6 +362,8 @@ class JobLogger:
         self._requested_log_file = Path(log_file) if log_file is not None else None
         self.log_file = self._requested_log_file or DEFAULT_LOG_FILE
         self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(self.socket_path)
+        # Where spool files really go (see _spool_home), once known.
+        self._home = None
         # Spool files name the daemon they are for (a hash of its socket's
         # path): two daemons whose sockets share a directory must never
         # replay each other's records.
@@ -371,7 +402,6 @@ class JobLogger:
         self._holder = None
         self._deferred = []
         self._conn = None
-        self.spool_file = self.spool_dir / f"{self._spool_prefix}{pid}.ndjson"
         self._backoff = 0.0
         self._down_until = 0.0
         self._orphans_due = 0.0
@@ -398,6 +428,48 @@ class JobLogger:
                         log.exception("logging failed unexpectedly")
                     finally:
                         self._holder = None
+
+    @property
+    def spool_file(self):
+        """This process's spool file."""
+        return (self._home or self.spool_dir) / f"{self._spool_prefix}{self._pid or os.getpid()}.ndjson"
+
+    def _spool_home(self, create):
+        """The directory spool files go to, or None if there is none yet
+        (and not ``create``): ``spool_dir`` when no other user controls it
+        (see _is_private_dir); in a shared directory such as /tmp, this
+        user's own ``joblog-spool-<uid>`` in it; and if another user holds
+        either, a new private directory (``tempfile.mkdtemp``), with an
+        error logged, so that records are neither lost nor readable by
+        others. Raises OSError if ``create`` and nothing can be created."""
+        if self._home is not None:
+            if create:
+                self._home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if _is_private_dir(self._home):
+                return self._home
+        d = self.spool_dir
+        if create:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if _is_private_dir(d):
+            self._home = d
+            return d
+        if _is_shared_tmp(d):
+            sub = d / f"joblog-spool-{os.getuid()}"
+            if create:
+                try:
+                    sub.mkdir(mode=0o700)
+                except FileExistsError:
+                    pass
+            if _is_private_dir(sub, ours=True):
+                self._home = sub
+                return sub
+        if not create:
+            return None
+        home = Path(tempfile.mkdtemp(prefix=f"joblog-spool-{os.getuid()}-"))
+        log.error("the spool directory %s is controlled by another user; spooling to %s instead "
+                  "(records spooled there are replayed by this process only)", self._home or d, home)
+        self._home = home
+        return home
 
     def _mark_down(self):
         self._backoff = min(max(self._backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
@@ -546,7 +618,7 @@ class JobLogger:
             return
         data = b"".join(p + b"\n" for p in parts)
         try:
-            self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._spool_home(create=True)
             while True:
                 with _Tracked(self.spool_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as fd:
                     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -573,7 +645,10 @@ class JobLogger:
         name past the daemon's access checks."""
         out = []
         uid = os.getuid()
-        for path in sorted(glob.glob(str(self.spool_dir / f"{self._spool_prefix}*.ndjson"))):
+        home = self._spool_home(create=False)
+        if home is None:
+            return out
+        for path in sorted(glob.glob(str(home / f"{self._spool_prefix}*.ndjson"))):
             try:
                 pid = int(Path(path).name[len(self._spool_prefix):-len(".ndjson")])
                 st = os.lstat(path)
@@ -593,6 +668,8 @@ class JobLogger:
         return out
 
     def _spool_pending(self):
+        if self._spool_home(create=False) is None:
+            return False
         try:
             return self.spool_file.exists() and self.spool_file.stat().st_size > 0
         except OSError:

@@ -556,6 +556,54 @@ class Resilience(unittest.TestCase):
         self.assertEqual(proc.wait(30), 0)
         self.assertEqual(self.daemon.records()[0]["at"], "exit")
 
+    def test_a_shared_spool_directory_gets_a_private_subdirectory(self):
+        # A directory like /tmp (the default beside a socket in /tmp): any
+        # user could create a file under the name a process will spool to
+        # before it does, and read the records that then go into it.
+        shared = Path(self.tmp) / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o1777)
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=shared, timeout=0.3)
+            lg.log_job({"n": 1})
+        sub = shared / f"joblog-spool-{os.getuid()}"
+        self.assertEqual(lg.spool_file.parent, sub)
+        self.assertEqual(sub.stat().st_mode & 0o777, 0o700)
+        self.assertEqual(len(lg.spool_file.read_text().splitlines()), 1)
+        self.assertEqual([p.name for p in shared.iterdir()], [sub.name])
+        self.daemon.start()
+        lg.flush()
+        self.assertEqual([r["n"] for r in self.daemon.records()], [1])
+
+    def test_a_spool_directory_another_user_holds_is_not_used(self):
+        if os.getuid() != 0:
+            print("SKIPPED: not root, cannot give a directory to another user", file=sys.stderr)
+            return
+        taken = Path(self.tmp) / "taken"
+        taken.mkdir()
+        os.chmod(taken, 0o777)
+        os.chown(taken, 65534, 65534)
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=taken, timeout=0.3)
+        # The other user puts a file, readable by them, where this process
+        # would spool, and the shared-directory name too.
+        planted = taken / lg.spool_file.name
+        planted.write_text("")
+        os.chmod(planted, 0o666)
+        os.chown(planted, 65534, 65534)
+        (taken / f"joblog-spool-{os.getuid()}").mkdir()
+        with self.assertLogs("joblog_client", level="ERROR") as cm:
+            lg.log_job({"n": 1})
+        self.assertTrue(any("controlled by another user" in m for m in cm.output), cm.output)
+        home = lg.spool_file.parent
+        self.addCleanup(shutil.rmtree, home, True)
+        self.assertNotEqual(home, taken)
+        self.assertEqual(planted.read_text(), "", "nothing written where the other user can read it")
+        self.assertEqual(home.stat().st_mode & 0o777, 0o700)
+        self.daemon.start()
+        lg.flush()
+        self.assertEqual([r["n"] for r in self.daemon.records()], [1])
+
     def test_the_spool_goes_where_this_user_may_write(self):
         sock = os.path.join(self.tmp, "run", "joblogd.sock")
         os.mkdir(os.path.dirname(sock))
