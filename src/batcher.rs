@@ -558,6 +558,11 @@ struct Writer {
     /// index knows each record's offset before it is flushed.
     logical_end: u64,
     reader: Arc<File>,
+    /// The blocking task that writes a batch panicked (a broken invariant
+    /// in the store), seen by [`Writer::settle`]: the store went with it,
+    /// so the writer stops as when the main loop sees the panic, rather
+    /// than go on accepting records it can never write.
+    failed: bool,
 }
 
 /// Runs until the channel closes and everything received is flushed (or,
@@ -600,11 +605,15 @@ pub async fn run(
         index,
         events,
         reader,
+        failed: false,
     };
     let mut closed = false;
     let mut closed_at: Option<Instant> = None;
 
     loop {
+        if w.failed {
+            return (None, w.status);
+        }
         let now = Instant::now();
         w.maybe_start_flush(now, closed);
         if closed && w.inflight.is_none() {
@@ -837,12 +846,21 @@ impl Writer {
         for w in self.current.waiters.drain(..) {
             let _ = w.send(Err(msg.clone()));
         }
+        // What `run` returns: the daemon's exit status says records were
+        // lost (see `lib::store_failed`).
+        self.status.pending = self.current.records;
     }
 
     /// Waits for the in-flight flush, if any.
     async fn settle(&mut self) -> Result<(), String> {
         if let Some(h) = self.inflight.take() {
-            let outcome = h.await.map_err(|e| format!("writer task failed: {e}"))?;
+            let outcome = h.await.map_err(|e| {
+                let msg = format!("writer task failed: {e}");
+                tracing::error!(error = %e, "Writer task failed; stopping.");
+                self.status.last_error = Some(msg.clone());
+                self.failed = true;
+                msg
+            })?;
             self.complete(outcome);
         }
         Ok(())

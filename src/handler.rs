@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::batcher::{Command, Durable, Ingest, Query, RecordMeta};
 use crate::connection::{Frame, Lines, READ_CHUNK, trim_line};
@@ -75,6 +75,8 @@ pub struct Shared {
     pub pool: Arc<crate::batcher::BufferPool>,
     /// Connections being served, to decide who computes index facts.
     pub connections: std::sync::atomic::AtomicUsize,
+    /// `--shutdown-timeout-ms`: how long connections get at shutdown.
+    pub grace: std::time::Duration,
 }
 
 /// Counts a connection while it is served.
@@ -163,6 +165,9 @@ pub async fn handle(
         writer_gone: false,
         sent: 0,
         indexed: Arc::default(),
+        permit: None,
+        shutdown: shutdown.clone(),
+        replies_abandoned: false,
     };
     let shared = Arc::clone(&session.shared);
     let stopping = shutdown.clone();
@@ -195,6 +200,16 @@ struct Session {
     /// them it has indexed: equal when all of ours are in the index.
     sent: u64,
     indexed: Arc<std::sync::atomic::AtomicU64>,
+    /// Budget permits held for the bytes of `chunk` (and a little ahead,
+    /// see [`cover`]): taken as records are accepted, so what a connection
+    /// holds while it waits for the budget is never more than one record
+    /// besides the budget itself.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Shutdown began (read side's copy of the signal).
+    shutdown: watch::Receiver<bool>,
+    /// The client left its replies unread past the shutdown's grace: later
+    /// replies are dropped, so the rest of what it sent is still handled.
+    replies_abandoned: bool,
 }
 
 async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::Receiver<bool>) {
@@ -330,6 +345,9 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 );
                 queue(s, Reply::Now(e.reply(no))).await;
             } else if !is_request {
+                let Some(start) = cover_record(s, mark).await else {
+                    return;
+                };
                 // With other clients connected too, the single writer is the
                 // one to spare: index facts are computed here, in parallel.
                 // A lone connection leaves them to the otherwise idle writer,
@@ -690,6 +708,72 @@ fn too_large(what: String, max_record: usize) -> ProtocolError {
 /// Hands the chunk (and `done`, answered when it is durable) to the writer,
 /// after taking its bytes from the unflushed budget; waits while the budget
 /// is spent (backpressure). Returns false if the writer is gone.
+/// Permits are taken ahead in pieces of this size (or the budget's
+/// sixteenth, if smaller): one semaphore operation per piece, not per
+/// record.
+const PERMIT_PIECE: usize = 64 << 10;
+
+/// Makes the permits held cover the first `bytes` of the chunk (at most
+/// the whole budget: a chunk larger than that takes all of it), taking
+/// more without waiting. False if the budget has not that much left.
+fn cover(s: &mut Session, bytes: usize) -> bool {
+    let total = s.shared.budget_total;
+    let need = bytes.min(total);
+    let held = s
+        .permit
+        .as_ref()
+        .map_or(0, OwnedSemaphorePermit::num_permits);
+    if held >= need {
+        return true;
+    }
+    let deficit = need - held;
+    let ahead = deficit.max(PERMIT_PIECE.min(total / 16)).min(total - held);
+    let budget = &s.shared.budget;
+    let got = [ahead, deficit].into_iter().find_map(|n| {
+        let n = u32::try_from(n).ok()?;
+        Arc::clone(budget).try_acquire_many_owned(n).ok()
+    });
+    match (got, s.permit.as_mut()) {
+        (None, _) => false,
+        (Some(p), Some(held)) => {
+            held.merge(p);
+            true
+        }
+        (Some(p), None) => {
+            s.permit = Some(p);
+            true
+        }
+    }
+}
+
+/// Takes budget permits for the record just formatted at `mark..` of the
+/// chunk; returns where it now starts (after its separator). When the
+/// budget is used up, the records before it are handed over first (they
+/// hold permits, and only the writer can give permits back) and then this
+/// one waits, alone, so a connection held back by a slow disk holds at most
+/// one record outside the budget. None if the daemon is stopping.
+async fn cover_record(s: &mut Session, mark: usize) -> Option<usize> {
+    if cover(s, s.chunk.len()) {
+        return Some(mark + RECORD_PREFIX.len());
+    }
+    let record = s.chunk.split_off(mark);
+    if !s.chunk_records.is_empty() && !send_chunk(s, None).await {
+        return None;
+    }
+    // Nothing held while waiting: permits kept back by waiting connections
+    // could otherwise add up to the whole budget, with nothing to flush.
+    s.permit = None;
+    let want = u32::try_from(record.len().clamp(1, s.shared.budget_total)).unwrap_or(u32::MAX);
+    // The semaphore is never closed, so acquiring cannot fail.
+    s.permit = Arc::clone(&s.shared.budget)
+        .acquire_many_owned(want)
+        .await
+        .ok();
+    let mark = s.chunk.len();
+    s.chunk.extend_from_slice(&record);
+    Some(mark + RECORD_PREFIX.len())
+}
+
 async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> bool {
     if s.writer_gone {
         if !s.chunk_records.is_empty() {
@@ -701,20 +785,33 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
         s.chunk.clear();
         s.chunk_records.clear();
         s.chunk_timings.clear();
+        s.permit = None;
         return false;
     }
     if s.chunk_records.is_empty() && done.is_none() {
+        s.permit = None;
         return true;
     }
-    let want = s.chunk.len().clamp(1, s.shared.budget_total);
-    // The semaphore is never closed, so acquiring cannot fail.
-    let permit = s
-        .shared
-        .budget
-        .clone()
-        .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
-        .await
-        .ok();
+    // Records take their permits as they are accepted (`cover_record`); a
+    // `log_batch`'s jobs arrive here whole and take theirs now, waiting
+    // with nothing else held.
+    if !cover(s, s.chunk.len()) {
+        s.permit = None;
+        let want = s.chunk.len().clamp(1, s.shared.budget_total);
+        // The semaphore is never closed, so acquiring cannot fail.
+        s.permit = Arc::clone(&s.shared.budget)
+            .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
+            .await
+            .ok();
+    }
+    // The chunk's share goes with it; what was taken ahead goes back, so
+    // an idle connection holds no permits.
+    let used = s.chunk.len().min(s.shared.budget_total);
+    let permit = match s.permit.as_mut() {
+        Some(p) if p.num_permits() > used => p.split(used),
+        _ => s.permit.take(),
+    };
+    s.permit = None;
     // The next chunk starts with room for as much as this one held, so a
     // busy connection does not regrow its buffer from nothing every read.
     let next = s
@@ -738,10 +835,34 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
     true
 }
 
+/// Queues a reply for the write side. The queue is bounded: a client that
+/// does not read its replies stops this side here, so first the records
+/// read so far are handed over (they are written in time, and hold no
+/// permits while we wait). At shutdown, a client that still does not read
+/// for half the grace period loses its later replies, so the rest of what
+/// it sent is still handled before the grace period ends.
 async fn queue(s: &mut Session, r: Reply) {
-    // The write half only ends after this half drops its sender, so a send
-    // error cannot happen; ignore it rather than panic.
-    let _ = s.replies.send(r).await;
+    if s.replies_abandoned {
+        return;
+    }
+    if s.replies.capacity() == 0 {
+        send_chunk(s, None).await;
+    }
+    let half_grace = s.shared.grace / 2;
+    let mut shutdown = s.shutdown.clone();
+    let give_up = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        tokio::time::sleep(half_grace).await;
+    };
+    tokio::select! {
+        // The write half only ends after this half drops its sender, so a
+        // send error cannot happen; ignore it rather than panic.
+        _ = s.replies.send(r) => {}
+        () = give_up => {
+            tracing::warn!("A client left its replies unread at shutdown; dropping its later replies.");
+            s.replies_abandoned = true;
+        }
+    }
 }
 
 async fn write_side(

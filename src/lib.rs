@@ -191,6 +191,7 @@ pub async fn run(
         events,
         pool,
         connections: Default::default(),
+        grace: config.shutdown_timeout,
     });
     let shutdown = async {
         tokio::select! {
@@ -359,6 +360,8 @@ async fn housekeeping(
         }
     }
 }
+/// The writer gave up records at shutdown (the disk kept failing past
+/// `--shutdown-timeout-ms`): the exit status must not say "clean".
 fn store_failed(status: &Status) -> bool {
     status.last_error.is_some() && status.pending > 0
 }

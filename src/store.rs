@@ -336,10 +336,33 @@ impl Store {
             self.path.display(),
             file_timestamp()
         )));
-        copy_aside(&self.file, len, &copy, on_copy)
+        copy_aside(&self.file, 0, len, &copy, on_copy)
             .map_err(io_err(&copy, "copy the log file to"))?;
         sync_dir(&copy);
         Ok(copy)
+    }
+
+    /// Bytes someone else appended past the array's end (`>>` into the
+    /// log, `truncate -s`): copied to a new, synced `<file>.appended-<time>`
+    /// and then cut off by this append, so the file is an array again once
+    /// it is acknowledged and those bytes are not lost.
+    fn keep_appended(&mut self, len: u64) -> Result<(), StoreError> {
+        let extra = len - self.file_len;
+        let copy = unique_path(PathBuf::from(format!(
+            "{}.appended-{}",
+            self.path.display(),
+            file_timestamp()
+        )));
+        copy_aside(&self.file, self.file_len, extra, &copy, &mut |_, _| {})
+            .map_err(io_err(&copy, "copy bytes appended to the log file to"))?;
+        sync_dir(&copy);
+        tracing::warn!(
+            bytes = extra,
+            copy = %copy.display(),
+            "Bytes were appended to the log file by another process after the array's end; copied aside and cut off."
+        );
+        self.file_len = len;
+        Ok(())
     }
 
     /// Writes `tail` at `at`, cuts the file there, syncs.
@@ -387,6 +410,9 @@ impl Store {
                 len,
                 written: self.content_end,
             });
+        }
+        if len > self.file_len {
+            self.keep_appended(len)?;
         }
         // The first record of an empty array takes no comma.
         let mut skip = usize::from(self.records == 0);
@@ -765,6 +791,7 @@ const PARTIAL: &str = ".partial";
 /// removed by the next start ([`remove_partial_copies`]).
 fn copy_aside(
     src: &File,
+    from: u64,
     len: u64,
     dst: &Path,
     on_copy: &mut impl FnMut(u64, u64),
@@ -786,7 +813,7 @@ fn copy_aside(
             let n = buf
                 .len()
                 .min(usize::try_from(len - at).unwrap_or(usize::MAX));
-            src.read_exact_at(&mut buf[..n], at)?;
+            src.read_exact_at(&mut buf[..n], from + at)?;
             out.write_all_at(&buf[..n], at)?;
             start_writeback(&out, at, n);
             at += n as u64;
@@ -1083,6 +1110,7 @@ mod tests {
         let mut seen = Vec::new();
         copy_aside(
             &File::open(&src_path).unwrap(),
+            0,
             len as u64,
             &dst,
             &mut |done, total| {
@@ -1102,7 +1130,7 @@ mod tests {
         assert!(seen.len() >= 4, "in pieces: {seen:?}");
         assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
         // Never over an existing file.
-        assert!(copy_aside(&File::open(&src_path).unwrap(), 1, &dst, &mut |_, _| {}).is_err());
+        assert!(copy_aside(&File::open(&src_path).unwrap(), 0, 1, &dst, &mut |_, _| {}).is_err());
         let _ = fs::remove_dir_all(src_path.parent().unwrap());
     }
 
@@ -1204,7 +1232,7 @@ mod tests {
         // leaves neither a whole-looking copy nor a partial one.
         let dst = dir.join("log.json.corrupt-failed");
         let short = File::open(&p).unwrap();
-        assert!(copy_aside(&short, 1 << 30, &dst, &mut |_, _| {}).is_err());
+        assert!(copy_aside(&short, 0, 1 << 30, &dst, &mut |_, _| {}).is_err());
         assert!(!dst.exists());
         assert!(!dir.join("log.json.corrupt-failed.partial").exists());
         let _ = fs::remove_dir_all(&dir);

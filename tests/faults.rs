@@ -351,3 +351,201 @@ fn a_cut_between_the_size_check_and_the_write_is_caught_before_the_ack() {
         assert_eq!(ids(&d.log), vec!["new0", "new1", "after"]);
     }
 }
+
+/// Waits up to `secs` for the daemon to exit; its status, or None.
+fn exit_within(d: &mut Daemon, secs: u64) -> Option<std::process::ExitStatus> {
+    let child = d.child.as_mut().expect("running");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            d.child = None;
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A shutdown that gives records up (the disk still failing after the
+/// grace period) is no clean stop: the service manager must see it.
+#[test]
+fn a_shutdown_that_gives_records_up_exits_1() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    fs::write(&fault, "enospc").unwrap();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--fault-file",
+            fault.to_str().unwrap(),
+            "--shutdown-timeout-ms",
+            "500",
+        ],
+    );
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"id":"lost1"}"#);
+    c.send(r#"{"id":"lost2"}"#);
+    c.send("ping");
+    assert_eq!(c.reply()["pending"], 2);
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d.request("ping")["last_error"].is_string() {
+        assert!(std::time::Instant::now() < deadline, "no flush failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = d.stderr.clone();
+    let status = d.stop();
+    let logs = fs::read_to_string(logs).unwrap_or_default();
+    assert!(logs.contains("Gave up flushing at shutdown"), "{logs}");
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert_eq!(ids(&dir.join("log.json")), Vec::<String>::new());
+}
+
+/// A writer panic seen while `clear` or a SIGHUP reopen waits for the
+/// flush in flight stops the daemon, as one seen by the writer's loop
+/// does; it used to go on accepting records it could never write.
+fn a_writer_that_dies_during(trigger: &str) {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    let mut d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    fs::write(&fault, "panic").unwrap();
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"id":"b"}"#);
+    if trigger == "clear" {
+        c.send(r#"{"op":"clear","confirm":true}"#);
+        let r = c.reply();
+        assert_eq!(r["ok"], false, "{r}");
+    } else {
+        c.send("ping");
+        c.reply();
+        fs::rename(&d.log, dir.join("log.json.1")).unwrap();
+        d.signal(libc::SIGHUP);
+    }
+    let status = exit_within(&mut d, 20);
+    fs::remove_file(&fault).unwrap();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "joblogd kept running without a writer ({trigger}): {}\n{}",
+            d.request("ping"),
+            d.logs()
+        )
+    });
+    assert_eq!(status.code(), Some(1), "{}", d.logs());
+}
+
+#[test]
+fn a_writer_that_dies_during_clear_stops_the_daemon() {
+    a_writer_that_dies_during("clear");
+}
+
+#[test]
+fn a_writer_that_dies_during_a_reopen_stops_the_daemon() {
+    a_writer_that_dies_during("sighup");
+}
+
+/// Bytes added past the array by someone else (`truncate -s`, a stray
+/// writer) are cut by the next flush, so its acknowledgement still means a
+/// valid array.
+#[test]
+fn a_file_grown_underneath_is_a_valid_array_after_the_next_ack() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    let len = fs::metadata(&d.log).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&d.log)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"b"},"ack":true}"#)["ok"],
+        true
+    );
+    assert_eq!(ids(&d.log), vec!["a", "b"]);
+    // The bytes are kept, beside the log.
+    let copies: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("log.json.appended-")
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "one copy of the appended bytes");
+    assert_eq!(fs::read(copies[0].path()).unwrap(), vec![0u8; 4096]);
+    assert!(
+        d.logs().contains("appended to the log file"),
+        "{}",
+        d.logs()
+    );
+}
+
+/// The byte budget bounds memory however many connections it holds back:
+/// each used to format up to 1 MiB before asking for permits, and keep it
+/// while it waited (100 connections, 1 MiB budget: +115 MB).
+#[test]
+fn many_connections_held_back_stay_within_the_budget() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    fs::write(&fault, "enospc").unwrap();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--fault-file",
+            fault.to_str().unwrap(),
+            "--max-pending-bytes",
+            "1048576",
+            "--batch-max-bytes",
+            "262144",
+        ],
+    );
+    let rss = |pid: i32| -> u64 {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let before = rss(d.pid());
+    // Deeply nested: indentation makes each record print ~20 times larger
+    // than its line, so a read's worth of lines is over 1 MiB printed.
+    let line = format!(
+        "{{\"id\":\"x\",\"pad\":{}}}\n",
+        "[1,".repeat(100) + "1" + &"]".repeat(100)
+    );
+    let writers: Vec<_> = (0..100)
+        .map(|_| {
+            let mut s = d.connect();
+            s.set_write_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+            let buf = line.repeat(50);
+            std::thread::spawn(move || {
+                while std::io::Write::write_all(&mut s, buf.as_bytes()).is_ok() {}
+                s
+            })
+        })
+        .collect();
+    let socks: Vec<_> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss(d.pid());
+    eprintln!("RSS {before} KiB before, {after} KiB with 100 connections held back");
+    assert!(
+        after.saturating_sub(before) < 40 * 1024,
+        "RSS grew by {} KiB with a 1 MiB budget",
+        after.saturating_sub(before)
+    );
+    drop(socks);
+    fs::remove_file(&fault).unwrap();
+    assert_eq!(d.request("flush"), json!({"ok": true}));
+}

@@ -406,3 +406,41 @@ fn a_request_refused_for_one_deep_job_names_the_job() {
     );
     assert_eq!(d.request("ping")["records"], 0);
 }
+
+/// A client that never reads its replies, and sends lines that get error
+/// replies: once its reply queue is full, the records it sent before are
+/// still written in time (they sat in the connection's chunk, never handed
+/// over, and were lost at shutdown), and at shutdown so are those after.
+#[test]
+fn records_of_a_client_that_never_reads_its_replies_are_written() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--shutdown-timeout-ms", "2000"]);
+    let mut s = d.connect();
+    let mut buf = String::from("{\"id\":\"keep\"}\n");
+    for _ in 0..20_000 {
+        buf.push_str("[1]\n"); // not_an_object: one error reply each
+    }
+    buf.push_str("{\"id\":\"after\"}\n");
+    std::io::Write::write_all(&mut s, buf.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(d.request("flush"), json!({"ok": true}));
+    let ids = |log: &std::path::Path| -> Vec<String> {
+        read_log(log)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&d.log),
+        vec!["keep"],
+        "written while the client is stuck"
+    );
+    let log = d.log.clone();
+    let logs = d.stderr.clone();
+    let status = d.stop();
+    let logs = std::fs::read_to_string(logs).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert_eq!(ids(&log), vec!["keep", "after"], "{logs}");
+    assert!(logs.contains("left its replies unread"), "{logs}");
+    drop(s);
+}
