@@ -765,9 +765,40 @@ pub fn minify_into(v: &[u8], out: &mut Vec<u8>) {
                 while i < v.len() && !matches!(v[i], b' ' | b'\t' | b'\n' | b'\r' | b'"') {
                     i += 1;
                 }
-                out.extend_from_slice(&v[start..i]);
+                let run = &v[start..i];
+                // Outside strings only `NaN` and `Infinity` hold these
+                // letters: a file written by Python's json.dump may have
+                // them (the daemon writes them as null), and a reply must
+                // stay strict JSON.
+                if run.iter().any(|&b| b == b'N' || b == b'I') {
+                    non_finite_as_null(run, out);
+                } else {
+                    out.extend_from_slice(run);
+                }
             }
         }
+    }
+}
+
+/// Copies `run` (bytes outside strings) with `NaN`, `Infinity` and
+/// `-Infinity` written as `null`.
+fn non_finite_as_null(run: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < run.len() {
+        let rest = &run[i..];
+        let word: &[u8] = if rest.starts_with(b"-Infinity") {
+            b"-Infinity"
+        } else if rest.starts_with(b"Infinity") {
+            b"Infinity"
+        } else if rest.starts_with(b"NaN") {
+            b"NaN"
+        } else {
+            out.push(run[i]);
+            i += 1;
+            continue;
+        };
+        out.extend_from_slice(b"null");
+        i += word.len();
     }
 }
 
@@ -1510,6 +1541,14 @@ mod tests {
     #[test]
     fn entry_stays_compact() {
         assert!(std::mem::size_of::<Entry>() <= 64);
+    }
+
+    #[test]
+    fn minify_writes_non_finite_numbers_as_null_outside_strings() {
+        assert_eq!(
+            minify(b"{\"a\": NaN, \"b\": [Infinity, -Infinity, 1], \"NaN\": \"-Infinity\"}"),
+            b"{\"a\":null,\"b\":[null,null,1],\"NaN\":\"-Infinity\"}"
+        );
     }
 
     #[test]

@@ -420,3 +420,29 @@ fn log_sends_records_only_never_the_requests_in_a_data_file() {
     assert_eq!(ids, vec![0, 1, 2]);
     assert!(crate::util::files_containing(dir.path(), "log.20").is_empty());
 }
+
+/// A log taken over from Python's json.dump may hold `NaN` and `Infinity`
+/// (the daemon itself writes them as null): answers give them as null, so
+/// every reply stays strict JSON and `joblogctl jobs` can read it.
+#[test]
+fn non_finite_numbers_in_a_taken_over_file_are_answered_as_null() {
+    let dir = TempDir::new();
+    let log = dir.join("log.json");
+    std::fs::write(
+        &log,
+        "[\n  {\n    \"id\": \"a\",\n    \"processing_duration\": NaN,\n    \"t\": [Infinity, -Infinity],\n    \"s\": \"NaN\"\n  }\n]",
+    )
+    .unwrap();
+    let d = Daemon::start(&dir, &[]);
+    let r = d.request(r#"{"op":"jobs"}"#);
+    assert_eq!(
+        r["jobs"][0],
+        serde_json::json!({"id": "a", "processing_duration": null, "t": [null, null], "s": "NaN"})
+    );
+    let o = ctl(&d, &["jobs", "--format", "ndjson"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim_end(),
+        r#"{"id":"a","processing_duration":null,"t":[null,null],"s":"NaN"}"#
+    );
+}
