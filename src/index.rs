@@ -533,11 +533,21 @@ fn timing_members(t: &[u8], scratch: &mut Formatter, mut each: impl FnMut(Range<
     if scratch.validate(t, 0, 64, true).is_err() {
         return;
     }
-    for f in &scratch.fields {
-        let key = &t[f.key_in.clone()];
-        let decodes = !key.contains(&b'\\') || string(key).is_some();
-        if decodes && let Some(value) = number(&t[f.value_in.clone()]) {
-            each(f.key_in.clone(), value);
+    // The last member of each name wins before values are judged: a name
+    // whose last value is not a number does not count, as `json.load`
+    // keeps only that last value.
+    let mut members: Vec<_> = scratch
+        .fields
+        .iter()
+        .filter_map(|f| {
+            let name = string(&t[f.key_in.clone()])?;
+            Some((name, f.key_in.clone(), number(&t[f.value_in.clone()])))
+        })
+        .collect();
+    last_of_each(&mut members, |m| m.0.as_ref());
+    for (_, key, value) in members {
+        if let Some(value) = value {
+            each(key, value);
         }
     }
 }
@@ -1003,19 +1013,40 @@ impl Hist {
     }
 }
 
-/// Keeps only the last of the items that `same` says are one: a name given
+/// Keeps only the last of the items with the same `key`: a name given
 /// twice in one `timings` object counts once, with its last value, as
 /// Python's `json.load` (and so the Python logger's statistics) keeps it.
-/// Quadratic, for the handful of members a `timings` object has.
-pub fn last_of_each<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
-    let mut i = 0;
-    while i < items.len() {
-        if items[i + 1..].iter().any(|later| same(&items[i], later)) {
-            items.remove(i);
-        } else {
-            i += 1;
+/// Linear: a record may repeat one name hundreds of thousands of times
+/// (a quadratic pass over such a record held the writer for 30 s).
+pub fn last_of_each<T, K: std::hash::Hash + Eq + ?Sized>(
+    items: &mut Vec<T>,
+    key: impl Fn(&T) -> &K,
+) {
+    // The usual handful of timings: comparing is cheaper than hashing.
+    if items.len() <= 16 {
+        let mut i = 0;
+        while i < items.len() {
+            if items[i + 1..]
+                .iter()
+                .any(|later| key(later) == key(&items[i]))
+            {
+                items.remove(i);
+            } else {
+                i += 1;
+            }
         }
+        return;
     }
+    let keep: Vec<bool> = {
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        let mut keep = vec![false; items.len()];
+        for (i, item) in items.iter().enumerate().rev() {
+            keep[i] = seen.insert(key(item));
+        }
+        keep
+    };
+    let mut k = keep.iter();
+    items.retain(|_| k.next().copied().unwrap_or(true));
 }
 
 /// Counters for [`Aggregate`]'s `by_subject` / `by_worker`.
@@ -1236,7 +1267,7 @@ impl Index {
                 None => {}
             }
         }
-        last_of_each(&mut named, |a, b| a.0 == b.0);
+        last_of_each(&mut named, |a| &a.0);
         let e = Entry {
             offset,
             logged_at: f.logged_at,
@@ -1367,6 +1398,9 @@ mod tests {
                 general.push((k, v.to_bits()))
             });
             if took {
+                // The general parser applies "last one wins" itself; the
+                // fast path leaves that to the index (by symbol).
+                last_of_each(&mut fast, |m| &t[m.0.clone()]);
                 assert_eq!(fast, general, "{}", String::from_utf8_lossy(t));
             }
         }
@@ -1659,7 +1693,11 @@ mod tests {
             [("fetch".to_owned(), 2, 3.0), ("notes".to_owned(), 1, 4.0)]
         );
         let mut v = vec![1, 2, 1, 3, 2];
-        last_of_each(&mut v, |a, b| a == b);
+        last_of_each(&mut v, |a| a);
         assert_eq!(v, [1, 3, 2]);
+        // The hashed path, past the handful.
+        let mut v: Vec<u32> = (0..100).map(|i| i % 7).collect();
+        last_of_each(&mut v, |a| a);
+        assert_eq!(v, [93, 94, 95, 96, 97, 98, 99].map(|i| i % 7));
     }
 }

@@ -398,3 +398,48 @@ fn an_answer_that_cannot_be_read_back_ends_the_connection() {
         "{log}"
     );
 }
+
+/// A timing name given twice counts with its last value even when that
+/// one is not a number (then not at all), as `json.load` keeps only it.
+#[test]
+fn a_timing_whose_last_value_is_not_a_number_does_not_count() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let mut c = Client::new(d.connect());
+    c.send(
+        r#"{"subject":"AI","success":true,"timings":{"fetch":100,"fetch":"skipped","notes":1}}"#,
+    );
+    c.send(r#"{"subject":"AI","success":true,"timings":{"fetch":2,"notes":5,"n\u006ftes":null}}"#);
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    for q in [r#"{"op":"stats"}"#, r#"{"op":"stats","subject":"AI"}"#] {
+        c.send(q);
+        let t = c.reply()["stats"]["timings"].clone();
+        assert_eq!(t["fetch"]["count"], 1, "{q}: {t}");
+        assert_eq!(t["fetch"]["max"], 2.0, "{q}: {t}");
+        assert_eq!(t["notes"]["count"], 1, "{q}: {t}");
+        assert_eq!(t["notes"]["max"], 1.0, "{q}: {t}");
+    }
+}
+
+/// One record repeating a timing name a million times (a 7 MB line) is
+/// indexed in linear time: a quadratic pass held the writer, and so every
+/// client, for minutes.
+#[test]
+fn a_record_repeating_one_timing_name_does_not_stall_the_writer() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let s = d.connect();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut c = Client::new(s);
+    let members = vec![r#""a":1"#; 1_000_000].join(",");
+    c.send(&format!(
+        r#"{{"op":"log","job":{{"success":true,"timings":{{{members},"a":2}}}},"ack":true}}"#
+    ));
+    assert_eq!(c.reply()["ok"], true);
+    c.send("stats");
+    let a = c.reply()["stats"]["timings"]["a"].clone();
+    assert_eq!(a["count"], 1, "{a}");
+    assert_eq!(a["max"], 2.0, "{a}");
+}

@@ -318,11 +318,14 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<(Value, u64)> {
         members.extend(inner.fields.iter().filter_map(|f| {
             Some((
                 index::string_bytes(&t[f.key_in.clone()])?,
-                index::number(&t[f.value_in.clone()])?,
+                index::number(&t[f.value_in.clone()]),
             ))
         }));
-        index::last_of_each(&mut members, |a, b| a.0 == b.0);
+        // Last one of each name first, then only numbers (see
+        // `index::timing_members`).
+        index::last_of_each(&mut members, |m| m.0.as_ref());
         for (name, v) in members {
+            let Some(v) = v else { continue };
             // A handful of names, looked up for every record: a new key
             // only for a name not seen before.
             let full = hists.len() >= index::MAX_TIMING_NAMES;
