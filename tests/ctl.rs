@@ -446,3 +446,41 @@ fn non_finite_numbers_in_a_taken_over_file_are_answered_as_null() {
         r#"{"id":"a","processing_duration":null,"t":[null,null],"s":"NaN"}"#
     );
 }
+
+/// Filters are sent as the strings given: `--subject 2024` was sent as a
+/// number (refused) and `--worker 007` as 7 (worker 7's records, silently).
+#[test]
+fn numeric_looking_filters_mean_what_they_say() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let jobs = [
+        r#"{"id":"a","subject":"2024","worker_id":"007","success":true}"#,
+        r#"{"id":"b","subject":"AI","worker_id":7,"success":true}"#,
+        r#"{"id":"c","subject":"AI","worker_id":"7","success":false}"#,
+    ];
+    let r = d.request(&format!(
+        r#"{{"op":"log_batch","ack":true,"jobs":[{}]}}"#,
+        jobs.join(",")
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+    let ids = |args: &[&str]| -> Vec<String> {
+        let o = ctl(&d, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&["jobs", "--format", "ndjson", "--worker", "007"]),
+        [r#""a""#]
+    );
+    assert_eq!(
+        ids(&["jobs", "--format", "ndjson", "--worker", "7"]),
+        [r#""b""#, r#""c""#]
+    );
+    let o = ctl(&d, &["stats", "--json", "--subject", "2024"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(s["total_jobs"], 1, "{s}");
+}

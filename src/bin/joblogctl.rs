@@ -368,7 +368,7 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
                 ("until", until),
             ] {
                 if let Some(v) = v {
-                    q[k] = worker_value(&v);
+                    q[k] = json!(v);
                 }
             }
             let v = Conn::open(socket)?.ask(q)?;
@@ -472,13 +472,6 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
     Ok(())
 }
 
-/// A `--worker 3` is the number 3; anything else is a string.
-fn worker_value(v: &str) -> Value {
-    v.parse::<i64>()
-        .map(|n| json!(n))
-        .unwrap_or_else(|_| json!(v))
-}
-
 fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
     let pct = s["success_rate"].as_f64().unwrap_or(0.0) * 100.0;
     writeln!(out, "{}", bold("Processing Report"))?;
@@ -546,8 +539,10 @@ fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail>
             q[k] = json!(v);
         }
     }
+    // Always a string: the daemon keys a number by its JSON text, so "7"
+    // finds worker 7, and "007" stays "007".
     if let Some(w) = &a.worker {
-        q["worker_id"] = worker_value(w);
+        q["worker_id"] = json!(w);
     }
     if a.latest_per_video {
         q["latest_per_video"] = json!(true);
