@@ -26,10 +26,60 @@ pub struct Access {
     pub stamp_peer: bool,
 }
 
-/// The supplementary groups of a process, from `/proc/<pid>/status`
-/// (`SO_PEERCRED` carries only the primary group). Racy by nature (the pid
-/// could be reused), so it only ever *adds* permission for members of an
-/// allowed group, which the socket's mode already granted them.
+/// `SO_PEERGROUPS` (Linux 4.13), which libc does not export.
+#[cfg(target_arch = "sparc64")]
+const SO_PEERGROUPS: libc::c_int = 0x3d;
+#[cfg(not(target_arch = "sparc64"))]
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary groups of the process at the other end of socket
+/// `fd`, as the kernel recorded them when it connected (`SO_PEERGROUPS`;
+/// `SO_PEERCRED` carries only the primary group). None where the kernel
+/// cannot tell (before 4.13).
+///
+/// Not read from `/proc/<pid>/status`, as it once was: under the shipped
+/// unit (`ProtectProc=invisible`, `ProcSubset=pid`) other users' processes
+/// are hidden from the daemon, so every worker let in by a supplementary
+/// group (`usermod -aG joblog …`, as the README says) was refused; and a
+/// client that had exited before its connection was accepted (sent its
+/// records, then quit while the daemon restarted) was refused too.
+pub fn peer_groups(fd: std::os::fd::RawFd) -> Option<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    for _ in 0..2 {
+        let size = std::mem::size_of::<libc::gid_t>();
+        let mut len = libc::socklen_t::try_from(groups.len() * size).ok()?;
+        // SAFETY: the kernel writes at most `len` bytes (gid_t values) into
+        // `groups`, which has room for them, and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            groups.truncate(len as usize / size);
+            return Some(groups);
+        }
+        // Too small: the kernel said how much it needs (at most 65,536
+        // groups); try once more with that.
+        let needed = len as usize / size;
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE)
+            || needed <= groups.len()
+        {
+            return None;
+        }
+        groups.resize(needed, 0);
+    }
+    None
+}
+
+/// The supplementary groups of a process, from `/proc/<pid>/status`: only
+/// where the kernel has no `SO_PEERGROUPS`. Racy by nature (the pid could
+/// be reused), so it only ever *adds* permission for members of an allowed
+/// group, which the socket's mode already granted them.
 fn supplementary_groups(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -45,15 +95,20 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
 }
 
 impl Access {
-    /// May this peer connect?
-    pub fn allows(&self, p: &Peer) -> bool {
-        self.uids.contains(&p.uid)
-            || self.gids.contains(&p.gid)
-            || p.pid.is_some_and(|pid| {
+    /// May this peer connect? `groups`: its supplementary groups from
+    /// [`peer_groups`], if the kernel told.
+    pub fn allows(&self, p: &Peer, groups: Option<&[u32]>) -> bool {
+        if self.uids.contains(&p.uid) || self.gids.contains(&p.gid) {
+            return true;
+        }
+        match groups {
+            Some(g) => g.iter().any(|g| self.gids.contains(g)),
+            None => p.pid.is_some_and(|pid| {
                 supplementary_groups(pid)
                     .iter()
                     .any(|g| self.gids.contains(g))
-            })
+            }),
+        }
     }
 
     /// May this peer `clear`?
@@ -84,21 +139,16 @@ mod tests {
             gids: [50].into(),
             ..Access::default()
         };
-        assert!(a.allows(&Peer {
+        let p = |uid, gid| Peer {
             pid: None,
-            uid: 1000,
-            gid: 1
-        }));
-        assert!(a.allows(&Peer {
-            pid: None,
-            uid: 7,
-            gid: 50
-        }));
-        assert!(!a.allows(&Peer {
-            pid: None,
-            uid: 7,
-            gid: 1
-        }));
+            uid,
+            gid,
+        };
+        assert!(a.allows(&p(1000, 1), None));
+        assert!(a.allows(&p(7, 50), None));
+        assert!(!a.allows(&p(7, 1), None));
+        assert!(a.allows(&p(7, 1), Some(&[3, 50])));
+        assert!(!a.allows(&p(7, 1), Some(&[3, 51])));
         assert!(!a.is_admin(Some(&Peer {
             pid: None,
             uid: 1000,

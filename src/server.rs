@@ -10,6 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -339,9 +340,10 @@ pub async fn serve(
                     uid: c.uid(),
                     gid: c.gid(),
                 });
+                let groups = crate::access::peer_groups(stream.as_raw_fd());
                 conns.spawn(async move {
                     match peer {
-                        Some(p) if shared.access.allows(&p) => {
+                        Some(p) if shared.access.allows(&p, groups.as_deref()) => {
                             handler::handle(stream, shared, stop, Some(p)).await
                         }
                         _ => refuse(stream, peer).await,

@@ -140,3 +140,82 @@ fn stamp_peer_and_admin_only_clear() {
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
     assert_eq!(read_log(&d.log).len(), 1, "nothing cleared");
 }
+
+/// A worker let in by a supplementary group (`usermod -aG joblog …`, as
+/// the README says) is let in by the groups the kernel recorded when it
+/// connected: the daemon used to read them from `/proc/<pid>`, which the
+/// shipped unit hides (`ProtectProc=invisible`) and which is gone once a
+/// short-lived client has exited before its connection is accepted (here:
+/// while the daemon is stopped, as during a restart).
+#[test]
+fn a_supplementary_group_member_is_let_in_even_after_it_exited() {
+    if uid() != 0 {
+        eprintln!("SKIPPED: creating a test user and group needs root");
+        return;
+    }
+    let have = |t: &str| Command::new(t).arg("--help").output().is_ok();
+    if !have("useradd") || !have("groupadd") || !have("setpriv") || !have("socat") {
+        eprintln!("SKIPPED: useradd, groupadd, setpriv and socat are needed");
+        return;
+    }
+    let (user, group) = ("joblogd-test", "joblogd-testg");
+    let _ = Command::new("groupadd").args(["--system", group]).status();
+    let _ = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            user,
+        ])
+        .status();
+    let id = |args: &[&str]| -> String {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let other_uid = id(&["id", "-u", user]);
+    let gid = id(&["getent", "group", group]);
+    let gid = gid.split(':').nth(2).unwrap_or_default().to_string();
+    assert!(!gid.is_empty(), "group {group} has a gid");
+    let dir = TempDir::new();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--socket-mode",
+            "0666",
+            "--allow-uid",
+            "0",
+            "--allow-gid",
+            &gid,
+        ],
+    );
+    d.signal(libc::SIGSTOP);
+    let mut client = Command::new("setpriv")
+        .args([
+            &format!("--reuid={other_uid}"),
+            &format!("--regid={other_uid}"),
+            &format!("--groups={gid}"),
+            "socat",
+            "-u",
+            "STDIN",
+        ])
+        .arg(format!("UNIX-CONNECT:{}", d.socket.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        client.stdin.as_mut().unwrap(),
+        b"{\"id\":\"from-a-group-member\"}\n",
+    )
+    .unwrap();
+    drop(client.stdin.take());
+    let status = client.wait().unwrap();
+    d.signal(libc::SIGCONT);
+    assert!(status.success(), "socat as {user} failed");
+    assert_eq!(d.request("flush")["ok"], true);
+    let recs = read_log(&d.log);
+    assert_eq!(recs.len(), 1, "{}", d.logs());
+    assert_eq!(recs[0]["id"], "from-a-group-member");
+    assert!(!d.logs().contains("Refused a connection"), "{}", d.logs());
+}
