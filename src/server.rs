@@ -3,9 +3,14 @@
 //! the shutdown fan-out. The only user of `interprocess`.
 //!
 //! Staleness is decided by an exclusive `flock` on `<socket>.lock`, held for
-//! the daemon's life, not by a connect probe (a live daemon with a full
+//! the daemon's life, not by a connect probe alone (a live daemon with a full
 //! backlog refuses connections too). The lock file is never deleted: deleting
-//! a lock file that others may have open breaks the lock.
+//! a lock file that others may have open breaks the lock. Someone else may
+//! delete it (a `/tmp` cleaner), so a socket found with its lock free is
+//! also probed before it is removed: one that accepts (or has a full
+//! backlog) is live and is left alone. The socket file we bound is known
+//! by its device and inode, so the daemon never takes another's socket
+//! for its own, or removes it.
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -30,6 +35,9 @@ use crate::handler::{self, Shared};
 pub enum BindError {
     /// Another daemon holds the socket's lock file.
     InUse(PathBuf),
+    /// A process listens on the socket although its lock file is free
+    /// (deleted under a running daemon).
+    Live(PathBuf),
     /// Something that is not a socket is in the way; never deleted.
     NotASocket(PathBuf),
     /// The socket's directory lets anyone replace the socket.
@@ -47,6 +55,12 @@ impl std::fmt::Display for BindError {
             BindError::InUse(p) => write!(
                 f,
                 "another joblogd is already serving {} (its lock file {}.lock is held)",
+                p.display(),
+                p.display()
+            ),
+            BindError::Live(p) => write!(
+                f,
+                "a process is listening on {} although its lock file {}.lock is not held (was the lock file deleted?); stop it or choose another --socket",
                 p.display(),
                 p.display()
             ),
@@ -133,6 +147,9 @@ pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
 pub struct Bound {
     listener: Listener,
     path: PathBuf,
+    /// Device and inode of the socket file we bound: only that file is
+    /// ours to report as present or to remove.
+    id: Option<(u64, u64)>,
     /// None when the socket came from systemd, which owns its file.
     lock: Option<SocketLock>,
     /// File mode, to bind again after the socket file was deleted.
@@ -145,10 +162,11 @@ pub struct Bound {
 /// [`BindError::NotASocket`] if the path holds anything else.
 pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
     let path = lock.path.clone();
-    let listener = listen(&path, mode)?;
+    let (listener, id) = listen(&path, mode)?;
     Ok(Bound {
         listener,
         path,
+        id,
         lock: Some(lock),
         mode,
     })
@@ -156,11 +174,15 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
 
 /// Removes a stale socket at `path` (never anything else), binds, and sets
 /// the mode. The caller holds the socket's lock.
-fn listen(path: &Path, mode: u32) -> Result<Listener, BindError> {
+fn listen(path: &Path, mode: u32) -> Result<(Listener, Option<(u64, u64)>), BindError> {
     let path = path.to_owned();
     match fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_socket() => {
-            // We hold the lock: whoever made this socket is gone.
+            // We hold the lock, so whoever made this socket should be gone;
+            // unless someone deleted the lock file under it.
+            if is_live(&path) {
+                return Err(BindError::Live(path));
+            }
             tracing::info!(socket = %path.display(), "Removing stale socket.");
             fs::remove_file(&path).map_err(|source| BindError::Io {
                 path: path.clone(),
@@ -204,7 +226,53 @@ fn listen(path: &Path, mode: u32) -> Result<Listener, BindError> {
             source,
         });
     }
-    Ok(listener)
+    Ok((listener, file_id(&path)))
+}
+
+/// Device and inode of the socket file at `path`, if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Does a process listen on the socket at `path`? A non-blocking connect:
+/// accepted, or refused for a full backlog (`EAGAIN`), means yes; only
+/// `ECONNREFUSED` (no listener) means the socket is stale. Anything else
+/// (no permission to connect, say) cannot tell, and counts as live: a
+/// socket is never removed on a guess.
+fn is_live(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: an all-zero sockaddr_un is valid; the path is copied in only
+    // if it fits with its terminating NUL.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return true;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &b) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return true;
+    }
+    // SAFETY: `fd` was just created and is not used elsewhere.
+    let _owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    let rc = unsafe { libc::connect(fd, (&raw const addr).cast(), len) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ECONNREFUSED)
 }
 
 /// Adopts a listening socket passed by systemd (socket activation).
@@ -226,6 +294,7 @@ pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindE
     Ok(Bound {
         listener,
         path,
+        id: None,
         lock: None,
         mode: 0,
     })
@@ -244,8 +313,7 @@ impl Bound {
     /// Is our socket file still at its path? (Someone may delete it; then
     /// new clients cannot connect until SIGHUP binds it again.)
     pub fn at_path(&self) -> bool {
-        self.lock.is_none()
-            || fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_socket())
+        self.lock.is_none() || (self.id.is_some() && file_id(&self.path) == self.id)
     }
 
     /// Binds the path again if the socket file is gone (SIGHUP).
@@ -256,7 +324,9 @@ impl Bound {
         if self.at_path() {
             return Ok(false);
         }
-        self.listener = listen(&self.path, self.mode)?;
+        let (listener, id) = listen(&self.path, self.mode)?;
+        self.listener = listener;
+        self.id = id;
         Ok(true)
     }
 
@@ -269,7 +339,9 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        if self.lock.is_some() {
+        // Only our own socket file: another daemon's (started after ours
+        // was deleted) stays.
+        if self.lock.is_some() && self.at_path() {
             let _ = fs::remove_file(&self.path);
         }
     }

@@ -142,6 +142,36 @@ fn a_second_daemon_on_the_same_socket_or_file_exits_1() {
     assert_eq!(d.request("ping")["ok"], true);
 }
 
+/// The lock file deleted under a running daemon (a `/tmp` cleaner): a
+/// second daemon used to take the socket for stale, remove it and serve
+/// another log in its place. A socket that still has a listener is left
+/// alone; and a daemon never removes a socket file that is not the one it
+/// bound.
+#[test]
+fn a_live_socket_is_never_taken_for_stale_or_removed_by_another() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let lock = dir.join("s.sock.lock");
+    fs::remove_file(&lock).unwrap();
+    let sock = d.socket.to_str().unwrap().to_string();
+    let (st, err) = run_expect_exit(&[
+        "--socket",
+        &sock,
+        "--log-file",
+        dir.join("other.json").to_str().unwrap(),
+    ]);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("although its lock file"), "{err}");
+    assert_eq!(d.request("ping")["log_file"], d.log.to_str().unwrap());
+    // Both files gone: a second daemon starts there; stopping the first
+    // must leave the second's socket in place.
+    fs::remove_file(&d.socket).unwrap();
+    fs::remove_file(&lock).unwrap();
+    let e = Daemon::start_with(d.socket.clone(), dir.join("other.json"), &dir, &[]);
+    assert_eq!(d.stop().code(), Some(0));
+    assert_eq!(e.request("ping")["log_file"], e.log.to_str().unwrap());
+}
+
 #[test]
 fn stale_socket_is_replaced_and_a_non_socket_is_never_deleted() {
     let dir = TempDir::new();

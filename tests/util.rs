@@ -191,16 +191,34 @@ impl Drop for Daemon {
 }
 
 /// Runs joblogd expecting it to fail at start; returns (status, stderr).
+/// One that starts serving instead is killed after 30 s (and the test
+/// then fails on its status), so a regression cannot hang the suite.
 pub fn run_expect_exit(args: &[&str]) -> (ExitStatus, String) {
-    let out = Command::new(bin())
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("spawn");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().unwrap_or_default())
 }
 
 /// A line-oriented client on one connection.
