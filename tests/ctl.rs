@@ -484,3 +484,25 @@ fn numeric_looking_filters_mean_what_they_say() {
     let s: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(s["total_jobs"], 1, "{s}");
 }
+
+/// `stats --json` prints the daemon's figures to the last digit (serde_json
+/// parsed floats to within one unit in the last place: 48/13 came out as
+/// 3.692307692307693 instead of 3.6923076923076925).
+#[test]
+fn stats_json_keeps_every_digit() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let jobs: Vec<String> = (0..13)
+        .map(|i| {
+            let dur = if i == 0 { 12 } else { 3 };
+            format!(r#"{{"success":true,"processing_duration":{dur}}}"#)
+        })
+        .collect();
+    d.request(&format!(
+        r#"{{"op":"log_batch","ack":true,"jobs":[{}]}}"#,
+        jobs.join(",")
+    ));
+    let o = ctl(&d, &["stats", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("3.6923076923076925"), "{}", stdout(&o));
+}
