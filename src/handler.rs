@@ -77,6 +77,11 @@ pub struct Shared {
     pub connections: std::sync::atomic::AtomicUsize,
     /// `--shutdown-timeout-ms`: how long connections get at shutdown.
     pub grace: std::time::Duration,
+    /// Set when the shutdown's grace period has run out: a connection then
+    /// stops waiting for the byte budget and hands over the records it has
+    /// read, which are then written (or reported given up) like the rest,
+    /// instead of being lost with its task.
+    pub expired: watch::Sender<bool>,
 }
 
 /// Counts a connection while it is served.
@@ -753,7 +758,10 @@ fn cover(s: &mut Session, bytes: usize) -> bool {
 /// one waits, alone, so a connection held back by a slow disk holds at most
 /// one record outside the budget. None if the daemon is stopping.
 async fn cover_record(s: &mut Session, mark: usize) -> Option<usize> {
-    if cover(s, s.chunk.len()) {
+    // Past the whole budget a chunk is handed over before it grows: only a
+    // record alone may be larger than the budget (it then takes all of it).
+    let fits = s.chunk.len() <= s.shared.budget_total || mark == 0;
+    if (fits && cover(s, s.chunk.len())) || *s.shared.expired.borrow() {
         return Some(mark + RECORD_PREFIX.len());
     }
     let record = s.chunk.split_off(mark);
@@ -763,15 +771,24 @@ async fn cover_record(s: &mut Session, mark: usize) -> Option<usize> {
     // Nothing held while waiting: permits kept back by waiting connections
     // could otherwise add up to the whole budget, with nothing to flush.
     s.permit = None;
-    let want = u32::try_from(record.len().clamp(1, s.shared.budget_total)).unwrap_or(u32::MAX);
-    // The semaphore is never closed, so acquiring cannot fail.
-    s.permit = Arc::clone(&s.shared.budget)
-        .acquire_many_owned(want)
-        .await
-        .ok();
+    s.permit = wait_for_budget(s, record.len()).await;
     let mark = s.chunk.len();
     s.chunk.extend_from_slice(&record);
     Some(mark + RECORD_PREFIX.len())
+}
+
+/// Waits for permits for `bytes` (at most the whole budget), holding none
+/// meanwhile. None once the shutdown's grace period has run out: the
+/// records go to the writer without permits then (see [`Shared::expired`]);
+/// what a connection holds is bounded by its buffers.
+async fn wait_for_budget(s: &Session, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let want = u32::try_from(bytes.clamp(1, s.shared.budget_total)).unwrap_or(u32::MAX);
+    let mut expired = s.shared.expired.subscribe();
+    tokio::select! {
+        // The semaphore is never closed, so acquiring cannot fail.
+        p = Arc::clone(&s.shared.budget).acquire_many_owned(want) => p.ok(),
+        _ = expired.wait_for(|e| *e) => None,
+    }
 }
 
 async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> bool {
@@ -795,14 +812,9 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
     // Records take their permits as they are accepted (`cover_record`); a
     // `log_batch`'s jobs arrive here whole and take theirs now, waiting
     // with nothing else held.
-    if !cover(s, s.chunk.len()) {
+    if !cover(s, s.chunk.len()) && !*s.shared.expired.borrow() {
         s.permit = None;
-        let want = s.chunk.len().clamp(1, s.shared.budget_total);
-        // The semaphore is never closed, so acquiring cannot fail.
-        s.permit = Arc::clone(&s.shared.budget)
-            .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
-            .await
-            .ok();
+        s.permit = wait_for_budget(s, s.chunk.len()).await;
     }
     // The chunk's share goes with it; what was taken ahead goes back, so
     // an idle connection holds no permits.
@@ -850,9 +862,16 @@ async fn queue(s: &mut Session, r: Reply) {
     }
     let half_grace = s.shared.grace / 2;
     let mut shutdown = s.shutdown.clone();
+    let mut expired = s.shared.expired.subscribe();
     let give_up = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-        tokio::time::sleep(half_grace).await;
+        let half = async {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            tokio::time::sleep(half_grace).await;
+        };
+        tokio::select! {
+            () = half => {}
+            _ = expired.wait_for(|e| *e) => {}
+        }
     };
     tokio::select! {
         // The write half only ends after this half drops its sender, so a

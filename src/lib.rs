@@ -192,6 +192,7 @@ pub async fn run(
         pool,
         connections: Default::default(),
         grace: config.shutdown_timeout,
+        expired: tokio::sync::watch::channel(false).0,
     });
     let shutdown = async {
         tokio::select! {

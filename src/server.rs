@@ -142,6 +142,10 @@ pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
     }
 }
 
+/// After the grace period, how long connections get to hand over the
+/// records they have read (no waiting for the budget or for replies then).
+const LAST_CALL: Duration = Duration::from_secs(2);
+
 /// A bound listener; removes its socket file when dropped.
 #[derive(Debug)]
 pub struct Bound {
@@ -445,7 +449,17 @@ pub async fn serve(
             grace_ms = grace.as_millis() as u64,
             "Connections still open after the grace period; closing them."
         );
-        conns.shutdown().await;
+        // Those held back by the byte budget hand over what they have read
+        // first: they stop waiting for it now (bounded: they read nothing
+        // new from their sockets after what was queued at shutdown).
+        shared.expired.send_replace(true);
+        let last = tokio::time::timeout(LAST_CALL, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if last.is_err() {
+            conns.shutdown().await;
+        }
     }
     bound
 }

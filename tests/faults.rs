@@ -549,3 +549,49 @@ fn many_connections_held_back_stay_within_the_budget() {
     fs::remove_file(&fault).unwrap();
     assert_eq!(d.request("flush"), json!({"ok": true}));
 }
+
+/// Records a connection has read but holds back for the byte budget (the
+/// disk failing) when the shutdown's grace period runs out are handed to
+/// the writer, not lost with the connection: here the disk never
+/// recovers, so the daemon gives all of them up, says so and exits 1.
+#[test]
+fn records_held_back_at_the_end_of_the_grace_period_reach_the_writer() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    fs::write(&fault, "enospc").unwrap();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--fault-file",
+            fault.to_str().unwrap(),
+            "--max-pending-bytes",
+            "100000",
+            "--batch-max-bytes",
+            "50000",
+            "--shutdown-timeout-ms",
+            "1000",
+        ],
+    );
+    let s = d.connect();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c = Client::new(s);
+    let line = format!(r#"{{"id":"x","pad":"{}"}}"#, "p".repeat(1000));
+    let all: String = (0..200).map(|_| format!("{line}\n")).collect();
+    std::io::Write::write_all(c.writer(), all.as_bytes()).expect("all 200 sent");
+    // The budget holds about 90 of them; the rest wait in the connection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.request("ping")["pending"].as_u64().unwrap_or(0) < 50 {
+        assert!(std::time::Instant::now() < deadline, "nothing pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.request("ping")["pending"].as_u64().unwrap_or(0) < 200);
+    let logs = d.stderr.clone();
+    let status = d.stop();
+    let logs = fs::read_to_string(logs).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains("Gave up flushing at shutdown; records not written. records=200"),
+        "every record read is accounted for:\n{logs}"
+    );
+    drop(c);
+}
