@@ -293,13 +293,12 @@ pub fn timings_json<'a>(ix: &Index, timings: impl Iterator<Item = (&'a Sym, &'a 
 /// The `stats` object. Keys and semantics of the Python logger's
 /// `get_statistics()` first, then the extras.
 pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
+    // Objects come out with their keys sorted (serde_json's map is
+    // ordered by key), whatever order they are built in.
     let counts = |m: &crate::index::SymMap<u64>| -> Value {
-        let mut v: Vec<(&str, u64)> = m.iter().map(|(s, n)| (ix.syms.name(*s), *n)).collect();
-        // Most frequent first, then by name: stable output.
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         Value::Object(
-            v.into_iter()
-                .map(|(k, n)| (k.to_string(), json!(n)))
+            m.iter()
+                .map(|(s, n)| (ix.syms.name(*s).to_string(), json!(n)))
                 .collect(),
         )
     };
