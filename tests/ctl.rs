@@ -506,3 +506,29 @@ fn stats_json_keeps_every_digit() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("3.6923076923076925"), "{}", stdout(&o));
 }
+
+/// `-` is standard output for `snapshot` and `export-csv` (it used to
+/// make a file named `-`), and a path that cannot be written is named.
+#[test]
+fn snapshot_and_export_to_standard_output_and_bad_paths_named() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    d.request(r#"{"op":"log","job":{"video_id":"v1","success":true},"ack":true}"#);
+    let o = ctl(&d, &["snapshot", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), std::fs::read_to_string(&d.log).unwrap());
+    let o = ctl(&d, &["export-csv", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("video_id,"), "{}", stdout(&o));
+    assert!(!std::path::Path::new("-").exists());
+    let bad = dir.join("missing-dir").join("x.csv");
+    for cmd in ["export-csv", "snapshot"] {
+        let o = ctl(&d, &[cmd, bad.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("missing-dir/x.csv"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -79,10 +79,11 @@ enum Cmd {
     /// Wait until everything accepted so far is on disk.
     Flush,
     /// Write the CSV export to PATH (written by joblogctl, with your
-    /// permissions).
+    /// permissions; `-` for standard output).
     ExportCsv { path: PathBuf },
     /// Write a complete, consistent copy of the log to PATH (always a valid
-    /// JSON array, whatever is being appended meanwhile).
+    /// JSON array, whatever is being appended meanwhile; `-` for standard
+    /// output).
     Snapshot { path: PathBuf },
     /// Archive the log file and start an empty one.
     Clear {
@@ -416,7 +417,12 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
             let n = v["bytes"].as_u64().unwrap_or(0) as usize;
             let mut body = vec![0u8; n];
             c.r.read_exact(&mut body)?;
-            std::fs::write(&path, &body)?;
+            if path.as_os_str() == "-" {
+                out.write_all(&body)?;
+                out.flush()?;
+                return Ok(());
+            }
+            std::fs::write(&path, &body).map_err(|e| cannot_write(&path, &e))?;
             eprintln!("wrote {n} bytes to {}", path.display());
         }
         Cmd::Log { file, ack } => log(socket, &file, ack)?,
@@ -424,9 +430,20 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
             let mut c = Conn::open(socket)?;
             let v = c.ask(json!({"op":"snapshot"}))?;
             let n = v["bytes"].as_u64().unwrap_or(0);
+            if path.as_os_str() == "-" {
+                let copied = io::copy(&mut (&mut c.r).take(n), &mut out)?;
+                out.flush()?;
+                if copied != n {
+                    return Err(Fail(
+                        1,
+                        "joblogctl: the daemon closed the connection mid-snapshot".into(),
+                    ));
+                }
+                return Ok(());
+            }
             // Written aside and renamed, so PATH is never a partial copy.
             let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-            let mut f = File::create(&tmp)?;
+            let mut f = File::create(&tmp).map_err(|e| cannot_write(&path, &e))?;
             let copied = io::copy(&mut (&mut c.r).take(n), &mut f)?;
             if copied != n {
                 let _ = std::fs::remove_file(&tmp);
@@ -436,7 +453,7 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
                 ));
             }
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
+            std::fs::rename(&tmp, &path).map_err(|e| cannot_write(&path, &e))?;
             eprintln!(
                 "wrote {} records ({n} bytes) to {}",
                 v["records"],
@@ -470,6 +487,14 @@ fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// A file joblogctl cannot write, named in the message.
+fn cannot_write(path: &std::path::Path, e: &io::Error) -> Fail {
+    Fail(
+        1,
+        format!("joblogctl: cannot write {}: {e}", path.display()),
+    )
 }
 
 fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
