@@ -161,12 +161,18 @@ impl ScanProgress {
             Step::Reading { records } => ("Reading the log file", format!(", {records} records")),
             Step::CopyingAside => ("Copying the damaged log file aside", String::new()),
         };
+        // In kB below 10 MB, so a small file does not read "0 of 0 MB".
+        let (unit, div) = if self.total < 10_000_000 {
+            ("kB", 1_000)
+        } else {
+            ("MB", 1_000_000)
+        };
         format!(
-            "EXTEND_TIMEOUT_USEC={}\n{}STATUS={what}: {} of {} MB{records}",
+            "EXTEND_TIMEOUT_USEC={}\n{}STATUS={what}: {} of {} {unit}{records}",
             SCAN_EXTEND.as_micros(),
             if self.watchdog { "WATCHDOG=1\n" } else { "" },
-            done / 1_000_000,
-            self.total / 1_000_000,
+            done / div,
+            self.total / div,
         )
     }
 }
@@ -184,6 +190,8 @@ mod tests {
             "{first}"
         );
         assert!(first.ends_with("STATUS=Reading the log file: 0 of 3000 MB, 0 records"));
+        let (_, small) = ScanProgress::start(340_000, t0);
+        assert!(small.ends_with("0 of 340 kB, 0 records"), "{small}");
         let reading = |records| Step::Reading { records };
         assert_eq!(p.due(reading(1), 1, t0 + Duration::from_secs(4)), None);
         let m = p.due(

@@ -215,7 +215,7 @@ fn notify_reading_the_log_file_before_ready() {
     let first = next_message(&ns);
     assert!(
         first.starts_with("EXTEND_TIMEOUT_USEC=")
-            && first.contains("STATUS=Reading the log file: 0 of 0 MB"),
+            && first.contains("STATUS=Reading the log file: 0 of 358 kB"),
         "{first}"
     );
     let ready = next_message(&ns);
