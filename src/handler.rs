@@ -71,6 +71,8 @@ pub struct Shared {
     pub access: crate::access::Access,
     /// The socket file we bound (None with socket activation), for `ping`.
     pub socket: Option<std::path::PathBuf>,
+    /// Which socket file is ours, for `ping`'s `socket_at_path`.
+    pub socket_file: crate::server::SocketFile,
     /// Chunk buffers to reuse (the writer hands them back).
     pub pool: Arc<crate::batcher::BufferPool>,
     /// Connections being served, to decide who computes index facts.
@@ -687,10 +689,7 @@ fn ping_line(shared: &Shared, st: &crate::batcher::Status) -> Vec<u8> {
         "last_error": st.last_error,
         "index_bytes": st.index_bytes,
         "log_file_at_path": st.log_file_at_path,
-        "socket_at_path": shared.socket.as_ref().is_none_or(|p| {
-            std::fs::symlink_metadata(p)
-                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-        }),
+        "socket_at_path": shared.socket_file.is_at_path(),
     });
     reply_line(&v)
 }
@@ -874,6 +873,8 @@ async fn queue(s: &mut Session, r: Reply) {
         }
     };
     tokio::select! {
+        // A reply that can be queued is never dropped: the send goes first.
+        biased;
         // The write half only ends after this half drops its sender, so a
         // send error cannot happen; ignore it rather than panic.
         _ = s.replies.send(r) => {}

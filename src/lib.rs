@@ -154,7 +154,7 @@ pub async fn run(
         tx.downgrade(),
         startup.reopen,
         rebind_tx,
-        (!bound.is_activated()).then(|| bound.path().to_owned()),
+        bound.file(),
     ));
     // SAFETY: getuid has no preconditions and cannot fail.
     let me = unsafe { libc::getuid() };
@@ -180,6 +180,7 @@ pub async fn run(
     let shared = Arc::new(handler::Shared {
         access,
         socket: (!bound.is_activated()).then(|| bound.path().to_owned()),
+        socket_file: bound.file(),
         tx,
         budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
         budget_total: config.max_pending_bytes,
@@ -288,7 +289,7 @@ async fn housekeeping(
     tx: mpsc::WeakSender<batcher::Command>,
     mut reopen: Option<mpsc::UnboundedReceiver<()>>,
     rebind: mpsc::UnboundedSender<()>,
-    socket: Option<std::path::PathBuf>,
+    socket: server::SocketFile,
 ) {
     let watchdog = systemd::watchdog_interval();
     let every = watchdog.map_or(Duration::from_secs(5), |w| {
@@ -319,10 +320,8 @@ async fn housekeeping(
                     tracing::error!(log_file = %st.log_file.display(), "The log file was renamed or deleted; records go to the old file. Send SIGHUP to reopen the path.");
                     msg.push_str("; log file moved or deleted: send SIGHUP");
                 }
-                if let Some(sock) = &socket
-                    && !std::fs::symlink_metadata(sock).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-                {
-                    tracing::error!(socket = %sock.display(), "The socket file was deleted; new clients cannot connect. Send SIGHUP to bind it again.");
+                if !socket.is_at_path() {
+                    tracing::error!(socket = %socket.path().display(), "The socket file was deleted or replaced; new clients cannot connect. Send SIGHUP to bind it again.");
                     msg.push_str("; socket file deleted: send SIGHUP");
                 }
                 if watchdog.is_some() {

@@ -142,6 +142,46 @@ pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
     }
 }
 
+/// The socket file a daemon bound, known by device and inode; shared with
+/// `ping` and the status reports, and updated when SIGHUP binds again.
+#[derive(Debug, Clone, Default)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: Arc<std::sync::Mutex<Option<(u64, u64)>>>,
+    /// Passed by systemd, which owns the file: always "there".
+    activated: bool,
+}
+
+impl SocketFile {
+    fn new(path: &Path, id: Option<(u64, u64)>, activated: bool) -> SocketFile {
+        SocketFile {
+            path: path.to_owned(),
+            id: Arc::new(std::sync::Mutex::new(id)),
+            activated,
+        }
+    }
+
+    fn id(&self) -> Option<(u64, u64)> {
+        self.id.lock().map(|g| *g).unwrap_or(None)
+    }
+
+    fn set(&self, id: Option<(u64, u64)>) {
+        if let Ok(mut g) = self.id.lock() {
+            *g = id;
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Is the file at the path the socket we bound (not gone, and not
+    /// another process's socket bound there since)?
+    pub fn is_at_path(&self) -> bool {
+        self.activated || (self.id().is_some() && file_id(&self.path) == self.id())
+    }
+}
+
 /// After the grace period, how long connections get to hand over the
 /// records they have read (no waiting for the budget or for replies then).
 const LAST_CALL: Duration = Duration::from_secs(2);
@@ -151,9 +191,9 @@ const LAST_CALL: Duration = Duration::from_secs(2);
 pub struct Bound {
     listener: Listener,
     path: PathBuf,
-    /// Device and inode of the socket file we bound: only that file is
-    /// ours to report as present or to remove.
-    id: Option<(u64, u64)>,
+    /// The socket file we bound: only that file is ours to report as
+    /// present or to remove.
+    file: SocketFile,
     /// None when the socket came from systemd, which owns its file.
     lock: Option<SocketLock>,
     /// File mode, to bind again after the socket file was deleted.
@@ -169,8 +209,8 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
     let (listener, id) = listen(&path, mode)?;
     Ok(Bound {
         listener,
+        file: SocketFile::new(&path, id, false),
         path,
-        id,
         lock: Some(lock),
         mode,
     })
@@ -297,8 +337,8 @@ pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindE
         .unwrap_or_else(|| configured.to_owned());
     Ok(Bound {
         listener,
+        file: SocketFile::new(&path, None, true),
         path,
-        id: None,
         lock: None,
         mode: 0,
     })
@@ -317,7 +357,12 @@ impl Bound {
     /// Is our socket file still at its path? (Someone may delete it; then
     /// new clients cannot connect until SIGHUP binds it again.)
     pub fn at_path(&self) -> bool {
-        self.lock.is_none() || (self.id.is_some() && file_id(&self.path) == self.id)
+        self.file.is_at_path()
+    }
+
+    /// A handle on which socket file is ours, for `ping` and status.
+    pub fn file(&self) -> SocketFile {
+        self.file.clone()
     }
 
     /// Binds the path again if the socket file is gone (SIGHUP).
@@ -330,7 +375,7 @@ impl Bound {
         }
         let (listener, id) = listen(&self.path, self.mode)?;
         self.listener = listener;
-        self.id = id;
+        self.file.set(id);
         Ok(true)
     }
 

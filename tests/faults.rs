@@ -595,3 +595,60 @@ fn records_held_back_at_the_end_of_the_grace_period_reach_the_writer() {
     );
     drop(c);
 }
+
+/// After the grace period a reply that can be queued is still sent: the
+/// give-up branch, ready at once then, used to win half the races against
+/// a send that would not block, dropping the replies of a client that
+/// reads them all (and with them acks, which clients resend: duplicates).
+#[test]
+fn replies_after_the_grace_period_are_not_dropped_for_a_reading_client() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    fs::write(&fault, "enospc").unwrap();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--fault-file",
+            fault.to_str().unwrap(),
+            "--max-pending-bytes",
+            "100000",
+            "--batch-max-bytes",
+            "50000",
+            "--shutdown-timeout-ms",
+            "1000",
+        ],
+    );
+    let s = d.connect();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let reader = s.try_clone().unwrap();
+    let got = std::thread::spawn(move || {
+        let mut n = 0;
+        for l in std::io::BufRead::lines(std::io::BufReader::new(reader)) {
+            let Ok(l) = l else { break };
+            let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+            if v["ok"] == false {
+                n += 1;
+            }
+        }
+        n
+    });
+    let line = format!(r#"{{"id":"x","pad":"{}"}}"#, "p".repeat(1000));
+    let mut all: String = (0..200).map(|_| format!("{line}\n")).collect();
+    const BAD: usize = 40;
+    for _ in 0..BAD {
+        all.push_str("[1]\n"); // one not_an_object error reply each
+    }
+    let mut w = s;
+    std::io::Write::write_all(&mut w, all.as_bytes()).expect("all sent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.request("ping")["pending"].as_u64().unwrap_or(0) < 50 {
+        assert!(std::time::Instant::now() < deadline, "nothing pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = d.stop();
+    let n = got.join().unwrap();
+    assert_eq!(
+        n, BAD,
+        "error replies received by a client that reads them all"
+    );
+}

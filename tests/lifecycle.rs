@@ -163,11 +163,15 @@ fn a_live_socket_is_never_taken_for_stale_or_removed_by_another() {
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains("although its lock file"), "{err}");
     assert_eq!(d.request("ping")["log_file"], d.log.to_str().unwrap());
-    // Both files gone: a second daemon starts there; stopping the first
-    // must leave the second's socket in place.
+    // Both files gone: a second daemon starts there; the first does not
+    // take its socket for its own, and stopping it leaves it in place.
+    let mut c = Client::new(d.connect());
     fs::remove_file(&d.socket).unwrap();
     fs::remove_file(&lock).unwrap();
     let e = Daemon::start_with(d.socket.clone(), dir.join("other.json"), &dir, &[]);
+    c.send("ping");
+    assert_eq!(c.reply()["socket_at_path"], false);
+    drop(c);
     assert_eq!(d.stop().code(), Some(0));
     assert_eq!(e.request("ping")["log_file"], e.log.to_str().unwrap());
 }
