@@ -154,30 +154,40 @@ def _write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def _is_private_dir(path, ours=False):
-    """Is ``path`` a directory (not a symbolic link to one) that no other
-    user controls: owned by this user (or, unless ``ours``, by root) and
-    not writable by others? Spool files hold whole records: in a directory
-    another user controls, that user could read them (by creating a file
-    under the name a process will spool to before it does), remove them, or
-    make records go elsewhere."""
+def _dir_stat(path):
+    """``stat`` of directory ``path``, following a symbolic link only if
+    the link itself belongs to this user or root (another user's link
+    could point anywhere); None if it is no such directory."""
     try:
         st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (os.getuid(), 0):
+                return None
+            st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st if stat.S_ISDIR(st.st_mode) else None
+
+
+def _is_private_dir(path, ours=False):
+    """Is ``path`` a directory that no other user controls: owned by this
+    user (or, unless ``ours``, by root) and writable by no one else, group
+    included? Spool files hold whole records: in a directory another user
+    can write to, that user could read them (by creating a file under the
+    name a process will spool to before it does), remove them, or make
+    records go elsewhere."""
+    st = _dir_stat(path)
     owners = (os.getuid(),) if ours else (os.getuid(), 0)
-    return stat.S_ISDIR(st.st_mode) and st.st_uid in owners and not st.st_mode & stat.S_IWOTH
+    return (st is not None and st.st_uid in owners
+            and not st.st_mode & (stat.S_IWOTH | stat.S_IWGRP))
 
 
 def _is_shared_tmp(path):
-    """A directory like /tmp: writable by everyone, sticky (no one removes
+    """A directory like /tmp: writable by others, sticky (no one removes
     or renames another's entries) and owned by this user or root."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid in (os.getuid(), 0)
-            and st.st_mode & stat.S_IWOTH and st.st_mode & stat.S_ISVTX)
+    st = _dir_stat(path)
+    return (st is not None and st.st_uid in (os.getuid(), 0)
+            and st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and st.st_mode & stat.S_ISVTX)
 
 
 def _still_at(fd, path):
@@ -466,7 +476,7 @@ class JobLogger:
         if not create:
             return None
         home = Path(tempfile.mkdtemp(prefix=f"joblog-spool-{os.getuid()}-"))
-        log.error("the spool directory %s is controlled by another user; spooling to %s instead "
+        log.error("other users can write to the spool directory %s (or it is theirs); spooling to %s instead "
                   "(records spooled there are replayed by this process only)", self._home or d, home)
         self._home = home
         return home
@@ -621,6 +631,10 @@ class JobLogger:
             self._spool_home(create=True)
             while True:
                 with _Tracked(self.spool_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as fd:
+                    if os.fstat(fd).st_uid != os.getuid():
+                        # Put there by someone else: never write records
+                        # into a file another user owns (and can read).
+                        raise OSError(errno.EPERM, "spool file owned by another user")
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     if not _still_at(fd, self.spool_file):
                         continue  # replayed and removed while we waited

@@ -594,7 +594,7 @@ class Resilience(unittest.TestCase):
         (taken / f"joblog-spool-{os.getuid()}").mkdir()
         with self.assertLogs("joblog_client", level="ERROR") as cm:
             lg.log_job({"n": 1})
-        self.assertTrue(any("controlled by another user" in m for m in cm.output), cm.output)
+        self.assertTrue(any("other users can write to the spool directory" in m for m in cm.output), cm.output)
         home = lg.spool_file.parent
         self.addCleanup(shutil.rmtree, home, True)
         self.assertNotEqual(home, taken)
@@ -603,6 +603,36 @@ class Resilience(unittest.TestCase):
         self.daemon.start()
         lg.flush()
         self.assertEqual([r["n"] for r in self.daemon.records()], [1])
+
+    def test_a_group_writable_spool_directory_is_not_used(self):
+        # Another member of the group could create the spool file first.
+        shared = Path(self.tmp) / "group"
+        shared.mkdir()
+        os.chmod(shared, 0o770)
+        with self.assertLogs("joblog_client", level="WARNING"):
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=shared, timeout=0.3)
+        with self.assertLogs("joblog_client", level="ERROR") as cm:
+            lg.log_job({"n": 1})
+        self.assertTrue(any("other users can write" in m for m in cm.output), cm.output)
+        home = lg.spool_file.parent
+        self.addCleanup(shutil.rmtree, home, True)
+        self.assertNotEqual(home, shared)
+        self.assertEqual(list(shared.iterdir()), [])
+        self.daemon.start()
+        lg.flush()
+        self.assertEqual([r["n"] for r in self.daemon.records()], [1])
+
+    def test_a_spool_directory_reached_through_our_own_link_is_used(self):
+        real = Path(self.tmp) / "real"
+        real.mkdir(mode=0o700)
+        link = Path(self.tmp) / "link"
+        link.symlink_to(real)
+        with self.assertLogs("joblog_client", level="WARNING") as cm:
+            lg = JobLogger(socket_path=self.daemon.socket, spool_dir=link, timeout=0.3)
+            lg.log_job({"n": 1})
+        self.assertFalse(any("other users can write" in m for m in cm.output), cm.output)
+        self.assertEqual(lg.spool_file.parent, link)
+        self.assertEqual(len(list(real.iterdir())), 1)
 
     def test_the_spool_goes_where_this_user_may_write(self):
         sock = os.path.join(self.tmp, "run", "joblogd.sock")
