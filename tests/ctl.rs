@@ -445,6 +445,13 @@ fn non_finite_numbers_in_a_taken_over_file_are_answered_as_null() {
         stdout(&o).trim_end(),
         r#"{"id":"a","processing_duration":null,"t":[null,null],"s":"NaN"}"#
     );
+    // In CSV as Python's csv module writes float('nan').
+    let o = ctl(&d, &["export-csv", "-"]);
+    let csv = stdout(&o);
+    let header: Vec<&str> = csv.lines().next().unwrap_or_default().split(',').collect();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap_or_default().split(',').collect();
+    let at = header.iter().position(|h| *h == "processing_duration");
+    assert_eq!(at.map(|i| row[i]), Some("nan"), "{csv}");
 }
 
 /// Filters are sent as the strings given: `--subject 2024` was sent as a

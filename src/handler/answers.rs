@@ -245,6 +245,11 @@ fn cell(v: Option<&[u8]>) -> std::borrow::Cow<'_, [u8]> {
         None | Some(b"null") => b"".as_slice().into(),
         Some(b"true") => b"True".as_slice().into(),
         Some(b"false") => b"False".as_slice().into(),
+        // A taken-over Python log may hold these; Python's csv writes
+        // the float's text.
+        Some(b"NaN") => b"nan".as_slice().into(),
+        Some(b"Infinity") => b"inf".as_slice().into(),
+        Some(b"-Infinity") => b"-inf".as_slice().into(),
         Some(v) => match index::string(v) {
             Some(std::borrow::Cow::Borrowed(s)) => s.as_bytes().into(),
             Some(std::borrow::Cow::Owned(s)) => s.into_bytes().into(),
