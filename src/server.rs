@@ -228,11 +228,16 @@ fn listen(path: &Path, mode: u32) -> Result<(Listener, Option<(u64, u64)>), Bind
                 return Err(BindError::Live(path));
             }
             tracing::info!(socket = %path.display(), "Removing stale socket.");
-            fs::remove_file(&path).map_err(|source| BindError::Io {
-                path: path.clone(),
-                action: "remove stale socket",
-                source,
-            })?;
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(BindError::Io {
+                        path: path.clone(),
+                        action: "remove stale socket",
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
         }
         Ok(_) => return Err(BindError::NotASocket(path)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -284,9 +289,10 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 /// Does a process listen on the socket at `path`? A non-blocking connect:
 /// accepted, or refused for a full backlog (`EAGAIN`), means yes; only
-/// `ECONNREFUSED` (no listener) means the socket is stale. Anything else
-/// (no permission to connect, say) cannot tell, and counts as live: a
-/// socket is never removed on a guess.
+/// `ECONNREFUSED` (no listener) means the socket is stale, and `ENOENT`
+/// that it is gone. Anything else (no permission to connect, a datagram
+/// socket) cannot tell, and counts as live: a socket is never removed on a
+/// guess.
 fn is_live(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
@@ -316,7 +322,12 @@ fn is_live(path: &Path) -> bool {
     let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     let rc = unsafe { libc::connect(fd, (&raw const addr).cast(), len) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ECONNREFUSED)
+    // ENOENT: removed since we looked; nothing there to be live.
+    rc == 0
+        || !matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ECONNREFUSED | libc::ENOENT)
+        )
 }
 
 /// Adopts a listening socket passed by systemd (socket activation).

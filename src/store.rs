@@ -118,7 +118,8 @@ pub struct Recovery {
     pub problem: Option<String>,
     /// The file did not exist (or was empty) and was created as `[]`.
     pub created: bool,
-    /// Unfinished copies of a damaged file (`<file>.corrupt-*.partial`)
+    /// Unfinished copies of a damaged file (`<file>.corrupt-*.partial`, or
+    /// of bytes appended past the array, `<file>.appended-*.partial`)
     /// left by a daemon stopped in the middle of one, removed at start-up.
     pub removed_partials: Vec<PathBuf>,
 }
@@ -828,10 +829,11 @@ fn copy_aside(
     copied
 }
 
-/// Removes `<path>.corrupt-*.partial` files beside the log: copies that a
-/// daemon stopped before finishing. The log they came from was left as it
-/// was (it is repaired only after a complete copy), so the next start
-/// copies it again in full. Only names of that exact shape are touched.
+/// Removes `<path>.corrupt-*.partial` and `<path>.appended-*.partial`
+/// files beside the log: copies that a daemon stopped before finishing.
+/// The log they came from was left as it was (it is cut only after a
+/// complete copy), so the next start or flush copies again in full. Only
+/// names of that exact shape are touched.
 fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
     let (Some(name), dir) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else {
         return Vec::new();
@@ -839,7 +841,7 @@ fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
     let dir = dir
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let prefix = format!("{name}.corrupt-");
+    let prefixes = [format!("{name}.corrupt-"), format!("{name}.appended-")];
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -850,7 +852,7 @@ fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
             continue;
         };
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if is_file && n.starts_with(&prefix) && n.ends_with(PARTIAL) {
+        if is_file && prefixes.iter().any(|p| n.starts_with(p)) && n.ends_with(PARTIAL) {
             let p = entry.path();
             if fs::remove_file(&p).is_ok() {
                 removed.push(p);
@@ -1204,6 +1206,8 @@ mod tests {
         fs::write(&p, content).unwrap();
         let stale = dir.join("log.json.corrupt-20260101T000000.partial");
         fs::write(&stale, &content[..5]).unwrap();
+        let appended = dir.join("log.json.appended-20260101T000000.partial");
+        fs::write(&appended, b"junk").unwrap();
         let keep = [
             dir.join("log.json.corrupt-20260101T000000"),
             dir.join("other.json.corrupt-20260101T000000.partial"),
@@ -1213,8 +1217,10 @@ mod tests {
             fs::write(k, b"x").unwrap();
         }
         let (_s, r, _) = open(&p);
-        assert_eq!(r.removed_partials, vec![stale.clone()]);
-        assert!(!stale.exists());
+        let mut removed = r.removed_partials.clone();
+        removed.sort();
+        assert_eq!(removed, vec![appended.clone(), stale.clone()]);
+        assert!(!stale.exists() && !appended.exists());
         for k in &keep {
             assert!(k.exists(), "{} was removed", k.display());
         }
