@@ -691,11 +691,16 @@ impl Store {
         }
         self.sync()?;
         let stem = self.path.with_extension("");
-        let archive = unique_path(PathBuf::from(format!(
-            "{}.{}.json",
-            stem.display(),
-            file_timestamp()
-        )));
+        let ts = file_timestamp();
+        // Two clears within a second: `<ts>-1.json`, so every archive still
+        // ends in `.json` (a `*.json` glob finds them all).
+        let archive = (0..)
+            .map(|n| match n {
+                0 => PathBuf::from(format!("{}.{ts}.json", stem.display())),
+                n => PathBuf::from(format!("{}.{ts}-{n}.json", stem.display())),
+            })
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| PathBuf::from(format!("{}.{ts}.json", stem.display())));
         fs::rename(&self.path, &archive).map_err(io_err(&archive, "rename the log file to"))?;
         let file = OpenOptions::new()
             .read(true)

@@ -307,6 +307,16 @@ fn clear_archives_the_file_and_starts_an_empty_one() {
     assert_eq!(read_log(&d.log).len(), 1);
     c.send("stats");
     assert_eq!(c.reply()["stats"]["total_jobs"], 1);
+    // Clears in a row (within a second): each archive its own `.json`.
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        c.send(r#"{"op":"clear","confirm":true}"#);
+        let r = c.reply();
+        let name = r["archive"].as_str().unwrap_or_default().to_string();
+        assert!(name.ends_with(".json"), "{r}");
+        names.insert(name);
+    }
+    assert_eq!(names.len(), 3, "{names:?}");
 }
 
 /// A `timings` name given twice in one record counts once, with its last
