@@ -821,7 +821,7 @@ impl Writer {
                     );
                     break;
                 };
-                let meta = RawMeta::from_input(chunk, &fmt.fields, pos);
+                let meta = RawMeta::from_scanned(chunk, &fmt, pos);
                 index.add(end + pos as u64 - skip, &chunk[pos..f.end], &meta);
                 pos = f.end;
             }

@@ -99,13 +99,40 @@ impl RawMeta {
     }
 
     /// From the formatter's input-side fields (start-up scan of the file):
-    /// keys are compared raw, so an escaped key spelling is not recognised.
+    /// keys compared as spelled. See [`RawMeta::from_scanned`].
     pub fn from_input(input: &[u8], fields: &[TopField], rec_start: usize) -> RawMeta {
         Self::collect(fields.iter().map(|f| {
             let k =
                 &input[f.key_in.start + 1..f.key_in.end.saturating_sub(1).max(f.key_in.start + 1)];
             (k, f.value_in.start - rec_start..f.value_in.end - rec_start)
         }))
+    }
+
+    /// [`RawMeta::from_input`] for the value `fmt` just validated: a key
+    /// written with escapes (`"\u0073uccess"`, which the daemon never
+    /// writes but a hand-made file may hold) is decoded first, as
+    /// `json.load` reads it. The formatter noted whether there was any, so
+    /// other records (all but hand-made ones) cost nothing more.
+    pub fn from_scanned(input: &[u8], fmt: &Formatter, rec_start: usize) -> RawMeta {
+        if !fmt.escaped_keys {
+            return Self::from_input(input, &fmt.fields, rec_start);
+        }
+        let decoded: Vec<(std::borrow::Cow<'_, [u8]>, Range<usize>)> = fmt
+            .fields
+            .iter()
+            .map(|f| {
+                let quoted = &input[f.key_in.clone()];
+                let key = match string_bytes(quoted) {
+                    Some(k) => k,
+                    None => quoted[1..quoted.len().saturating_sub(1).max(1)].into(),
+                };
+                (
+                    key,
+                    f.value_in.start - rec_start..f.value_in.end - rec_start,
+                )
+            })
+            .collect();
+        Self::collect(decoded.iter().map(|(k, v)| (k.as_ref(), v.clone())))
     }
 
     /// The object has a top-level `op`: it is a request, not a record.

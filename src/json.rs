@@ -320,6 +320,9 @@ pub struct Formatter {
     /// member (or element) and one indentation before it stops. A sink
     /// that keeps nothing never trips it.
     pub output_limit: Option<usize>,
+    /// A top-level key of the last value was written with an escape
+    /// (`"\u0073uccess"`): its raw spelling is not its name.
+    pub escaped_keys: bool,
 }
 
 /// [`Formatter::output_limit`]'s check, where indentation is written.
@@ -449,8 +452,19 @@ fn push_char<S: Sink>(out: &mut S, cp: u32) {
 /// Parses the string whose opening quote is at `i`, writing it re-escaped.
 /// Returns the offset after the closing quote.
 #[inline(always)]
-fn string<S: Sink>(input: &[u8], mut i: usize, out: &mut S) -> Result<usize, JsonError> {
+fn string<S: Sink>(input: &[u8], i: usize, out: &mut S) -> Result<usize, JsonError> {
+    string_escaped(input, i, out).map(|(end, _)| end)
+}
+
+/// [`string`], also telling whether the string held an escape.
+#[inline(always)]
+fn string_escaped<S: Sink>(
+    input: &[u8],
+    mut i: usize,
+    out: &mut S,
+) -> Result<(usize, bool), JsonError> {
     debug_assert_eq!(input[i], b'"');
+    let mut escaped = false;
     out.push(b'"');
     i += 1;
     loop {
@@ -476,12 +490,13 @@ fn string<S: Sink>(input: &[u8], mut i: usize, out: &mut S) -> Result<usize, Jso
         match b {
             b'"' => {
                 out.push(b'"');
-                return Ok(i + 1);
+                return Ok((i + 1, escaped));
             }
             b'\\' => {
                 let Some(&e) = input.get(i + 1) else {
                     return Err(JsonError::Incomplete);
                 };
+                escaped = true;
                 i += 2;
                 match e {
                     b'"' => out.extend(b"\\\""),
@@ -753,6 +768,7 @@ impl Formatter {
     ) -> Result<Formatted, JsonError> {
         self.stack.clear();
         self.fields.clear();
+        self.escaped_keys = false;
         let base = out.len();
         let limit = self.output_limit.unwrap_or(usize::MAX);
         let mut coerced = false;
@@ -1004,7 +1020,7 @@ impl Formatter {
             }
         }
         let out_start = out.len();
-        let end = string(input, i, out)?;
+        let (end, escaped) = string_escaped(input, i, out)?;
         if self.stack.len() == 1 {
             // A discarding sink has no output coordinates.
             let key_out = if out.len() > out_start {
@@ -1013,6 +1029,7 @@ impl Formatter {
                 0..0
             };
             *member_key = (key_out, i..end);
+            self.escaped_keys |= escaped;
         }
         let j = skip_ws(input, end);
         match input.get(j) {

@@ -1023,7 +1023,7 @@ fn scan(
                         offset: here,
                         len: (f.end - pos) as u64,
                     };
-                    let meta = RawMeta::from_input(&buf, &fmt.fields, pos);
+                    let meta = RawMeta::from_scanned(&buf, &fmt, pos);
                     on_record(rec, &buf[pos..f.end], &meta);
                     out.records += 1;
                     out.content_end = here + rec.len;

@@ -453,3 +453,20 @@ fn a_record_repeating_one_timing_name_does_not_stall_the_writer() {
     assert_eq!(a["count"], 1, "{a}");
     assert_eq!(a["max"], 2.0, "{a}");
 }
+
+/// Keys written with escapes in a taken-over file (`"\u0073uccess"`) are
+/// read as `json.load` reads them: the record counts as successful.
+#[test]
+fn escaped_keys_in_a_taken_over_file_are_indexed_decoded() {
+    let dir = TempDir::new();
+    fs::write(
+        dir.join("log.json"),
+        "[\n  {\n    \"\\u0073uccess\": true,\n    \"st\\u0061ge\": \"completed\"\n  }\n]",
+    )
+    .unwrap();
+    let d = Daemon::start(&dir, &[]);
+    let s = d.request("stats")["stats"].clone();
+    assert_eq!(s["successful"], 1, "{s}");
+    assert_eq!(s["stages"]["completed"], 1, "{s}");
+    assert_eq!(d.request(r#"{"op":"jobs","success":true}"#)["count"], 1);
+}
