@@ -47,18 +47,30 @@ fn peers_not_on_the_allow_lists_get_one_error_and_are_closed() {
     assert_eq!(d.request("ping")["ok"], true);
 }
 
-#[test]
-fn another_user_is_refused_unless_allowed() {
+/// Can this test make users and act as them (root, and `tools` found)?
+/// Prints why not.
+fn can_act_as_others(tools: &[&str]) -> bool {
     if uid() != 0 {
         eprintln!("SKIPPED: creating a test user needs root");
-        return;
+        return false;
     }
-    let have = |t: &str| Command::new(t).arg("--help").output().is_ok();
-    if !have("useradd") || !have("setpriv") {
-        eprintln!("SKIPPED: useradd and setpriv are needed (passwd, util-linux)");
-        return;
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| Command::new(t).arg("--help").output().is_err())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIPPED: {} needed (passwd, util-linux, socat)",
+            missing.join(", ")
+        );
+        return false;
     }
-    let name = "joblogd-test";
+    true
+}
+
+/// A system user with no home and no shell (kept if it exists).
+fn add_system_user(name: &str) {
     let _ = Command::new("useradd")
         .args([
             "--system",
@@ -68,6 +80,15 @@ fn another_user_is_refused_unless_allowed() {
             name,
         ])
         .status();
+}
+
+#[test]
+fn another_user_is_refused_unless_allowed() {
+    if !can_act_as_others(&["useradd", "setpriv"]) {
+        return;
+    }
+    let name = "joblogd-test";
+    add_system_user(name);
     let id = |flag: &str| -> u32 {
         let o = Command::new("id").args([flag, name]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
@@ -149,26 +170,12 @@ fn stamp_peer_and_admin_only_clear() {
 /// while the daemon is stopped, as during a restart).
 #[test]
 fn a_supplementary_group_member_is_let_in_even_after_it_exited() {
-    if uid() != 0 {
-        eprintln!("SKIPPED: creating a test user and group needs root");
-        return;
-    }
-    let have = |t: &str| Command::new(t).arg("--help").output().is_ok();
-    if !have("useradd") || !have("groupadd") || !have("setpriv") || !have("socat") {
-        eprintln!("SKIPPED: useradd, groupadd, setpriv and socat are needed");
+    if !can_act_as_others(&["useradd", "groupadd", "setpriv", "socat"]) {
         return;
     }
     let (user, group) = ("joblogd-test", "joblogd-testg");
     let _ = Command::new("groupadd").args(["--system", group]).status();
-    let _ = Command::new("useradd")
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            user,
-        ])
-        .status();
+    add_system_user(user);
     let id = |args: &[&str]| -> String {
         let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_string()

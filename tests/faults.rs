@@ -89,22 +89,49 @@ fn a_failed_fsync_is_never_taken_for_success() {
     check_fault("fsync");
 }
 
+/// A daemon whose every write fails with ENOSPC (until `fault` is
+/// removed), with a byte budget of `budget` and batches of `batch` bytes.
+fn full_disk(
+    dir: &TempDir,
+    budget: &str,
+    batch: &str,
+    more: &[&str],
+) -> (Daemon, std::path::PathBuf) {
+    let fault = dir.join("fault");
+    fs::write(&fault, "enospc").unwrap();
+    let mut args = vec![
+        "--fault-file",
+        fault.to_str().unwrap(),
+        "--max-pending-bytes",
+        budget,
+        "--batch-max-bytes",
+        batch,
+    ];
+    args.extend_from_slice(more);
+    let d = Daemon::start(dir, &args);
+    (d, fault)
+}
+
+/// [`full_disk`] with a 1 MiB budget and 256 KiB batches.
+fn full_disk_with_a_1_mib_budget(dir: &TempDir) -> (Daemon, std::path::PathBuf) {
+    full_disk(dir, "1048576", "262144", &[])
+}
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
 #[test]
 fn a_failing_disk_applies_backpressure_within_the_memory_bound() {
     let dir = TempDir::new();
-    let fault = dir.join("fault");
-    fs::write(&fault, "enospc").unwrap();
-    let d = Daemon::start(
-        &dir,
-        &[
-            "--fault-file",
-            fault.to_str().unwrap(),
-            "--max-pending-bytes",
-            "1048576",
-            "--batch-max-bytes",
-            "262144",
-        ],
-    );
+    let (d, fault) = full_disk_with_a_1_mib_budget(&dir);
     let s = d.connect();
     s.set_write_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
@@ -131,13 +158,7 @@ fn a_failing_disk_applies_backpressure_within_the_memory_bound() {
     let p = d.request("ping");
     // Held in memory: at most the budget (about 1 MiB of ~1.1 KB records).
     assert!(p["pending"].as_u64().unwrap() < 2000, "{p}");
-    let rss = fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-    let kb: u64 = rss
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let kb = rss_kib(d.pid());
     eprintln!(
         "held {} records, daemon RSS {kb} KiB while the disk was full",
         p["pending"]
@@ -260,15 +281,21 @@ fn a_read_only_log_and_directory_are_an_error_not_a_crash_and_recover() {
     assert_eq!(ids(&d.log), vec!["a", "b"]);
 }
 
-#[test]
-fn a_writer_that_dies_makes_the_daemon_exit_1_with_the_file_intact() {
-    let dir = TempDir::new();
+/// A daemon with the fault seam armed but idle, and record `a` written.
+fn one_record_written(dir: &TempDir) -> (Daemon, std::path::PathBuf) {
     let fault = dir.join("fault");
-    let mut d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    let d = Daemon::start(dir, &["--fault-file", fault.to_str().unwrap()]);
     assert_eq!(
         d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
         true
     );
+    (d, fault)
+}
+
+#[test]
+fn a_writer_that_dies_makes_the_daemon_exit_1_with_the_file_intact() {
+    let dir = TempDir::new();
+    let (mut d, fault) = one_record_written(&dir);
     // The next write panics inside the writer (test seam): the record is
     // not acknowledged, and the daemon stops instead of refusing records
     // forever, so that systemd (Restart=on-failure) starts a working one.
@@ -406,12 +433,7 @@ fn a_shutdown_that_gives_records_up_exits_1() {
 /// does; it used to go on accepting records it could never write.
 fn a_writer_that_dies_during(trigger: &str) {
     let dir = TempDir::new();
-    let fault = dir.join("fault");
-    let mut d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
-    assert_eq!(
-        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
-        true
-    );
+    let (mut d, fault) = one_record_written(&dir);
     fs::write(&fault, "panic").unwrap();
     let mut c = Client::new(d.connect());
     c.send(r#"{"id":"b"}"#);
@@ -495,29 +517,8 @@ fn a_file_grown_underneath_is_a_valid_array_after_the_next_ack() {
 #[test]
 fn many_connections_held_back_stay_within_the_budget() {
     let dir = TempDir::new();
-    let fault = dir.join("fault");
-    fs::write(&fault, "enospc").unwrap();
-    let d = Daemon::start(
-        &dir,
-        &[
-            "--fault-file",
-            fault.to_str().unwrap(),
-            "--max-pending-bytes",
-            "1048576",
-            "--batch-max-bytes",
-            "262144",
-        ],
-    );
-    let rss = |pid: i32| -> u64 {
-        fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
-    let before = rss(d.pid());
+    let (d, fault) = full_disk_with_a_1_mib_budget(&dir);
+    let before = rss_kib(d.pid());
     // Deeply nested: indentation makes each record print ~20 times larger
     // than its line, so a read's worth of lines is over 1 MiB printed.
     let line = format!(
@@ -538,7 +539,7 @@ fn many_connections_held_back_stay_within_the_budget() {
         .collect();
     let socks: Vec<_> = writers.into_iter().map(|h| h.join().unwrap()).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss(d.pid());
+    let after = rss_kib(d.pid());
     eprintln!("RSS {before} KiB before, {after} KiB with 100 connections held back");
     assert!(
         after.saturating_sub(before) < 40 * 1024,
@@ -550,6 +551,32 @@ fn many_connections_held_back_stay_within_the_budget() {
     assert_eq!(d.request("flush"), json!({"ok": true}));
 }
 
+/// A daemon whose disk fails (`enospc`) with a budget of about 90 records
+/// of 1 KB, a 1 s grace period, and a connection that has sent it 200
+/// such records followed by `extra` (all of it fits in the socket's and
+/// the daemon's buffers): once this returns, the budget is used up and the
+/// connection holds the rest back.
+fn held_back(dir: &TempDir, extra: &str) -> (Daemon, std::os::unix::net::UnixStream) {
+    let (d, _) = full_disk(dir, "100000", "50000", &["--shutdown-timeout-ms", "1000"]);
+    let s = d.connect();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let line = format!(r#"{{"id":"x","pad":"{}"}}"#, "p".repeat(1000));
+    let mut all: String = (0..200).map(|_| format!("{line}\n")).collect();
+    all.push_str(extra);
+    // Sent from a thread: the caller may read replies meanwhile.
+    let mut w = s.try_clone().unwrap();
+    let sent = std::thread::spawn(move || std::io::Write::write_all(&mut w, all.as_bytes()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.request("ping")["pending"].as_u64().unwrap_or(0) < 50 {
+        assert!(std::time::Instant::now() < deadline, "nothing pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sent.join().unwrap().expect("everything sent");
+    assert!(d.request("ping")["pending"].as_u64().unwrap_or(0) < 200);
+    s.set_write_timeout(None).unwrap();
+    (d, s)
+}
+
 /// Records a connection has read but holds back for the byte budget (the
 /// disk failing) when the shutdown's grace period runs out are handed to
 /// the writer, not lost with the connection: here the disk never
@@ -557,34 +584,7 @@ fn many_connections_held_back_stay_within_the_budget() {
 #[test]
 fn records_held_back_at_the_end_of_the_grace_period_reach_the_writer() {
     let dir = TempDir::new();
-    let fault = dir.join("fault");
-    fs::write(&fault, "enospc").unwrap();
-    let d = Daemon::start(
-        &dir,
-        &[
-            "--fault-file",
-            fault.to_str().unwrap(),
-            "--max-pending-bytes",
-            "100000",
-            "--batch-max-bytes",
-            "50000",
-            "--shutdown-timeout-ms",
-            "1000",
-        ],
-    );
-    let s = d.connect();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut c = Client::new(s);
-    let line = format!(r#"{{"id":"x","pad":"{}"}}"#, "p".repeat(1000));
-    let all: String = (0..200).map(|_| format!("{line}\n")).collect();
-    std::io::Write::write_all(c.writer(), all.as_bytes()).expect("all 200 sent");
-    // The budget holds about 90 of them; the rest wait in the connection.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while d.request("ping")["pending"].as_u64().unwrap_or(0) < 50 {
-        assert!(std::time::Instant::now() < deadline, "nothing pending");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(d.request("ping")["pending"].as_u64().unwrap_or(0) < 200);
+    let (d, s) = held_back(&dir, "");
     let logs = d.stderr.clone();
     let status = d.stop();
     let logs = fs::read_to_string(logs).unwrap_or_default();
@@ -593,7 +593,7 @@ fn records_held_back_at_the_end_of_the_grace_period_reach_the_writer() {
         logs.contains("Gave up flushing at shutdown; records not written. records=200"),
         "every record read is accounted for:\n{logs}"
     );
-    drop(c);
+    drop(s);
 }
 
 /// After the grace period a reply that can be queued is still sent: the
@@ -602,49 +602,16 @@ fn records_held_back_at_the_end_of_the_grace_period_reach_the_writer() {
 /// reads them all (and with them acks, which clients resend: duplicates).
 #[test]
 fn replies_after_the_grace_period_are_not_dropped_for_a_reading_client() {
-    let dir = TempDir::new();
-    let fault = dir.join("fault");
-    fs::write(&fault, "enospc").unwrap();
-    let d = Daemon::start(
-        &dir,
-        &[
-            "--fault-file",
-            fault.to_str().unwrap(),
-            "--max-pending-bytes",
-            "100000",
-            "--batch-max-bytes",
-            "50000",
-            "--shutdown-timeout-ms",
-            "1000",
-        ],
-    );
-    let s = d.connect();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let reader = s.try_clone().unwrap();
-    let got = std::thread::spawn(move || {
-        let mut n = 0;
-        for l in std::io::BufRead::lines(std::io::BufReader::new(reader)) {
-            let Ok(l) = l else { break };
-            let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
-            if v["ok"] == false {
-                n += 1;
-            }
-        }
-        n
-    });
-    let line = format!(r#"{{"id":"x","pad":"{}"}}"#, "p".repeat(1000));
-    let mut all: String = (0..200).map(|_| format!("{line}\n")).collect();
     const BAD: usize = 40;
-    for _ in 0..BAD {
-        all.push_str("[1]\n"); // one not_an_object error reply each
-    }
-    let mut w = s;
-    std::io::Write::write_all(&mut w, all.as_bytes()).expect("all sent");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while d.request("ping")["pending"].as_u64().unwrap_or(0) < 50 {
-        assert!(std::time::Instant::now() < deadline, "nothing pending");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let dir = TempDir::new();
+    // One not_an_object error reply each.
+    let (d, s) = held_back(&dir, &"[1]\n".repeat(BAD));
+    let got = std::thread::spawn(move || {
+        std::io::BufRead::lines(std::io::BufReader::new(s))
+            .map_while(Result::ok)
+            .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["ok"] == false))
+            .count()
+    });
     let _ = d.stop();
     let n = got.join().unwrap();
     assert_eq!(

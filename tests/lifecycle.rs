@@ -117,17 +117,22 @@ fn sigterm_mid_stream_keeps_every_record_read_and_exits_zero() {
     assert!(!dir.join("s.sock").exists(), "socket removed");
 }
 
+/// Starts a second daemon on `d`'s socket with another log file, expecting
+/// it to stop at once: its status and stderr.
+fn second_daemon_on(d: &Daemon, dir: &TempDir) -> (std::process::ExitStatus, String) {
+    run_expect_exit(&[
+        "--socket",
+        d.socket.to_str().unwrap(),
+        "--log-file",
+        dir.join("other.json").to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn a_second_daemon_on_the_same_socket_or_file_exits_1() {
     let dir = TempDir::new();
     let d = Daemon::start(&dir, &[]);
-    let sock = d.socket.to_str().unwrap().to_string();
-    let (st, err) = run_expect_exit(&[
-        "--socket",
-        &sock,
-        "--log-file",
-        dir.join("other.json").to_str().unwrap(),
-    ]);
+    let (st, err) = second_daemon_on(&d, &dir);
     assert_eq!(st.code(), Some(1));
     assert!(err.contains("another joblogd is already serving"), "{err}");
     let (st, err) = run_expect_exit(&[
@@ -153,13 +158,7 @@ fn a_live_socket_is_never_taken_for_stale_or_removed_by_another() {
     let d = Daemon::start(&dir, &[]);
     let lock = dir.join("s.sock.lock");
     fs::remove_file(&lock).unwrap();
-    let sock = d.socket.to_str().unwrap().to_string();
-    let (st, err) = run_expect_exit(&[
-        "--socket",
-        &sock,
-        "--log-file",
-        dir.join("other.json").to_str().unwrap(),
-    ]);
+    let (st, err) = second_daemon_on(&d, &dir);
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains("although its lock file"), "{err}");
     assert_eq!(d.request("ping")["log_file"], d.log.to_str().unwrap());
