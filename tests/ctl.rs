@@ -539,3 +539,50 @@ fn snapshot_and_export_to_standard_output_and_bad_paths_named() {
         );
     }
 }
+
+/// `joblogctl jobs` prints records as they arrive: its memory does not
+/// grow with the answer (it held the whole reply, parsed twice: about 109
+/// MB for 100,000 small records, now about 14 MB). Measured by Python's
+/// `RUSAGE_CHILDREN`: a child forked from this test process would count
+/// its pages.
+#[test]
+fn jobs_streams_a_large_answer() {
+    let dir = TempDir::new();
+    let recs: Vec<String> = (0..100_000)
+        .map(|i| {
+            format!(
+                r#"{{"video_id":"v{i}","success":true,"pad":"{}"}}"#,
+                "x".repeat(100)
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("log.json"), format!("[{}]", recs.join(","))).unwrap();
+    drop(recs);
+    let d = Daemon::start(&dir, &[]);
+    let o = crate::util::python(
+        "import resource, subprocess, sys\n\
+         out = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, check=True).stdout\n\
+         print(out.count(b'\\n'), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n",
+        &[
+            env!("CARGO_BIN_EXE_joblogctl"),
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "jobs",
+            "--format",
+            "ndjson",
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut it = text
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap_or(0));
+    let (lines, peak_kib) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    eprintln!("joblogctl jobs: {lines} records, {peak_kib} KiB peak");
+    assert_eq!(lines, 100_000);
+    assert!(peak_kib < 40 * 1024, "peak {peak_kib} KiB");
+}

@@ -249,15 +249,118 @@ impl Conn {
         Ok((v, line))
     }
 
+    /// Reads the start of an answer whose records come in array `key`
+    /// (`{"ok":true,"count":N,"total":M,"<key>":[`), up to and including
+    /// its `[`, and returns its other members; the records are then read
+    /// one at a time with [`Conn::each_element`], so the whole answer (a
+    /// large log's) is never held. An error reply is returned as such.
+    fn answer_head(&mut self, key: &str) -> Result<Value, Fail> {
+        let mut head = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            if self.r.read(&mut b)? == 0 {
+                return Err(Fail(
+                    1,
+                    "joblogctl: the daemon closed the connection".into(),
+                ));
+            }
+            head.push(b[0]);
+            if b[0] == b'\n' || (b[0] == b'[' && head.starts_with(b"{\"ok\":true")) {
+                break;
+            }
+        }
+        if head.last() == Some(&b'[') {
+            // Close it to read the members before the records.
+            let mut text = head.clone();
+            text.extend_from_slice(b"]}");
+            let v: Value = serde_json::from_slice(&text)
+                .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
+            if v.get(key).is_some() {
+                return Ok(v);
+            }
+            return Err(Fail(1, format!("joblogctl: bad reply: no {key}")));
+        }
+        let mut line = String::from_utf8_lossy(&head).into_owned();
+        if !line.ends_with('\n') {
+            self.r.read_line(&mut line)?;
+        }
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
+        let code = v["error"]["code"].as_str().unwrap_or("error");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        Err(Fail(1, format!("joblogd: {code}: {msg}")))
+    }
+
+    /// After [`Conn::answer_head`]: each element of the array, as the bytes
+    /// the daemon sent (compact JSON), until its `]`.
+    fn each_element(
+        &mut self,
+        mut each: impl FnMut(&[u8]) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        let mut elem = Vec::new();
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        loop {
+            let chunk = self.r.fill_buf()?;
+            if chunk.is_empty() {
+                return Err(Fail(
+                    1,
+                    "joblogctl: the daemon closed the connection in the middle of its answer"
+                        .into(),
+                ));
+            }
+            let mut used = 0;
+            let mut done = false;
+            for &b in chunk {
+                used += 1;
+                if in_string {
+                    elem.push(b);
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => {
+                        in_string = true;
+                        elem.push(b);
+                    }
+                    b'{' | b'[' => {
+                        depth += 1;
+                        elem.push(b);
+                    }
+                    b'}' | b']' if depth > 0 => {
+                        depth -= 1;
+                        elem.push(b);
+                    }
+                    b']' => {
+                        done = true;
+                        break;
+                    }
+                    b',' if depth == 0 => {
+                        each(&elem)?;
+                        elem.clear();
+                    }
+                    b' ' | b'\t' | b'\r' | b'\n' if depth == 0 => {}
+                    _ => elem.push(b),
+                }
+            }
+            self.r.consume(used);
+            if done {
+                if !elem.is_empty() {
+                    each(&elem)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+
     fn ask(&mut self, v: Value) -> Result<Value, Fail> {
         self.send(&v)?;
         self.reply()
-    }
-
-    /// [`Conn::ask`] with the reply's line (see [`Conn::reply_raw`]).
-    fn ask_raw(&mut self, v: Value) -> Result<(Value, String), Fail> {
-        self.send(&v)?;
-        self.reply_raw()
     }
 }
 
@@ -603,39 +706,34 @@ fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail>
     if let Some(f) = &a.fields {
         q["fields"] = json!(f);
     }
-    let (v, line) = c.ask_raw(q)?;
-    let empty = vec![];
-    let jobs = v["jobs"].as_array().unwrap_or(&empty);
-    // The records as the daemon sent them (compact, as in the file): a
-    // `Value` would sort their keys and rewrite their numbers (`1e2` as
-    // `100.0`, a 30-digit integer rounded).
-    let raw = || -> Result<Vec<&serde_json::value::RawValue>, Fail> {
-        let reply: std::collections::HashMap<&str, &serde_json::value::RawValue> =
-            serde_json::from_str(&line)
-                .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
-        match reply.get("jobs") {
-            Some(jobs) => serde_json::from_str(jobs.get())
-                .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}"))),
-            None => Ok(Vec::new()),
-        }
-    };
+    c.send(&q)?;
+    let head = c.answer_head("jobs")?;
+    let bad = |e: joblogd::json::JsonError| Fail(1, format!("joblogctl: bad record in reply: {e}"));
     match format {
         Format::Json => {
             // As the log file prints them: Python's indent=2.
-            let mut text = Vec::new();
             let mut fmt = joblogd::json::Formatter::new();
-            for (i, j) in raw()?.iter().enumerate() {
-                text.extend_from_slice(if i == 0 { b"[\n  " } else { b",\n  " });
-                fmt.pretty(j.get().as_bytes(), &mut text)
-                    .map_err(|e| Fail(1, format!("joblogctl: bad record in reply: {e}")))?;
-            }
-            text.extend_from_slice(if text.is_empty() { b"[]\n" } else { b"\n]\n" });
-            out.write_all(&text)?;
+            let mut text = Vec::new();
+            let mut first = true;
+            c.each_element(|j| {
+                text.clear();
+                text.extend_from_slice(if first { b"[\n  " } else { b",\n  " });
+                first = false;
+                fmt.pretty(j, &mut text).map_err(bad)?;
+                out.write_all(&text)?;
+                Ok(())
+            })?;
+            out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
         }
         Format::Ndjson => {
-            for j in raw()? {
-                writeln!(out, "{}", j.get())?;
-            }
+            // The records as the daemon sent them (compact, as in the
+            // file): a `Value` would sort their keys and rewrite their
+            // numbers (`1e2` as `100.0`, a 30-digit integer rounded).
+            c.each_element(|j| {
+                out.write_all(j)?;
+                out.write_all(b"\n")?;
+                Ok(())
+            })?;
         }
         _ => {
             let headers: Vec<String> = a.fields.clone().unwrap_or_else(|| {
@@ -652,13 +750,18 @@ fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail>
                 .map(|s| s.to_string())
                 .collect()
             });
-            let rows: Vec<Vec<String>> = jobs
-                .iter()
-                .map(|j| headers.iter().map(|h| text(&j[h])).collect())
-                .collect();
+            // A table needs every row for its widths; only the cells are
+            // kept, not the records.
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            c.each_element(|j| {
+                let v: Value = serde_json::from_slice(j)
+                    .map_err(|e| Fail(1, format!("joblogctl: bad record in reply: {e}")))?;
+                rows.push(headers.iter().map(|h| text(&v[h])).collect());
+                Ok(())
+            })?;
             write!(out, "{}", table(&headers, &rows))?;
             if tty() {
-                writeln!(out, "{} of {} matching", v["count"], v["total"])?;
+                writeln!(out, "{} of {} matching", head["count"], head["total"])?;
             }
         }
     }
