@@ -423,6 +423,17 @@ async fn refuse(mut stream: tokio::net::UnixStream, peer: Option<Peer>) {
     let _ = stream.shutdown().await;
 }
 
+/// SIGHUP: binds the socket again if its file is gone.
+fn rebind_now(bound: &mut Bound) {
+    match bound.rebind() {
+        Ok(true) => {
+            tracing::info!(socket = %bound.path().display(), "Socket file was gone; bound it again.");
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "Binding the socket again failed."),
+    }
+}
+
 /// Accepts connections until `shutdown` completes, then tells every
 /// connection to finish (read what its client already sent, answer it) and
 /// waits up to `grace` for them. Returns the bound socket, so the caller
@@ -443,22 +454,24 @@ pub async fn serve(
     loop {
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
+        // SIGHUP's re-bind is served while every connection slot is taken
+        // too: new clients cannot even queue while the socket file is gone.
         let permit = tokio::select! {
             _ = &mut shutdown => break,
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
+            Some(()) = rebind.recv() => {
+                rebind_now(&mut bound);
+                continue;
+            }
         };
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             r = bound.listener.inner().accept() => r,
             Some(()) = rebind.recv() => {
-                match bound.rebind() {
-                    Ok(true) => tracing::info!(socket = %bound.path().display(), "Socket file was gone; bound it again."),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "Binding the socket again failed."),
-                }
+                rebind_now(&mut bound);
                 continue;
             }
         };

@@ -483,6 +483,31 @@ fn a_deleted_socket_file_is_reported_and_sighup_binds_it_again() {
     assert_eq!(read_log(&d.log).len(), 1);
 }
 
+/// SIGHUP binds a deleted socket again while every connection slot is
+/// taken: the re-bind used to wait for a free slot.
+#[test]
+fn sighup_binds_the_socket_again_while_every_slot_is_taken() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--max-connections", "1"]);
+    let mut open = Client::new(d.connect());
+    open.send("ping");
+    assert_eq!(open.reply()["ok"], true);
+    fs::remove_file(&d.socket).unwrap();
+    d.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::symlink_metadata(&d.socket)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+    {
+        assert!(Instant::now() < deadline, "not bound again:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A client queued meanwhile is served once the slot is free.
+    let mut waiting = Client::new(d.connect());
+    waiting.send(r#"{"op":"log","job":{"after":"rebind"},"ack":true}"#);
+    drop(open);
+    assert_eq!(waiting.reply()["ok"], true);
+}
+
 #[test]
 fn a_deleted_log_file_is_reported_and_sighup_starts_a_fresh_one() {
     let dir = TempDir::new();
