@@ -428,10 +428,16 @@ fn table(headers: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A table cell: one line, no control characters (a tab or a carriage
+/// return in a value would break the columns, an escape sequence the
+/// terminal).
 fn text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
-        Value::String(s) => s.replace('\n', " "),
+        Value::String(s) => s
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
         other => other.to_string(),
     }
 }
@@ -894,4 +900,16 @@ fn is_request(line: &[u8]) -> bool {
         && fields.iter().any(|(k, _)| {
             joblogd::index::string_bytes(&line[k.clone()]).is_some_and(|s| *s == *b"op")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_hold_no_control_characters() {
+        assert_eq!(text(&json!("a\tb\r\nc\u{1b}[31m")), "a b  c [31m");
+        assert_eq!(text(&json!(null)), "");
+        assert_eq!(text(&json!(1.5)), "1.5");
+    }
 }
