@@ -586,3 +586,30 @@ fn jobs_streams_a_large_answer() {
     assert_eq!(lines, 100_000);
     assert!(peak_kib < 40 * 1024, "peak {peak_kib} KiB");
 }
+
+/// `joblogctl log` into a daemon that goes away mid-file says how far it
+/// got (it said only "Broken pipe").
+#[test]
+fn log_says_how_far_it_got_when_the_daemon_goes_away() {
+    let dir = TempDir::new();
+    let file = dir.join("many.ndjson");
+    let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(200));
+    std::fs::write(&file, line.repeat(400_000)).unwrap();
+    let d = Daemon::start(&dir, &[]);
+    let child = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "log",
+            file.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the daemon closed the connection"), "{err}");
+}

@@ -820,6 +820,17 @@ fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
     let (mut lines, mut sent, mut last_pct) = (0u64, 0u64, 101u64);
     let (mut skipped, mut blank) = (0u64, 0u64);
     let mut buf = Vec::new();
+    // The daemon went away mid-file (stopped, restarted): say how far the
+    // file got, not just "Broken pipe".
+    let gone = |lines: u64, e: io::Error| {
+        Fail(
+            1,
+            format!(
+                "joblogctl: the daemon closed the connection after {lines} records were sent ({e}); \
+                 those not confirmed may not be logged: check with `joblogctl jobs`, or send the rest again"
+            ),
+        )
+    };
     loop {
         buf.clear();
         let n = input.read_until(b'\n', &mut buf)?;
@@ -835,7 +846,7 @@ fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
                 "line {}: a request (a top-level \"op\" or a bare word), not a record: not sent",
                 lines + skipped + blank
             );
-            c.w.write_all(b"\n")?;
+            c.w.write_all(b"\n").map_err(|e| gone(lines, e))?;
             sent += n as u64;
             continue;
         }
@@ -844,7 +855,7 @@ fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
         } else {
             lines += 1;
         }
-        c.w.write_all(&buf)?;
+        c.w.write_all(&buf).map_err(|e| gone(lines, e))?;
         sent += n as u64;
         if progress && let Some(total) = size {
             let pct = sent * 100 / total.max(1);
