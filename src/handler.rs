@@ -175,6 +175,7 @@ pub async fn handle(
         permit: None,
         shutdown: shutdown.clone(),
         replies_abandoned: false,
+        stopping_since: None,
     };
     let shared = Arc::clone(&session.shared);
     let stopping = shutdown.clone();
@@ -217,6 +218,8 @@ struct Session {
     /// The client left its replies unread past the shutdown's grace: later
     /// replies are dropped, so the rest of what it sent is still handled.
     replies_abandoned: bool,
+    /// When this connection saw the shutdown begin.
+    stopping_since: Option<Instant>,
 }
 
 async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::Receiver<bool>) {
@@ -257,6 +260,7 @@ async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: watch::R
             }
         }
         if stopping {
+            s.stopping_since.get_or_insert_with(Instant::now);
             // Take exactly what the client had already sent when shutdown
             // began (the bytes queued in the socket), then finish as at end
             // of input. A client that keeps writing cannot hold us here.
@@ -862,10 +866,23 @@ async fn queue(s: &mut Session, r: Reply) {
     let half_grace = s.shared.grace / 2;
     let mut shutdown = s.shutdown.clone();
     let mut expired = s.shared.expired.subscribe();
+    // Counted from when shutdown began (as this connection saw it), not
+    // from this reply: a client reading a reply now and then must not
+    // postpone it reply by reply.
+    if *s.shutdown.borrow() {
+        s.stopping_since.get_or_insert_with(Instant::now);
+    }
+    let since = s.stopping_since;
     let give_up = async move {
         let half = async {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-            tokio::time::sleep(half_grace).await;
+            let since = match since {
+                Some(t) => t,
+                None => {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                    Instant::now()
+                }
+            };
+            tokio::time::sleep_until((since + half_grace).into()).await;
         };
         tokio::select! {
             () = half => {}
