@@ -557,7 +557,12 @@ pub fn truthy(v: &[u8]) -> bool {
 /// skipped, as the filtered `stats` path skips it), with the key's range
 /// (quotes included). The general path behind [`flat_numbers`].
 fn timing_members(t: &[u8], scratch: &mut Formatter, mut each: impl FnMut(Range<usize>, f64)) {
-    if scratch.validate(t, 0, 64, true).is_err() {
+    // As deep as a record may be: a deeply nested member must not cost the
+    // others (a limit of 64 dropped every timing of such a record).
+    if scratch
+        .validate(t, 0, crate::json::MAX_RECORD_DEPTH, true)
+        .is_err()
+    {
         return;
     }
     // The last member of each name wins before values are judged: a name

@@ -470,3 +470,20 @@ fn escaped_keys_in_a_taken_over_file_are_indexed_decoded() {
     assert_eq!(s["stages"]["completed"], 1, "{s}");
     assert_eq!(d.request(r#"{"op":"jobs","success":true}"#)["count"], 1);
 }
+
+/// A timing member nested deeply (but within the record's own depth
+/// limit) costs only itself: every other timing of the record counts.
+#[test]
+fn a_deeply_nested_timing_member_costs_only_itself() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let r = d.request(&format!(
+        r#"{{"op":"log","ack":true,"job":{{"subject":"AI","success":true,"timings":{{"fetch":2.5,"debug":{deep}}}}}}}"#
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+    for q in [r#"{"op":"stats"}"#, r#"{"op":"stats","subject":"AI"}"#] {
+        let t = d.request(q)["stats"]["timings"].clone();
+        assert_eq!(t["fetch"]["count"], 1, "{q}: {t}");
+    }
+}

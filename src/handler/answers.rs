@@ -316,7 +316,11 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<(Value, u64)> {
         let Some(t) = fields(&mut skimmed, rec, &["timings"])[0] else {
             continue;
         };
-        if t.first() != Some(&b'{') || inner.validate(t, 0, 64, true).is_err() {
+        if t.first() != Some(&b'{')
+            || inner
+                .validate(t, 0, crate::json::MAX_RECORD_DEPTH, true)
+                .is_err()
+        {
             continue;
         }
         let mut members: Vec<_> = Vec::with_capacity(inner.fields.len());
