@@ -822,11 +822,13 @@ async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> 
     // The chunk's share goes with it; what was taken ahead goes back, so
     // an idle connection holds no permits.
     let used = s.chunk.len().min(s.shared.budget_total);
-    let permit = match s.permit.as_mut() {
-        Some(p) if p.num_permits() > used => p.split(used),
-        _ => s.permit.take(),
-    };
-    s.permit = None;
+    let permit = s
+        .permit
+        .take()
+        .and_then(|mut p| match p.num_permits() > used {
+            true => p.split(used),
+            false => Some(p),
+        });
     // The next chunk starts with room for as much as this one held, so a
     // busy connection does not regrow its buffer from nothing every read.
     let next = s

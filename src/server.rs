@@ -190,9 +190,8 @@ const LAST_CALL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Bound {
     listener: Listener,
-    path: PathBuf,
-    /// The socket file we bound: only that file is ours to report as
-    /// present or to remove.
+    /// The socket file we bound (its path, device and inode): only that
+    /// file is ours to report as present or to remove.
     file: SocketFile,
     /// None when the socket came from systemd, which owns its file.
     lock: Option<SocketLock>,
@@ -210,7 +209,6 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
     Ok(Bound {
         listener,
         file: SocketFile::new(&path, id, false),
-        path,
         lock: Some(lock),
         mode,
     })
@@ -349,7 +347,6 @@ pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindE
     Ok(Bound {
         listener,
         file: SocketFile::new(&path, None, true),
-        path,
         lock: None,
         mode: 0,
     })
@@ -357,7 +354,7 @@ pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindE
 
 impl Bound {
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
     /// The socket came from systemd.
@@ -384,7 +381,7 @@ impl Bound {
         if self.at_path() {
             return Ok(false);
         }
-        let (listener, id) = listen(&self.path, self.mode)?;
+        let (listener, id) = listen(&self.file.path, self.mode)?;
         self.listener = listener;
         self.file.set(id);
         Ok(true)
@@ -393,7 +390,7 @@ impl Bound {
     /// The group of the socket file: workers in it may connect by default.
     pub fn group(&self) -> Option<u32> {
         use std::os::unix::fs::MetadataExt;
-        fs::metadata(&self.path).ok().map(|m| m.gid())
+        fs::metadata(&self.file.path).ok().map(|m| m.gid())
     }
 }
 
@@ -402,7 +399,7 @@ impl Drop for Bound {
         // Only our own socket file: another daemon's (started after ours
         // was deleted) stays.
         if self.lock.is_some() && self.at_path() {
-            let _ = fs::remove_file(&self.path);
+            let _ = fs::remove_file(&self.file.path);
         }
     }
 }

@@ -292,7 +292,9 @@ impl Conn {
     }
 
     /// After [`Conn::answer_head`]: each element of the array, as the bytes
-    /// the daemon sent (compact JSON), until its `]`.
+    /// the daemon sent (compact JSON), until its `]`. A small state machine
+    /// over the socket's buffer, not `json::skim_array`, which needs the
+    /// whole answer in memory.
     fn each_element(
         &mut self,
         mut each: impl FnMut(&[u8]) -> Result<(), Fail>,
