@@ -14,16 +14,31 @@ pub struct Peer {
 }
 
 /// The access policy.
+///
+/// Root may always connect and always `clear`: it can read and rename the
+/// file anyway, and an operator running `joblogctl` under `sudo` must not
+/// be told `forbidden` by the daemon it administers.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    /// Users allowed to connect.
+    /// Users allowed to connect (root always is).
     pub uids: HashSet<u32>,
     /// Groups allowed to connect (primary or supplementary).
     pub gids: HashSet<u32>,
-    /// Users allowed to `clear`.
-    pub admins: HashSet<u32>,
+    /// Who may `clear`. `None` (the default): everyone allowed to connect,
+    /// since `clear` destroys nothing (the file is archived beside it) and
+    /// the old in-process logger let every worker clear; the guide's own
+    /// example ends with `clear_log()`. `Some`: only these, and root.
+    pub admins: Option<Admins>,
     /// Add `"peer": {"pid", "uid"}` to every record.
     pub stamp_peer: bool,
+}
+
+/// The users and groups `--admin-uid` / `--admin-gid` name.
+#[derive(Debug, Clone, Default)]
+pub struct Admins {
+    pub uids: HashSet<u32>,
+    /// Primary or supplementary.
+    pub gids: HashSet<u32>,
 }
 
 /// `SO_PEERGROUPS` (Linux 4.13), which libc does not export.
@@ -76,6 +91,20 @@ pub fn peer_groups(fd: std::os::fd::RawFd) -> Option<Vec<u32>> {
     None
 }
 
+/// Is the peer's uid in `uids`, or its primary or a supplementary group
+/// in `gids`?
+fn in_lists(p: &Peer, groups: Option<&[u32]>, uids: &HashSet<u32>, gids: &HashSet<u32>) -> bool {
+    if uids.contains(&p.uid) || gids.contains(&p.gid) {
+        return true;
+    }
+    match groups {
+        Some(g) => g.iter().any(|g| gids.contains(g)),
+        None => p
+            .pid
+            .is_some_and(|pid| supplementary_groups(pid).iter().any(|g| gids.contains(g))),
+    }
+}
+
 /// The supplementary groups of a process, from `/proc/<pid>/status`: only
 /// where the kernel has no `SO_PEERGROUPS`. Racy by nature (the pid could
 /// be reused), so it only ever *adds* permission for members of an allowed
@@ -98,22 +127,24 @@ impl Access {
     /// May this peer connect? `groups`: its supplementary groups from
     /// [`peer_groups`], if the kernel told.
     pub fn allows(&self, p: &Peer, groups: Option<&[u32]>) -> bool {
-        if self.uids.contains(&p.uid) || self.gids.contains(&p.gid) {
-            return true;
-        }
-        match groups {
-            Some(g) => g.iter().any(|g| self.gids.contains(g)),
-            None => p.pid.is_some_and(|pid| {
-                supplementary_groups(pid)
-                    .iter()
-                    .any(|g| self.gids.contains(g))
-            }),
+        p.uid == 0 || in_lists(p, groups, &self.uids, &self.gids)
+    }
+
+    /// May this peer (already allowed to connect) `clear`? `groups` as
+    /// for [`Access::allows`].
+    pub fn may_clear(&self, p: &Peer, groups: Option<&[u32]>) -> bool {
+        match &self.admins {
+            None => true,
+            Some(a) => p.uid == 0 || in_lists(p, groups, &a.uids, &a.gids),
         }
     }
 
-    /// May this peer `clear`?
-    pub fn is_admin(&self, p: Option<&Peer>) -> bool {
-        p.is_some_and(|p| self.admins.contains(&p.uid))
+    /// Who may clear, for the start-up log line.
+    pub fn describe_admins(&self) -> String {
+        match &self.admins {
+            None => "everyone allowed to connect".to_string(),
+            Some(a) => format!("root, uids {:?}, gids {:?}", a.uids, a.gids),
+        }
     }
 
     /// The `"peer"` member as the formatter appends it (indent=2, inside a
@@ -149,10 +180,35 @@ mod tests {
         assert!(!a.allows(&p(7, 1), None));
         assert!(a.allows(&p(7, 1), Some(&[3, 50])));
         assert!(!a.allows(&p(7, 1), Some(&[3, 51])));
-        assert!(!a.is_admin(Some(&Peer {
+        assert!(a.allows(&p(0, 0), Some(&[])), "root always may connect");
+        assert!(
+            a.may_clear(&p(7, 50), Some(&[])),
+            "no admin lists: everyone"
+        );
+    }
+
+    #[test]
+    fn admin_lists_restrict_clear_but_never_lock_out_root() {
+        let a = Access {
+            uids: [1000].into(),
+            gids: [50].into(),
+            admins: Some(Admins {
+                uids: [1000].into(),
+                gids: [60].into(),
+            }),
+            ..Access::default()
+        };
+        let p = |uid, gid| Peer {
             pid: None,
-            uid: 1000,
-            gid: 1
-        })));
+            uid,
+            gid,
+        };
+        assert!(a.may_clear(&p(1000, 1), Some(&[])));
+        assert!(a.may_clear(&p(0, 0), Some(&[])));
+        assert!(
+            a.may_clear(&p(7, 1), Some(&[60])),
+            "a supplementary admin group"
+        );
+        assert!(!a.may_clear(&p(7, 50), Some(&[])));
     }
 }

@@ -285,6 +285,7 @@ pub fn open_log(
     path: &std::path::Path,
     fsync: crate::store::FsyncPolicy,
     page_cache: crate::store::PageCache,
+    mode: u32,
 ) -> Result<(Store, Index), StoreError> {
     let t0 = Instant::now();
     let total = std::fs::metadata(path).map_or(0, |m| m.len());
@@ -344,6 +345,7 @@ pub fn open_log(
         let opened = Store::open(
             path,
             fsync,
+            mode,
             |rec, bytes, meta| {
                 if !indexer_gone {
                     hand_over(&mut batch, &mut scratch, rec.offset, bytes, meta);
@@ -1058,8 +1060,8 @@ impl Writer {
             );
         }
         let path = store.path().to_owned();
-        let (fsync, page_cache) = (store.fsync(), store.page_cache());
-        let opened = tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache))
+        let (fsync, page_cache, mode) = (store.fsync(), store.page_cache(), store.mode());
+        let opened = tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache, mode))
             .await
             .map_err(|e| format!("writer task failed: {e}"))?
             .map_err(|e| e.to_string())?;
@@ -1180,12 +1182,14 @@ mod tests {
             Store::open(
                 &path,
                 FsyncPolicy::Always,
+                0o640,
                 |rec, bytes, meta| sequential.add(rec.offset, bytes, meta),
                 |_, _| {},
             )
             .unwrap(),
         );
-        let (_store, parallel) = open_log(&path, FsyncPolicy::Always, PageCache::Keep).unwrap();
+        let (_store, parallel) =
+            open_log(&path, FsyncPolicy::Always, PageCache::Keep, 0o640).unwrap();
         assert_eq!(parallel.entries.len(), 3000);
         assert_eq!(parallel.entries, sequential.entries);
         let stats = |ix: &Index| crate::query::stats_json(ix, &ix.all, ix.retry_candidates);

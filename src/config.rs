@@ -33,6 +33,13 @@ pub struct Args {
     #[arg(long, value_name = "OCTAL", default_value = "0660")]
     pub socket_mode: String,
 
+    /// File mode of the log file and of every file written beside it
+    /// (archives made by `clear`, copies set aside), in octal, applied
+    /// whatever the umask, to an existing log file too at start: 0640 lets
+    /// the daemon's group read the file (jq, `json.load`) and nobody else.
+    #[arg(long, value_name = "OCTAL", default_value = "0640")]
+    pub file_mode: String,
+
     /// Flush a batch this long after its first record arrived.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub flush_interval_ms: u64,
@@ -92,9 +99,16 @@ pub struct Args {
     #[arg(long, value_name = "GID,…", value_delimiter = ',')]
     pub allow_gid: Vec<u32>,
 
-    /// Users allowed to `clear` [default: the daemon's own uid and root].
+    /// Users allowed to `clear`, comma-separated uids [default: everyone
+    /// allowed to connect; clear archives the file, it deletes nothing].
+    /// Given this or --admin-gid, only those (and root) may clear.
     #[arg(long, value_name = "UID,…", value_delimiter = ',')]
     pub admin_uid: Vec<u32>,
+
+    /// Groups (primary or supplementary) allowed to `clear`, comma-separated
+    /// gids [default: everyone allowed to connect].
+    #[arg(long, value_name = "GID,…", value_delimiter = ',')]
+    pub admin_gid: Vec<u32>,
 
     /// Add `"peer": {"pid": …, "uid": …}` to every record, to trace which
     /// worker wrote what.
@@ -114,6 +128,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub log_file: PathBuf,
     pub socket_mode: u32,
+    pub file_mode: u32,
     pub flush_interval: Duration,
     pub batch_max_records: u64,
     pub batch_max_bytes: usize,
@@ -130,6 +145,7 @@ pub struct Config {
     pub allow_uid: Vec<u32>,
     pub allow_gid: Vec<u32>,
     pub admin_uid: Vec<u32>,
+    pub admin_gid: Vec<u32>,
     pub stamp_peer: bool,
 }
 
@@ -157,6 +173,12 @@ const MAX_RECORD_LIMIT: usize = 3 << 30;
 /// terminating NUL).
 const SUN_PATH_MAX: usize = 107;
 
+/// Where the shipped systemd units put the socket (`ListenStream=` in
+/// `systemd/joblogd.socket`; a test holds the two together). `joblogctl`
+/// tries it after the per-user default, as `systemctl` and `journalctl`
+/// reach the system instance without being told.
+pub const SYSTEM_SOCKET: &str = "/run/joblogd/joblogd.sock";
+
 /// `$XDG_RUNTIME_DIR/joblogd.sock`, else `/tmp/joblogd-<uid>.sock`. Shared
 /// with `joblogctl` and the Python client, which resolve it the same way.
 pub fn default_socket() -> PathBuf {
@@ -181,16 +203,24 @@ impl Config {
                 socket.as_os_str().len()
             )));
         }
-        let mode = a.socket_mode.trim_start_matches("0o");
-        let socket_mode = u32::from_str_radix(mode, 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                ConfigError(format!(
-                    "--socket-mode {}: expected an octal mode such as 0660",
-                    a.socket_mode
-                ))
-            })?;
+        let octal = |flag: &str, text: &str, example: &str| {
+            u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "--{flag} {text}: expected an octal mode such as {example}"
+                    ))
+                })
+        };
+        let socket_mode = octal("socket-mode", &a.socket_mode, "0660")?;
+        let file_mode = octal("file-mode", &a.file_mode, "0640")?;
+        if file_mode & 0o600 != 0o600 {
+            return Err(ConfigError(format!(
+                "--file-mode {}: the daemon's own user must be able to read and write the file (0600 at least)",
+                a.file_mode
+            )));
+        }
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError(format!("--{name} must be greater than 0")))
@@ -245,6 +275,7 @@ impl Config {
             socket,
             log_file,
             socket_mode,
+            file_mode,
             flush_interval: Duration::from_millis(a.flush_interval_ms),
             batch_max_records: a.batch_max_records,
             batch_max_bytes: a.batch_max_bytes,
@@ -259,6 +290,7 @@ impl Config {
             allow_uid: a.allow_uid,
             allow_gid: a.allow_gid,
             admin_uid: a.admin_uid,
+            admin_gid: a.admin_gid,
             stamp_peer: a.stamp_peer,
         })
     }
@@ -278,6 +310,7 @@ mod tests {
     fn defaults_are_valid() {
         let c = parse(&["--socket", "/tmp/x.sock"]).unwrap();
         assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.file_mode, 0o640);
         assert_eq!(c.flush_interval, Duration::from_millis(200));
         assert_eq!(c.max_line_bytes, 16 << 20);
         assert_eq!(c.max_record_bytes, 64 << 20);
@@ -290,6 +323,10 @@ mod tests {
     fn rejects_bad_values_naming_the_flag() {
         let e = parse(&["--socket-mode", "999"]).unwrap_err();
         assert!(e.0.contains("--socket-mode"));
+        for bad in ["0888", "0440"] {
+            let e = parse(&["--socket", "/tmp/x", "--file-mode", bad]).unwrap_err();
+            assert!(e.0.contains("--file-mode"), "{bad}: {}", e.0);
+        }
         let long = format!("/tmp/{}", "s".repeat(120));
         let e = parse(&["--socket", &long]).unwrap_err();
         assert!(e.0.contains("--socket"));

@@ -146,6 +146,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     peer: Option<crate::access::Peer>,
+    may_clear: bool,
 ) {
     let shared_count = Arc::clone(&shared);
     let _counted = Counted::new(&shared_count.connections);
@@ -160,7 +161,7 @@ pub async fn handle(
     }
     let session = Session {
         shared,
-        peer,
+        may_clear,
         fmt,
         chunk: Vec::new(),
         chunk_records: Vec::new(),
@@ -187,8 +188,8 @@ pub async fn handle(
 
 struct Session {
     shared: Arc<Shared>,
-    /// The connecting process (for `clear`'s admin check).
-    peer: Option<crate::access::Peer>,
+    /// Decided at connect ([`crate::access::Access::may_clear`]).
+    may_clear: bool,
     fmt: Formatter,
     /// Formatted records not yet handed to the writer.
     chunk: Vec<u8>,
@@ -552,10 +553,11 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             let rx = s.shared.events.subscribe();
             queue(s, Reply::Subscribed(rx)).await;
         }
-        Request::Clear if !s.shared.access.is_admin(s.peer.as_ref()) => {
+        Request::Clear if !s.may_clear => {
             let e = ProtocolError::new(
                 ErrorCode::Forbidden,
-                "clear is reserved to the users in --admin-uid (default: the daemon's user and root)",
+                "clear is reserved to root and the users and groups in joblogd's --admin-uid / \
+                 --admin-gid; ask its operator to add you there",
             );
             queue(s, Reply::Now(e.reply(no))).await;
         }

@@ -102,8 +102,9 @@ pub async fn run(
     let path = config.log_file.clone();
     let fsync = config.fsync;
     let page_cache = config.page_cache;
+    let mode = config.file_mode;
     let (store, index) =
-        tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync, page_cache))
+        tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync, page_cache, mode))
             .await
             .map_err(|e| Error::Writer(e.to_string()))?
             .map_err(Error::Store)?;
@@ -169,14 +170,20 @@ pub async fn run(
         } else {
             config.allow_gid.iter().copied().collect()
         },
-        admins: if config.admin_uid.is_empty() {
-            [me, 0].into()
-        } else {
-            config.admin_uid.iter().copied().collect()
-        },
+        admins: (!config.admin_uid.is_empty() || !config.admin_gid.is_empty()).then(|| {
+            access::Admins {
+                uids: config.admin_uid.iter().copied().collect(),
+                gids: config.admin_gid.iter().copied().collect(),
+            }
+        }),
         stamp_peer: config.stamp_peer,
     };
-    tracing::info!(uids = ?access.uids, gids = ?access.gids, admins = ?access.admins, "Access policy.");
+    tracing::info!(
+        uids = ?access.uids,
+        gids = ?access.gids,
+        clear = %access.describe_admins(),
+        "Access policy: these users and groups may connect, and root always."
+    );
     let shared = Arc::new(handler::Shared {
         access,
         socket: (!bound.is_activated()).then(|| bound.path().to_owned()),

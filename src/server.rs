@@ -486,7 +486,8 @@ pub async fn serve(
                 conns.spawn(async move {
                     match peer {
                         Some(p) if shared.access.allows(&p, groups.as_deref()) => {
-                            handler::handle(stream, shared, stop, Some(p)).await
+                            let may_clear = shared.access.may_clear(&p, groups.as_deref());
+                            handler::handle(stream, shared, stop, Some(p), may_clear).await
                         }
                         _ => refuse(stream, peer).await,
                     }

@@ -18,7 +18,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::index::RawMeta;
@@ -136,6 +136,9 @@ pub struct ScannedRecord {
 pub struct Store {
     path: PathBuf,
     file: File,
+    /// File mode of the log and of every file written beside it
+    /// (`--file-mode`).
+    mode: u32,
     /// Offset just past the last complete record, or just past `[`.
     content_end: u64,
     /// Length of the file on disk; larger than `content_end + 2` only for a
@@ -238,6 +241,7 @@ impl Store {
     pub fn open(
         path: &Path,
         fsync: FsyncPolicy,
+        mode: u32,
         mut on_record: impl FnMut(ScannedRecord, &[u8], &RawMeta),
         mut on_copy: impl FnMut(u64, u64),
     ) -> Result<(Store, Recovery), StoreError> {
@@ -256,12 +260,23 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),
             Err(fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
         }
+        // An existing file too: readers in the daemon's group (jq,
+        // `json.load`) depend on it, whatever mode an earlier setup left.
+        if let Err(e) = file.set_permissions(fs::Permissions::from_mode(mode)) {
+            tracing::warn!(
+                log_file = %path.display(),
+                mode = format!("{mode:04o}"),
+                error = %e,
+                "Cannot set the log file's mode (is it owned by another user?); left as it is."
+            );
+        }
         let len = file.metadata().map_err(io_err(path, "stat"))?.len();
         // Under the lock: no other daemon can be writing one of these.
         let removed_partials = remove_partial_copies(path);
         let mut store = Store {
             path: path.to_owned(),
             file,
+            mode,
             content_end: 0,
             file_len: len,
             records: 0,
@@ -337,7 +352,7 @@ impl Store {
             self.path.display(),
             file_timestamp()
         )));
-        copy_aside(&self.file, 0, len, &copy, on_copy)
+        copy_aside(&self.file, 0, len, &copy, self.mode, on_copy)
             .map_err(io_err(&copy, "copy the log file to"))?;
         sync_dir(&copy);
         Ok(copy)
@@ -354,8 +369,15 @@ impl Store {
             self.path.display(),
             file_timestamp()
         )));
-        copy_aside(&self.file, self.file_len, extra, &copy, &mut |_, _| {})
-            .map_err(io_err(&copy, "copy bytes appended to the log file to"))?;
+        copy_aside(
+            &self.file,
+            self.file_len,
+            extra,
+            &copy,
+            self.mode,
+            &mut |_, _| {},
+        )
+        .map_err(io_err(&copy, "copy bytes appended to the log file to"))?;
         sync_dir(&copy);
         tracing::warn!(
             bytes = extra,
@@ -647,6 +669,11 @@ impl Store {
         self.fsync
     }
 
+    /// `--file-mode`, kept for a reopen.
+    pub fn mode(&self) -> u32 {
+        self.mode
+    }
+
     /// Is the file at our path still the one we have open? False after an
     /// external rotation renamed or deleted it.
     pub fn is_at_path(&self) -> bool {
@@ -708,6 +735,8 @@ impl Store {
             .create_new(true)
             .open(&self.path)
             .map_err(io_err(&self.path, "create"))?;
+        file.set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(io_err(&self.path, "set the mode of"))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(self.path.clone())),
@@ -800,6 +829,7 @@ fn copy_aside(
     from: u64,
     len: u64,
     dst: &Path,
+    mode: u32,
     on_copy: &mut impl FnMut(u64, u64),
 ) -> io::Result<()> {
     const PIECE: usize = 8 << 20;
@@ -812,6 +842,7 @@ fn copy_aside(
         .create_new(true)
         .open(&partial)?;
     let copied = (|| {
+        out.set_permissions(fs::Permissions::from_mode(mode))?;
         let mut buf = vec![0u8; PIECE.min(usize::try_from(len).unwrap_or(PIECE)).max(1)];
         let mut at = 0u64;
         on_copy(0, len);
@@ -1098,6 +1129,7 @@ mod tests {
         let (s, r) = Store::open(
             path,
             FsyncPolicy::Always,
+            0o640,
             |_, b, _| seen.push(String::from_utf8(b.to_vec()).unwrap()),
             |_, _| {},
         )
@@ -1120,6 +1152,7 @@ mod tests {
             0,
             len as u64,
             &dst,
+            0o640,
             &mut |done, total| {
                 // Until it is whole, the copy does not carry its name.
                 assert!(
@@ -1137,7 +1170,17 @@ mod tests {
         assert!(seen.len() >= 4, "in pieces: {seen:?}");
         assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
         // Never over an existing file.
-        assert!(copy_aside(&File::open(&src_path).unwrap(), 0, 1, &dst, &mut |_, _| {}).is_err());
+        assert!(
+            copy_aside(
+                &File::open(&src_path).unwrap(),
+                0,
+                1,
+                &dst,
+                0o640,
+                &mut |_, _| {}
+            )
+            .is_err()
+        );
         let _ = fs::remove_dir_all(src_path.parent().unwrap());
     }
 
@@ -1169,7 +1212,7 @@ mod tests {
     fn second_open_is_locked_out() {
         let p = tmp("lock");
         let (_s, _, _) = open(&p);
-        let err = Store::open(&p, FsyncPolicy::Always, |_, _, _| {}, |_, _| {}).unwrap_err();
+        let err = Store::open(&p, FsyncPolicy::Always, 0o640, |_, _, _| {}, |_, _| {}).unwrap_err();
         assert!(matches!(err, StoreError::Locked(_)));
     }
 
@@ -1243,7 +1286,7 @@ mod tests {
         // leaves neither a whole-looking copy nor a partial one.
         let dst = dir.join("log.json.corrupt-failed");
         let short = File::open(&p).unwrap();
-        assert!(copy_aside(&short, 0, 1 << 30, &dst, &mut |_, _| {}).is_err());
+        assert!(copy_aside(&short, 0, 1 << 30, &dst, 0o640, &mut |_, _| {}).is_err());
         assert!(!dst.exists());
         assert!(!dir.join("log.json.corrupt-failed.partial").exists());
         let _ = fs::remove_dir_all(&dir);

@@ -1,14 +1,25 @@
 //! Promises 1 and 2 (README, Guarantees): SIGKILL at random moments and
 //! torn tails never lose an acknowledged record nor leave an invalid file.
-//! The harness is `joblogd-torture`; this runs its normal-size version
-//! (`--trials 5000` on the command line is the soak).
+//! The harness is the `joblogd-torture` example (a development tool, so
+//! `cargo install` leaves it out); this runs its normal-size version
+//! (`cargo run --release --example joblogd-torture -- --trials 5000` is the
+//! soak). `cargo test` builds examples before it runs any test.
 
 use std::process::Command;
 
 #[test]
 fn fifty_sigkill_trials_lose_no_acknowledged_record() {
     let dir = crate::util::TempDir::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_joblogd-torture"))
+    let harness = std::path::Path::new(crate::util::bin())
+        .with_file_name("examples")
+        .join("joblogd-torture");
+    assert!(
+        harness.is_file(),
+        "{} is missing: run the whole suite with `cargo test` (it builds the examples), \
+         or `cargo build --examples` first",
+        harness.display()
+    );
+    let out = Command::new(&harness)
         .args(["--trials", "50", "--seed", "7"])
         .arg("--daemon")
         .arg(crate::util::bin())

@@ -1,5 +1,6 @@
 //! `joblogctl`, the human's command, driving the real daemon.
 
+use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -612,4 +613,67 @@ fn log_says_how_far_it_got_when_the_daemon_goes_away() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("the daemon closed the connection"), "{err}");
+}
+
+/// Without `--socket` or `JOBLOGD_SOCKET`, joblogctl tries the per-user
+/// default, then the systemd units' socket, as `systemctl` users expect;
+/// when neither answers, its error names both paths.
+#[test]
+fn finds_the_daemon_without_being_told_and_names_the_paths_it_tried() {
+    let dir = TempDir::new();
+    let run = dir.join("run");
+    fs::create_dir(&run).unwrap();
+    let bare = |xdg: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+            .env_remove("JOBLOGD_SOCKET")
+            .env("XDG_RUNTIME_DIR", xdg)
+            .arg("ping")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let system = std::path::Path::new(joblogd::config::SYSTEM_SOCKET);
+    let system_taken = system.exists();
+    // Nothing at either path (unless a real system daemon runs here).
+    if !system_taken {
+        let o = bare(&run);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("{}", run.join("joblogd.sock").display())),
+            "{err}"
+        );
+        assert!(err.contains(joblogd::config::SYSTEM_SOCKET), "{err}");
+        assert!(err.contains("systemctl start joblogd.socket"), "{err}");
+    }
+    // The per-user default.
+    let d = Daemon::start_with(run.join("joblogd.sock"), dir.join("log.json"), &dir, &[]);
+    let o = bare(&run);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&d.log.display().to_string()),
+        "{}",
+        stdout(&o)
+    );
+    drop(d);
+    // The systemd units' socket, when the per-user one is not there.
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 || system_taken {
+        eprintln!(
+            "SKIPPED (the system socket part): needs root and no {} on this machine",
+            system.display()
+        );
+        return;
+    }
+    let created = !system.parent().unwrap().exists();
+    fs::create_dir_all(system.parent().unwrap()).unwrap();
+    let d = Daemon::start_with(system.to_owned(), dir.join("system.json"), &dir, &[]);
+    let _ = fs::remove_file(run.join("joblogd.sock"));
+    let o = bare(&run);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("system.json"), "{}", stdout(&o));
+    drop(d);
+    if created {
+        let _ = fs::remove_dir_all(system.parent().unwrap());
+    }
 }

@@ -48,3 +48,6 @@ mod load;
 
 // The fuzz target's minimized corpus through its oracle (stable, in CI).
 mod fuzz_corpus;
+
+// Installing for operators: what `cargo install` puts in place.
+mod install;

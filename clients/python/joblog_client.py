@@ -204,6 +204,22 @@ class JobLogUnavailable(ConnectionError):
     """The daemon could not be reached (queries only; logging spools)."""
 
 
+def _raise_for(reply):
+    """Raises for an error reply: PermissionError for ``forbidden`` (a
+    setup matter: its message names the daemon option that decides, so the
+    operator knows what to change), RuntimeError for anything else."""
+    if reply.get("ok"):
+        return
+    err = reply.get("error") or {}
+    if isinstance(err, dict) and err.get("code") == "forbidden":
+        raise PermissionError(
+            f"joblogd refused this request: {err.get('message', 'forbidden')} "
+            "(who may connect is set by joblogd's --allow-uid / --allow-gid and the "
+            "socket's group; who may clear by --admin-uid / --admin-gid)"
+        )
+    raise RuntimeError(f"joblogd: {err}")
+
+
 class _BackingOff(JobLogUnavailable):
     """The daemon was unreachable moments ago; not tried again yet."""
 
@@ -781,8 +797,7 @@ class JobLogger:
             except JobLogUnavailable as e:
                 log.warning("spooled records not yet sent (%s); the answer leaves them out", e)
             reply = self._request(obj, timeout=self.query_timeout)
-        if not reply.get("ok"):
-            raise RuntimeError(f"joblogd: {reply.get('error')}")
+        _raise_for(reply)
         return reply
 
     def get_all_jobs(self):
@@ -814,8 +829,7 @@ class JobLogger:
         self._forked()
         with self._locked():
             reply, body = self._request({"op": "export_csv"}, timeout=self.query_timeout, body=True)
-        if not reply.get("ok"):
-            raise RuntimeError(f"joblogd: {reply.get('error')}")
+        _raise_for(reply)
         Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         with open(output_file, "wb") as f:
             f.write(body)

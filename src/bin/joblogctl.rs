@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 #[derive(Debug, Parser)]
 #[command(name = "joblogctl", version, about, long_about = None)]
 struct Cli {
-    /// The daemon's socket [default: $XDG_RUNTIME_DIR/joblogd.sock, else
-    /// /tmp/joblogd-<uid>.sock].
+    /// The daemon's socket [default: the first that answers of
+    /// $XDG_RUNTIME_DIR/joblogd.sock (else /tmp/joblogd-<uid>.sock) and the
+    /// systemd units' /run/joblogd/joblogd.sock].
     #[arg(long, global = true, env = "JOBLOGD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 
@@ -189,8 +190,34 @@ fn closed(e: io::Error) -> io::Error {
     }
 }
 
-fn default_socket() -> PathBuf {
-    joblogd::config::default_socket()
+/// Where to find the daemon: `--socket`, else `JOBLOGD_SOCKET` (one path,
+/// nothing else tried), else the per-user default, then the systemd
+/// units' socket, the first that accepts a connection.
+struct Socket {
+    candidates: Vec<PathBuf>,
+    explicit: bool,
+}
+
+impl Socket {
+    fn resolve(given: Option<PathBuf>) -> Socket {
+        match given {
+            Some(p) => Socket {
+                candidates: vec![p],
+                explicit: true,
+            },
+            None => {
+                let mut candidates = vec![joblogd::config::default_socket()];
+                let system = PathBuf::from(joblogd::config::SYSTEM_SOCKET);
+                if candidates[0] != system {
+                    candidates.push(system);
+                }
+                Socket {
+                    candidates,
+                    explicit: false,
+                }
+            }
+        }
+    }
 }
 
 struct Conn {
@@ -199,19 +226,42 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(path: &PathBuf) -> Result<Conn, Fail> {
-        let s = UnixStream::connect(path).map_err(|e| {
-            Fail(
-                3,
-                format!(
-                    "joblogctl: cannot connect to {}: {e}\nhint: start the daemon (`systemctl start joblogd.socket`, or `joblogd --socket {}`), or point --socket / JOBLOGD_SOCKET at it",
-                    path.display(),
-                    path.display()
-                ),
-            )
-        })?;
-        let r = BufReader::new(s.try_clone()?);
-        Ok(Conn { w: s, r })
+    /// Connects to the first candidate that accepts; if none does, the
+    /// error names every path tried and why, and what to do about it.
+    fn open(socket: &Socket) -> Result<Conn, Fail> {
+        let mut tried = Vec::new();
+        for path in &socket.candidates {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    let r = BufReader::new(s.try_clone()?);
+                    return Ok(Conn { w: s, r });
+                }
+                Err(e) => tried.push((path, e)),
+            }
+        }
+        let denied = tried
+            .iter()
+            .any(|(_, e)| e.kind() == io::ErrorKind::PermissionDenied);
+        let mut msg = String::from("joblogctl: cannot connect to joblogd; tried:");
+        for (path, e) in &tried {
+            msg.push_str(&format!("\n  {}: {e}", path.display()));
+        }
+        msg.push_str(if socket.explicit {
+            "\n  (given by --socket or JOBLOGD_SOCKET; no other path is tried)"
+        } else {
+            "\n  (the per-user default, then the systemd units' socket)"
+        });
+        if denied {
+            msg.push_str(
+                "\nhint: your user may not open a socket that exists: add it to the socket's \
+                 group (`usermod -aG joblog $USER`, then log in again), or run as that group",
+            );
+        }
+        msg.push_str(
+            "\nhint: start the daemon (`systemctl start joblogd.socket` for the system one, \
+             or `joblogd` for your own), or point --socket / JOBLOGD_SOCKET at its socket",
+        );
+        Err(Fail(3, msg))
     }
 
     fn send(&mut self, v: &Value) -> Result<(), Fail> {
@@ -374,7 +424,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let socket = cli.socket.clone().unwrap_or_else(default_socket);
+    let socket = Socket::resolve(cli.socket.clone());
     match run(cli.cmd, &socket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
@@ -444,7 +494,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn run(cmd: Cmd, socket: &PathBuf) -> Result<(), Fail> {
+fn run(cmd: Cmd, socket: &Socket) -> Result<(), Fail> {
     let mut out = Stdout(io::stdout().lock());
     match cmd {
         Cmd::Ping => {
@@ -655,7 +705,7 @@ fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
     Ok(())
 }
 
-fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail> {
+fn jobs(out: &mut impl Write, socket: &Socket, a: JobsArgs) -> Result<(), Fail> {
     let mut q = json!({"op":"jobs"});
     if a.failed {
         q["success"] = json!(false);
@@ -783,7 +833,7 @@ fn jobs(out: &mut impl Write, socket: &PathBuf, a: JobsArgs) -> Result<(), Fail>
 /// would take for a request (an object with a top-level `op`, or a bare
 /// word) is not sent: a data file must not run `clear`. An empty line goes
 /// in its place, so the daemon's line numbers stay the file's.
-fn log(socket: &PathBuf, file: &str, ack: bool) -> Result<(), Fail> {
+fn log(socket: &Socket, file: &str, ack: bool) -> Result<(), Fail> {
     let (input, size): (Box<dyn Read>, Option<u64>) = if file == "-" {
         (Box::new(io::stdin()), None)
     } else {

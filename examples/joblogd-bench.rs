@@ -872,7 +872,7 @@ const DISK_CHUNK: usize = 256 << 10;
 fn disk_run(dir: &Path, total: u64, chunk: &[u8]) -> io::Result<Duration> {
     let path = dir.join("disk.json");
     let _ = fs::remove_file(&path);
-    let (mut store, _) = Store::open(&path, FsyncPolicy::Always, |_, _, _| {}, |_, _| {})
+    let (mut store, _) = Store::open(&path, FsyncPolicy::Always, 0o640, |_, _, _| {}, |_, _| {})
         .map_err(|e| other(e.to_string()))?;
     store.set_page_cache(PageCache::Drop);
     let per_batch = DISK_BATCH / DISK_CHUNK;
@@ -2545,7 +2545,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> io::Result<()> {
     let bin = match &args.daemon {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("joblogd"),
+        None => joblogd_beside(&std::env::current_exe()?),
     };
     if !bin.is_file() {
         return Err(other(format!(
@@ -2695,4 +2695,16 @@ fn run(args: &Args) -> io::Result<()> {
     }
     drop(tmp);
     Ok(())
+}
+
+/// The daemon built with this example: `target/<profile>/joblogd`, one
+/// directory above `target/<profile>/examples/`.
+fn joblogd_beside(exe: &std::path::Path) -> PathBuf {
+    let dir = exe.parent().unwrap_or(std::path::Path::new("."));
+    let dir = if dir.ends_with("examples") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    dir.join("joblogd")
 }

@@ -364,11 +364,7 @@ fn main() {
     let bin = args
         .daemon
         .clone()
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .map(|p| p.with_file_name("joblogd"))
-        })
+        .or_else(|| std::env::current_exe().ok().map(|p| joblogd_beside(&p)))
         .unwrap_or_else(|| PathBuf::from("joblogd"));
     let own_dir = args.dir.is_none();
     let dir = args
@@ -487,4 +483,16 @@ fn main() {
     if own_dir {
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The daemon built with this example: `target/<profile>/joblogd`, one
+/// directory above `target/<profile>/examples/`.
+fn joblogd_beside(exe: &std::path::Path) -> PathBuf {
+    let dir = exe.parent().unwrap_or(std::path::Path::new("."));
+    let dir = if dir.ends_with("examples") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    dir.join("joblogd")
 }
