@@ -411,6 +411,32 @@ pub fn open_log(
     Ok((store, index))
 }
 
+/// How often the writer looks for another process's change to the file
+/// while no flush does (a flush always looks first).
+const FOREIGN_CHECK: Duration = Duration::from_secs(1);
+
+/// The daemon's own records lost to another writer are named in the
+/// warning up to this many; the count is always whole.
+const LOST_NAMED: usize = 20;
+
+/// Names record `i` of `index` for a log line: its place, time and the
+/// fields the index keeps (the `video_id` itself is kept only as a hash).
+fn describe(index: &Index, i: usize) -> String {
+    let e = &index.entries[i];
+    format!(
+        "#{i} logged_at={} subject={} worker={} stage={} success={}",
+        if e.logged_at == i64::MIN {
+            "?".to_string()
+        } else {
+            crate::index::format_time(e.logged_at)
+        },
+        index.syms.name(e.subject),
+        index.syms.name(e.worker),
+        index.syms.name(e.stage),
+        e.success()
+    )
+}
+
 /// Counters for `ping`.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
@@ -428,6 +454,14 @@ pub struct Status {
     /// tell.
     pub truncations: u64,
     pub records_truncated: u64,
+    /// Times another process was found to have changed the file (an
+    /// in-process logger not yet migrated), the records of theirs taken
+    /// into the log, and the daemon's own records no longer found in it
+    /// afterwards (since start), with the last such event.
+    pub foreign_writes: u64,
+    pub records_taken_in: u64,
+    pub records_lost: u64,
+    pub last_foreign_write: Option<ForeignWrite>,
     /// The last write error, cleared by the next successful flush.
     pub last_error: Option<String>,
     pub log_file: PathBuf,
@@ -437,6 +471,35 @@ pub struct Status {
     /// False when the file at the log path is not the one being written
     /// (renamed or deleted underneath the daemon; SIGHUP reopens it).
     pub log_file_at_path: bool,
+}
+
+/// One change another process made to the file, as `ping` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignWrite {
+    /// Local time it was taken over, as `logged_at` is written.
+    pub at: String,
+    /// Complete records the daemon had not written, now in the log.
+    pub records_taken_in: u64,
+    /// The daemon's records that were in the file and are no longer.
+    pub records_lost: u64,
+    /// Where bytes that were not complete records were copied.
+    pub copy: Option<PathBuf>,
+}
+
+/// The identity of a record for telling the daemon's own records from
+/// another writer's after it rewrote the file: the indexed facts that do
+/// not depend on how it was spelled (a rewrite by Python may escape or
+/// space it differently). Two records alike in all of them (the same
+/// video at the same microsecond, the same outcome and figures) are the
+/// same record for this purpose.
+fn identity(e: &crate::index::Entry) -> (u64, i64, u64, u32, u8) {
+    (
+        e.video,
+        e.logged_at,
+        e.duration.to_bits(),
+        e.total_files.to_bits(),
+        e.flags,
+    )
 }
 
 /// Chunk buffers whose records are durable, handed back for the
@@ -565,6 +628,9 @@ struct Writer {
     /// so the writer stops as when the main loop sees the panic, rather
     /// than go on accepting records it can never write.
     failed: bool,
+    /// Another process changed the file: take it over again
+    /// ([`Writer::reconcile`]) before the next flush.
+    changed: bool,
 }
 
 /// Runs until the channel closes and everything received is flushed (or,
@@ -608,13 +674,21 @@ pub async fn run(
         events,
         reader,
         failed: false,
+        changed: false,
     };
     let mut closed = false;
     let mut closed_at: Option<Instant> = None;
+    // Another process's change to the file is noticed within this even
+    // when no records come in (an old logger rewriting an idle log).
+    let mut look = tokio::time::interval(FOREIGN_CHECK);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         if w.failed {
             return (None, w.status);
+        }
+        if w.changed && w.idle.is_some() {
+            w.reconcile().await;
         }
         let now = Instant::now();
         w.maybe_start_flush(now, closed);
@@ -658,6 +732,7 @@ pub async fn run(
                 Some(cmd) => w.command(cmd).await,
             },
             _ = async { match deadline { Some(d) => sleep_until(d.into()).await, None => std::future::pending().await } }, if deadline.is_some() => {}
+            _ = look.tick() => w.look_for_changes(),
         }
     }
     if let Some(Err(e)) = w.idle.as_ref().map(Store::sync) {
@@ -732,6 +807,13 @@ impl Writer {
                 self.current.prepend(batch);
                 self.restart_after_truncation(&e);
             }
+            Err(StoreError::Changed { .. }) => {
+                // Nothing was written; the loop takes the file over again
+                // before the next try.
+                batch.waiters.append(&mut self.inflight_waiters);
+                self.current.prepend(batch);
+                self.changed = true;
+            }
             Err(e) => {
                 self.status.failed_flushes += 1;
                 self.status.last_error = Some(e.to_string());
@@ -795,11 +877,17 @@ impl Writer {
     /// will write them into a new, empty array (the first record without
     /// its comma, as [`Writer::ingest`] places it).
     fn reindex_pending(&mut self) {
+        self.reindex_pending_onto(Index::default());
+    }
+
+    /// `index` (of the records in the file, up to `durable_end`) with the
+    /// records in `current` added, placed as the next flush will write
+    /// them after those.
+    fn reindex_pending_onto(&mut self, mut index: Index) {
         const DEPTH: usize = 10_000;
-        let mut index = Index::default();
         let mut fmt = crate::json::Formatter::new();
         let mut end = self.durable_end;
-        let mut first = true;
+        let mut first = index.is_empty();
         for chunk in &self.current.chunks {
             // The first chunk written into the new array loses its comma
             // (as `Store::append` writes it), whatever is indexed.
@@ -832,6 +920,125 @@ impl Writer {
         self.index = index;
         self.logical_end = end;
         self.cfg.stats.changed();
+    }
+
+    /// Between flushes: has another process changed the file? One `fstat`.
+    fn look_for_changes(&mut self) {
+        if self.idle.as_ref().is_some_and(Store::changed_underneath) {
+            self.changed = true;
+        }
+    }
+
+    /// Another process changed the file (an in-process logger not yet
+    /// migrated rewrote it whole, say). Its complete records are taken
+    /// into the log where they are, each once, in file order; bytes that
+    /// are not complete records are copied aside and cut off (as at
+    /// start-up); the index is rebuilt from the file, and the records not
+    /// yet written are placed after it. The daemon's own records that the
+    /// other writer destroyed cannot be brought back, but they are counted
+    /// and named, never lost silently: records are matched by
+    /// [`identity`].
+    async fn reconcile(&mut self) {
+        self.changed = false;
+        let Some(mut store) = self.idle.take() else {
+            return;
+        };
+        let before_len = self.durable_end;
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut index = Index::default();
+            let res = store.rescan(|rec, bytes, meta| index.add(rec.offset, bytes, meta));
+            (store, index, res)
+        })
+        .await;
+        let (store, found, res) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "Writer task failed while taking over a changed log file; stopping.");
+                self.status.last_error = Some(format!("writer task failed: {e}"));
+                self.failed = true;
+                return;
+            }
+        };
+        self.idle = Some(store);
+        let recovery = match res {
+            Ok(r) => r,
+            Err(e) => {
+                self.changed = true;
+                self.status.last_error = Some(e.to_string());
+                self.backoff =
+                    (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+                self.retry_at = Some(Instant::now() + self.backoff);
+                tracing::error!(error = %e, "Could not take over the log file another process changed; will try again.");
+                return;
+            }
+        };
+        // Ours: the records that were durable (the pending ones are
+        // indexed too, but were never in the file).
+        let durable = usize::try_from(self.status.records)
+            .unwrap_or(usize::MAX)
+            .min(self.index.entries.len());
+        let mut left: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
+        for e in &found.entries {
+            *left.entry(identity(e)).or_default() += 1;
+        }
+        let mut lost = Vec::new();
+        for (i, e) in self.index.entries[..durable].iter().enumerate() {
+            match left.get_mut(&identity(e)) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => lost.push(i),
+            }
+        }
+        let taken_in = found.entries.len() - (durable - lost.len());
+        let Some(store) = self.idle.as_ref() else {
+            return;
+        };
+        let truncated = found.is_empty() && taken_in == 0 && store.len() <= 2 && durable > 0;
+        if truncated || (lost.is_empty() && taken_in == 0 && recovery.corrupt_copy.is_none()) {
+            if truncated {
+                tracing::error!(
+                    records_no_longer_in_file = lost.len(),
+                    records_to_write = self.current.records,
+                    copy_of_what_was_left = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    "The log file was cut short underneath the daemon; started a new array in it with the records not yet written."
+                );
+                self.status.truncations += 1;
+                self.status.records_truncated += lost.len() as u64;
+            } else {
+                tracing::debug!("The log file's time or size changed, its records did not.");
+            }
+        } else {
+            let named: Vec<String> = lost
+                .iter()
+                .take(LOST_NAMED)
+                .map(|&i| describe(&self.index, i))
+                .collect();
+            let more = lost.len().saturating_sub(LOST_NAMED);
+            tracing::warn!(
+                log_file = %store.path().display(),
+                records_taken_in = taken_in,
+                records_lost = lost.len(),
+                lost = %if more > 0 { format!("{}; and {more} more", named.join("; ")) } else { named.join("; ") },
+                copy_of_bytes_not_records = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                bytes_before = before_len,
+                "Another process wrote the log file (an in-process logger not yet switched to joblogd?). Its complete records are taken into the log; records joblogd had written and can no longer find are counted as lost."
+            );
+            self.status.foreign_writes += 1;
+            self.status.records_taken_in += taken_in as u64;
+            self.status.records_lost += lost.len() as u64;
+            self.status.last_foreign_write = Some(ForeignWrite {
+                at: crate::time::LocalTime::now()
+                    .iso_quoted()
+                    .trim_matches('"')
+                    .to_string(),
+                records_taken_in: taken_in as u64,
+                records_lost: lost.len() as u64,
+                copy: recovery.corrupt_copy.clone(),
+            });
+        }
+        self.status.records = store.records();
+        self.status.file_bytes = store.len();
+        self.durable_end = store.content_end();
+        self.reindex_pending_onto(found);
     }
 
     /// Shutdown with a disk that kept failing: tell the waiters.
@@ -883,6 +1090,14 @@ impl Writer {
     }
 
     async fn command(&mut self, cmd: Command) {
+        // `ping` and queries see another process's change at once: it is
+        // taken over (and reported) before they are answered.
+        if matches!(cmd, Command::Status(_) | Command::Query(..)) {
+            self.look_for_changes();
+            if self.changed && self.idle.is_some() {
+                self.reconcile().await;
+            }
+        }
         match cmd {
             Command::Ingest(ing) => self.ingest(ing),
             Command::Flush(done) => self.when_durable(done),

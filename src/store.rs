@@ -70,6 +70,11 @@ pub enum StoreError {
         len: u64,
         written: u64,
     },
+    /// Another process changed the file's content (an in-process logger
+    /// not yet migrated rewrote it whole, an editor saved it): nothing was
+    /// written; the writer takes the file over again with
+    /// [`Store::rescan`].
+    Changed { path: PathBuf },
 }
 
 impl std::fmt::Display for StoreError {
@@ -90,6 +95,11 @@ impl std::fmt::Display for StoreError {
                 "{} was cut to {len} bytes underneath the daemon, which had written {written} (copytruncate?)",
                 path.display()
             ),
+            StoreError::Changed { path } => write!(
+                f,
+                "{} was changed by another process (an old in-process logger still writing it?)",
+                path.display()
+            ),
         }
     }
 }
@@ -98,7 +108,9 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Io { source, .. } => Some(source),
-            StoreError::Locked(_) | StoreError::Truncated { .. } => None,
+            StoreError::Locked(_) | StoreError::Truncated { .. } | StoreError::Changed { .. } => {
+                None
+            }
         }
     }
 }
@@ -131,6 +143,26 @@ pub struct ScannedRecord {
     pub len: u64,
 }
 
+/// What the daemon last left the file as: its size and modification time
+/// (nanoseconds). Another process's write changes one or the other; the
+/// daemon's own writes are followed by a new stamp. One `fstat` compares
+/// them, so checking costs nothing measurable per flush.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
 /// The open, locked data file.
 #[derive(Debug)]
 pub struct Store {
@@ -145,6 +177,8 @@ pub struct Store {
     /// file we took over with extra whitespace after `]`.
     file_len: u64,
     records: u64,
+    /// The file as the daemon's last write left it (see [`Stamp`]).
+    stamp: Stamp,
     fsync: FsyncPolicy,
     page_cache: PageCache,
     /// Bytes before this offset were handed back to the kernel
@@ -155,6 +189,13 @@ pub struct Store {
 
 /// Page size assumed for rounding; the kernel rounds again to its own.
 const PAGE: u64 = 4096;
+
+/// [`Store::settle`]: how often it looks, how long the file must stay
+/// unchanged (ending like an array, or not), and how long it waits at most.
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+const SETTLE_QUIET_DAMAGED: std::time::Duration = std::time::Duration::from_secs(1);
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A large batch is written in pieces of this size (see
 /// [`Store::append`]).
@@ -280,42 +321,179 @@ impl Store {
             content_end: 0,
             file_len: len,
             records: 0,
+            stamp: Stamp::default(),
             fsync,
             page_cache: PageCache::Keep,
             dropped_to: 0,
         };
-        let mut recovery = Recovery {
-            removed_partials,
-            ..Recovery::default()
-        };
+        let mut recovery = store.adopt(len, &mut on_record, &mut on_copy)?;
+        recovery.removed_partials = removed_partials;
+        Ok((store, recovery))
+    }
+
+    /// Takes over the file's `len` bytes as they are: scans them, and if
+    /// they are not a valid array copies the original aside and keeps the
+    /// complete records (see [`Store::open`]). Shared by the start-up and
+    /// [`Store::rescan`]; the store's counts change only once it worked.
+    fn adopt(
+        &mut self,
+        len: u64,
+        on_record: &mut impl FnMut(ScannedRecord, &[u8], &RawMeta),
+        on_copy: &mut impl FnMut(u64, u64),
+    ) -> Result<Recovery, StoreError> {
+        let path = self.path.clone();
+        let mut recovery = Recovery::default();
         if len == 0 {
             // New file, or one we created and crashed before writing `[]`:
             // nothing to keep, nothing to set aside.
-            store.rewrite_tail(0, b"[]")?;
-            store.content_end = 1;
+            self.rewrite_tail(0, b"[]")?;
+            self.content_end = 1;
+            self.records = 0;
             recovery.created = true;
-            return Ok((store, recovery));
+            return Ok(recovery);
         }
-        let scan = scan(&store.file, &mut on_record).map_err(io_err(path, "read"))?;
+        // The scan reads from the file's position, which `left_by_cut`'s
+        // `SEEK_HOLE` may have moved (every other access is positional).
+        io::Seek::seek(&mut &self.file, io::SeekFrom::Start(0)).map_err(io_err(&path, "seek"))?;
+        let scan = scan(&self.file, on_record).map_err(io_err(&path, "read"))?;
         recovery.records = scan.records;
         recovery.scanned_bytes = scan.scanned;
-        store.records = scan.records;
-        store.content_end = scan.content_end;
         if let Some(problem) = scan.problem {
             // Keep the original bytes before changing anything.
-            let copy = store.set_aside(len, &mut on_copy)?;
+            let copy = self.set_aside(len, on_copy)?;
             recovery.cut_bytes = len - scan.content_end;
             recovery.corrupt_copy = Some(copy);
             recovery.problem = Some(problem);
             if scan.content_end == 0 {
-                store.rewrite_tail(0, b"[]")?;
-                store.content_end = 1;
-            } else {
-                let tail: &[u8] = if scan.records == 0 { b"]" } else { b"\n]" };
-                store.rewrite_tail(scan.content_end, tail)?;
+                self.rewrite_tail(0, b"[]")?;
+                self.content_end = 1;
+                self.records = 0;
+                return Ok(recovery);
+            }
+            let tail: &[u8] = if scan.records == 0 { b"]" } else { b"\n]" };
+            self.rewrite_tail(scan.content_end, tail)?;
+        } else {
+            self.file_len = len;
+            self.restamp();
+        }
+        self.records = scan.records;
+        self.content_end = scan.content_end;
+        Ok(recovery)
+    }
+
+    /// Has another process changed the file since the daemon's last write
+    /// (see [`Stamp`])? One `fstat`; an error counts as no change (the
+    /// next flush reports it).
+    pub fn changed_underneath(&self) -> bool {
+        self.file
+            .metadata()
+            .is_ok_and(|m| Stamp::of(&m) != self.stamp)
+    }
+
+    /// After [`StoreError::Changed`]: waits until the other writer is done
+    /// (see [`Store::settle`]), then takes the file over again as it is
+    /// now, as at start-up: every complete record in it is kept in its
+    /// place and seen by `on_record` in file order (the caller indexes
+    /// them again), and bytes that are not complete records are copied
+    /// aside and cut off. The daemon cannot tell which of its own records
+    /// the other writer destroyed; the caller compares the old index with
+    /// the new one.
+    ///
+    /// # Errors
+    /// The file could not be read, copied aside or re-closed.
+    pub fn rescan(
+        &mut self,
+        mut on_record: impl FnMut(ScannedRecord, &[u8], &RawMeta),
+    ) -> Result<Recovery, StoreError> {
+        self.settle();
+        let len = self
+            .file
+            .metadata()
+            .map_err(io_err(&self.path, "stat"))?
+            .len();
+        let recovery = self.adopt(len, &mut on_record, &mut |_, _| {})?;
+        self.dropped_to = self.content_end - self.content_end % PAGE;
+        Ok(recovery)
+    }
+
+    /// Waits for another process that is writing the file to finish: a
+    /// logger that rewrites the whole file truncates it first and writes it
+    /// in pieces, and one taken over in the middle would be cut into and
+    /// then overwritten. Done when the file has not changed for
+    /// [`SETTLE_QUIET`] and ends like an array, or has not changed for
+    /// [`SETTLE_QUIET_DAMAGED`] (a file that stays torn); at most
+    /// [`SETTLE_MAX`] in all, since a process that never stops writing
+    /// must not stop the daemon.
+    fn settle(&self) {
+        let start = std::time::Instant::now();
+        let look = || self.file.metadata().map(|m| Stamp::of(&m)).ok();
+        let mut last = look();
+        let mut quiet_since = start;
+        loop {
+            std::thread::sleep(SETTLE_POLL);
+            let now = look();
+            if now != last {
+                last = now;
+                quiet_since = std::time::Instant::now();
+                if start.elapsed() < SETTLE_MAX {
+                    continue;
+                }
+            }
+            let quiet = quiet_since.elapsed();
+            if start.elapsed() >= SETTLE_MAX
+                || quiet >= SETTLE_QUIET_DAMAGED
+                || (quiet >= SETTLE_QUIET && self.ends_like_an_array())
+            {
+                return;
             }
         }
-        Ok((store, recovery))
+    }
+
+    /// Is the last byte of the file that is not whitespace a `]`?
+    fn ends_like_an_array(&self) -> bool {
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let from = len.saturating_sub(64);
+        let mut tail = vec![0u8; (len - from) as usize];
+        if self.file.read_exact_at(&mut tail, from).is_err() {
+            return false;
+        }
+        tail.iter()
+            .rev()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b']')
+    }
+
+    /// Notes the file as the daemon's own write just left it.
+    fn restamp(&mut self) {
+        if let Ok(m) = self.file.metadata() {
+            self.stamp = Stamp::of(&m);
+        }
+    }
+
+    /// Are the bytes past the last record still the ones the daemon wrote
+    /// there: the closing `]` (and whitespace)? Then a file that grew was
+    /// only appended to, and only the bytes past the old end need setting
+    /// aside.
+    fn closing_intact(&self) -> bool {
+        let n = self.file_len.saturating_sub(self.content_end);
+        if n == 0 || n > 4096 {
+            return false;
+        }
+        let mut tail = vec![0u8; n as usize];
+        if self
+            .file
+            .read_exact_at(&mut tail, self.content_end)
+            .is_err()
+        {
+            return false;
+        }
+        let trimmed: Vec<u8> = tail
+            .into_iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        trimmed == b"]"
     }
 
     /// After [`StoreError::Truncated`]: starts a new array (`[]`) in the
@@ -398,7 +576,8 @@ impl Store {
         self.file.set_len(end).map_err(io_err(path, "truncate"))?;
         // The size is set, whether or not the sync below works.
         self.file_len = end;
-        self.file.sync_all().map_err(io_err(path, "sync"))?;
+        self.restamp();
+        self.file.sync_all().map_err(io_err(&self.path, "sync"))?;
         Ok(())
     }
 
@@ -415,27 +594,31 @@ impl Store {
         if count == 0 {
             return Ok(());
         }
-        // Writing at `content_end` into a file cut shorter underneath us
-        // would leave a gap of zero bytes before the records: invalid JSON.
-        // Judged on the records' bytes only: the daemon's own clean-up
-        // after a failed write cuts the file back to `content_end` plus
-        // the closing bracket at the least, never into the records, so a
-        // failed write or sync can never pass for a cut file (and wipe a
-        // good log).
-        let len = self
-            .file
-            .metadata()
-            .map_err(io_err(&self.path, "stat"))?
-            .len();
-        if len < self.content_end {
-            return Err(StoreError::Truncated {
-                path: self.path.clone(),
-                len,
-                written: self.content_end,
-            });
-        }
-        if len > self.file_len {
-            self.keep_appended(len)?;
+        // Has anyone else written the file since our last write? Writing
+        // at `content_end` into a file cut shorter underneath us would
+        // leave a gap of zero bytes before the records (invalid JSON), and
+        // into a file another logger rewrote it would cut into its records.
+        // Judged on the stamp our own last write left: the daemon's own
+        // clean-up after a failed write is stamped too, so a failed write
+        // or sync can never pass for someone else's change.
+        let meta = self.file.metadata().map_err(io_err(&self.path, "stat"))?;
+        let len = meta.len();
+        if Stamp::of(&meta) != self.stamp {
+            if len == 0 {
+                // `copytruncate`, `: > log.json`: nothing left to take over.
+                return Err(StoreError::Truncated {
+                    path: self.path.clone(),
+                    len,
+                    written: self.content_end,
+                });
+            } else if len > self.file_len && self.closing_intact() {
+                // `>>` or `truncate -s` past the array: only the new bytes.
+                self.keep_appended(len)?;
+            } else {
+                return Err(StoreError::Changed {
+                    path: self.path.clone(),
+                });
+            }
         }
         // The first record of an empty array takes no comma.
         let mut skip = usize::from(self.records == 0);
@@ -454,13 +637,16 @@ impl Store {
             Ok(()) => {
                 self.content_end += (len - 2) as u64;
                 self.records += count;
+                self.restamp();
                 Ok(())
             }
             // Nothing of ours is left to clean up: the file is restarted.
-            Err(e @ StoreError::Truncated { .. }) => Err(e),
+            Err(e @ (StoreError::Truncated { .. } | StoreError::Changed { .. })) => Err(e),
             Err(e) => {
                 let tail: &[u8] = if self.records == 0 { b"]" } else { b"\n]" };
                 let _ = self.rewrite_tail(self.content_end, tail);
+                // Even if that failed: what is there is our own doing.
+                self.restamp();
                 Err(e)
             }
         }
@@ -583,6 +769,16 @@ impl Store {
         // Checked before the sync: the page is still cached (the sync
         // hands written pages back to the kernel).
         if let Some(kept) = self.cut_while_writing() {
+            if kept > 0 {
+                // Something was written since the cut: another logger
+                // rewriting the whole file (it truncates, then writes from
+                // the start) and perhaps still at it. Cutting now would cut
+                // into its records; the writer waits for it to finish and
+                // takes the file over as it then is ([`Store::rescan`]).
+                return Err(StoreError::Changed {
+                    path: self.path.clone(),
+                });
+            }
             // If this fails, the set-aside copy also holds the gap and the
             // batch.
             if self.file.set_len(kept).is_ok() {
@@ -1292,12 +1488,13 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    /// Only a file cut into its records counts as cut underneath: a size
-    /// the store got wrong after a failed write or sync (the file cut back
-    /// to its last good state, but `file_len` still larger) must never be
-    /// taken for it, or a good log would be restarted as `[]`.
+    /// Only another process's change counts as one: a size the store got
+    /// wrong after a failed write or sync (the file cut back to its last
+    /// good state, but `file_len` still larger), or its own clean-up that
+    /// failed half way, must never be taken for it, or a good log would be
+    /// taken over again (or restarted as `[]`).
     #[test]
-    fn only_a_file_cut_into_its_records_counts_as_truncated() {
+    fn only_another_process_changing_the_file_counts_as_a_change() {
         let p = tmp("truncated");
         let (mut s, _, _) = open(&p);
         s.append(
@@ -1315,27 +1512,69 @@ mod tests {
                 .unwrap()
                 .starts_with(&good[..good.len() - 2])
         );
-        // The closing bracket gone (a clean-up that failed half way): still
-        // not a cut file; the append writes a new one.
+        // The closing bracket gone by our own clean-up that failed half
+        // way (stamped as ours, as `append` does after a failed write):
+        // not a change; the append writes a new one.
         let end = s.content_end();
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_len(end)
-            .unwrap();
+        let cut = |to: u64| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(to)
+                .unwrap();
+        };
+        cut(end);
+        s.restamp();
         s.append(&[b",\n  {\"d\": 4}".to_vec()], 1).unwrap();
         assert_eq!(read_log_str(&p).len(), 4);
-        // Cut into the records: that is a cut file.
+        assert!(!s.changed_underneath());
+        // Cut into the records by someone else: a change, nothing written.
         let end = s.content_end();
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_len(end - 3)
-            .unwrap();
+        cut(end - 3);
+        assert!(s.changed_underneath());
+        let e = s.append(&[b",\n  {\"e\": 5}".to_vec()], 1).unwrap_err();
+        assert!(matches!(e, StoreError::Changed { .. }), "{e}");
+        // Cut to nothing (copytruncate): truncated.
+        cut(0);
         let e = s.append(&[b",\n  {\"e\": 5}".to_vec()], 1).unwrap_err();
         assert!(matches!(e, StoreError::Truncated { .. }), "{e}");
+        let _ = fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    /// Another logger rewrote the file whole (Python's load, append,
+    /// `json.dump`), with one record of ours gone and one of its own: the
+    /// rescan keeps every complete record where it is, and appends go on
+    /// after them.
+    #[test]
+    fn a_rewritten_file_is_taken_over_as_it_is() {
+        let p = tmp("rewritten");
+        let (mut s, _, _) = open(&p);
+        s.append(
+            &[b",\n  {\"a\": 1}".to_vec(), b",\n  {\"b\": 2}".to_vec()],
+            2,
+        )
+        .unwrap();
+        fs::write(
+            &p,
+            b"[\n  {\n    \"a\": 1\n  },\n  {\n    \"old\": true\n  }\n]",
+        )
+        .unwrap();
+        let e = s.append(&[b",\n  {\"c\": 3}".to_vec()], 1).unwrap_err();
+        assert!(matches!(e, StoreError::Changed { .. }), "{e}");
+        let mut seen = Vec::new();
+        let r = s
+            .rescan(|_, b, _| seen.push(String::from_utf8(b.to_vec()).unwrap()))
+            .unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[1].contains("old"));
+        assert!(r.corrupt_copy.is_none());
+        assert_eq!(s.records(), 2);
+        s.append(&[b",\n  {\"c\": 3}".to_vec()], 1).unwrap();
+        let all = read_log_str(&p);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1]["old"], true);
+        assert_eq!(all[2]["c"], 3);
         let _ = fs::remove_dir_all(p.parent().unwrap());
     }
 

@@ -335,7 +335,10 @@ fn a_cut_between_the_size_check_and_the_write_is_caught_before_the_ack() {
     // `copytruncate` (or `: > log.json`) can land while a flush is on its
     // way, after its size check: the batch then lands after a gap of zero
     // bytes. The daemon must notice before it acknowledges, set aside what
-    // the cut left, and write the batch into a new array.
+    // the cut left, and write the batch into a new array. A cut that left
+    // bytes (another process rewriting the file: it truncates, then
+    // writes) is taken over as it is once settled: its complete records
+    // stay, the rest is copied aside, the batch follows.
     for cut_to in [0u64, 100] {
         let dir = TempDir::new();
         let fault = dir.join("fault");
@@ -354,28 +357,45 @@ fn a_cut_between_the_size_check_and_the_write_is_caught_before_the_ack() {
             json!({"ok": true, "logged": 2}),
             "cut to {cut_to}"
         );
-        assert_eq!(ids(&d.log), vec!["new0", "new1"], "cut to {cut_to}");
+        // 100 bytes still hold the first record whole.
+        let kept = usize::from(cut_to > 0);
+        let want: Vec<&str> = ["old0"][..kept]
+            .iter()
+            .copied()
+            .chain(["new0", "new1"])
+            .collect();
+        assert_eq!(ids(&d.log), want, "cut to {cut_to}");
         let p = d.request("ping");
-        assert_eq!(p["records"], 2, "{p}");
+        assert_eq!(p["records"], 2 + kept, "{p}");
         assert_eq!(p["last_error"], Value::Null, "{p}");
-        assert_eq!(p["truncations"], 1, "{p}");
-        assert_eq!(p["records_truncated"], 50, "{p}");
         let copies = crate::util::files_containing(dir.path(), "log.json.corrupt-");
         if cut_to == 0 {
+            assert_eq!(p["truncations"], 1, "{p}");
+            assert_eq!(p["records_truncated"], 50, "{p}");
             assert!(copies.is_empty(), "{copies:?}");
+            assert!(
+                d.logs().contains("cut short underneath the daemon"),
+                "{}",
+                d.logs()
+            );
         } else {
+            assert_eq!(p["foreign_writes"], 1, "{p}");
+            assert_eq!(p["records_lost"], 49, "{p}");
             assert_eq!(copies.len(), 1, "{copies:?}");
-            assert_eq!(fs::read(&copies[0]).unwrap(), old[..cut_to as usize]);
+            let copy = fs::read(&copies[0]).unwrap();
+            assert_eq!(copy[..cut_to as usize], old[..cut_to as usize]);
+            assert!(
+                d.logs().contains("Another process wrote the log file"),
+                "{}",
+                d.logs()
+            );
         }
-        assert!(
-            d.logs().contains("cut short underneath the daemon"),
-            "{}",
-            d.logs()
-        );
         c.send(r#"{"id":"after"}"#);
         c.send("flush");
         assert_eq!(c.reply(), json!({"ok": true}));
-        assert_eq!(ids(&d.log), vec!["new0", "new1", "after"]);
+        let mut want = want;
+        want.push("after");
+        assert_eq!(ids(&d.log), want);
     }
 }
 

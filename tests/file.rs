@@ -306,7 +306,9 @@ fn durable_pages_leave_the_page_cache_unless_kept() {
 /// A log cut short underneath the daemon (logrotate's `copytruncate`,
 /// `: > log.json`) gets a new array with every record not yet written,
 /// instead of records after a gap of zero bytes; queries and counts follow
-/// the new file, and what was left in a partly cut file is copied aside.
+/// the new file. A file cut into its records keeps the complete records
+/// left in it (another process changed it: it is taken over as it is),
+/// the original is copied aside, and the records cut away are counted.
 #[test]
 fn a_log_cut_short_underneath_gets_a_new_array_with_the_pending_records() {
     for cut_to in [0u64, 100] {
@@ -338,25 +340,36 @@ fn a_log_cut_short_underneath_gets_a_new_array_with_the_pending_records() {
             .iter()
             .map(|r| r["video_id"].as_str().unwrap_or_default().to_owned())
             .collect();
-        let want: Vec<String> = (0..5)
-            .map(|i| format!("pending{i}"))
+        // 100 bytes still hold the first record whole.
+        let kept = usize::from(cut_to > 0);
+        let want: Vec<String> = (0..kept)
+            .map(|i| format!("old{i}"))
+            .chain((0..5).map(|i| format!("pending{i}")))
             .chain((0..10).map(|i| format!("new{i}")))
             .collect();
         assert_eq!(ids, want, "cut to {cut_to}");
         c.send("ping");
         let ping = c.reply();
-        assert_eq!(ping["records"], 15, "{ping}");
+        assert_eq!(ping["records"], 15 + kept, "{ping}");
         assert_eq!(ping["last_error"], json!(null), "{ping}");
-        assert_eq!(ping["truncations"], 1, "{ping}");
-        assert_eq!(ping["records_truncated"], 50, "{ping}");
+        if cut_to == 0 {
+            assert_eq!(ping["truncations"], 1, "{ping}");
+            assert_eq!(ping["records_truncated"], 50, "{ping}");
+        } else {
+            assert_eq!(ping["foreign_writes"], 1, "{ping}");
+            assert_eq!(ping["records_lost"], 49, "{ping}");
+            assert_eq!(ping["records_taken_in"], 0, "{ping}");
+            assert_eq!(ping["last_foreign_write"]["records_lost"], 49, "{ping}");
+        }
         c.send("stats");
-        assert_eq!(c.reply()["stats"]["total_jobs"], 15);
+        assert_eq!(c.reply()["stats"]["total_jobs"], 15 + kept);
         // Offsets follow the new file: records read back are the right ones.
         c.send(r#"{"op":"jobs","offset":4,"limit":2,"fields":["video_id"]}"#);
         let jobs = c.reply();
+        let at = |i: usize| want[i].clone();
         assert_eq!(
             jobs["jobs"],
-            json!([{"video_id": "pending4"}, {"video_id": "new0"}]),
+            json!([{"video_id": at(4)}, {"video_id": at(5)}]),
             "{jobs}"
         );
         let copies = files_containing(dir.path(), "log.json.corrupt-");
@@ -367,6 +380,11 @@ fn a_log_cut_short_underneath_gets_a_new_array_with_the_pending_records() {
             assert_eq!(fs::metadata(&copies[0]).unwrap().len(), cut_to);
         }
         let log = fs::read_to_string(&d.stderr).unwrap_or_default();
-        assert!(log.contains("cut short underneath the daemon"), "{log}");
+        if cut_to == 0 {
+            assert!(log.contains("cut short underneath the daemon"), "{log}");
+        } else {
+            assert!(log.contains("Another process wrote the log file"), "{log}");
+            assert!(log.contains("records_lost=49"), "{log}");
+        }
     }
 }

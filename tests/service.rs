@@ -84,8 +84,16 @@ fn units_pass_systemd_analyze_verify_and_security() {
     assert!(socket.contains("SocketMode=0660"));
 }
 
-/// The sysusers.d entry creates the group both units name, with systemd's
-/// own tool, in a scratch root (the host's /etc is not touched).
+/// One `Key=` setting of a unit (its first line with that key).
+fn setting(unit: &str, key: &str) -> Option<String> {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The sysusers.d entry creates the user the service runs as and the group
+/// both units name (its primary group), with systemd's own tool, in a
+/// scratch root (the host's /etc is not touched).
 #[test]
 fn the_sysusers_entry_creates_the_group_the_units_name() {
     if !have("systemd-sysusers") {
@@ -94,11 +102,7 @@ fn the_sysusers_entry_creates_the_group_the_units_name() {
     }
     let dir = TempDir::new();
     let (service, socket) = units(&dir);
-    let setting = |unit: &str, key: &str| {
-        unit.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.trim().to_owned())
-    };
+    let user = setting(&service, "User=").expect("the service names a user");
     let group = setting(&socket, "SocketGroup=").expect("the socket names a group");
     assert_eq!(setting(&service, "Group=").as_deref(), Some(group.as_str()));
     let root = dir.join("root");
@@ -115,10 +119,89 @@ fn the_sysusers_entry_creates_the_group_the_units_name() {
         String::from_utf8_lossy(&out.stderr)
     );
     let groups = fs::read_to_string(root.join("etc/group")).unwrap();
-    assert!(
-        groups.lines().any(|l| l.starts_with(&format!("{group}:"))),
-        "group {group} not created:\n{groups}"
+    let gid = groups
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{group}:")))
+        .and_then(|rest| rest.split(':').nth(1))
+        .unwrap_or_else(|| panic!("group {group} not created:\n{groups}"));
+    let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let fields: Vec<&str> = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{user}:")))
+        .unwrap_or_else(|| panic!("user {user} not created:\n{passwd}"))
+        .split(':')
+        .collect();
+    // x:uid:gid:gecos:home:shell
+    assert_eq!(
+        fields.get(2).copied(),
+        Some(gid),
+        "{user}'s primary group is {group}:\n{passwd}"
     );
+}
+
+/// Every `Documentation=file:/usr/local/share/doc/joblogd/<NAME>` of the
+/// units names a file of this repository that README's systemd setup
+/// installs there, so `systemctl help joblogd` finds it.
+#[test]
+fn the_units_documentation_is_installed_by_the_readme_setup() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc_dir = "/usr/local/share/doc/joblogd";
+    let readme = fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = readme
+        .split("\n## Running under systemd\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a section \"Running under systemd\"");
+    // The install steps of the section's code blocks, split into words.
+    let installs: Vec<Vec<&str>> = section
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .flat_map(str::lines)
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or(l)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.first() == Some(&"install"))
+        .collect();
+    let installs_doc = |name: &str| {
+        installs.iter().any(|w| {
+            let to_doc_dir = w
+                .windows(2)
+                .any(|p| p[0] == "-t" && p[1].trim_end_matches('/') == doc_dir);
+            (to_doc_dir && w.contains(&name))
+                || w.last() == Some(&format!("{doc_dir}/{name}").as_str())
+        })
+    };
+    let mut named = Vec::new();
+    for unit in ["joblogd.service", "joblogd.socket"] {
+        let text = fs::read_to_string(format!("{root}/systemd/{unit}")).unwrap();
+        for url in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Documentation="))
+            .flat_map(str::split_whitespace)
+        {
+            let Some(path) = url.strip_prefix("file:") else {
+                continue;
+            };
+            let name = path
+                .strip_prefix(&format!("{doc_dir}/"))
+                .unwrap_or_else(|| panic!("{unit}: {url} is not under {doc_dir}/"));
+            assert!(
+                std::path::Path::new(root).join(name).is_file(),
+                "{unit}: {name} is not in the repository"
+            );
+            assert!(
+                installs_doc(name),
+                "{unit}: README's systemd setup does not install {name} into {doc_dir}/: {installs:?}"
+            );
+            named.push(name.to_owned());
+        }
+    }
+    assert!(!named.is_empty(), "the units name their documentation");
 }
 
 #[test]

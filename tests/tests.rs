@@ -51,3 +51,6 @@ mod fuzz_corpus;
 
 // Installing for operators: what `cargo install` puts in place.
 mod install;
+
+// The shipped unit's setup as real users: the daemon's, a worker's, an outsider's.
+mod setup;
