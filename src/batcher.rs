@@ -448,7 +448,7 @@ pub struct Status {
     pub coerced: u64,
     pub flushes: u64,
     pub failed_flushes: u64,
-    /// Times the file was found cut short underneath the daemon and
+    /// Times the file was found cut to nothing underneath the daemon and
     /// restarted as a new array, and the records those cuts took out of it
     /// (since start): history left the file, which only this and the log
     /// tell.
@@ -801,12 +801,6 @@ impl Writer {
                 }
                 // Permits drop with `batch`: the byte budget is free again.
             }
-            Err(e @ StoreError::Truncated { .. }) => {
-                self.status.failed_flushes += 1;
-                batch.waiters.append(&mut self.inflight_waiters);
-                self.current.prepend(batch);
-                self.restart_after_truncation(&e);
-            }
             Err(StoreError::Changed { .. }) => {
                 // Nothing was written; the loop takes the file over again
                 // before the next try.
@@ -830,54 +824,6 @@ impl Writer {
                 self.current.prepend(batch);
             }
         }
-    }
-
-    /// The file was cut short underneath the daemon (`copytruncate`): its
-    /// records are gone from it, so the daemon starts a new array in it,
-    /// as a rotation by truncation expects, and writes every record not yet
-    /// written into that. The index is rebuilt from those records alone
-    /// (their bytes are all in `current`), so that entry *i* again
-    /// describes record *i* of the file. Waiters keep waiting for the
-    /// records to be written into the new array.
-    fn restart_after_truncation(&mut self, cause: &StoreError) {
-        let Some(store) = self.idle.as_mut() else {
-            return;
-        };
-        let gone = self.status.records;
-        match store.restart_after_truncation() {
-            Ok(copy) => {
-                tracing::error!(
-                    error = %cause,
-                    records_no_longer_in_file = gone,
-                    records_to_write = self.current.records,
-                    copy_of_what_was_left = %copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    "The log file was cut short underneath the daemon; started a new array in it with the records not yet written."
-                );
-                self.status.truncations += 1;
-                self.status.records_truncated += gone;
-                self.status.records = 0;
-                self.status.file_bytes = store.len();
-                self.durable_end = store.content_end();
-                self.status.last_error = None;
-                self.backoff = Duration::ZERO;
-                self.retry_at = None;
-                self.reindex_pending();
-            }
-            Err(e) => {
-                self.status.last_error = Some(format!("{cause}; starting a new array failed: {e}"));
-                self.backoff =
-                    (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
-                self.retry_at = Some(Instant::now() + self.backoff);
-                tracing::error!(error = %e, cause = %cause, "Could not start a new array in the cut log file; will try again.");
-            }
-        }
-    }
-
-    /// A new index of the records in `current`, placed as the next flush
-    /// will write them into a new, empty array (the first record without
-    /// its comma, as [`Writer::ingest`] places it).
-    fn reindex_pending(&mut self) {
-        self.reindex_pending_onto(Index::default());
     }
 
     /// `index` (of the records in the file, up to `durable_end`) with the

@@ -62,18 +62,11 @@ pub enum StoreError {
         action: &'static str,
         source: io::Error,
     },
-    /// The file is shorter than what the daemon wrote: someone cut it
-    /// (`copytruncate`, `: > file`). Nothing was written; see
-    /// [`Store::restart_after_truncation`].
-    Truncated {
-        path: PathBuf,
-        len: u64,
-        written: u64,
-    },
-    /// Another process changed the file's content (an in-process logger
-    /// not yet migrated rewrote it whole, an editor saved it): nothing was
-    /// written; the writer takes the file over again with
-    /// [`Store::rescan`].
+    /// Another process changed the file (an in-process logger not yet
+    /// migrated rewrote it whole, `copytruncate` or `: > log.json` cut it,
+    /// an editor saved it), before or while a batch was written: nothing
+    /// of the batch counts as written; the writer takes the file over again
+    /// with [`Store::rescan`].
     Changed { path: PathBuf },
 }
 
@@ -90,11 +83,6 @@ impl std::fmt::Display for StoreError {
                 action,
                 source,
             } => write!(f, "cannot {action} {}: {source}", path.display()),
-            StoreError::Truncated { path, len, written } => write!(
-                f,
-                "{} was cut to {len} bytes underneath the daemon, which had written {written} (copytruncate?)",
-                path.display()
-            ),
             StoreError::Changed { path } => write!(
                 f,
                 "{} was changed by another process (an old in-process logger still writing it?)",
@@ -108,9 +96,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Io { source, .. } => Some(source),
-            StoreError::Locked(_) | StoreError::Truncated { .. } | StoreError::Changed { .. } => {
-                None
-            }
+            StoreError::Locked(_) | StoreError::Changed { .. } => None,
         }
     }
 }
@@ -406,11 +392,25 @@ impl Store {
         mut on_record: impl FnMut(ScannedRecord, &[u8], &RawMeta),
     ) -> Result<Recovery, StoreError> {
         self.settle();
-        let len = self
+        let mut len = self
             .file
             .metadata()
             .map_err(io_err(&self.path, "stat"))?
             .len();
+        // Cut below where our records ended (`copytruncate`, or a logger
+        // that truncates and rewrites), perhaps with a write of ours landed
+        // past what was written since: only our batch, still pending, lies
+        // past the gap, which can be as long as the whole log was, so it is
+        // cut off rather than copied aside.
+        if self.cut_while_writing() {
+            let kept = self.left_by_cut(self.content_end);
+            if kept < len {
+                self.file
+                    .set_len(kept)
+                    .map_err(io_err(&self.path, "truncate"))?;
+                len = kept;
+            }
+        }
         let recovery = self.adopt(len, &mut on_record, &mut |_, _| {})?;
         self.dropped_to = self.content_end - self.content_end % PAGE;
         Ok(recovery)
@@ -494,28 +494,6 @@ impl Store {
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
         trimmed == b"]"
-    }
-
-    /// After [`StoreError::Truncated`]: starts a new array (`[]`) in the
-    /// file, as a log rotated by `copytruncate` expects, and returns where
-    /// the bytes still in it were copied first, if there were any (a file
-    /// cut to zero has nothing left to keep).
-    ///
-    /// # Errors
-    /// The copy or the rewrite failed.
-    pub fn restart_after_truncation(&mut self) -> Result<Option<PathBuf>, StoreError> {
-        let path = self.path.clone();
-        let len = self.file.metadata().map_err(io_err(&path, "stat"))?.len();
-        let copy = if len > 0 {
-            Some(self.set_aside(len, &mut |_, _| {})?)
-        } else {
-            None
-        };
-        self.rewrite_tail(0, b"[]")?;
-        self.content_end = 1;
-        self.records = 0;
-        self.dropped_to = 0;
-        Ok(copy)
     }
 
     /// Copies the file's first `len` bytes to a new, synced
@@ -604,14 +582,7 @@ impl Store {
         let meta = self.file.metadata().map_err(io_err(&self.path, "stat"))?;
         let len = meta.len();
         if Stamp::of(&meta) != self.stamp {
-            if len == 0 {
-                // `copytruncate`, `: > log.json`: nothing left to take over.
-                return Err(StoreError::Truncated {
-                    path: self.path.clone(),
-                    len,
-                    written: self.content_end,
-                });
-            } else if len > self.file_len && self.closing_intact() {
+            if len > self.file_len && self.closing_intact() {
                 // `>>` or `truncate -s` past the array: only the new bytes.
                 self.keep_appended(len)?;
             } else {
@@ -641,7 +612,7 @@ impl Store {
                 Ok(())
             }
             // Nothing of ours is left to clean up: the file is restarted.
-            Err(e @ (StoreError::Truncated { .. } | StoreError::Changed { .. })) => Err(e),
+            Err(e @ StoreError::Changed { .. }) => Err(e),
             Err(e) => {
                 let tail: &[u8] = if self.records == 0 { b"]" } else { b"\n]" };
                 let _ = self.rewrite_tail(self.content_end, tail);
@@ -653,29 +624,24 @@ impl Store {
     }
 
     /// Was the file cut underneath while the batch just written was on its
-    /// way, after [`Store::append`]'s size check? The write then landed
+    /// way, after [`Store::append`]'s stamp check? The write then landed
     /// after a gap of zero bytes (or was cut away itself), so the array is
     /// broken. The byte before where the batch began ends what was there
     /// before (the last record's `}` or the `[`) and is never zero; after
     /// such a cut it lies in the gap, or past the end of the file. One
     /// `pread` of a cached page per flush; a cut after this check is
-    /// caught by the next flush's size check.
-    ///
-    /// If it was cut, returns how much of the file the cut left; the
-    /// caller cuts the file back to that, so that
-    /// [`Store::restart_after_truncation`] sets aside only that (not the
-    /// gap, which can be as long as the whole log was), and the batch
-    /// counts as not written.
-    fn cut_while_writing(&self) -> Option<u64> {
-        let before = self.content_end.checked_sub(1)?;
+    /// caught by the next flush's stamp check.
+    fn cut_while_writing(&self) -> bool {
+        let Some(before) = self.content_end.checked_sub(1) else {
+            return false;
+        };
         let mut b = [0u8; 1];
         match self.file.read_at(&mut b, before) {
-            Ok(1) if b[0] != 0 => return None,
-            Ok(_) => {}
+            Ok(1) => b[0] == 0,
+            Ok(_) => true,
             // Cannot tell; the write and the sync succeeded.
-            Err(_) => return None,
+            Err(_) => false,
         }
-        Some(self.left_by_cut(self.content_end))
     }
 
     /// How much of the first `limit` bytes a cut left: up to the first
@@ -768,26 +734,14 @@ impl Store {
         }
         // Checked before the sync: the page is still cached (the sync
         // hands written pages back to the kernel).
-        if let Some(kept) = self.cut_while_writing() {
-            if kept > 0 {
-                // Something was written since the cut: another logger
-                // rewriting the whole file (it truncates, then writes from
-                // the start) and perhaps still at it. Cutting now would cut
-                // into its records; the writer waits for it to finish and
-                // takes the file over as it then is ([`Store::rescan`]).
-                return Err(StoreError::Changed {
-                    path: self.path.clone(),
-                });
-            }
-            // If this fails, the set-aside copy also holds the gap and the
-            // batch.
-            if self.file.set_len(kept).is_ok() {
-                self.file_len = kept;
-            }
-            return Err(StoreError::Truncated {
+        if self.cut_while_writing() {
+            // Cut while the batch was on its way (`copytruncate`, or
+            // another logger rewriting the whole file: it truncates, then
+            // writes from the start, and may still be at it). The writer
+            // waits for it and takes the file over as it then is
+            // ([`Store::rescan`]); nothing is cut here, under its feet.
+            return Err(StoreError::Changed {
                 path: self.path.clone(),
-                len: kept,
-                written: self.content_end,
             });
         }
         let end = self.content_end + len as u64;
@@ -1535,10 +1489,15 @@ mod tests {
         assert!(s.changed_underneath());
         let e = s.append(&[b",\n  {\"e\": 5}".to_vec()], 1).unwrap_err();
         assert!(matches!(e, StoreError::Changed { .. }), "{e}");
-        // Cut to nothing (copytruncate): truncated.
+        // Cut to nothing (copytruncate): taken over as a new array.
         cut(0);
         let e = s.append(&[b",\n  {\"e\": 5}".to_vec()], 1).unwrap_err();
-        assert!(matches!(e, StoreError::Truncated { .. }), "{e}");
+        assert!(matches!(e, StoreError::Changed { .. }), "{e}");
+        let mut seen = 0;
+        s.rescan(|_, _, _| seen += 1).unwrap();
+        assert_eq!((seen, s.records()), (0, 0));
+        s.append(&[b",\n  {\"e\": 5}".to_vec()], 1).unwrap();
+        assert_eq!(read_log_str(&p).len(), 1);
         let _ = fs::remove_dir_all(p.parent().unwrap());
     }
 

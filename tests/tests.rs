@@ -54,3 +54,6 @@ mod install;
 
 // The shipped unit's setup as real users: the daemon's, a worker's, an outsider's.
 mod setup;
+
+// Migrating: an old in-process logger writing the same file.
+mod migration;

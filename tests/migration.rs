@@ -1,0 +1,146 @@
+//! Migrating from the in-process logger: during a rollout one old Python
+//! `JobLogger` (the guide's algorithm: load the whole file, append, write
+//! it all again in place) still writes the file joblogd appends to.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::util::{Client, Daemon, TempDir, read_log};
+
+/// The old logger, as the guide describes it. One liberty: a file it
+/// cannot parse is read again rather than replaced by `[]` (what the
+/// original did, which would throw its own earlier records away too, so
+/// that no daemon could keep them); joblogd's file is only ever torn while
+/// a flush is being written.
+const OLD_LOGGER: &str = r#"
+import datetime, json, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+for k in range(n):
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                logs = json.load(f)
+            break
+        except json.JSONDecodeError:
+            time.sleep(0.005)
+    logs.append({
+        "video_id": f"old-{k}",
+        "worker_id": "old-logger",
+        "success": k % 3 != 0,
+        "stage": "completed",
+        "logged_at": datetime.datetime.now().isoformat(),
+    })
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(logs, f, indent=2, ensure_ascii=False)
+    time.sleep(0.25)
+"#;
+
+#[test]
+fn an_old_logger_beside_joblogd_keeps_its_records_and_what_it_destroys_is_counted() {
+    const OLD: usize = 16;
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    // joblogd's own writers: two connections, acknowledged records, each
+    // named by its worker_id so the daemon's warning can be checked.
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut c = Client::new(d.connect());
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut sent = Vec::new();
+                let mut i = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let id = format!("jd-{w}-{i}");
+                    c.send(&format!(
+                        r#"{{"op":"log","job":{{"video_id":"{id}","worker_id":"{id}","success":true}},"ack":true}}"#
+                    ));
+                    assert_eq!(c.reply()["ok"], true);
+                    sent.push(id);
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                sent
+            })
+        })
+        .collect();
+    let old = Command::new("python3")
+        .arg("-c")
+        .arg(OLD_LOGGER)
+        .arg(&d.log)
+        .arg(OLD.to_string())
+        .output()
+        .expect("python3 is required by the test suite");
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, Ordering::Relaxed);
+    let sent: Vec<String> = writers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        old.status.success(),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    assert_eq!(d.request("flush")["ok"], true);
+    let ping = d.request("ping");
+
+    let records = read_log(&d.log);
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for r in &records {
+        *count
+            .entry(r["video_id"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    // Each of the old logger's records is in the file exactly once.
+    for k in 0..OLD {
+        assert_eq!(
+            count.get(&format!("old-{k}")),
+            Some(&1),
+            "old-{k}; ping {ping}\n{}",
+            d.logs()
+        );
+    }
+    assert_eq!(ping["records_taken_in"], OLD, "{ping}");
+    assert!(
+        ping["foreign_writes"].as_u64().is_some_and(|n| n >= 1),
+        "{ping}"
+    );
+    assert!(ping["last_foreign_write"]["at"].is_string(), "{ping}");
+    // joblogd's records: each once at most; those the old logger's
+    // rewrites destroyed are counted and named, none silently.
+    let present: HashSet<&String> = sent.iter().filter(|id| count.contains_key(*id)).collect();
+    for id in &present {
+        assert_eq!(count[*id], 1, "{id} twice");
+    }
+    let missing: Vec<&String> = sent.iter().filter(|id| !present.contains(id)).collect();
+    assert_eq!(
+        ping["records_lost"],
+        missing.len(),
+        "missing {missing:?}; ping {ping}"
+    );
+    let logs = d.logs();
+    for id in &missing {
+        assert!(
+            logs.contains(&format!("worker={id} ")),
+            "{id} is not named:\n{logs}"
+        );
+    }
+    assert_eq!(
+        ping["records"].as_u64(),
+        Some(records.len() as u64),
+        "index = file"
+    );
+    // Queries follow the file as it now is.
+    let stats = d.request("stats");
+    assert_eq!(stats["stats"]["total_jobs"], records.len(), "{stats}");
+    eprintln!(
+        "old logger: {OLD} records kept; joblogd: {} sent, {} destroyed by the old logger's rewrites, {} foreign writes",
+        sent.len(),
+        missing.len(),
+        ping["foreign_writes"]
+    );
+}
