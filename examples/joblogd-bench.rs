@@ -25,6 +25,9 @@
 //! Progress goes to stderr; the report goes to stdout (and, with
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -2545,7 +2548,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> io::Result<()> {
     let bin = match &args.daemon {
         Some(p) => p.clone(),
-        None => joblogd_beside(&std::env::current_exe()?),
+        None => support::joblogd_beside(&std::env::current_exe()?),
     };
     if !bin.is_file() {
         return Err(other(format!(
@@ -2695,16 +2698,4 @@ fn run(args: &Args) -> io::Result<()> {
     }
     drop(tmp);
     Ok(())
-}
-
-/// The daemon built with this example: `target/<profile>/joblogd`, one
-/// directory above `target/<profile>/examples/`.
-fn joblogd_beside(exe: &std::path::Path) -> PathBuf {
-    let dir = exe.parent().unwrap_or(std::path::Path::new("."));
-    let dir = if dir.ends_with("examples") {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
-    };
-    dir.join("joblogd")
 }

@@ -12,6 +12,9 @@
 //!
 //!     cargo run --release --bin joblogd-torture -- --trials 1000
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -364,7 +367,11 @@ fn main() {
     let bin = args
         .daemon
         .clone()
-        .or_else(|| std::env::current_exe().ok().map(|p| joblogd_beside(&p)))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .map(|p| support::joblogd_beside(&p))
+        })
         .unwrap_or_else(|| PathBuf::from("joblogd"));
     let own_dir = args.dir.is_none();
     let dir = args
@@ -483,16 +490,4 @@ fn main() {
     if own_dir {
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// The daemon built with this example: `target/<profile>/joblogd`, one
-/// directory above `target/<profile>/examples/`.
-fn joblogd_beside(exe: &std::path::Path) -> PathBuf {
-    let dir = exe.parent().unwrap_or(std::path::Path::new("."));
-    let dir = if dir.ends_with("examples") {
-        dir.parent().unwrap_or(dir)
-    } else {
-        dir
-    };
-    dir.join("joblogd")
 }

@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::util::{Daemon, TempDir, read_log, run_expect_exit};
+use crate::util::{Daemon, TempDir, add_system_user, read_log, run_expect_exit};
 
 fn uid() -> u32 {
     // SAFETY: getuid has no preconditions.
@@ -75,26 +75,13 @@ fn can_act_as_others(tools: &[&str]) -> bool {
     true
 }
 
-/// A system user with no home and no shell (kept if it exists).
-fn add_system_user(name: &str) {
-    let _ = Command::new("useradd")
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ])
-        .status();
-}
-
 #[test]
 fn another_user_is_refused_unless_allowed() {
     if !can_act_as_others(&["useradd", "setpriv"]) {
         return;
     }
     let name = "joblogd-test";
-    add_system_user(name);
+    add_system_user(name, &[]);
     let id = |flag: &str| -> u32 {
         let o = Command::new("id").args([flag, name]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
@@ -206,7 +193,7 @@ fn a_supplementary_group_member_is_let_in_even_after_it_exited() {
     }
     let (user, group) = ("joblogd-test", "joblogd-testg");
     let _ = Command::new("groupadd").args(["--system", group]).status();
-    add_system_user(user);
+    add_system_user(user, &[]);
     let id = |args: &[&str]| -> String {
         let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_string()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{TempDir, bin, files_containing, read_log};
+use crate::util::{TempDir, add_system_user, bin, files_containing, read_log};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CTL: &str = env!("CARGO_BIN_EXE_joblogctl");
@@ -173,20 +173,6 @@ impl User {
             .stdin(Stdio::null());
         c
     }
-}
-
-/// A system user with no home and no shell, kept if it exists.
-fn add_system_user(name: &str, extra: &[&str]) {
-    let _ = Command::new("useradd")
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-        ])
-        .args(extra)
-        .arg(name)
-        .output();
 }
 
 /// The daemon user and group, a worker whose supplementary group is the

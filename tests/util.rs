@@ -374,3 +374,18 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A system user with no home and no shell (kept if it exists); `extra`
+/// goes to `useradd` before the name (`-g GROUP`, `-G GROUPS`).
+pub fn add_system_user(name: &str, extra: &[&str]) {
+    let _ = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ])
+        .args(extra)
+        .arg(name)
+        .output();
+}
