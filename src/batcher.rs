@@ -687,7 +687,9 @@ pub async fn run(
         if w.failed {
             return (None, w.status);
         }
-        if w.changed && w.idle.is_some() {
+        // (After a failed take-over, not before its backoff has passed:
+        // each try reads the whole file.)
+        if w.changed && w.idle.is_some() && w.retry_at.is_none_or(|t| Instant::now() >= t) {
             w.reconcile().await;
         }
         let now = Instant::now();
@@ -984,6 +986,8 @@ impl Writer {
         self.status.records = store.records();
         self.status.file_bytes = store.len();
         self.durable_end = store.content_end();
+        self.backoff = Duration::ZERO;
+        self.retry_at = None;
         self.reindex_pending_onto(found);
     }
 
@@ -1040,7 +1044,10 @@ impl Writer {
         // taken over (and reported) before they are answered.
         if matches!(cmd, Command::Status(_) | Command::Query(..)) {
             self.look_for_changes();
-            if self.changed && self.idle.is_some() {
+            if self.changed
+                && self.idle.is_some()
+                && self.retry_at.is_none_or(|t| Instant::now() >= t)
+            {
                 self.reconcile().await;
             }
         }
