@@ -608,7 +608,6 @@ impl Store {
             Ok(()) => {
                 self.content_end += (len - 2) as u64;
                 self.records += count;
-                self.restamp();
                 Ok(())
             }
             // Nothing of ours is left to clean up: the file is restarted.
@@ -644,6 +643,42 @@ impl Store {
         }
     }
 
+    /// The byte at `at`, if it can be read.
+    fn byte_at(&self, at: u64) -> Option<u8> {
+        let mut b = [0u8; 1];
+        match self.file.read_at(&mut b, at) {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
+    }
+
+    /// Are the bytes around where the batch began still the ones written
+    /// there: the byte before it as it was (`before`), and the batch's
+    /// first bytes as in `parts`? A logger rewriting the whole file at the
+    /// same moment (it truncates, then writes from the start) replaces
+    /// them with its own; `cut_while_writing` sees only zeros. Two `pread`s
+    /// of one cached page.
+    fn landed_as_written(&self, before: Option<u8>, parts: &[&[u8]]) -> bool {
+        const HEAD: usize = 64;
+        if self.content_end > 0 && self.byte_at(self.content_end - 1) != before {
+            return false;
+        }
+        let mut head = Vec::with_capacity(HEAD);
+        for p in parts {
+            let take = (HEAD - head.len()).min(p.len());
+            head.extend_from_slice(&p[..take]);
+            if head.len() == HEAD {
+                break;
+            }
+        }
+        let mut got = vec![0u8; head.len()];
+        match self.file.read_exact_at(&mut got, self.content_end) {
+            Ok(()) => got == head,
+            // Cannot tell; the write succeeded.
+            Err(_) => true,
+        }
+    }
+
     /// How much of the first `limit` bytes a cut left: up to the first
     /// hole in the file (where nothing was written since the cut), without
     /// the zero bytes that end its last block. A file system that cannot
@@ -675,7 +710,8 @@ impl Store {
         let _guard = WRITE_LOCK
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let path = &self.path;
+        // (Owned: the store is stamped before the sync, below.)
+        let path = &self.path.clone();
         let fault = injected_fault();
         match fault {
             // Test seam only (hidden `--fault-file`): a writer bug.
@@ -707,6 +743,9 @@ impl Store {
             }
             _ => {}
         }
+        // What ends the records already there (`}` of the last, or `[`),
+        // to tell after the write that nobody rewrote the file meanwhile.
+        let before = self.byte_at(self.content_end.wrapping_sub(1));
         // In pieces of about WRITE_PIECE bytes, each handed to the disk as
         // soon as it is copied (`sync_file_range` only starts write-back; it
         // waits for nothing), so the device writes one piece while the next
@@ -734,7 +773,7 @@ impl Store {
         }
         // Checked before the sync: the page is still cached (the sync
         // hands written pages back to the kernel).
-        if self.cut_while_writing() {
+        if self.cut_while_writing() || !self.landed_as_written(before, parts) {
             // Cut while the batch was on its way (`copytruncate`, or
             // another logger rewriting the whole file: it truncates, then
             // writes from the start, and may still be at it). The writer
@@ -749,6 +788,9 @@ impl Store {
             self.file.set_len(end).map_err(io_err(path, "truncate"))?;
         }
         self.file_len = end;
+        // Stamped now, not after the sync: a change by someone else while
+        // it runs must show at the next look, not be taken for ours.
+        self.restamp();
         if fault == Some(Fault::SyncFails) {
             return Err(io_err(path, "sync")(io::Error::from_raw_os_error(
                 libc::EIO,

@@ -64,6 +64,10 @@ fn check_fault(kind: &str) {
     let p = d.request("ping");
     assert_eq!(p["last_error"], Value::Null);
     assert_eq!(p["records"], 2);
+    // The daemon's own failed write and its clean-up are never taken for
+    // another process's change to the file.
+    assert_eq!(p["foreign_writes"], 0, "{kind}: {p}");
+    assert_eq!(p["truncations"], 0, "{kind}: {p}");
     // And it stays consistent across a restart.
     drop(c);
     assert_eq!(d.stop().code(), Some(0));

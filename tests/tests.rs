@@ -57,3 +57,6 @@ mod setup;
 
 // Migrating: an old in-process logger writing the same file.
 mod migration;
+
+// The shipped units booted for real: systemd as PID 1 in private namespaces.
+mod systemd_boot;
