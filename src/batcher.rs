@@ -387,7 +387,7 @@ pub fn open_log(
         tracing::warn!(
             log_file = %path.display(),
             partial_copy = %partial.display(),
-            "Removed an unfinished copy of a damaged log file (a daemon stopped while making it; the log itself was left as it was)."
+            "Removed an unfinished file a daemon stopped while making (a copy set aside, or the new file of a clear); the log itself was left as it was."
         );
     }
     if let Some(problem) = &recovery.problem {
@@ -1288,8 +1288,10 @@ impl Writer {
                 Ok(archive)
             }
             Err(e) => {
-                tracing::error!(error = %e, "Clear failed.");
-                Err(e.to_string())
+                // The store went on with the file it had: so do the index
+                // and the reader.
+                tracing::error!(error = %e, "Clear failed; nothing changed.");
+                Err(format!("clear failed, nothing changed: {e}"))
             }
         }
     }

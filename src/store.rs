@@ -116,9 +116,11 @@ pub struct Recovery {
     pub problem: Option<String>,
     /// The file did not exist (or was empty) and was created as `[]`.
     pub created: bool,
-    /// Unfinished copies of a damaged file (`<file>.corrupt-*.partial`, or
-    /// of bytes appended past the array, `<file>.appended-*.partial`)
-    /// left by a daemon stopped in the middle of one, removed at start-up.
+    /// Unfinished files a daemon stopped in the middle of making, removed
+    /// at start-up: copies of a damaged file (`<file>.corrupt-*.partial`)
+    /// or of bytes appended past the array (`<file>.appended-*.partial`),
+    /// and the new file of a `clear` not yet swapped in
+    /// (`<file>.clearing-*.partial`).
     pub removed_partials: Vec<PathBuf>,
 }
 
@@ -331,8 +333,10 @@ impl Store {
         let mut recovery = Recovery::default();
         if len == 0 {
             // New file, or one we created and crashed before writing `[]`:
-            // nothing to keep, nothing to set aside.
+            // nothing to keep, nothing to set aside. Its name made durable
+            // before anything is acknowledged into it.
             self.rewrite_tail(0, b"[]")?;
+            sync_dir(&path).map_err(io_err(&path, "sync the directory of"))?;
             self.content_end = 1;
             self.records = 0;
             recovery.created = true;
@@ -510,7 +514,8 @@ impl Store {
         )));
         copy_aside(&self.file, 0, len, &copy, self.mode, on_copy)
             .map_err(io_err(&copy, "copy the log file to"))?;
-        sync_dir(&copy);
+        // The original is cut only once its copy's name is durable too.
+        sync_dir(&copy).map_err(io_err(&copy, "sync the directory of"))?;
         Ok(copy)
     }
 
@@ -534,7 +539,7 @@ impl Store {
             &mut |_, _| {},
         )
         .map_err(io_err(&copy, "copy bytes appended to the log file to"))?;
-        sync_dir(&copy);
+        sync_dir(&copy).map_err(io_err(&copy, "sync the directory of"))?;
         tracing::warn!(
             bytes = extra,
             copy = %copy.display(),
@@ -891,13 +896,19 @@ impl Store {
         self.file.try_clone()
     }
 
-    /// Renames the file to `<stem>.<timestamp>.json` beside it (kept, never
-    /// deleted) and starts a fresh, locked `[]` at the path. Returns the
-    /// archive's path.
+    /// Archives the file as `<stem>.<timestamp>.json` beside it (kept,
+    /// never deleted) and starts a fresh, locked `[]` at the path. Returns
+    /// the archive's path.
+    ///
+    /// All or nothing: the new file is created, written, synced and locked
+    /// under a temporary name first (`<file>.clearing-<ts>.partial`), and
+    /// only then swapped in by two renames whose directory is synced; a
+    /// failure at any step undoes what was done, and the store goes on
+    /// with the file it had, untouched.
     ///
     /// # Errors
-    /// The file at the path is not this one (nothing changed), or the
-    /// rename or the new file failed; on a failed rename nothing changed.
+    /// The file at the path is not this one, or a step failed; nothing
+    /// changed either way.
     pub fn clear(&mut self) -> Result<PathBuf, StoreError> {
         // Archiving renames whatever is at the path: after an external
         // rename (logrotate before its reload) that is not this file, and
@@ -920,30 +931,72 @@ impl Store {
             })
             .find(|p| !p.exists())
             .unwrap_or_else(|| PathBuf::from(format!("{}.{ts}.json", stem.display())));
-        fs::rename(&self.path, &archive).map_err(io_err(&archive, "rename the log file to"))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&self.path)
-            .map_err(io_err(&self.path, "create"))?;
-        file.set_permissions(fs::Permissions::from_mode(self.mode))
-            .map_err(io_err(&self.path, "set the mode of"))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(self.path.clone())),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&self.path, "lock")(e)),
+        let fresh = unique_path(PathBuf::from(format!(
+            "{}.clearing-{ts}{PARTIAL}",
+            self.path.display()
+        )));
+        let file = match self.new_empty_log(&fresh) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&fresh);
+                return Err(e);
+            }
+        };
+        if let Err(e) = fs::rename(&self.path, &archive) {
+            let _ = fs::remove_file(&fresh);
+            return Err(io_err(&archive, "rename the log file to")(e));
+        }
+        let swapped = fs::rename(&fresh, &self.path)
+            .map_err(io_err(&self.path, "move the new log file to"))
+            .and_then(|()| {
+                sync_dir(&self.path).map_err(io_err(&self.path, "sync the directory of"))
+            });
+        if let Err(e) = swapped {
+            // Back as it was: the archive at the path again, the new file
+            // gone. (If even that fails, the archive still holds every
+            // record, and the error says what happened.)
+            if fs::rename(&self.path, &fresh).is_ok() || !self.path.exists() {
+                let _ = fs::rename(&archive, &self.path);
+            }
+            let _ = fs::remove_file(&fresh);
+            let _ = sync_dir(&self.path);
+            return Err(e);
         }
         // The old descriptor (and its lock) closes here; the archive is
         // complete and synced.
         self.file = file;
         self.records = 0;
-        self.file_len = 0;
-        self.rewrite_tail(0, b"[]")?;
+        self.file_len = 2;
         self.content_end = 1;
         self.dropped_to = 0;
-        sync_dir(&self.path);
+        self.restamp();
         Ok(archive)
+    }
+
+    /// A new file at `at` holding `[]`, with the log's mode, locked and
+    /// synced.
+    fn new_empty_log(&self, at: &Path) -> Result<File, StoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(at)
+            .map_err(io_err(at, "create"))?;
+        file.set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(io_err(at, "set the mode of"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(at.to_owned())),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(at, "lock")(e)),
+        }
+        if injected_fault() == Some(Fault::ClearNoSpace) {
+            return Err(io_err(at, "write")(io::Error::from_raw_os_error(
+                libc::ENOSPC,
+            )));
+        }
+        file.write_all_at(b"[]", 0).map_err(io_err(at, "write"))?;
+        file.sync_all().map_err(io_err(at, "sync"))?;
+        Ok(file)
     }
 
     pub fn path(&self) -> &Path {
@@ -966,7 +1019,9 @@ impl Store {
 /// batch is written, then EIO), `fsync` (the write succeeds, the sync fails
 /// with EIO), `panic` (the writer fails), `cut [N]` (the file is cut to N
 /// bytes just before one write, as by someone else's truncate; the seam
-/// then empties the file). Anything else, or no file, means no fault.
+/// then empties the file), `clear-enospc` (writing the new, empty file of
+/// a `clear` fails), `dirsync` (syncing a directory fails). Anything else,
+/// or no file, means no fault.
 /// Tests flip it to prove that failed writes are never acknowledged and
 /// are rewritten whole.
 pub static FAULT_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -978,6 +1033,11 @@ enum Fault {
     SyncFails,
     /// The writer itself fails (a bug): what the daemon does then.
     Panic,
+    /// Writing the new, empty file of a `clear` fails with ENOSPC.
+    ClearNoSpace,
+    /// Syncing a directory (after a file in it was created or renamed)
+    /// fails with EIO.
+    DirSyncFails,
     /// The file is cut to this many bytes just before the batch is written
     /// (`cut [N]`, once), as a `copytruncate` could.
     Cut(u64),
@@ -995,6 +1055,8 @@ fn injected_fault() -> Option<Fault> {
         "torn" => Some(Fault::TornWrite),
         "fsync" => Some(Fault::SyncFails),
         "panic" => Some(Fault::Panic),
+        "clear-enospc" => Some(Fault::ClearNoSpace),
+        "dirsync" => Some(Fault::DirSyncFails),
         _ => None,
     }
 }
@@ -1069,7 +1131,11 @@ fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
     let dir = dir
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let prefixes = [format!("{name}.corrupt-"), format!("{name}.appended-")];
+    let prefixes = [
+        format!("{name}.corrupt-"),
+        format!("{name}.appended-"),
+        format!("{name}.clearing-"),
+    ];
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -1103,15 +1169,20 @@ fn unique_path(path: PathBuf) -> PathBuf {
         .unwrap_or(path)
 }
 
-/// Best effort: make a new directory entry durable.
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    } else if let Ok(d) = File::open(".") {
-        let _ = d.sync_all();
+/// Makes the directory entries of `path`'s directory durable (a new or
+/// renamed file's name). On file systems that do not journal names with
+/// the data (ext2, ext4 without a journal, some FUSE and NFS setups) a
+/// file's synced bytes can otherwise lose their name in a power cut, so a
+/// failure is an error like a failed `fdatasync`.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    if injected_fault() == Some(Fault::DirSyncFails) {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
     }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
 }
 
 struct Scan {
@@ -1448,6 +1519,9 @@ mod tests {
         fs::write(&stale, &content[..5]).unwrap();
         let appended = dir.join("log.json.appended-20260101T000000.partial");
         fs::write(&appended, b"junk").unwrap();
+        // A `clear` stopped before its new file was swapped in.
+        let clearing = dir.join("log.json.clearing-20260101T000000.partial");
+        fs::write(&clearing, b"[]").unwrap();
         let keep = [
             dir.join("log.json.corrupt-20260101T000000"),
             dir.join("other.json.corrupt-20260101T000000.partial"),
@@ -1459,8 +1533,11 @@ mod tests {
         let (_s, r, _) = open(&p);
         let mut removed = r.removed_partials.clone();
         removed.sort();
-        assert_eq!(removed, vec![appended.clone(), stale.clone()]);
-        assert!(!stale.exists() && !appended.exists());
+        assert_eq!(
+            removed,
+            vec![appended.clone(), clearing.clone(), stale.clone()]
+        );
+        assert!(!stale.exists() && !appended.exists() && !clearing.exists());
         for k in &keep {
             assert!(k.exists(), "{} was removed", k.display());
         }

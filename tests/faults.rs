@@ -643,3 +643,101 @@ fn replies_after_the_grace_period_are_not_dropped_for_a_reading_client() {
         "error replies received by a client that reads them all"
     );
 }
+
+/// A `clear` whose new, empty file cannot be written (a full disk) changes
+/// nothing: the log stays at its path with every record, no archive is
+/// left, queries read the right records, and later records and a later
+/// `clear` work. (The new file used to be created after the old one was
+/// renamed away: the live file was left empty and not an array, and
+/// queries read the archive's bytes at the new file's offsets.)
+#[test]
+fn a_clear_that_fails_changes_nothing() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    let d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    let log = |id: &str| {
+        let r = d.request(&format!(
+            r#"{{"op":"log","job":{{"id":"{id}"}},"ack":true}}"#
+        ));
+        assert_eq!(r["ok"], true, "{r}");
+    };
+    for id in ["a", "b", "c"] {
+        log(id);
+    }
+    let before = fs::read(&d.log).unwrap();
+    let files = || {
+        let mut v: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("log."))
+            .collect();
+        v.sort();
+        v
+    };
+    fs::write(&fault, "clear-enospc").unwrap();
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["error"]["code"], "write_failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing changed")),
+        "{r}"
+    );
+    assert_eq!(fs::read(&d.log).unwrap(), before, "the log is untouched");
+    assert_eq!(files(), ["log.json"], "no archive, no temporary file");
+    let r = d.request(r#"{"op":"jobs","offset":1,"limit":1,"fields":["id"]}"#);
+    assert_eq!(r["jobs"], json!([{"id": "b"}]), "{r}");
+    log("d");
+    assert_eq!(ids(&d.log), ["a", "b", "c", "d"]);
+    let r = d.request(r#"{"op":"jobs","offset":3,"fields":["id"]}"#);
+    assert_eq!(r["jobs"], json!([{"id": "d"}]), "{r}");
+    assert_eq!(d.request("ping")["records"], 4);
+    // With room again, clear works.
+    fs::remove_file(&fault).unwrap();
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let archive = std::path::PathBuf::from(r["archive"].as_str().unwrap());
+    assert_eq!(ids(&archive), ["a", "b", "c", "d"]);
+    assert!(read_log(&d.log).is_empty());
+    log("e");
+    assert_eq!(ids(&d.log), ["e"]);
+}
+
+/// Directory syncs are checked, not best effort: a log file created at
+/// start whose name cannot be made durable is a start-up failure (records
+/// acknowledged into it could lose their file in a power cut), and a
+/// `clear` whose swap cannot be made durable is undone.
+#[test]
+fn a_failed_directory_sync_is_an_error() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    fs::write(&fault, "dirsync").unwrap();
+    let (st, err) = crate::util::run_expect_exit(&[
+        "--socket",
+        dir.join("s.sock").to_str().unwrap(),
+        "--log-file",
+        dir.join("log.json").to_str().unwrap(),
+        "--fault-file",
+        fault.to_str().unwrap(),
+    ]);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("sync the directory"), "{err}");
+    fs::remove_file(&fault).unwrap();
+    let d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    let r = d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    fs::write(&fault, "dirsync").unwrap();
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["error"]["code"], "write_failed", "{r}");
+    fs::remove_file(&fault).unwrap();
+    assert_eq!(ids(&d.log), ["a"], "undone: the log is back at its path");
+    let left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("log.") && n != "log.json")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let r = d.request(r#"{"op":"log","job":{"id":"b"},"ack":true}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(ids(&d.log), ["a", "b"]);
+}
