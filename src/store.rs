@@ -552,6 +552,11 @@ impl Store {
     /// Writes `tail` at `at`, cuts the file there, syncs.
     fn rewrite_tail(&mut self, at: u64, tail: &[u8]) -> Result<(), StoreError> {
         let path = &self.path;
+        if injected_fault() == Some(Fault::TornFull) {
+            return Err(io_err(path, "write")(io::Error::from_raw_os_error(
+                libc::ENOSPC,
+            )));
+        }
         self.file
             .write_all_at(tail, at)
             .map_err(io_err(path, "write"))?;
@@ -618,9 +623,19 @@ impl Store {
             // Nothing of ours is left to clean up: the file is restarted.
             Err(e @ StoreError::Changed { .. }) => Err(e),
             Err(e) => {
+                // Cut back first: a truncate needs no space, so even on a
+                // full (or copy-on-write) disk no torn part of the batch is
+                // left in the file. Then re-close the array, which may
+                // fail while the disk stays full: the file then ends after
+                // its last record, without `]`, until the next flush.
+                let _ = self.file.set_len(self.content_end);
                 let tail: &[u8] = if self.records == 0 { b"]" } else { b"\n]" };
                 let _ = self.rewrite_tail(self.content_end, tail);
-                // Even if that failed: what is there is our own doing.
+                // What the file holds now, whatever worked; and it is our
+                // own doing, not another process's change.
+                if let Ok(m) = self.file.metadata() {
+                    self.file_len = m.len();
+                }
                 self.restamp();
                 Err(e)
             }
@@ -734,7 +749,7 @@ impl Store {
                     let _ = fs::write(f, "");
                 }
             }
-            Some(Fault::TornWrite) => {
+            Some(Fault::TornWrite | Fault::TornFull) => {
                 // Half the batch lands, then the write fails.
                 let bytes = parts.concat();
                 let half = &bytes[..bytes.len() / 2];
@@ -1020,8 +1035,9 @@ impl Store {
 /// with EIO), `panic` (the writer fails), `cut [N]` (the file is cut to N
 /// bytes just before one write, as by someone else's truncate; the seam
 /// then empties the file), `clear-enospc` (writing the new, empty file of
-/// a `clear` fails), `dirsync` (syncing a directory fails). Anything else,
-/// or no file, means no fault.
+/// a `clear` fails), `dirsync` (syncing a directory fails), `torn-full`
+/// (as `torn`, and re-closing the array fails too). Anything else, or no
+/// file, means no fault.
 /// Tests flip it to prove that failed writes are never acknowledged and
 /// are rewritten whole.
 pub static FAULT_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -1038,6 +1054,9 @@ enum Fault {
     /// Syncing a directory (after a file in it was created or renamed)
     /// fails with EIO.
     DirSyncFails,
+    /// A full copy-on-write disk: half the batch lands, then the write
+    /// fails, and re-closing the array fails too (ENOSPC).
+    TornFull,
     /// The file is cut to this many bytes just before the batch is written
     /// (`cut [N]`, once), as a `copytruncate` could.
     Cut(u64),
@@ -1057,6 +1076,7 @@ fn injected_fault() -> Option<Fault> {
         "panic" => Some(Fault::Panic),
         "clear-enospc" => Some(Fault::ClearNoSpace),
         "dirsync" => Some(Fault::DirSyncFails),
+        "torn-full" => Some(Fault::TornFull),
         _ => None,
     }
 }

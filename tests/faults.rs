@@ -741,3 +741,39 @@ fn a_failed_directory_sync_is_an_error() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(ids(&d.log), ["a", "b"]);
 }
+
+/// A full copy-on-write disk: part of a batch lands, then the write fails,
+/// and so does re-closing the array. The file is cut back first (a
+/// truncate needs no space), so no torn part of the batch is left in it;
+/// once space returns the batch is written whole, once, and nothing is set
+/// aside as another process's bytes. (The clean-up used to write the
+/// closing bracket before cutting: on a full disk it failed, the torn
+/// half stayed, and was later copied aside as "appended by another
+/// process".)
+#[test]
+fn a_torn_write_on_a_full_disk_leaves_no_torn_bytes() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    let d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    let good = fs::read(&d.log).unwrap();
+    fs::write(&fault, "torn-full").unwrap();
+    let mut c = pending_ack(&d, "b");
+    let now = fs::read(&d.log).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&now),
+        String::from_utf8_lossy(&good[..good.len() - 2]),
+        "the records, without the closing bracket: nothing of the torn batch"
+    );
+    fs::remove_file(&fault).unwrap();
+    assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
+    assert_eq!(ids(&d.log), ["a", "b"]);
+    let p = d.request("ping");
+    assert_eq!(p["foreign_writes"], 0, "{p}");
+    assert_eq!(p["last_error"], Value::Null, "{p}");
+    let set_aside = crate::util::files_containing(dir.path(), "log.json.");
+    assert!(set_aside.is_empty(), "{set_aside:?}");
+}
