@@ -396,8 +396,8 @@ pub fn open_log(
             problem = %problem,
             kept_records = recovery.records,
             cut_bytes = recovery.cut_bytes,
-            original_copy = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-            "Log file was not a valid JSON array; kept the complete records and re-closed it."
+            cut_bytes_copy = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "Log file was not a valid JSON array; kept the complete records, copied the bytes past them aside and re-closed it."
         );
     }
     tracing::info!(

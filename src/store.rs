@@ -108,8 +108,8 @@ pub struct Recovery {
     pub records: u64,
     /// Bytes of the file scanned.
     pub scanned_bytes: u64,
-    /// Set when the file was not a valid array: where the original bytes
-    /// were copied, and how many bytes past the kept prefix were cut.
+    /// Set when the file was not a valid array: where the bytes past the
+    /// kept prefix were copied before they were cut, and how many.
     pub corrupt_copy: Option<PathBuf>,
     pub cut_bytes: u64,
     /// Why the file was not valid, for the warning.
@@ -349,8 +349,8 @@ impl Store {
         recovery.records = scan.records;
         recovery.scanned_bytes = scan.scanned;
         if let Some(problem) = scan.problem {
-            // Keep the original bytes before changing anything.
-            let copy = self.set_aside(len, on_copy)?;
+            // Keep the bytes to be cut before changing anything.
+            let copy = self.set_aside(scan.content_end, len, on_copy)?;
             recovery.cut_bytes = len - scan.content_end;
             recovery.corrupt_copy = Some(copy);
             recovery.problem = Some(problem);
@@ -500,20 +500,34 @@ impl Store {
         trimmed == b"]"
     }
 
-    /// Copies the file's first `len` bytes to a new, synced
-    /// `<file>.corrupt-<time>` (see [`copy_aside`]) and returns its path.
+    /// Copies the bytes a repair cuts, `from` up to `len`, to a new, synced
+    /// `<file>.corrupt-<time>.from-<from>` (see [`copy_aside`]: the name
+    /// tells where they were in the original) and returns its path. Only
+    /// what is cut: the records kept stay in the file, and a large log
+    /// whose tail was torn (zeros after a power cut, a batch cut short)
+    /// needs room for the tail alone, not a second copy of the log.
     fn set_aside(
         &self,
+        from: u64,
         len: u64,
         on_copy: &mut impl FnMut(u64, u64),
     ) -> Result<PathBuf, StoreError> {
         let copy = unique_path(PathBuf::from(format!(
-            "{}.corrupt-{}",
+            "{}.corrupt-{}.from-{from}",
             self.path.display(),
             file_timestamp()
         )));
-        copy_aside(&self.file, 0, len, &copy, self.mode, on_copy)
-            .map_err(io_err(&copy, "copy the log file to"))?;
+        let needed = len - from;
+        copy_aside(&self.file, from, needed, &copy, self.mode, on_copy).map_err(|e| {
+            let room = io::Error::new(
+                e.kind(),
+                format!(
+                    "{e} (the {needed} bytes past the last whole record must be copied aside \
+                     before they are cut: that much room is needed on its file system)"
+                ),
+            );
+            io_err(&copy, "copy the damaged tail of the log file to")(room)
+        })?;
         // The original is cut only once its copy's name is durable too.
         sync_dir(&copy).map_err(io_err(&copy, "sync the directory of"))?;
         Ok(copy)
@@ -1520,8 +1534,17 @@ mod tests {
             assert_eq!(r.records, kept, "{content:?}");
             assert_eq!(seen.len() as u64, kept);
             assert_eq!(fs::read_to_string(&p).unwrap(), expect);
+            // Only the bytes cut are copied, named by where they were.
             let copy = r.corrupt_copy.expect("corrupt copy made");
-            assert_eq!(fs::read(&copy).unwrap(), content);
+            let from: usize = copy
+                .to_string_lossy()
+                .rsplit(".from-")
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("the copy's name tells its offset");
+            assert_eq!(fs::read(&copy).unwrap(), &content[from..]);
+            assert_eq!(r.cut_bytes, (content.len() - from) as u64);
+            assert!(expect.len() <= 2 || expect.as_bytes()[..from] == content[..from]);
             assert_eq!(s.records(), kept);
         }
     }
@@ -1562,7 +1585,10 @@ mod tests {
             assert!(k.exists(), "{} was removed", k.display());
         }
         let copy = r.corrupt_copy.expect("corrupt copy made");
-        assert_eq!(fs::read(&copy).unwrap(), content);
+        assert_eq!(
+            fs::read(&copy).unwrap(),
+            &content[content.len() - r.cut_bytes as usize..]
+        );
         let partials: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .flatten()

@@ -386,8 +386,10 @@ fn a_cut_between_the_size_check_and_the_write_is_caught_before_the_ack() {
             assert_eq!(p["foreign_writes"], 1, "{p}");
             assert_eq!(p["records_lost"], 49, "{p}");
             assert_eq!(copies.len(), 1, "{copies:?}");
+            // The bytes past the record kept, as the cut left them.
             let copy = fs::read(&copies[0]).unwrap();
-            assert_eq!(copy[..cut_to as usize], old[..cut_to as usize]);
+            let from = crate::util::copied_from(&copies[0]);
+            assert_eq!(copy, old[from..cut_to as usize]);
             assert!(
                 d.logs().contains("Another process wrote the log file"),
                 "{}",
@@ -776,4 +778,77 @@ fn a_torn_write_on_a_full_disk_leaves_no_torn_bytes() {
     assert_eq!(p["last_error"], Value::Null, "{p}");
     let set_aside = crate::util::files_containing(dir.path(), "log.json.");
     assert!(set_aside.is_empty(), "{set_aside:?}");
+}
+
+/// A repair needs room only for the bytes it cuts: a log with a torn tail
+/// on a nearly full file system starts (a copy of the whole log would not
+/// fit), and one whose tail itself does not fit is refused with the room
+/// it needs named. Real tmpfs, as root.
+#[test]
+fn a_repair_needs_room_only_for_what_it_cuts() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = TempDir::new();
+    let mnt = dir.join("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (no privilege in this sandbox)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let log = mnt.join("log.json");
+    // About 200 KiB of records, then a torn tail of `tail` zero bytes (a
+    // power cut).
+    let records: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "  {{\n    \"id\": \"r{i}\",\n    \"pad\": \"{}\"\n  }}",
+                "z".repeat(990)
+            )
+        })
+        .collect();
+    let array = format!("[\n{}\n]", records.join(",\n"));
+    for (tail, starts) in [(8 << 10, true), (40 << 10, false)] {
+        let _ = fs::remove_file(&log);
+        for f in crate::util::files_containing(&mnt, "log.json.") {
+            fs::remove_file(f).unwrap();
+        }
+        let mut content = array.clone().into_bytes();
+        content.truncate(content.len() - 2);
+        content.extend(std::iter::repeat_n(0u8, tail));
+        fs::write(&log, &content).unwrap();
+        let sock = dir.join("s.sock");
+        let args = [
+            "--socket",
+            sock.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ];
+        if starts {
+            let d = Daemon::start_with(dir.join("s.sock"), log.clone(), &dir, &[]);
+            assert_eq!(d.request("ping")["records"], 200, "{}", d.logs());
+            let copies = crate::util::files_containing(&mnt, "log.json.corrupt-");
+            assert_eq!(copies.len(), 1, "{copies:?}");
+            assert_eq!(fs::metadata(&copies[0]).unwrap().len(), tail as u64);
+        } else {
+            let (st, err) = crate::util::run_expect_exit(&args);
+            assert_eq!(st.code(), Some(1), "{err}");
+            assert!(err.contains(&format!("{tail} bytes")), "{err}");
+            assert_eq!(fs::read(&log).unwrap(), content, "the log is untouched");
+        }
+    }
 }

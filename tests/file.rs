@@ -115,12 +115,20 @@ fn check_recovery(content: &[u8], kept: &[&str]) {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, kept, "for {:?}", String::from_utf8_lossy(content));
+    // Only the bytes cut are copied aside, named by their offset in the
+    // original: the kept prefix and the copy make up the original.
     let copies = files_containing(dir.path(), "log.json.corrupt-");
-    assert_eq!(copies.len(), 1, "one copy of the original");
+    assert_eq!(copies.len(), 1, "one copy of the bytes cut");
+    let from = crate::util::copied_from(&copies[0]);
     assert_eq!(
         fs::read(&copies[0]).unwrap(),
-        content,
-        "copy holds the original bytes"
+        &content[from..],
+        "copy holds the bytes cut"
+    );
+    let now = fs::read(&d.log).unwrap();
+    assert!(
+        from <= 1 || now[..from] == content[..from],
+        "the file keeps the original up to the copy's offset"
     );
     assert!(
         d.logs().contains("not a valid JSON array"),
@@ -377,7 +385,8 @@ fn a_log_cut_short_underneath_gets_a_new_array_with_the_pending_records() {
             assert!(copies.is_empty(), "{copies:?}");
         } else {
             assert_eq!(copies.len(), 1, "{copies:?}");
-            assert_eq!(fs::metadata(&copies[0]).unwrap().len(), cut_to);
+            let from = crate::util::copied_from(&copies[0]) as u64;
+            assert_eq!(fs::metadata(&copies[0]).unwrap().len(), cut_to - from);
         }
         let log = fs::read_to_string(&d.stderr).unwrap_or_default();
         if cut_to == 0 {

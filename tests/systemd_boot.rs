@@ -5,14 +5,15 @@
 //! `systemd/joblogd.sysusers`, the built `joblogd` at /usr/local/bin), with
 //! joblogd.socket enabled as README's setup does. From the host, root, a
 //! worker in the group `joblog` and an outsider, each a real user, get what
-//! tests/setup.rs checks against a hand-started daemon: root and the worker
-//! may log, read and clear; nobody else may connect or read the file. And
-//! systemd itself: socket activation on the first connection, the
-//! hardening applied to the running process, `systemctl reload` after a
-//! rotation, `systemctl stop`, reactivation, and poweroff.
+//! tests/setup.rs checks against a hand-started daemon (the same checks,
+//! tests/shipped.rs): root and the worker may log, read and clear; nobody
+//! else may connect or read the file. And systemd itself: socket
+//! activation on the first connection, the hardening applied to the
+//! running process, `systemctl reload` after a rotation, `systemctl stop`,
+//! reactivation, and poweroff.
 //!
 //! The container's `joblog` user and group have the uid and gid of the
-//! host's `jl-daemon` (the daemon user of tests/setup.rs, whose group the
+//! host's `jl-daemon` (the daemon user of tests/shipped.rs, whose group the
 //! host's `jl-worker` is in): the kernel checks the socket's and the files'
 //! modes with host ids, so the host users act as the container's.
 
@@ -20,26 +21,22 @@ use std::ffi::CStr;
 use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::util::{TempDir, bin, files_containing, read_log, wait_until};
+use crate::shipped::{
+    OUTSIDER, PATH, REPO, Target, Users, WORKER, both, check_shipped_setup, missing, owner,
+    setting, shipped_unit, status_line, stdout, users, video_ids,
+};
+use crate::util::{TempDir, bin, read_log, wait_until};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const CTL: &str = env!("CARGO_BIN_EXE_joblogctl");
-/// The PATH other users run with (root's may point into /root).
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const SYSTEMD: &str = "/lib/systemd/systemd";
-/// The host users of tests/setup.rs.
-const DAEMON: &str = "jl-daemon";
-const WORKER: &str = "jl-worker";
-const OUTSIDER: &str = "jl-outsider";
 /// The unit the container boots into: sockets.target, which pulls in
 /// joblogd.socket once `systemctl enable` has linked it there.
 const TARGET: &str = "joblogd-test.target";
@@ -110,125 +107,6 @@ echo "joblogd-test: exec systemd" >&2
 exec env -i container=joblogd-test SYSTEMD_COLORS=0 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin \
     /lib/systemd/systemd --unit=joblogd-test.target --log-color=no
 "#;
-
-fn both(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-/// The first `key=value` line of a unit file, its value.
-fn setting(unit: &str, key: &str) -> String {
-    unit.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|| panic!("no {key} in:\n{unit}"))
-}
-
-/// A host user, and how `setpriv` acts as it.
-struct User {
-    name: &'static str,
-    uid: u32,
-    gid: u32,
-    /// `id -G`: primary and supplementary gids.
-    groups: Vec<u32>,
-}
-
-impl User {
-    fn lookup(name: &'static str) -> Option<User> {
-        let id = |flag: &str| -> Option<Vec<u32>> {
-            let o = Command::new("id").args([flag, name]).output().ok()?;
-            if !o.status.success() {
-                return None;
-            }
-            stdout(&o)
-                .split_whitespace()
-                .map(|n| n.parse().ok())
-                .collect()
-        };
-        Some(User {
-            name,
-            uid: *id("-u")?.first()?,
-            gid: *id("-g")?.first()?,
-            groups: id("-G")?,
-        })
-    }
-
-    /// `program args…` as this user, in a clean environment.
-    fn run(&self, program: &str, args: &[&str]) -> Command {
-        let list: Vec<String> = self.groups.iter().map(u32::to_string).collect();
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg(format!("--groups={}", list.join(",")))
-            .arg(program)
-            .args(args)
-            .env_clear()
-            .env("PATH", PATH)
-            .env("HOME", "/nonexistent")
-            .env("LC_ALL", "C.UTF-8")
-            .current_dir("/")
-            .stdin(Stdio::null());
-        c
-    }
-}
-
-/// The users of tests/setup.rs, made the same way (kept if they exist):
-/// `jl-daemon` with its group, `jl-worker` in that group, `jl-outsider` in
-/// none. tests/setup.rs may be making them at the same moment: shadow's
-/// lock serializes the tools, and a lookup that still fails is retried.
-fn users() -> Result<(User, User, User), String> {
-    let run = |program: &str, args: &[&str]| {
-        let _ = Command::new(program).args(args).env("PATH", PATH).output();
-    };
-    let system_user = |name: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-        ];
-        args.extend_from_slice(extra);
-        args.push(name);
-        run("useradd", &args);
-    };
-    let mut last = String::new();
-    for _ in 0..5 {
-        let daemon = User::lookup(DAEMON);
-        let worker = User::lookup(WORKER);
-        let outsider = User::lookup(OUTSIDER);
-        match (daemon, worker, outsider) {
-            (Some(d), Some(w), Some(o)) if w.groups.contains(&d.gid) => {
-                if o.groups.contains(&d.gid) {
-                    return Err(format!("{OUTSIDER} is in {DAEMON}'s group: {:?}", o.groups));
-                }
-                return Ok((d, w, o));
-            }
-            (d, w, o) => {
-                last = format!(
-                    "{DAEMON}: {:?}, {WORKER}: {:?}, {OUTSIDER}: {:?}",
-                    d.map(|u| u.groups),
-                    w.map(|u| u.groups),
-                    o.map(|u| u.groups)
-                );
-            }
-        }
-        run("groupadd", &["--system", DAEMON]);
-        system_user(DAEMON, &["-g", DAEMON]);
-        system_user(WORKER, &[]);
-        run("usermod", &["-aG", DAEMON, WORKER]);
-        system_user(OUTSIDER, &[]);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Err(format!("could not create the users: {last}"))
-}
 
 /// The cgroup v2 directory this process is in, on the host's cgroup2
 /// mount (`0::` of /proc/self/cgroup under the mount's root).
@@ -631,7 +509,12 @@ fn write(path: &Path, text: &str, mode: u32) {
 /// The container's root: mount points, the /usr merge's links, a private
 /// /etc with the users (host ids), the shipped units and sysusers entry,
 /// the test's target, joblogd.socket enabled the way README says.
-fn build_root(root: &Path, daemon: &User, worker: &User, outsider: &User) {
+fn build_root(root: &Path, users: &Users) {
+    let Users {
+        daemon,
+        worker,
+        outsider,
+    } = users;
     for d in [
         "", "usr", "etc", "proc", "sys", "dev", "run", "tmp", "var", "var/lib", "var/log",
         "var/tmp", "root", ".oldroot",
@@ -646,8 +529,8 @@ fn build_root(root: &Path, daemon: &User, worker: &User, outsider: &User) {
         symlink(format!("usr/{l}"), root.join(l)).unwrap();
     }
     let etc = root.join("etc");
-    let service = fs::read_to_string(format!("{REPO}/systemd/joblogd.service")).unwrap();
-    let socket = fs::read_to_string(format!("{REPO}/systemd/joblogd.socket")).unwrap();
+    let service = shipped_unit("joblogd.service");
+    let socket = shipped_unit("joblogd.socket");
     let user = setting(&service, "User=");
     let group = setting(&service, "Group=");
     assert_eq!(setting(&socket, "SocketGroup="), group);
@@ -736,39 +619,12 @@ fn build_root(root: &Path, daemon: &User, worker: &User, outsider: &User) {
     );
 }
 
-/// The value of a /proc/<pid>/status line.
-fn status_line(pid: i32, key: &str) -> String {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
 /// CAP_SYS_RESOURCE (linux/capability.h; not in the libc crate).
 const CAP_SYS_RESOURCE: u32 = 24;
 
 fn has_cap_sys_resource() -> bool {
     u64::from_str_radix(&status_line(std::process::id() as i32, "CapBnd:"), 16)
         .is_ok_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
-}
-
-fn video_ids(recs: &[Value]) -> Vec<&str> {
-    recs.iter()
-        .map(|r| r["video_id"].as_str().unwrap_or_default())
-        .collect()
-}
-
-/// `clear`'s archives beside the log (`processing_log.<time>.json`).
-fn archives(state: &Path) -> Vec<PathBuf> {
-    files_containing(state, "processing_log.")
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n != "processing_log.json" && !n.to_string_lossy().ends_with(".1"))
-        })
-        .collect()
 }
 
 #[test]
@@ -779,7 +635,7 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         eprintln!("SKIPPED: booting systemd in namespaces and creating users needs root");
         return;
     }
-    let missing: Vec<&str> = [
+    let missing = missing(&[
         "unshare",
         "nsenter",
         "pivot_root",
@@ -790,22 +646,12 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         "useradd",
         "groupadd",
         "usermod",
+        "getent",
         "id",
         "python3",
         "jq",
         "systemctl",
-    ]
-    .into_iter()
-    .filter(|t| {
-        Command::new(t)
-            .arg("--version")
-            .env("PATH", PATH)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-    })
-    .collect();
+    ]);
     if !missing.is_empty() {
         eprintln!(
             "SKIPPED: {} needed (util-linux, coreutils, passwd, python3, jq, systemd)",
@@ -824,32 +670,19 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
             return;
         }
     };
-    let (daemon, worker, outsider) = match users() {
-        Ok(u) => u,
-        Err(e) => panic!("{e}"),
-    };
+    let users = users();
+    let daemon = &users.daemon;
     // The build tree, python3 and jq must be usable by the other users.
-    for (user, program, args) in [
-        (&worker, CTL, &["--version"][..]),
-        (&worker, "python3", &["-c", "pass"][..]),
-        (&worker, "jq", &["--version"][..]),
-    ] {
-        let o = user.run(program, args).output().unwrap();
-        if !o.status.success() {
-            eprintln!(
-                "SKIPPED: {program} cannot be run as {} (is the build directory readable by others?): {}",
-                user.name,
-                both(&o)
-            );
-            return;
-        }
+    if let Some(why) = users.cannot_run(&[]) {
+        eprintln!("SKIPPED: {why}");
+        return;
     }
 
     let dir = Guarded(Some(TempDir::new()));
     let tmp = dir.0.as_ref().unwrap();
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let root = tmp.join("root");
-    build_root(&root, &daemon, &worker, &outsider);
+    build_root(&root, &users);
     let cgroup = parent.join(
         tmp.path()
             .file_name()
@@ -881,12 +714,23 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         );
     }
 
+    // The unit's paths as the host sees them, and the modes it promises.
+    let target = Target {
+        users: &users,
+        socket: root.join("run/joblogd/joblogd.sock"),
+        runtime_dir: root.join("run/joblogd"),
+        state_dir: root.join("var/lib/joblogd"),
+        daemon_state_dir: PathBuf::from("/var/lib/joblogd"),
+        log: root.join("var/lib/joblogd/processing_log.json"),
+        runtime_dir_mode: 0o755,
+        state_dir_mode: 0o750,
+        file_mode: 0o640,
+        scratch: tmp.path().to_owned(),
+    };
+    let (state_dir, log) = (&target.state_dir, &target.log);
+
     // Booted: the socket listens, enabled through sockets.target; the
     // service waits for its first connection.
-    let sock = root.join("run/joblogd/joblogd.sock");
-    let sock_s = sock.to_str().unwrap().to_owned();
-    let state_dir = root.join("var/lib/joblogd");
-    let log = state_dir.join("processing_log.json");
     assert_eq!(
         stdout(&c.systemctl(&["is-active", "joblogd.socket"])),
         "active"
@@ -904,9 +748,8 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         "active",
         "sysusers ran with the entry installed"
     );
-    let meta = fs::metadata(&sock).unwrap();
     assert_eq!(
-        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        owner(&target.socket),
         (0o660, 0, daemon.gid),
         "SocketMode=, SocketUser=, SocketGroup="
     );
@@ -916,17 +759,7 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
     );
 
     // Root: may always connect; the first connection starts the service.
-    let ctl = |args: &[&str]| -> Output {
-        Command::new(CTL)
-            .arg("--socket")
-            .arg(&sock)
-            .args(args)
-            .env_clear()
-            .env("PATH", PATH)
-            .output()
-            .unwrap()
-    };
-    let o = ctl(&["ping"]);
+    let o = target.ctl(&["ping"]);
     assert_eq!(o.status.code(), Some(0), "root ping: {}", both(&o));
     let pong: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(pong["log_file"], "/var/lib/joblogd/processing_log.json");
@@ -956,10 +789,7 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
     assert_eq!(ids("Gid:"), [daemon.gid; 4], "Group=");
     assert_eq!(
         status_line(pid, "Umask:"),
-        setting(
-            &fs::read_to_string(format!("{REPO}/systemd/joblogd.service")).unwrap(),
-            "UMask="
-        )
+        setting(&shipped_unit("joblogd.service"), "UMask=")
     );
     assert_eq!(status_line(pid, "NoNewPrivs:"), "1", "NoNewPrivileges=");
     assert_eq!(status_line(pid, "Seccomp:"), "2", "SystemCallFilter=");
@@ -983,12 +813,9 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
     // LimitNOFILE=: raising the hard limit needs CAP_SYS_RESOURCE; where
     // the sandbox's bounding set lacks it, systemd sets the nearest limit
     // it can (setrlimit_closest), the host's hard limit.
-    let unit_nofile: u64 = setting(
-        &fs::read_to_string(format!("{REPO}/systemd/joblogd.service")).unwrap(),
-        "LimitNOFILE=",
-    )
-    .parse()
-    .unwrap();
+    let unit_nofile: u64 = setting(&shipped_unit("joblogd.service"), "LimitNOFILE=")
+        .parse()
+        .unwrap();
     let mut host = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -1018,179 +845,16 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         );
     }
 
-    // Root logs and clears.
-    let root_records = tmp.join("root.ndjson");
-    fs::write(
-        &root_records,
-        "{\"video_id\":\"root-check\",\"success\":true}\n",
-    )
-    .unwrap();
-    let o = ctl(&["log", root_records.to_str().unwrap(), "--ack"]);
-    assert_eq!(o.status.code(), Some(0), "root log: {}", both(&o));
-    let o = ctl(&["clear", "--yes"]);
-    assert_eq!(o.status.code(), Some(0), "root clear: {}", both(&o));
-    let root_archives = archives(&state_dir);
-    assert_eq!(root_archives.len(), 1, "{root_archives:?}");
-    assert_eq!(video_ids(&read_log(&root_archives[0])), ["root-check"]);
-    assert!(read_log(&log).is_empty());
-
-    // The worker: the guide's walkthrough through the Python client
-    // (logs, queries, statistics, CSV, clear_log, one more job).
-    let out = tmp.join("out");
-    fs::create_dir(&out).unwrap();
-    fs::set_permissions(&out, fs::Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::chown(&out, Some(worker.uid), Some(worker.gid)).unwrap();
-    let script = format!("{REPO}/tests/fixtures/guide_example.py");
-    let o = worker
-        .run("python3", &[&script, out.to_str().unwrap()])
-        .env("PYTHONPATH", format!("{REPO}/clients/python"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("JOBLOGD_SOCKET", &sock)
-        .current_dir(&out)
-        .output()
-        .unwrap();
-    let said = both(&o);
-    assert!(o.status.success(), "guide_example.py as {WORKER}: {said}");
-    assert!(
-        said.contains("Total: 5") && said.contains("Success rate: 60.0%"),
-        "{said}"
-    );
-    let archive = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("Archive: "))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no Archive: line: {said}"));
-    assert_eq!(
-        archive.parent(),
-        Some(Path::new("/var/lib/joblogd")),
-        "as the daemon sees it: {said}"
-    );
-    let archive = state_dir.join(archive.file_name().unwrap());
-    assert_eq!(
-        video_ids(&read_log(&archive)),
-        ["abc123", "xyz789", "def456", "ghi012", "abc456"]
-    );
-    assert_eq!(video_ids(&read_log(&log)), ["jkl345"]);
-    assert!(out.join("jobs_export.csv").exists());
-
-    // The worker reads the files as the guide does: json.load and jq.
-    let load = "import json,sys; print(len(json.load(open(sys.argv[1]))))";
-    let o = worker
-        .run("python3", &["-c", load, log.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "json.load as {WORKER}: {}", both(&o));
-    assert_eq!(stdout(&o), "1");
-    let o = worker
-        .run(
-            "jq",
-            &[
-                "-c",
-                "[.[] | .success] | group_by(.) | map({status: .[0], count: length})",
-                archive.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "jq as {WORKER}: {}", both(&o));
-    assert_eq!(
-        serde_json::from_str::<Value>(&stdout(&o)).unwrap(),
-        json!([{"status": false, "count": 2}, {"status": true, "count": 3}])
-    );
-
-    // The outsider: no connection (so no logging, querying or clearing),
-    // no reading.
-    for args in [
-        &["ping"][..],
-        &["log", root_records.to_str().unwrap(), "--ack"][..],
-        &["jobs"][..],
-        &["clear", "--yes"][..],
-    ] {
-        let mut argv = vec!["--socket", &sock_s];
-        argv.extend_from_slice(args);
-        let o = outsider.run(CTL, &argv).output().unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(3),
-            "{args:?} as {OUTSIDER}: {}",
-            both(&o)
-        );
-        assert!(both(&o).contains("Permission denied"), "{}", both(&o));
-    }
-    let o = outsider
-        .run(
-            "python3",
-            &[
-                "-c",
-                "from joblog_client import JobLogger\n\
-                 try:\n    JobLogger().get_all_jobs()\n\
-                 except (PermissionError, ConnectionError) as e:\n    print(type(e).__name__, e)\n\
-                 else:\n    raise SystemExit('get_all_jobs answered an outsider')\n",
-            ],
-        )
-        .env("PYTHONPATH", format!("{REPO}/clients/python"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("JOBLOGD_SOCKET", &sock)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "the Python client as {OUTSIDER}: {}",
-        both(&o)
-    );
-    assert!(stdout(&o).contains("Permission denied"), "{}", both(&o));
-    for file in [&log, &archive] {
-        let o = outsider
-            .run("python3", &["-c", load, file.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(!o.status.success(), "json.load as {OUTSIDER}: {}", both(&o));
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("PermissionError"),
-            "{}",
-            both(&o)
-        );
-        let o = outsider
-            .run("jq", &[".", file.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(!o.status.success(), "jq as {OUTSIDER}: {}", both(&o));
-    }
-    assert_eq!(
-        video_ids(&read_log(&log)),
-        ["jkl345"],
-        "the outsider changed nothing"
-    );
-
-    // The modes the unit promises, made by systemd (StateDirectory=,
+    // Root, the worker running the guide, the outsider; the modes the
+    // unit promises, made by systemd (StateDirectory=,
     // StateDirectoryMode=, RuntimeDirectory=) and joblogd (--file-mode).
-    let owner = |p: &Path| {
-        let m = fs::metadata(p).unwrap();
-        (m.mode() & 0o7777, m.uid(), m.gid())
-    };
-    assert_eq!(
-        owner(&state_dir),
-        (0o750, daemon.uid, daemon.gid),
-        "StateDirectory="
-    );
-    assert_eq!(
-        owner(&root.join("run/joblogd")),
-        (0o755, daemon.uid, daemon.gid),
-        "RuntimeDirectory="
-    );
-    for f in std::iter::once(&log).chain(archives(&state_dir).iter()) {
-        assert_eq!(owner(f), (0o640, daemon.uid, daemon.gid), "{}", f.display());
-    }
-    assert_eq!(
-        archives(&state_dir).len(),
-        2,
-        "root's clear and the worker's"
-    );
+    // On failure, the container prints systemd's view.
+    check_shipped_setup(&target, &String::new);
 
     // `systemctl reload` after a rotation (README's logrotate recipe):
     // the daemon starts a new file at the path; the old one is complete.
     let rotated = state_dir.join("processing_log.json.1");
-    fs::rename(&log, &rotated).unwrap();
+    fs::rename(log, &rotated).unwrap();
     let o = c.systemctl(&["reload", "joblogd.service"]);
     assert!(o.status.success(), "systemctl reload: {}", both(&o));
     // The reload is over when joblogd has checked the path (READY=1).
@@ -1208,15 +872,9 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         "reload is not a restart"
     );
     assert_eq!(video_ids(&read_log(&rotated)), ["jkl345"]);
-    fs::write(
-        &root_records,
-        "{\"video_id\":\"after-reload\",\"success\":true}\n",
-    )
-    .unwrap();
-    let o = ctl(&["log", root_records.to_str().unwrap(), "--ack"]);
-    assert_eq!(o.status.code(), Some(0), "root log: {}", both(&o));
-    assert_eq!(video_ids(&read_log(&log)), ["after-reload"]);
-    assert_eq!(owner(&log), (0o640, daemon.uid, daemon.gid));
+    target.root_logs("after-reload");
+    assert_eq!(video_ids(&read_log(log)), ["after-reload"]);
+    assert_eq!(owner(log), (0o640, daemon.uid, daemon.gid));
 
     // `systemctl stop`: a clean exit; the socket stays, and the next
     // connection starts the service again.
@@ -1229,8 +887,8 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         stdout(&c.systemctl(&["is-active", "joblogd.socket"])),
         "active"
     );
-    assert_eq!(video_ids(&read_log(&log)), ["after-reload"]);
-    let o = ctl(&["ping"]);
+    assert_eq!(video_ids(&read_log(log)), ["after-reload"]);
+    let o = target.ctl(&["ping"]);
     assert_eq!(o.status.code(), Some(0), "ping after stop: {}", both(&o));
     let pong: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(pong["records"], 1, "{pong}");
@@ -1256,7 +914,7 @@ fn the_real_units_under_systemd_as_pid_1_serve_root_and_workers_only() {
         console.contains("Stopped joblogd.service"),
         "the service stopped at poweroff:\n{console}"
     );
-    assert_eq!(video_ids(&read_log(&log)), ["after-reload"]);
+    assert_eq!(video_ids(&read_log(log)), ["after-reload"]);
     drop(c);
     eprintln!(
         "systemd booted as PID 1 in {:.1} s; the whole test took {:.1} s",

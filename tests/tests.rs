@@ -52,6 +52,9 @@ mod fuzz_corpus;
 // Installing for operators: what `cargo install` puts in place.
 mod install;
 
+// The shipped setup's promises to root, a worker and an outsider (setup, systemd_boot).
+mod shipped;
+
 // The shipped unit's setup as real users: the daemon's, a worker's, an outsider's.
 mod setup;
 

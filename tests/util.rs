@@ -389,3 +389,13 @@ pub fn add_system_user(name: &str, extra: &[&str]) {
         .arg(name)
         .output();
 }
+
+/// Where the bytes in a copy set aside by a repair were in the original:
+/// its name ends in `.from-<offset>`.
+pub fn copied_from(copy: &Path) -> usize {
+    copy.to_string_lossy()
+        .rsplit(".from-")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{} does not name its offset", copy.display()))
+}
