@@ -419,6 +419,14 @@ const FOREIGN_CHECK: Duration = Duration::from_secs(1);
 /// warning up to this many; the count is always whole.
 const LOST_NAMED: usize = 20;
 
+/// Local time as `logged_at` is written, for `ping`'s events.
+fn local_now() -> String {
+    crate::time::LocalTime::now()
+        .iso_quoted()
+        .trim_matches('"')
+        .to_string()
+}
+
 /// Names record `i` of `index` for a log line: its place, time and the
 /// fields the index keeps (the `video_id` itself is kept only as a hash).
 fn describe(index: &Index, i: usize) -> String {
@@ -920,6 +928,23 @@ impl Writer {
                 return;
             }
         };
+        if let Some(copy) = recovery.appended_copy {
+            // Bytes added past the array, which is as it was: set aside
+            // (and logged) by the store; the index still holds.
+            self.status.foreign_writes += 1;
+            self.status.last_foreign_write = Some(ForeignWrite {
+                at: local_now(),
+                records_taken_in: 0,
+                records_lost: 0,
+                copy: Some(copy),
+            });
+            if let Some(store) = self.idle.as_ref() {
+                self.status.file_bytes = store.len();
+            }
+            self.backoff = Duration::ZERO;
+            self.retry_at = None;
+            return;
+        }
         // Ours: the records that were durable (the pending ones are
         // indexed too, but were never in the file).
         let durable = usize::try_from(self.status.records)
@@ -940,7 +965,10 @@ impl Writer {
         let Some(store) = self.idle.as_ref() else {
             return;
         };
-        let truncated = found.is_empty() && taken_in == 0 && store.len() <= 2 && durable > 0;
+        // Cut to nothing (`copytruncate`, `: > file`): a rotation, not
+        // another logger's write. A file rewritten as `[]` (an old
+        // logger's `clear_log()`) is a foreign write that lost records.
+        let truncated = recovery.created && durable > 0;
         if truncated || (lost.is_empty() && taken_in == 0 && recovery.corrupt_copy.is_none()) {
             if truncated {
                 tracing::error!(
@@ -974,10 +1002,7 @@ impl Writer {
             self.status.records_taken_in += taken_in as u64;
             self.status.records_lost += lost.len() as u64;
             self.status.last_foreign_write = Some(ForeignWrite {
-                at: crate::time::LocalTime::now()
-                    .iso_quoted()
-                    .trim_matches('"')
-                    .to_string(),
+                at: local_now(),
                 records_taken_in: taken_in as u64,
                 records_lost: lost.len() as u64,
                 copy: recovery.corrupt_copy.clone(),
@@ -1028,28 +1053,45 @@ impl Writer {
     /// Writes everything accepted so far, now, waiting for it.
     async fn flush_now(&mut self) -> Result<(), String> {
         self.settle().await?;
-        if !self.current.is_empty() {
+        // A change by another process found by the write is taken over,
+        // then the write is tried once more.
+        for _ in 0..2 {
+            self.take_over_changes().await;
+            if self.current.is_empty() {
+                break;
+            }
             self.retry_at = None;
             self.maybe_start_flush(Instant::now(), true);
             self.settle().await?;
         }
         match self.current.is_empty() {
             true => Ok(()),
-            false => Err(self.status.last_error.clone().unwrap_or_default()),
+            false => {
+                Err(self.status.last_error.clone().unwrap_or_else(|| {
+                    "the log file kept changing underneath the daemon".to_string()
+                }))
+            }
+        }
+    }
+
+    /// Looks for another process's change to the file, and takes it over
+    /// (see [`Writer::reconcile`]) unless a failed take-over is backing off.
+    async fn take_over_changes(&mut self) {
+        self.look_for_changes();
+        if self.changed && self.idle.is_some() && self.retry_at.is_none_or(|t| Instant::now() >= t)
+        {
+            self.reconcile().await;
         }
     }
 
     async fn command(&mut self, cmd: Command) {
-        // `ping` and queries see another process's change at once: it is
-        // taken over (and reported) before they are answered.
-        if matches!(cmd, Command::Status(_) | Command::Query(..)) {
-            self.look_for_changes();
-            if self.changed
-                && self.idle.is_some()
-                && self.retry_at.is_none_or(|t| Instant::now() >= t)
-            {
-                self.reconcile().await;
-            }
+        // Every request sees another process's change at once: it is
+        // taken over (and reported) before `ping`, a query, `flush`,
+        // `clear` or a reopen goes on (a `clear` would archive a file whose
+        // losses nobody counted). Not for records: one `fstat` per chunk
+        // would be paid by every writer, and the flush looks anyway.
+        if !matches!(cmd, Command::Ingest(_)) {
+            self.take_over_changes().await;
         }
         match cmd {
             Command::Ingest(ing) => self.ingest(ing),
@@ -1247,6 +1289,9 @@ impl Writer {
         );
         self.idle = Some(store);
         self.index = index;
+        // A change to the old file no longer matters: it was taken over
+        // (or reported) before the reopen, and the new file is new.
+        self.changed = false;
         self.cfg.stats.changed();
         self.reader = Arc::new(reader);
         Ok(msg)

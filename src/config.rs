@@ -221,6 +221,13 @@ impl Config {
                 a.file_mode
             )));
         }
+        if file_mode & 0o002 != 0 {
+            return Err(ConfigError(format!(
+                "--file-mode {}: a log every user may write is one anyone can rewrite; \
+                 give readers the group instead (0640)",
+                a.file_mode
+            )));
+        }
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError(format!("--{name} must be greater than 0")))
@@ -323,7 +330,7 @@ mod tests {
     fn rejects_bad_values_naming_the_flag() {
         let e = parse(&["--socket-mode", "999"]).unwrap_err();
         assert!(e.0.contains("--socket-mode"));
-        for bad in ["0888", "0440"] {
+        for bad in ["0888", "0440", "0666"] {
             let e = parse(&["--socket", "/tmp/x", "--file-mode", bad]).unwrap_err();
             assert!(e.0.contains("--file-mode"), "{bad}: {}", e.0);
         }

@@ -122,6 +122,10 @@ pub struct Recovery {
     /// and the new file of a `clear` not yet swapped in
     /// (`<file>.clearing-*.partial`).
     pub removed_partials: Vec<PathBuf>,
+    /// [`Store::rescan`] only: bytes were added past the array, which was
+    /// left as it was (`>>`, `truncate -s`); they were copied here and cut
+    /// off, and no record was scanned (the caller's index still holds).
+    pub appended_copy: Option<PathBuf>,
 }
 
 /// A record found by the start-up scan: where it is in the file.
@@ -183,7 +187,7 @@ const PAGE: u64 = 4096;
 const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
 const SETTLE_QUIET_DAMAGED: std::time::Duration = std::time::Duration::from_secs(1);
-const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A large batch is written in pieces of this size (see
 /// [`Store::append`]).
@@ -401,6 +405,22 @@ impl Store {
             .metadata()
             .map_err(io_err(&self.path, "stat"))?
             .len();
+        if len > self.file_len && self.closing_intact() {
+            // Only bytes added past the array, which is as it was: those
+            // are set aside and cut, and the records need no new look.
+            let end = self.file_len;
+            let copy = self.keep_appended(len)?;
+            self.file
+                .set_len(end)
+                .map_err(io_err(&self.path, "truncate"))?;
+            self.file_len = end;
+            self.restamp();
+            return Ok(Recovery {
+                records: self.records,
+                appended_copy: Some(copy),
+                ..Recovery::default()
+            });
+        }
         // Cut below where our records ended (`copytruncate`, or a logger
         // that truncates and rewrites), perhaps with a write of ours landed
         // past what was written since: only our batch, still pending, lies
@@ -453,7 +473,9 @@ impl Store {
         }
     }
 
-    /// Is the last byte of the file that is not whitespace a `]`?
+    /// Does the file end as a whole array written with `indent=2` does:
+    /// `[]`, or a `]` at the start of its line (a nested list's `]` is
+    /// indented, so a writer paused after one is not taken for done)?
     fn ends_like_an_array(&self) -> bool {
         let Ok(len) = self.file.metadata().map(|m| m.len()) else {
             return false;
@@ -463,10 +485,12 @@ impl Store {
         if self.file.read_exact_at(&mut tail, from).is_err() {
             return false;
         }
-        tail.iter()
-            .rev()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|&b| b == b']')
+        let end = tail
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        let tail = &tail[..end];
+        tail.ends_with(b"\n]") || (len <= 64 && tail.trim_ascii() == b"[]")
     }
 
     /// Notes the file as the daemon's own write just left it.
@@ -537,7 +561,7 @@ impl Store {
     /// log, `truncate -s`): copied to a new, synced `<file>.appended-<time>`
     /// and then cut off by this append, so the file is an array again once
     /// it is acknowledged and those bytes are not lost.
-    fn keep_appended(&mut self, len: u64) -> Result<(), StoreError> {
+    fn keep_appended(&mut self, len: u64) -> Result<PathBuf, StoreError> {
         let extra = len - self.file_len;
         let copy = unique_path(PathBuf::from(format!(
             "{}.appended-{}",
@@ -560,7 +584,7 @@ impl Store {
             "Bytes were appended to the log file by another process after the array's end; copied aside and cut off."
         );
         self.file_len = len;
-        Ok(())
+        Ok(copy)
     }
 
     /// Writes `tail` at `at`, cuts the file there, syncs.

@@ -677,3 +677,50 @@ fn finds_the_daemon_without_being_told_and_names_the_paths_it_tried() {
         let _ = fs::remove_dir_all(system.parent().unwrap());
     }
 }
+
+/// A socket found by default in a directory anyone may write to (/tmp) is
+/// used only if it belongs to the caller or root: another user could have
+/// put one there first to read and answer what joblogctl sends (`sudo
+/// joblogctl clear`, say).
+#[test]
+fn a_default_socket_another_user_planted_in_a_shared_directory_is_skipped() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: giving a socket to another user needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let shared = dir.join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = shared.join("joblogd.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .env_remove("JOBLOGD_SOCKET")
+        .env("XDG_RUNTIME_DIR", &shared)
+        .arg("ping")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(
+        err.contains("skipped: owned by uid 65534"),
+        "{}{err}",
+        stdout(&o)
+    );
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "it never connected");
+    // Given explicitly, it is the user's choice.
+    let o = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .arg("--socket")
+        .arg(&planted)
+        .args(["ping"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(listener.accept().is_ok(), "connected when told to");
+    drop(o);
+}

@@ -852,3 +852,34 @@ fn a_repair_needs_room_only_for_what_it_cuts() {
         }
     }
 }
+
+/// Bytes added past the array of an idle log are noticed within about a
+/// second, without waiting for a flush: copied to `.appended-*` (only
+/// them), cut off, and reported in `ping`.
+#[test]
+fn bytes_added_to_an_idle_log_are_set_aside_within_a_second() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    let mut f = fs::OpenOptions::new().append(true).open(&d.log).unwrap();
+    std::io::Write::write_all(&mut f, b"\n{\"stray\": true}\n").unwrap();
+    drop(f);
+    // Within a second it is seen; the daemon then waits for the file to
+    // stay unchanged for a second (it does not end like an array), as
+    // another writer may still be at it.
+    let t0 = std::time::Instant::now();
+    while !crate::util::is_valid_array(&d.log) {
+        assert!(t0.elapsed() < Duration::from_secs(4), "not cut off");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ids(&d.log), ["a"], "cut off without a flush");
+    let p = d.request("ping");
+    assert_eq!(p["foreign_writes"], 1, "{p}");
+    assert_eq!(p["records"], 1, "{p}");
+    let copy = p["last_foreign_write"]["copy"].as_str().unwrap_or_default();
+    assert!(copy.contains("log.json.appended-"), "{p}");
+    assert_eq!(fs::read(copy).unwrap(), b"\n{\"stray\": true}\n");
+}

@@ -144,3 +144,62 @@ fn an_old_logger_beside_joblogd_keeps_its_records_and_what_it_destroys_is_counte
         ping["foreign_writes"]
     );
 }
+
+/// Three acknowledged records, then another process writes `content` over
+/// the file (in place, as the old logger does); returns the daemon.
+fn rewritten_after_three(dir: &TempDir, content: &str) -> Daemon {
+    let d = Daemon::start(dir, &[]);
+    for i in 0..3 {
+        let r = d.request(&format!(
+            r#"{{"op":"log","job":{{"video_id":"jd-{i}","worker_id":"jd-{i}"}},"ack":true}}"#
+        ));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    std::fs::write(&d.log, content).unwrap();
+    d
+}
+
+/// The old logger's `clear_log()` (the guide's example ends with it)
+/// writes `[]` over the file: that destroys joblogd's records, so it is
+/// counted and named as such, not taken for a rotation.
+#[test]
+fn an_old_loggers_clear_log_counts_the_records_it_destroyed() {
+    let dir = TempDir::new();
+    let d = rewritten_after_three(&dir, "[]");
+    let p = d.request("ping");
+    assert_eq!(p["records"], 0, "{p}");
+    assert_eq!(p["foreign_writes"], 1, "{p}");
+    assert_eq!(p["records_lost"], 3, "{p}");
+    assert_eq!(p["truncations"], 0, "{p}");
+    for i in 0..3 {
+        assert!(
+            d.logs().contains(&format!("worker=jd-{i} ")),
+            "{}",
+            d.logs()
+        );
+    }
+}
+
+/// A `clear` right after another process rewrote the file takes the
+/// change over first: what it destroyed is counted before the file is
+/// archived (the archive would otherwise hide it for good).
+#[test]
+fn a_clear_right_after_a_rewrite_counts_what_the_rewrite_destroyed() {
+    let dir = TempDir::new();
+    let d = rewritten_after_three(
+        &dir,
+        "[\n  {\n    \"video_id\": \"old-1\",\n    \"success\": true\n  }\n]",
+    );
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let archive = std::path::PathBuf::from(r["archive"].as_str().unwrap());
+    let kept: Vec<_> = read_log(&archive)
+        .iter()
+        .map(|r| r["video_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kept, ["old-1"]);
+    let p = d.request("ping");
+    assert_eq!(p["foreign_writes"], 1, "{p}");
+    assert_eq!(p["records_lost"], 3, "{p}");
+    assert_eq!(p["records_taken_in"], 1, "{p}");
+}

@@ -399,3 +399,11 @@ pub fn copied_from(copy: &Path) -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{} does not name its offset", copy.display()))
 }
+
+/// Does `path` hold a valid JSON array right now?
+pub fn is_valid_array(path: &Path) -> bool {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<Value>>(&b).ok())
+        .is_some()
+}

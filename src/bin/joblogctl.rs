@@ -12,6 +12,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::os::unix::fs::MetadataExt;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -230,7 +232,31 @@ impl Conn {
     /// error names every path tried and why, and what to do about it.
     fn open(socket: &Socket) -> Result<Conn, Fail> {
         let mut tried = Vec::new();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
         for path in &socket.candidates {
+            // A default found, not one given: in a directory anyone may
+            // write to (/tmp) anyone could have put a socket there first,
+            // and would then read (and answer) what this command sends.
+            let shared_dir = path
+                .parent()
+                .and_then(|d| std::fs::metadata(d).ok())
+                .is_some_and(|d| d.mode() & 0o002 != 0);
+            if !socket.explicit
+                && shared_dir
+                && let Ok(m) = std::fs::symlink_metadata(path)
+                && m.uid() != me
+                && m.uid() != 0
+            {
+                tried.push((
+                    path,
+                    io::Error::other(format!(
+                        "skipped: owned by uid {}, neither you nor root",
+                        m.uid()
+                    )),
+                ));
+                continue;
+            }
             match UnixStream::connect(path) {
                 Ok(s) => {
                     let r = BufReader::new(s.try_clone()?);
