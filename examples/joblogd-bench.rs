@@ -875,8 +875,14 @@ const DISK_CHUNK: usize = 256 << 10;
 fn disk_run(dir: &Path, total: u64, chunk: &[u8]) -> io::Result<Duration> {
     let path = dir.join("disk.json");
     let _ = fs::remove_file(&path);
-    let (mut store, _) = Store::open(&path, FsyncPolicy::Always, 0o640, |_, _, _| {}, |_, _| {})
-        .map_err(|e| other(e.to_string()))?;
+    let (mut store, _) = Store::open(
+        &path,
+        FsyncPolicy::Always,
+        joblogd::store::FileOptions::default(),
+        |_, _, _| {},
+        |_, _| {},
+    )
+    .map_err(|e| other(e.to_string()))?;
     store.set_page_cache(PageCache::Drop);
     let per_batch = DISK_BATCH / DISK_CHUNK;
     let t0 = Instant::now();

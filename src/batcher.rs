@@ -285,7 +285,7 @@ pub fn open_log(
     path: &std::path::Path,
     fsync: crate::store::FsyncPolicy,
     page_cache: crate::store::PageCache,
-    mode: u32,
+    options: crate::store::FileOptions,
 ) -> Result<(Store, Index), StoreError> {
     let t0 = Instant::now();
     let total = std::fs::metadata(path).map_or(0, |m| m.len());
@@ -345,7 +345,7 @@ pub fn open_log(
         let opened = Store::open(
             path,
             fsync,
-            mode,
+            options,
             |rec, bytes, meta| {
                 if !indexer_gone {
                     hand_over(&mut batch, &mut scratch, rec.offset, bytes, meta);
@@ -1270,11 +1270,12 @@ impl Writer {
             );
         }
         let path = store.path().to_owned();
-        let (fsync, page_cache, mode) = (store.fsync(), store.page_cache(), store.mode());
-        let opened = tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache, mode))
-            .await
-            .map_err(|e| format!("writer task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let (fsync, page_cache, options) = (store.fsync(), store.page_cache(), store.options());
+        let opened =
+            tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache, options))
+                .await
+                .map_err(|e| format!("writer task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
         let (store, index) = opened;
         let reader = store.reader().map_err(|e| e.to_string())?;
         // The old file is complete, synced and closed as it drops here.
@@ -1397,14 +1398,19 @@ mod tests {
             Store::open(
                 &path,
                 FsyncPolicy::Always,
-                0o640,
+                crate::store::FileOptions::default(),
                 |rec, bytes, meta| sequential.add(rec.offset, bytes, meta),
                 |_, _| {},
             )
             .unwrap(),
         );
-        let (_store, parallel) =
-            open_log(&path, FsyncPolicy::Always, PageCache::Keep, 0o640).unwrap();
+        let (_store, parallel) = open_log(
+            &path,
+            FsyncPolicy::Always,
+            PageCache::Keep,
+            crate::store::FileOptions::default(),
+        )
+        .unwrap();
         assert_eq!(parallel.entries.len(), 3000);
         assert_eq!(parallel.entries, sequential.entries);
         let stats = |ix: &Index| crate::query::stats_json(ix, &ix.all, ix.retry_candidates);

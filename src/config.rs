@@ -40,6 +40,13 @@ pub struct Args {
     #[arg(long, value_name = "OCTAL", default_value = "0640")]
     pub file_mode: String,
 
+    /// Start even when the log file's lock cannot be shown to keep a second
+    /// daemon out (NFS, SMB/CIFS, FUSE, 9p, Ceph; or a file system that
+    /// grants a second flock): only if nothing else can ever start a daemon
+    /// on the same file.
+    #[arg(long)]
+    pub allow_unlocked_fs: bool,
+
     /// Flush a batch this long after its first record arrived.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub flush_interval_ms: u64,
@@ -129,6 +136,7 @@ pub struct Config {
     pub log_file: PathBuf,
     pub socket_mode: u32,
     pub file_mode: u32,
+    pub allow_unlocked_fs: bool,
     pub flush_interval: Duration,
     pub batch_max_records: u64,
     pub batch_max_bytes: usize,
@@ -283,6 +291,7 @@ impl Config {
             log_file,
             socket_mode,
             file_mode,
+            allow_unlocked_fs: a.allow_unlocked_fs,
             flush_interval: Duration::from_millis(a.flush_interval_ms),
             batch_max_records: a.batch_max_records,
             batch_max_bytes: a.batch_max_bytes,

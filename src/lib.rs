@@ -102,9 +102,12 @@ pub async fn run(
     let path = config.log_file.clone();
     let fsync = config.fsync;
     let page_cache = config.page_cache;
-    let mode = config.file_mode;
+    let options = store::FileOptions {
+        mode: config.file_mode,
+        allow_unlocked_fs: config.allow_unlocked_fs,
+    };
     let (store, index) =
-        tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync, page_cache, mode))
+        tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync, page_cache, options))
             .await
             .map_err(|e| Error::Writer(e.to_string()))?
             .map_err(Error::Store)?;

@@ -160,9 +160,8 @@ impl Stamp {
 pub struct Store {
     path: PathBuf,
     file: File,
-    /// File mode of the log and of every file written beside it
-    /// (`--file-mode`).
-    mode: u32,
+    /// `--file-mode`, `--allow-unlocked-fs`.
+    options: FileOptions,
     /// Offset just past the last complete record, or just past `[`.
     content_end: u64,
     /// Length of the file on disk; larger than `content_end + 2` only for a
@@ -177,6 +176,78 @@ pub struct Store {
     /// ([`PageCache::Drop`]); starts at the end of what we took over, so
     /// history read at start-up is left alone.
     dropped_to: u64,
+}
+
+/// Settings of the data file that are the operator's, carried across a
+/// reopen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Mode of the log and of every file written beside it
+    /// (`--file-mode`).
+    pub mode: u32,
+    /// Start even where the file's `flock` is not known to keep a second
+    /// daemon out (`--allow-unlocked-fs`).
+    pub allow_unlocked_fs: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            mode: 0o640,
+            allow_unlocked_fs: false,
+        }
+    }
+}
+
+/// File systems whose `flock` does not keep a daemon on another host (or,
+/// for some FUSE ones, another process) out: NFS (with `local_lock=flock`
+/// or `nolock`), SMB/CIFS, FUSE, 9p, Ceph. `statfs` magic numbers.
+const UNLOCKED_FS: [(i64, &str); 7] = [
+    (0x6969, "NFS"),
+    (0xFF53_4D42, "CIFS"),
+    (0xFE53_4D42, "SMB2"),
+    (0x517B, "SMB"),
+    (0x6573_5546, "FUSE"),
+    (0x0102_1997, "9p"),
+    (0x00C3_6400, "Ceph"),
+];
+
+/// Checks that the `flock` just taken on `file` really keeps a second
+/// daemon out: the file system is not one whose locks are local to a host
+/// or not kept at all, and a second open file description of the same file
+/// in this process is refused the lock, as any other would be. Two daemons
+/// on one file both acknowledge records and each overwrites the other's.
+fn lock_is_enforced(path: &Path, file: &File) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd;
+    let refuse = |why: String| {
+        Err(io_err(path, "lock")(io::Error::other(format!(
+            "{why}: a second joblogd (on this or another host) could write the same file, \
+             and each would overwrite the other's records. Keep the log on a local file \
+             system, or pass --allow-unlocked-fs if you make sure only one daemon ever \
+             writes it"
+        ))))
+    };
+    // SAFETY: `statfs` fills the zeroed struct for a descriptor we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0 {
+        #[allow(clippy::unnecessary_cast)]
+        let kind = st.f_type as i64;
+        if let Some((_, name)) = UNLOCKED_FS.iter().find(|(m, _)| *m == kind) {
+            return refuse(format!(
+                "the log file is on {name}, where flock is not enforced"
+            ));
+        }
+    }
+    let probe = File::open(path).map_err(io_err(path, "open"))?;
+    let enforced = match probe.try_lock() {
+        Ok(()) => false,
+        Err(fs::TryLockError::WouldBlock) => true,
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
+    };
+    if !enforced || injected_fault() == Some(Fault::LockUnenforced) {
+        return refuse("a second lock on the log file was granted beside ours".to_string());
+    }
+    Ok(())
 }
 
 /// Page size assumed for rounding; the kernel rounds again to its own.
@@ -274,7 +345,7 @@ impl Store {
     pub fn open(
         path: &Path,
         fsync: FsyncPolicy,
-        mode: u32,
+        options: FileOptions,
         mut on_record: impl FnMut(ScannedRecord, &[u8], &RawMeta),
         mut on_copy: impl FnMut(u64, u64),
     ) -> Result<(Store, Recovery), StoreError> {
@@ -293,6 +364,10 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),
             Err(fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
         }
+        if !options.allow_unlocked_fs {
+            lock_is_enforced(path, &file)?;
+        }
+        let mode = options.mode;
         // An existing file too: readers in the daemon's group (jq,
         // `json.load`) depend on it, whatever mode an earlier setup left.
         if let Err(e) = file.set_permissions(fs::Permissions::from_mode(mode)) {
@@ -309,7 +384,7 @@ impl Store {
         let mut store = Store {
             path: path.to_owned(),
             file,
-            mode,
+            options,
             content_end: 0,
             file_len: len,
             records: 0,
@@ -542,7 +617,7 @@ impl Store {
             file_timestamp()
         )));
         let needed = len - from;
-        copy_aside(&self.file, from, needed, &copy, self.mode, on_copy).map_err(|e| {
+        copy_aside(&self.file, from, needed, &copy, self.options.mode, on_copy).map_err(|e| {
             let room = io::Error::new(
                 e.kind(),
                 format!(
@@ -573,7 +648,7 @@ impl Store {
             self.file_len,
             extra,
             &copy,
-            self.mode,
+            self.options.mode,
             &mut |_, _| {},
         )
         .map_err(io_err(&copy, "copy bytes appended to the log file to"))?;
@@ -919,9 +994,9 @@ impl Store {
         self.fsync
     }
 
-    /// `--file-mode`, kept for a reopen.
-    pub fn mode(&self) -> u32 {
-        self.mode
+    /// `--file-mode` and `--allow-unlocked-fs`, kept for a reopen.
+    pub fn options(&self) -> FileOptions {
+        self.options
     }
 
     /// Is the file at our path still the one we have open? False after an
@@ -1035,7 +1110,7 @@ impl Store {
             .create_new(true)
             .open(at)
             .map_err(io_err(at, "create"))?;
-        file.set_permissions(fs::Permissions::from_mode(self.mode))
+        file.set_permissions(fs::Permissions::from_mode(self.options.mode))
             .map_err(io_err(at, "set the mode of"))?;
         match file.try_lock() {
             Ok(()) => {}
@@ -1074,8 +1149,9 @@ impl Store {
 /// bytes just before one write, as by someone else's truncate; the seam
 /// then empties the file), `clear-enospc` (writing the new, empty file of
 /// a `clear` fails), `dirsync` (syncing a directory fails), `torn-full`
-/// (as `torn`, and re-closing the array fails too). Anything else, or no
-/// file, means no fault.
+/// (as `torn`, and re-closing the array fails too), `lock-unenforced`
+/// (at start, the lock probe is granted). Anything else, or no file,
+/// means no fault.
 /// Tests flip it to prove that failed writes are never acknowledged and
 /// are rewritten whole.
 pub static FAULT_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -1095,6 +1171,9 @@ enum Fault {
     /// A full copy-on-write disk: half the batch lands, then the write
     /// fails, and re-closing the array fails too (ENOSPC).
     TornFull,
+    /// The file system grants a second `flock` beside ours (read at
+    /// start).
+    LockUnenforced,
     /// The file is cut to this many bytes just before the batch is written
     /// (`cut [N]`, once), as a `copytruncate` could.
     Cut(u64),
@@ -1115,6 +1194,7 @@ fn injected_fault() -> Option<Fault> {
         "clear-enospc" => Some(Fault::ClearNoSpace),
         "dirsync" => Some(Fault::DirSyncFails),
         "torn-full" => Some(Fault::TornFull),
+        "lock-unenforced" => Some(Fault::LockUnenforced),
         _ => None,
     }
 }
@@ -1450,7 +1530,7 @@ mod tests {
         let (s, r) = Store::open(
             path,
             FsyncPolicy::Always,
-            0o640,
+            FileOptions::default(),
             |_, b, _| seen.push(String::from_utf8(b.to_vec()).unwrap()),
             |_, _| {},
         )
@@ -1533,7 +1613,14 @@ mod tests {
     fn second_open_is_locked_out() {
         let p = tmp("lock");
         let (_s, _, _) = open(&p);
-        let err = Store::open(&p, FsyncPolicy::Always, 0o640, |_, _, _| {}, |_, _| {}).unwrap_err();
+        let err = Store::open(
+            &p,
+            FsyncPolicy::Always,
+            FileOptions::default(),
+            |_, _, _| {},
+            |_, _| {},
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::Locked(_)));
     }
 

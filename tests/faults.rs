@@ -883,3 +883,40 @@ fn bytes_added_to_an_idle_log_are_set_aside_within_a_second() {
     assert!(copy.contains("log.json.appended-"), "{p}");
     assert_eq!(fs::read(copy).unwrap(), b"\n{\"stray\": true}\n");
 }
+
+/// Where the log file's `flock` does not keep a second daemon out (a file
+/// system that grants a second lock beside ours, as some FUSE and network
+/// ones do), the daemon refuses to start unless told the operator sees to
+/// it; two daemons on one file each overwrite the other's records.
+#[test]
+fn an_unenforced_lock_is_refused_unless_allowed() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    fs::write(&fault, "lock-unenforced").unwrap();
+    let sock = dir.join("s.sock");
+    let log = dir.join("log.json");
+    let args = [
+        "--socket",
+        sock.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+        "--fault-file",
+        fault.to_str().unwrap(),
+    ];
+    let (st, err) = crate::util::run_expect_exit(&args);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("--allow-unlocked-fs"), "{err}");
+    assert!(err.contains("second lock"), "{err}");
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--fault-file",
+            fault.to_str().unwrap(),
+            "--allow-unlocked-fs",
+        ],
+    );
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+}
