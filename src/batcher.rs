@@ -126,10 +126,31 @@ impl StatsCache {
     }
 }
 
-/// The broadcast of accepted records to subscribers: a bounded ring per
-/// channel (a slow subscriber loses the oldest and is told how many; the
-/// writer never waits for it).
-pub type Events = tokio::sync::broadcast::Sender<Arc<[u8]>>;
+/// The broadcasts of records to subscribers, each a bounded ring (a slow
+/// subscriber loses the oldest and is told how many; the writer never
+/// waits for it): records as they become durable (`subscribe`, the
+/// default: a crash cannot take back what a subscriber saw), and as they
+/// are accepted (`"include_pending": true`).
+#[derive(Debug, Clone)]
+pub struct Events {
+    pub durable: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+    pub accepted: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+}
+
+impl Events {
+    pub fn new() -> Events {
+        Events {
+            durable: tokio::sync::broadcast::channel(EVENTS_CAPACITY).0,
+            accepted: tokio::sync::broadcast::channel(EVENTS_CAPACITY).0,
+        }
+    }
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
+}
 
 /// Records a subscriber may fall behind by before it starts missing some.
 pub const EVENTS_CAPACITY: usize = 16 * 1024;
@@ -146,6 +167,9 @@ pub struct Span {
 pub enum Query {
     Stats {
         filter: Filter,
+        /// Over every accepted record, not only the durable ones (which
+        /// the writer makes everything accepted before answering).
+        include_pending: bool,
     },
     Select {
         filter: Filter,
@@ -178,6 +202,9 @@ pub enum Answer {
     },
     /// The whole reply line of an unfiltered `stats`, shared with the cache.
     StatsLine(Arc<[u8]>),
+    /// The question could not be answered as asked (durable-only `stats`
+    /// while writes fail): the message, for a `write_failed` reply.
+    Failed(String),
     /// Bytes `0..end` of the file are complete records, immutable from now
     /// on (appends only ever write past them); close the array after them.
     Snapshot {
@@ -196,7 +223,8 @@ pub enum Command {
     /// A snapshot of the counters, including records not yet durable.
     Status(oneshot::Sender<Status>),
     /// Answered over the durable records (send a `Flush` first for
-    /// read-your-writes) except `Stats`, which counts every accepted record.
+    /// read-your-writes); `Stats` makes every accepted record durable
+    /// first, unless it asks to include the pending ones.
     Query(Query, oneshot::Sender<Answer>),
     /// Archive the file and start an empty one; answers the archive path.
     /// The counter is the asking connection's `indexed` (see
@@ -587,6 +615,9 @@ struct Batch {
     waiters: Vec<oneshot::Sender<Durable>>,
     /// When its first record arrived: the flush timer starts here.
     since: Option<Instant>,
+    /// Its records for durable subscribers, published once it is written
+    /// (kept only while someone subscribes).
+    events: Vec<Arc<[u8]>>,
 }
 
 impl Batch {
@@ -604,6 +635,8 @@ impl Batch {
         front.waiters.append(&mut self.waiters);
         self.waiters = front.waiters;
         self.since = front.since.or(self.since);
+        front.events.append(&mut self.events);
+        self.events = front.events;
     }
 }
 
@@ -808,6 +841,9 @@ impl Writer {
                 }
                 for chunk in batch.chunks.drain(..) {
                     self.cfg.pool.give(chunk);
+                }
+                for line in batch.events.drain(..) {
+                    let _ = self.events.durable.send(line);
                 }
                 // Permits drop with `batch`: the byte budget is free again.
             }
@@ -1104,6 +1140,20 @@ impl Writer {
                 let _ = reply.send(s);
             }
             Command::Query(q, reply) => {
+                if let Query::Stats {
+                    include_pending: false,
+                    ..
+                } = &q
+                    && let Err(e) = self.flush_now().await
+                {
+                    let msg = format!(
+                        "stats count only records in the file, and those accepted could not be \
+                         written: {e}; ask with \"include_pending\": true (joblogctl stats \
+                         --pending) for the counts including them"
+                    );
+                    let _ = reply.send(Answer::Failed(msg));
+                    return;
+                }
                 let _ = reply.send(self.query(q));
             }
             Command::Clear(reply, indexed) => {
@@ -1140,7 +1190,8 @@ impl Writer {
         let skip = u64::from(self.index.is_empty() && n > 0);
         let base = self.logical_end;
         // Only with subscribers does an accepted record cost a copy.
-        let publish = self.events.receiver_count() > 0;
+        let accepted = self.events.accepted.receiver_count() > 0;
+        let durable = self.events.durable.receiver_count() > 0;
         for r in &ing.records {
             let rec = &ing.data[r.start as usize..(r.start + r.len) as usize];
             let offset = base + u64::from(r.start) - skip;
@@ -1155,12 +1206,18 @@ impl Writer {
                 }
                 None => self.index.add(offset, rec, &r.fields),
             }
-            if publish {
+            if accepted || durable {
                 let mut line = Vec::with_capacity(rec.len() + 12);
                 line.extend_from_slice(b"{\"record\":");
                 crate::index::minify_into(rec, &mut line);
                 line.extend_from_slice(b"}\n");
-                let _ = self.events.send(Arc::from(line));
+                let line: Arc<[u8]> = Arc::from(line);
+                if durable {
+                    self.current.events.push(Arc::clone(&line));
+                }
+                if accepted {
+                    let _ = self.events.accepted.send(line);
+                }
             }
         }
         if n > 0 {
@@ -1195,25 +1252,34 @@ impl Writer {
             .collect()
     }
 
+    /// The unfiltered `stats` reply line over every record in the index.
+    fn stats_line(&self) -> Arc<[u8]> {
+        let v = query::stats_json(&self.index, &self.index.all, self.index.retry_candidates);
+        let mut bytes =
+            serde_json::to_vec(&serde_json::json!({"ok": true, "stats": v})).unwrap_or_default();
+        bytes.push(b'\n');
+        Arc::from(bytes)
+    }
+
     fn query(&self, q: Query) -> Answer {
         // Records beyond this are accepted but not yet in the file.
         let durable = self.status.records as usize;
         match q {
-            Query::Stats { filter } if query::is_unfiltered(&filter) => {
-                Answer::StatsLine(self.cfg.stats.get_or_make(|| {
-                    let v = query::stats_json(
-                        &self.index,
-                        &self.index.all,
-                        self.index.retry_candidates,
-                    );
-                    let mut bytes =
-                        serde_json::to_vec(&serde_json::json!({"ok": true, "stats": v}))
-                            .unwrap_or_default();
-                    bytes.push(b'\n');
-                    Arc::from(bytes)
-                }))
+            // Durable-only (the default): asked after `flush_now`, so the
+            // index holds no pending record, and the line can be cached.
+            Query::Stats {
+                filter,
+                include_pending: false,
+            } if query::is_unfiltered(&filter) => {
+                Answer::StatsLine(self.cfg.stats.get_or_make(|| self.stats_line()))
             }
-            Query::Stats { filter } => {
+            // Every accepted record: the running aggregate, not cached
+            // (the cache holds the durable-only line).
+            Query::Stats {
+                filter,
+                include_pending: true,
+            } if query::is_unfiltered(&filter) => Answer::StatsLine(self.stats_line()),
+            Query::Stats { filter, .. } => {
                 let (agg, successful, candidates) = query::aggregate(&self.index, &filter);
                 let readable: Vec<u32> = successful
                     .into_iter()

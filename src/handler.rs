@@ -514,11 +514,18 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
             send_chunk(s, None).await;
             queue(s, Reply::Ping { line: no }).await;
         }
-        Request::Stats { filter } => {
-            // Unfiltered stats come from counters that include records not
-            // yet flushed; filtered ones read timings back from the file.
-            let durable = !query::is_unfiltered(&filter);
-            if !durable {
+        Request::Stats {
+            filter,
+            include_pending,
+        } => {
+            // By default over durable records only: the writer writes
+            // everything accepted first (so the answer also counts every
+            // record sent before it here). With `include_pending`, over
+            // every accepted record, at once; filtered ones read timings
+            // back from the file, so this connection's records are
+            // flushed first.
+            let unfiltered = query::is_unfiltered(&filter);
+            if unfiltered && !include_pending {
                 // Answered here, without the writer, when the shared reply
                 // is current and covers all our records (see StatsCache).
                 send_chunk(s, None).await;
@@ -527,7 +534,11 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                     return queue(s, Reply::Now(line.to_vec())).await;
                 }
             }
-            query_reply(s, no, Query::Stats { filter }, Output::Stats, durable).await;
+            let q = Query::Stats {
+                filter,
+                include_pending,
+            };
+            query_reply(s, no, q, Output::Stats, include_pending && !unfiltered).await;
         }
         Request::Jobs {
             filter,
@@ -548,9 +559,13 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
         Request::Snapshot => {
             query_reply(s, no, Query::Snapshot, Output::Snapshot, true).await;
         }
-        Request::Subscribe => {
+        Request::Subscribe { include_pending } => {
             send_chunk(s, None).await;
-            let rx = s.shared.events.subscribe();
+            let rx = if include_pending {
+                s.shared.events.accepted.subscribe()
+            } else {
+                s.shared.events.durable.subscribe()
+            };
             queue(s, Reply::Subscribed(rx)).await;
         }
         Request::Clear if !s.may_clear => {
@@ -960,6 +975,9 @@ async fn write_side(
                 };
                 match answer {
                     Err(e) => e.reply(line),
+                    Ok(crate::batcher::Answer::Failed(msg)) => {
+                        ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line)
+                    }
                     Ok(_) if broken => continue,
                     Ok(answer) => {
                         let res = match answers::write(&mut w, answer, out).await {

@@ -120,7 +120,7 @@ pub async fn run(
     tracing::info!(socket = %bound.path().display(), activated = bound.is_activated(), "Listening.");
 
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let (events, _) = tokio::sync::broadcast::channel(batcher::EVENTS_CAPACITY);
+    let events = batcher::Events::new();
     let records = store.records();
     let pool = Arc::new(batcher::BufferPool::new(config.max_pending_bytes));
     let stats = Arc::new(batcher::StatsCache::default());

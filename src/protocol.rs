@@ -118,8 +118,11 @@ pub enum Request<'a> {
     },
     Flush,
     Ping,
+    /// Over durable records only, unless `include_pending` (records
+    /// accepted but not yet in the file, which a crash would take away).
     Stats {
         filter: Filter,
+        include_pending: bool,
     },
     /// `jobs` and its aliases `all`, `failed`, `successful`, `by_stage`.
     Jobs {
@@ -135,8 +138,11 @@ pub enum Request<'a> {
         limit: Option<usize>,
     },
     Clear,
-    /// Follow new records as they are accepted (`joblogctl tail -f`).
-    Subscribe,
+    /// Follow new records as they become durable (`joblogctl tail -f`), or
+    /// as they are accepted with `include_pending`.
+    Subscribe {
+        include_pending: bool,
+    },
     /// A complete, consistent copy of the log as it is on disk now.
     Snapshot,
 }
@@ -216,14 +222,14 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         "log" => vec!["op", "job", "ack"],
         "log_batch" => vec!["op", "jobs", "ack"],
         "flush" | "ping" => vec!["op"],
-        "stats" => [&["op"][..], STATS_KEYS].concat(),
+        "stats" => [&["op", "include_pending"][..], STATS_KEYS].concat(),
         "jobs" | "all" | "failed" | "successful" | "by_stage" => {
             [&["op", "fields"][..], FILTER_KEYS, PAGING_KEYS].concat()
         }
         "export_csv" => [&["op"][..], FILTER_KEYS, PAGING_KEYS].concat(),
         "retry_candidates" => vec!["op", "limit"],
         "clear" => vec!["op", "confirm"],
-        "subscribe" => vec!["op"],
+        "subscribe" => vec!["op", "include_pending"],
         "snapshot" => vec!["op"],
         other => {
             return Err(ProtocolError::new(
@@ -288,6 +294,8 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         "ping" => Ok(Request::Ping),
         "stats" => Ok(Request::Stats {
             filter: filter(&op, &field)?,
+            include_pending: typed::<bool>(&op, &field, "include_pending", "a boolean")?
+                .unwrap_or(false),
         }),
         "jobs" | "all" | "failed" | "successful" | "by_stage" => {
             let mut filter = filter(&op, &field)?;
@@ -328,7 +336,10 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         "retry_candidates" => Ok(Request::RetryCandidates {
             limit: typed::<usize>(&op, &field, "limit", "a non-negative integer")?,
         }),
-        "subscribe" => Ok(Request::Subscribe),
+        "subscribe" => Ok(Request::Subscribe {
+            include_pending: typed::<bool>(&op, &field, "include_pending", "a boolean")?
+                .unwrap_or(false),
+        }),
         "snapshot" => Ok(Request::Snapshot),
         "clear" => match typed::<bool>(&op, &field, "confirm", "a boolean")? {
             Some(true) => Ok(Request::Clear),
@@ -463,7 +474,13 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
     match parse_request(&[("op".to_string(), quoted.as_bytes())])? {
         Request::Flush => Ok(Request::Flush),
         Request::Ping => Ok(Request::Ping),
-        Request::Stats { filter } => Ok(Request::Stats { filter }),
+        Request::Stats {
+            filter,
+            include_pending,
+        } => Ok(Request::Stats {
+            filter,
+            include_pending,
+        }),
         Request::Jobs {
             filter,
             paging,
@@ -476,7 +493,7 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
         Request::ExportCsv { filter, paging } => Ok(Request::ExportCsv { filter, paging }),
         Request::RetryCandidates { limit } => Ok(Request::RetryCandidates { limit }),
         Request::Clear => Ok(Request::Clear),
-        Request::Subscribe => Ok(Request::Subscribe),
+        Request::Subscribe { include_pending } => Ok(Request::Subscribe { include_pending }),
         Request::Snapshot => Ok(Request::Snapshot),
         Request::Log { .. } => Err(invalid(word, "needs a job; send it as a JSON object")),
     }

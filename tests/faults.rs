@@ -920,3 +920,61 @@ fn an_unenforced_lock_is_refused_unless_allowed() {
         true
     );
 }
+
+/// While writes fail, `stats` does not count records a crash could still
+/// take away: it answers `write_failed` and names `include_pending`, which
+/// counts them; a durable subscriber sees nothing until they are written,
+/// one with `include_pending` sees them at once.
+#[test]
+fn stats_and_subscribers_see_only_durable_records_unless_asked() {
+    use std::io::BufRead;
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    let d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
+    let subscribe = |req: &str| {
+        let s = d.connect();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let mut w = s.try_clone().unwrap();
+        std::io::Write::write_all(&mut w, format!("{req}\n").as_bytes()).unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut first = String::new();
+        r.read_line(&mut first).unwrap();
+        assert!(first.contains("\"ok\":true"), "{first}");
+        r
+    };
+    let mut durable = subscribe(r#"{"op":"subscribe"}"#);
+    let mut accepted = subscribe(r#"{"op":"subscribe","include_pending":true}"#);
+    fs::write(&fault, "enospc").unwrap();
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"id":"a","success":true}"#);
+    c.send("stats");
+    let r = c.reply();
+    assert_eq!(r["error"]["code"], "write_failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("include_pending")),
+        "{r}"
+    );
+    c.send(r#"{"op":"stats","include_pending":true}"#);
+    assert_eq!(c.reply()["stats"]["total_jobs"], 1);
+    let mut line = String::new();
+    accepted.read_line(&mut line).unwrap();
+    assert!(line.contains("\"a\""), "{line}");
+    line.clear();
+    assert!(
+        durable.read_line(&mut line).is_err(),
+        "a durable subscriber saw a record not yet written: {line}"
+    );
+    fs::remove_file(&fault).unwrap();
+    c.send("stats");
+    assert_eq!(c.reply()["stats"]["total_jobs"], 1);
+    durable
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    line.clear();
+    durable.read_line(&mut line).unwrap();
+    assert!(line.contains("\"a\""), "{line}");
+}

@@ -226,8 +226,12 @@ fn a_pipelined_ping_counts_what_the_requests_before_it_did() {
     );
     assert_eq!(c.reply(), json!({"ok": true}));
     let p = c.reply();
-    // (The acked record after it may already be pending.)
-    assert_eq!(p["records"], 2, "{p}");
+    // (The acked record after it may already be pending, or even written:
+    // its flush can finish before the ping's turn comes.)
+    assert!(
+        p["records"].as_u64().is_some_and(|n| n == 2 || n == 3),
+        "{p}"
+    );
     assert_eq!(c.reply(), json!({"ok": true, "logged": 1}));
     let p = c.reply();
     assert_eq!(

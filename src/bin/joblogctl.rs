@@ -60,6 +60,10 @@ enum Cmd {
         since: Option<String>,
         #[arg(long, value_name = "ISO")]
         until: Option<String>,
+        /// Count records accepted but not yet written too (a crash would
+        /// take them away); without it, only records in the file.
+        #[arg(long)]
+        pending: bool,
     },
     /// List jobs, filtered, sorted and paged.
     Jobs(JobsArgs),
@@ -101,6 +105,10 @@ enum Cmd {
         /// Keep following (the only mode: like `journalctl -f`).
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Show records as they are accepted, before they are written
+        /// (a crash could take them away); without it, once in the file.
+        #[arg(long)]
+        pending: bool,
     },
 }
 
@@ -547,8 +555,12 @@ fn run(cmd: Cmd, socket: &Socket) -> Result<(), Fail> {
             worker,
             since,
             until,
+            pending,
         } => {
             let mut q = json!({"op":"stats"});
+            if pending {
+                q["include_pending"] = json!(true);
+            }
             for (k, v) in [
                 ("subject", subject),
                 ("worker_id", worker),
@@ -647,9 +659,9 @@ fn run(cmd: Cmd, socket: &Socket) -> Result<(), Fail> {
                 path.display()
             );
         }
-        Cmd::Tail { follow: _ } => {
+        Cmd::Tail { follow: _, pending } => {
             let mut c = Conn::open(socket)?;
-            c.ask(json!({"op":"subscribe"}))?;
+            c.ask(json!({"op":"subscribe","include_pending":pending}))?;
             let mut line = String::new();
             loop {
                 line.clear();
