@@ -105,7 +105,7 @@ print(",".join(r["video_id"] for r in recs))
 }
 
 /// Starts a daemon on a damaged file; checks the kept prefix, the copy of
-/// the original bytes, and that appending works afterwards.
+/// the bytes cut, and that appending works afterwards.
 fn check_recovery(content: &[u8], kept: &[&str]) {
     let dir = TempDir::new();
     fs::write(dir.join("log.json"), content).unwrap();
@@ -148,7 +148,7 @@ fn check_recovery(content: &[u8], kept: &[&str]) {
 }
 
 #[test]
-fn torn_and_garbage_tails_are_repaired_with_the_original_copied_aside() {
+fn torn_and_garbage_tails_are_repaired_with_the_bytes_cut_copied_aside() {
     let good = "[\n  {\n    \"id\": \"a\"\n  },\n  {\n    \"id\": \"b\"\n  }";
     // Torn inside the last record.
     check_recovery(
