@@ -412,6 +412,14 @@ pub fn open_log(
     let (mut store, recovery) = opened?;
     store.set_page_cache(page_cache);
     for partial in &recovery.removed_partials {
+        if partial.to_string_lossy().contains(".clearing-") {
+            tracing::warn!(
+                log_file = %path.display(),
+                partial = %partial.display(),
+                "Removed the new file of a clear that was stopped before it finished; every record is in the log file or, if the clear had renamed it, in its newest archive beside it."
+            );
+            continue;
+        }
         tracing::warn!(
             log_file = %path.display(),
             partial_copy = %partial.display(),
@@ -1049,6 +1057,7 @@ impl Writer {
         self.durable_end = store.content_end();
         self.backoff = Duration::ZERO;
         self.retry_at = None;
+        self.status.last_error = None;
         self.reindex_pending_onto(found);
     }
 
@@ -1093,6 +1102,12 @@ impl Writer {
         // then the write is tried once more.
         for _ in 0..2 {
             self.take_over_changes().await;
+            if self.changed {
+                // A take-over that failed is backing off: writing now
+                // would only meet the same change (and trying it again at
+                // once reads the whole file again).
+                break;
+            }
             if self.current.is_empty() {
                 break;
             }
@@ -1102,11 +1117,9 @@ impl Writer {
         }
         match self.current.is_empty() {
             true => Ok(()),
-            false => {
-                Err(self.status.last_error.clone().unwrap_or_else(|| {
-                    "the log file kept changing underneath the daemon".to_string()
-                }))
-            }
+            false => Err(self.status.last_error.clone().unwrap_or_else(|| {
+                "the log file was changed by another process and is not taken over yet".to_string()
+            })),
         }
     }
 

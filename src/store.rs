@@ -427,11 +427,23 @@ impl Store {
         let scan = scan(&self.file, on_record).map_err(io_err(&path, "read"))?;
         recovery.records = scan.records;
         recovery.scanned_bytes = scan.scanned;
+        // The scan reads to the end as it finds it: another writer still
+        // appending may have made the file longer than `len` meanwhile.
+        let len = self
+            .file
+            .metadata()
+            .map_err(io_err(&path, "stat"))?
+            .len()
+            .max(len)
+            .max(scan.content_end);
         if let Some(problem) = scan.problem {
-            // Keep the bytes to be cut before changing anything.
-            let copy = self.set_aside(scan.content_end, len, on_copy)?;
+            // Keep the bytes to be cut before changing anything (a file
+            // that only lacks its closing `]` has none).
+            if len > scan.content_end {
+                let copy = self.set_aside(scan.content_end, len, on_copy)?;
+                recovery.corrupt_copy = Some(copy);
+            }
             recovery.cut_bytes = len - scan.content_end;
-            recovery.corrupt_copy = Some(copy);
             recovery.problem = Some(problem);
             if scan.content_end == 0 {
                 self.rewrite_tail(0, b"[]")?;
@@ -501,16 +513,32 @@ impl Store {
         // past what was written since: only our batch, still pending, lies
         // past the gap, which can be as long as the whole log was, so it is
         // cut off rather than copied aside.
+        let mut gap_copy = None;
         if self.cut_while_writing() {
             let kept = self.left_by_cut(self.content_end);
             if kept < len {
+                // What lies past the gap is copied first: our unwritten
+                // batch, but perhaps also another writer's bytes written
+                // at an offset it kept from before the cut. Only the data
+                // is copied, from where it starts, not the gap.
+                let data = self.data_after(kept).unwrap_or(kept);
+                if data < len {
+                    gap_copy = Some(self.set_aside(data, len, &mut |_, _| {})?);
+                }
                 self.file
                     .set_len(kept)
                     .map_err(io_err(&self.path, "truncate"))?;
                 len = kept;
             }
         }
-        let recovery = self.adopt(len, &mut on_record, &mut |_, _| {})?;
+        let mut recovery = self.adopt(len, &mut on_record, &mut |_, _| {})?;
+        if let Some(copy) = gap_copy {
+            tracing::warn!(
+                copy = %copy.display(),
+                "Bytes past a gap the cut left were copied aside before the gap was cut off."
+            );
+            recovery.corrupt_copy.get_or_insert(copy);
+        }
         self.dropped_to = self.content_end - self.content_end % PAGE;
         Ok(recovery)
     }
@@ -611,12 +639,19 @@ impl Store {
         len: u64,
         on_copy: &mut impl FnMut(u64, u64),
     ) -> Result<PathBuf, StoreError> {
-        let copy = unique_path(PathBuf::from(format!(
-            "{}.corrupt-{}.from-{from}",
-            self.path.display(),
-            file_timestamp()
-        )));
-        let needed = len - from;
+        let ts = file_timestamp();
+        let copy = unique_by(|n| {
+            let n = if n == 0 {
+                String::new()
+            } else {
+                format!("-{n}")
+            };
+            PathBuf::from(format!(
+                "{}.corrupt-{ts}{n}.from-{from}",
+                self.path.display()
+            ))
+        });
+        let needed = len.saturating_sub(from);
         copy_aside(&self.file, from, needed, &copy, self.options.mode, on_copy).map_err(|e| {
             let room = io::Error::new(
                 e.kind(),
@@ -627,8 +662,13 @@ impl Store {
             );
             io_err(&copy, "copy the damaged tail of the log file to")(room)
         })?;
-        // The original is cut only once its copy's name is durable too.
-        sync_dir(&copy).map_err(io_err(&copy, "sync the directory of"))?;
+        // The original is cut only once its copy's name is durable too;
+        // a copy whose name is not is no use, and the next try makes
+        // another.
+        if let Err(e) = sync_dir(&copy) {
+            let _ = fs::remove_file(&copy);
+            return Err(io_err(&copy, "sync the directory of")(e));
+        }
         Ok(copy)
     }
 
@@ -652,7 +692,10 @@ impl Store {
             &mut |_, _| {},
         )
         .map_err(io_err(&copy, "copy bytes appended to the log file to"))?;
-        sync_dir(&copy).map_err(io_err(&copy, "sync the directory of"))?;
+        if let Err(e) = sync_dir(&copy) {
+            let _ = fs::remove_file(&copy);
+            return Err(io_err(&copy, "sync the directory of")(e));
+        }
         tracing::warn!(
             bytes = extra,
             copy = %copy.display(),
@@ -774,6 +817,17 @@ impl Store {
             // Cannot tell; the write and the sync succeeded.
             Err(_) => false,
         }
+    }
+
+    /// Where the first data at or after `at` starts (`SEEK_DATA`), if the
+    /// file system tells.
+    fn data_after(&self, at: u64) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        let at = libc::off_t::try_from(at).ok()?;
+        // SAFETY: `lseek` on a descriptor we own; every access is
+        // positional, and `adopt` seeks back to the start.
+        let data = unsafe { libc::lseek(self.file.as_raw_fd(), at, libc::SEEK_DATA) };
+        u64::try_from(data).ok()
     }
 
     /// The byte at `at`, if it can be read.
@@ -1059,10 +1113,14 @@ impl Store {
             })
             .find(|p| !p.exists())
             .unwrap_or_else(|| PathBuf::from(format!("{}.{ts}.json", stem.display())));
-        let fresh = unique_path(PathBuf::from(format!(
-            "{}.clearing-{ts}{PARTIAL}",
-            self.path.display()
-        )));
+        let fresh = unique_by(|n| {
+            let n = if n == 0 {
+                String::new()
+            } else {
+                format!("-{n}")
+            };
+            PathBuf::from(format!("{}.clearing-{ts}{n}{PARTIAL}", self.path.display()))
+        });
         let file = match self.new_empty_log(&fresh) {
             Ok(f) => f,
             Err(e) => {
@@ -1297,6 +1355,15 @@ fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
 
 /// `path`, or `path.1`, `path.2`… if it exists already: a set-aside copy
 /// never replaces an earlier one.
+/// The first of `make(0)`, `make(1)`, … that does not exist: for names
+/// whose ending must stay as it is (`.from-<offset>`, `.partial`).
+fn unique_by(make: impl Fn(u32) -> PathBuf) -> PathBuf {
+    (0..)
+        .map(&make)
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| make(0))
+}
+
 fn unique_path(path: PathBuf) -> PathBuf {
     if !path.exists() {
         return path;

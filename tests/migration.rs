@@ -203,3 +203,48 @@ fn a_clear_right_after_a_rewrite_counts_what_the_rewrite_destroyed() {
     assert_eq!(p["records_lost"], 3, "{p}");
     assert_eq!(p["records_taken_in"], 1, "{p}");
 }
+
+/// A writer that kept its offset from before a cut (`copytruncate` and a
+/// program that opened the log without `O_APPEND`) writes past the gap the
+/// cut left: the daemon cuts the gap off, but copies what lay past it
+/// aside first, whoever wrote it.
+#[test]
+fn bytes_written_past_a_gap_after_a_cut_are_copied_aside() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for i in 0..20 {
+        let r = d.request(&format!(
+            r#"{{"op":"log","job":{{"video_id":"jd-{i}"}},"ack":true}}"#
+        ));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let len = std::fs::metadata(&d.log).unwrap().len();
+    let stale = b"[\n  {\"video_id\": \"FOREIGN\", \"success\": true}\n]";
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&d.log)
+            .unwrap();
+        f.set_len(0).unwrap();
+        f.write_all_at(stale, len + 100).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let copies = loop {
+        let c = crate::util::files_containing(dir.path(), "log.json.corrupt-");
+        if !c.is_empty() || t0.elapsed() > Duration::from_secs(5) {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(copies.len(), 1, "{copies:?}\n{}", d.logs());
+    let copy = std::fs::read(&copies[0]).unwrap();
+    assert!(
+        copy.windows(stale.len()).any(|w| w == stale),
+        "{:?}",
+        String::from_utf8_lossy(&copy)
+    );
+    assert!(read_log(&d.log).is_empty());
+    let p = d.request("ping");
+    assert_eq!(p["records_truncated"], 20, "{p}");
+}

@@ -814,8 +814,17 @@ class JobLogger:
 
     def get_statistics(self):
         """The old logger's statistics (same keys, same semantics), plus
-        joblogd's extras (by_subject, by_worker, timings, …)."""
-        return self._query({"op": "stats"})["stats"]
+        joblogd's extras (by_subject, by_worker, timings, …), over the
+        records in the file. While the daemon cannot write (a full disk),
+        over every record it accepted instead, with a warning: the old
+        logger's statistics never failed for want of space either."""
+        try:
+            return self._query({"op": "stats"})["stats"]
+        except RuntimeError as e:
+            if "write_failed" not in str(e):
+                raise
+            log.warning("joblogd cannot write its log (%s); statistics include records not yet written", e)
+            return self._query({"op": "stats", "include_pending": True})["stats"]
 
     def retry_candidates(self):
         """Videos whose latest attempt failed and may be retried, newest
