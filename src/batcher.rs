@@ -1391,28 +1391,34 @@ impl Writer {
         })
         .await
         .map_err(|e| format!("writer task failed: {e}"))?;
-        let res = res.and_then(|archive| {
-            let reader = store.reader().map_err(|source| StoreError::Io {
-                path: store.path().to_owned(),
-                action: "open",
-                source,
-            })?;
-            Ok((archive, reader))
-        });
         self.status.file_bytes = store.len();
         self.status.records = store.records();
         self.logical_end = store.content_end();
         self.durable_end = store.content_end();
+        let reader = res.as_ref().ok().map(|_| store.reader());
         self.idle = Some(store);
-        match res {
-            Ok((archive, reader)) => {
+        match (res, reader) {
+            (Ok(archive), Some(Ok(reader))) => {
                 self.index = Index::default();
                 self.cfg.stats.changed();
                 self.reader = Arc::new(reader);
                 tracing::info!(archive = %archive.display(), "Log cleared; previous file archived.");
                 Ok(archive)
             }
-            Err(e) => {
+            (Ok(archive), _) => {
+                // The file was swapped but cannot be read back (no
+                // descriptor left): answers would read the archive at the
+                // new file's offsets. Stop, so that a restart serves the
+                // new file whole (`Restart=on-failure`).
+                tracing::error!(archive = %archive.display(), "Log cleared, but the new file cannot be opened for reading; stopping.");
+                self.status.last_error = Some("cannot read the new log file after clear".into());
+                self.failed = true;
+                Err(format!(
+                    "the log was archived to {}, but the daemon cannot read the new file and stops",
+                    archive.display()
+                ))
+            }
+            (Err(e), _) => {
                 // The store went on with the file it had: so do the index
                 // and the reader.
                 tracing::error!(error = %e, "Clear failed; nothing changed.");
