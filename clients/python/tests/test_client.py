@@ -538,6 +538,27 @@ class Resilience(unittest.TestCase):
         counts = {i: got.count(i) for i in set(got)}
         self.assertLessEqual(max(counts.values()), 2, counts)
 
+    def test_statistics_count_accepted_records_while_the_daemon_cannot_write(self):
+        # Durable-only stats answer write_failed while writes fail; the old
+        # logger's statistics never failed for want of space, so the client
+        # counts the accepted records instead, and says so.
+        fault = Path(self.tmp) / "fault"
+        fault.write_text("enospc")
+        self.daemon.extra = ["--fault-file", str(fault)]
+        self.daemon.start()
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(self.daemon.socket)
+        s.sendall(b'{"video_id":"a","success":true}\n{"video_id":"b","success":false}\n')
+        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5)
+        with self.assertLogs("joblog_client", level="WARNING") as logs:
+            stats = lg.get_statistics()
+        self.assertEqual((stats["total_jobs"], stats["failed"]), (2, 1))
+        self.assertIn("not yet written", "\n".join(logs.output))
+        fault.unlink()
+        self.assertEqual(lg.get_statistics()["total_jobs"], 2)
+        self.assertEqual(len(self.daemon.records()), 2)
+        s.close()
+
     def test_records_spooled_at_exit_are_sent_if_the_daemon_is_back(self):
         flag = Path(self.tmp) / "go"
         script = (
