@@ -177,32 +177,45 @@ fn a_failing_disk_applies_backpressure_within_the_memory_bound() {
     assert!(n >= held, "everything held was written: {n}");
 }
 
+/// A 256 KiB tmpfs under `dir`, unmounted when dropped; None (with the
+/// reason printed) where it cannot be mounted: not root, or no privilege.
+struct SmallTmpfs(std::path::PathBuf);
+
+impl SmallTmpfs {
+    fn mount(dir: &TempDir) -> Option<SmallTmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: mounting a tmpfs needs root");
+            return None;
+        }
+        let mnt = dir.join("small");
+        fs::create_dir_all(&mnt).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (no privilege in this sandbox)");
+            return None;
+        }
+        Some(SmallTmpfs(mnt))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn a_real_full_filesystem_as_root_on_tmpfs() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
-        return;
-    }
     let dir = TempDir::new();
-    let mnt = dir.join("small");
-    fs::create_dir_all(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (no privilege in this sandbox)");
+    let Some(small) = SmallTmpfs::mount(&dir) else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
+    let mnt = small.0.clone();
     let log = mnt.join("log.json");
     let d = Daemon::start_with(dir.join("s.sock"), log.clone(), &dir, &[]);
     // Fill it: about 400 KB of records into 256 KB.
@@ -799,30 +812,11 @@ fn a_torn_write_on_a_full_disk_leaves_no_torn_bytes() {
 /// it needs named. Real tmpfs, as root.
 #[test]
 fn a_repair_needs_room_only_for_what_it_cuts() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
-        return;
-    }
     let dir = TempDir::new();
-    let mnt = dir.join("small");
-    fs::create_dir_all(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (no privilege in this sandbox)");
+    let Some(small) = SmallTmpfs::mount(&dir) else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
+    let mnt = small.0.clone();
     let log = mnt.join("log.json");
     // About 200 KiB of records, then a torn tail of `tail` zero bytes (a
     // power cut).
