@@ -4,7 +4,7 @@
 //!
 //! Why not serde_json: building a `Value` per record and printing it again
 //! costs several times more than the socket and the disk together (see the
-//! README's Performance section). This module never allocates per token; it
+//! measurements in docs/performance.md). This module never allocates per token; it
 //! walks the bytes once with an explicit stack (no recursion, so hostile
 //! nesting cannot overflow the thread's stack) and writes into a caller-owned
 //! buffer.

@@ -42,8 +42,8 @@ pub enum PageCache {
     /// not needed (`posix_fadvise(DONTNEED)`): the log is written once and
     /// rarely read, so it should not push the workers' files out of the
     /// cache, and the freed pages are reused, still warm, by the next
-    /// flush (3x cheaper writes than into never-used pages; see README,
-    /// Performance). Only with `--fsync always`: dirty pages are not
+    /// flush (3x cheaper writes than into never-used pages; see
+    /// docs/performance.md). Only with `--fsync always`: dirty pages are not
     /// dropped.
     Drop,
     /// Leave them cached (reading records back never touches the disk).

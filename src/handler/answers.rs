@@ -63,7 +63,7 @@ const READ_GAP: u64 = 16 << 10;
 /// of each other are fetched together, up to [`READ_WINDOW`] bytes. A
 /// filter matching every eighth small record thus reads the file front to
 /// back in 256 KiB pieces rather than one record per system call (filtered
-/// `stats` at 1M records: see README, Performance). The file only grows,
+/// `stats` at 1M records: see docs/performance.md). The file only grows,
 /// so a span once durable stays valid; a span past its end (the file cut
 /// underneath the daemon) is an I/O error, never a panic.
 struct Windowed<'a> {
