@@ -224,15 +224,45 @@ class _BackingOff(JobLogUnavailable):
     """The daemon was unreachable moments ago; not tried again yet."""
 
 
-def default_socket_path():
-    """``$JOBLOGD_SOCKET``, else ``$XDG_RUNTIME_DIR/joblogd.sock``, else
-    ``/tmp/joblogd-<uid>.sock``: the daemon's own rule."""
-    if os.environ.get("JOBLOGD_SOCKET"):
-        return os.environ["JOBLOGD_SOCKET"]
+# Where the shipped systemd units put the socket.
+SYSTEM_SOCKET = "/run/joblogd/joblogd.sock"
+
+
+def _own_default_socket():
+    """The daemon's own default: ``$XDG_RUNTIME_DIR/joblogd.sock``, else
+    ``/tmp/joblogd-<uid>.sock``."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "joblogd.sock")
     return f"/tmp/joblogd-{os.getuid()}.sock"
+
+
+def _planted(path):
+    """Is ``path`` a socket in a directory anyone may write to (``/tmp``)
+    that belongs to neither this user nor root? Another user could have
+    put it there first, to read and answer what a worker sends."""
+    try:
+        st = os.lstat(path)
+        shared = os.stat(os.path.dirname(path) or ".").st_mode & 0o002
+    except OSError:
+        return False
+    return bool(shared) and st.st_uid not in (os.getuid(), 0)
+
+
+def default_socket_path():
+    """``$JOBLOGD_SOCKET``; else the daemon's per-user default
+    (``$XDG_RUNTIME_DIR/joblogd.sock``, else ``/tmp/joblogd-<uid>.sock``)
+    when a socket is there; else the systemd units' ``/run/joblogd/
+    joblogd.sock`` when one is there; else the per-user default (records
+    spool until a daemon listens), as ``joblogctl`` finds it."""
+    if os.environ.get("JOBLOGD_SOCKET"):
+        return os.environ["JOBLOGD_SOCKET"]
+    own = _own_default_socket()
+    if os.path.exists(own) and not _planted(own):
+        return own
+    if os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return own
 
 
 def default_spool_dir(socket_path):
@@ -382,6 +412,9 @@ class JobLogger:
     """
 
     def __init__(self, log_file=None, socket_path=None, timeout=2.0, spool_dir=None):
+        # Found, not given: a socket another user planted there is refused
+        # at every connect (the records spool meanwhile).
+        self._socket_found = socket_path is None and not os.environ.get("JOBLOGD_SOCKET")
         self.socket_path = str(socket_path or default_socket_path())
         self.timeout = float(timeout)
         self.query_timeout = max(self.timeout, 60.0)
@@ -504,6 +537,10 @@ class JobLogger:
     def _connection(self):
         if self._conn is None:
             try:
+                if self._socket_found and _planted(self.socket_path):
+                    raise JobLogUnavailable(
+                        f"{self.socket_path} belongs to another user in a directory anyone may "
+                        "write to; not connecting (set JOBLOGD_SOCKET to the daemon's socket)")
                 self._conn = _Conn(self.socket_path, self.timeout)
             except OSError as e:
                 raise JobLogUnavailable(f"cannot connect to {self.socket_path}: {e}") from e

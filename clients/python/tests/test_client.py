@@ -559,6 +559,38 @@ class Resilience(unittest.TestCase):
         self.assertEqual(len(self.daemon.records()), 2)
         s.close()
 
+    def test_a_default_socket_another_user_planted_is_never_connected_to(self):
+        # A socket found by default in a directory anyone may write to
+        # (/tmp) that belongs to another user: records spool, nothing is sent.
+        if os.geteuid() != 0:
+            self.skipTest("giving a socket to another user needs root")
+        shared = Path(self.tmp) / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        planted = shared / "joblogd.sock"
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(planted))
+        listener.listen(8)
+        listener.setblocking(False)
+        os.lchown(planted, 65534, 65534)
+        saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "JOBLOGD_SOCKET")}
+        os.environ["XDG_RUNTIME_DIR"] = str(shared)
+        os.environ.pop("JOBLOGD_SOCKET", None)
+        try:
+            lg = JobLogger(spool_dir=self.tmp, timeout=0.3)
+            with self.assertLogs("joblog_client", level="WARNING"):
+                lg.log_job({"secret": 1})
+            with self.assertRaises(BlockingIOError):
+                listener.accept()
+            self.assertTrue(list(Path(self.tmp).glob("joblog-spool-*.ndjson")), "spooled")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            listener.close()
+
     def test_records_spooled_at_exit_are_sent_if_the_daemon_is_back(self):
         flag = Path(self.tmp) / "go"
         script = (
