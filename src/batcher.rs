@@ -546,6 +546,27 @@ fn identity(e: &crate::index::Entry) -> (u64, i64, u64, u32, u8) {
     )
 }
 
+/// Matches the daemon's durable records `ours` against the records
+/// `found` in the file after another process changed it, by [`identity`],
+/// each found record standing for at most one of ours. Returns the places
+/// in `ours` of those no longer found, and how many found records are not
+/// ours (taken in).
+fn compare(ours: &[crate::index::Entry], found: &[crate::index::Entry]) -> (Vec<usize>, usize) {
+    let mut left: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
+    for e in found {
+        *left.entry(identity(e)).or_default() += 1;
+    }
+    let mut lost = Vec::new();
+    for (i, e) in ours.iter().enumerate() {
+        match left.get_mut(&identity(e)) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => lost.push(i),
+        }
+    }
+    let taken_in = found.len() - (ours.len() - lost.len());
+    (lost, taken_in)
+}
+
 /// Chunk buffers whose records are durable, handed back for the
 /// connections' next chunks. Without it every read would format into a
 /// freshly allocated buffer, and the allocator returns freed memory to the
@@ -831,9 +852,7 @@ impl Writer {
                 self.durable_end = store_end;
                 self.status.records += batch.records;
                 self.status.flushes += 1;
-                self.status.last_error = None;
-                self.backoff = Duration::ZERO;
-                self.retry_at = None;
+                self.recovered();
                 tracing::debug!(
                     records = batch.records,
                     bytes = batch.bytes,
@@ -865,9 +884,7 @@ impl Writer {
             Err(e) => {
                 self.status.failed_flushes += 1;
                 self.status.last_error = Some(e.to_string());
-                self.backoff =
-                    (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
-                self.retry_at = Some(Instant::now() + self.backoff);
+                self.back_off();
                 tracing::error!(
                     error = %e,
                     records = batch.records,
@@ -940,37 +957,8 @@ impl Writer {
     /// [`identity`].
     async fn reconcile(&mut self) {
         self.changed = false;
-        let Some(mut store) = self.idle.take() else {
+        let Some((found, recovery)) = self.rescan().await else {
             return;
-        };
-        let before_len = self.durable_end;
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut index = Index::default();
-            let res = store.rescan(|rec, bytes, meta| index.add(rec.offset, bytes, meta));
-            (store, index, res)
-        })
-        .await;
-        let (store, found, res) = match joined {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "Writer task failed while taking over a changed log file; stopping.");
-                self.status.last_error = Some(format!("writer task failed: {e}"));
-                self.failed = true;
-                return;
-            }
-        };
-        self.idle = Some(store);
-        let recovery = match res {
-            Ok(r) => r,
-            Err(e) => {
-                self.changed = true;
-                self.status.last_error = Some(e.to_string());
-                self.backoff =
-                    (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
-                self.retry_at = Some(Instant::now() + self.backoff);
-                tracing::error!(error = %e, "Could not take over the log file another process changed; will try again.");
-                return;
-            }
         };
         if let Some(copy) = recovery.appended_copy {
             // Bytes added past the array, which is as it was: set aside
@@ -985,8 +973,7 @@ impl Writer {
             if let Some(store) = self.idle.as_ref() {
                 self.status.file_bytes = store.len();
             }
-            self.backoff = Duration::ZERO;
-            self.retry_at = None;
+            self.recovered();
             return;
         }
         // Ours: the records that were durable (the pending ones are
@@ -994,71 +981,109 @@ impl Writer {
         let durable = usize::try_from(self.status.records)
             .unwrap_or(usize::MAX)
             .min(self.index.entries.len());
-        let mut left: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
-        for e in &found.entries {
-            *left.entry(identity(e)).or_default() += 1;
-        }
-        let mut lost = Vec::new();
-        for (i, e) in self.index.entries[..durable].iter().enumerate() {
-            match left.get_mut(&identity(e)) {
-                Some(n) if *n > 0 => *n -= 1,
-                _ => lost.push(i),
-            }
-        }
-        let taken_in = found.entries.len() - (durable - lost.len());
-        let Some(store) = self.idle.as_ref() else {
-            return;
-        };
+        let (lost, taken_in) = compare(&self.index.entries[..durable], &found.entries);
         // Cut to nothing (`copytruncate`, `: > file`): a rotation, not
         // another logger's write. A file rewritten as `[]` (an old
         // logger's `clear_log()`) is a foreign write that lost records.
-        let truncated = recovery.created && durable > 0;
-        if truncated || (lost.is_empty() && taken_in == 0 && recovery.corrupt_copy.is_none()) {
-            if truncated {
-                tracing::error!(
-                    records_no_longer_in_file = lost.len(),
-                    records_to_write = self.current.records,
-                    copy_of_what_was_left = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    "The log file was cut short underneath the daemon; started a new array in it with the records not yet written."
-                );
-                self.status.truncations += 1;
-                self.status.records_truncated += lost.len() as u64;
-            } else {
-                tracing::debug!("The log file's time or size changed, its records did not.");
-            }
-        } else {
-            let named: Vec<String> = lost
-                .iter()
-                .take(LOST_NAMED)
-                .map(|&i| describe(&self.index, i))
-                .collect();
-            let more = lost.len().saturating_sub(LOST_NAMED);
-            tracing::warn!(
-                log_file = %store.path().display(),
-                records_taken_in = taken_in,
-                records_lost = lost.len(),
-                lost = %if more > 0 { format!("{}; and {more} more", named.join("; ")) } else { named.join("; ") },
-                copy_of_bytes_not_records = %recovery.corrupt_copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-                bytes_before = before_len,
-                "Another process wrote the log file (an in-process logger not yet switched to joblogd?). Its complete records are taken into the log; records joblogd had written and can no longer find are counted as lost."
+        let copy = recovery.corrupt_copy;
+        if recovery.created && durable > 0 {
+            tracing::error!(
+                records_no_longer_in_file = lost.len(),
+                records_to_write = self.current.records,
+                copy_of_what_was_left = %copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "The log file was cut short underneath the daemon; started a new array in it with the records not yet written."
             );
-            self.status.foreign_writes += 1;
-            self.status.records_taken_in += taken_in as u64;
-            self.status.records_lost += lost.len() as u64;
-            self.status.last_foreign_write = Some(ForeignWrite {
-                at: local_now(),
-                records_taken_in: taken_in as u64,
-                records_lost: lost.len() as u64,
-                copy: recovery.corrupt_copy.clone(),
-            });
+            self.status.truncations += 1;
+            self.status.records_truncated += lost.len() as u64;
+        } else if lost.is_empty() && taken_in == 0 && copy.is_none() {
+            tracing::debug!("The log file's time or size changed, its records did not.");
+        } else {
+            self.report_foreign_write(&lost, taken_in, copy);
         }
-        self.status.records = store.records();
-        self.status.file_bytes = store.len();
-        self.durable_end = store.content_end();
+        if let Some(store) = self.idle.as_ref() {
+            self.status.records = store.records();
+            self.status.file_bytes = store.len();
+            self.durable_end = store.content_end();
+        }
+        self.recovered();
+        self.reindex_pending_onto(found);
+    }
+
+    /// [`Store::rescan`] on the blocking pool, indexing the file as it is
+    /// now. None when it failed: then the take-over is tried again after a
+    /// backoff (or, if the task panicked, the writer stops).
+    async fn rescan(&mut self) -> Option<(Index, crate::store::Recovery)> {
+        let mut store = self.idle.take()?;
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut index = Index::default();
+            let res = store.rescan(|rec, bytes, meta| index.add(rec.offset, bytes, meta));
+            (store, index, res)
+        })
+        .await;
+        let (store, found, res) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "Writer task failed while taking over a changed log file; stopping.");
+                self.status.last_error = Some(format!("writer task failed: {e}"));
+                self.failed = true;
+                return None;
+            }
+        };
+        self.idle = Some(store);
+        match res {
+            Ok(recovery) => Some((found, recovery)),
+            Err(e) => {
+                self.changed = true;
+                self.status.last_error = Some(e.to_string());
+                self.back_off();
+                tracing::error!(error = %e, "Could not take over the log file another process changed; will try again.");
+                None
+            }
+        }
+    }
+
+    /// Counts and names, in a warning and in `ping`, what another
+    /// process's change did: `lost` (places in the old index of records no
+    /// longer found), `taken_in` records of its own, `copy` of bytes that
+    /// were not records.
+    fn report_foreign_write(&mut self, lost: &[usize], taken_in: usize, copy: Option<PathBuf>) {
+        let named: Vec<String> = lost
+            .iter()
+            .take(LOST_NAMED)
+            .map(|&i| describe(&self.index, i))
+            .collect();
+        let more = lost.len().saturating_sub(LOST_NAMED);
+        tracing::warn!(
+            log_file = %self.status.log_file.display(),
+            records_taken_in = taken_in,
+            records_lost = lost.len(),
+            lost = %if more > 0 { format!("{}; and {more} more", named.join("; ")) } else { named.join("; ") },
+            copy_of_bytes_not_records = %copy.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "Another process wrote the log file (an in-process logger not yet switched to joblogd?). Its complete records are taken into the log; records joblogd had written and can no longer find are counted as lost."
+        );
+        self.status.foreign_writes += 1;
+        self.status.records_taken_in += taken_in as u64;
+        self.status.records_lost += lost.len() as u64;
+        self.status.last_foreign_write = Some(ForeignWrite {
+            at: local_now(),
+            records_taken_in: taken_in as u64,
+            records_lost: lost.len() as u64,
+            copy,
+        });
+    }
+
+    /// A failed write or take-over: try again after a backoff of 50 ms,
+    /// doubling to 5 s.
+    fn back_off(&mut self) {
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        self.retry_at = Some(Instant::now() + self.backoff);
+    }
+
+    /// The file is in a known state again: no backoff, no error.
+    fn recovered(&mut self) {
         self.backoff = Duration::ZERO;
         self.retry_at = None;
         self.status.last_error = None;
-        self.reindex_pending_onto(found);
     }
 
     /// Shutdown with a disk that kept failing: tell the waiters.

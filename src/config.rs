@@ -197,6 +197,36 @@ pub fn default_socket() -> PathBuf {
     }
 }
 
+/// A file mode given in octal (`0660`, `0o660`), at most `0777`.
+fn octal_mode(flag: &str, text: &str, example: &str) -> Result<u32, ConfigError> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "--{flag} {text}: expected an octal mode such as {example}"
+            ))
+        })
+}
+
+/// `--file-mode`: the daemon must read and write its file, and nobody
+/// else may write it (anyone could then rewrite the log).
+fn file_mode(text: &str) -> Result<u32, ConfigError> {
+    let mode = octal_mode("file-mode", text, "0640")?;
+    if mode & 0o600 != 0o600 {
+        return Err(ConfigError(format!(
+            "--file-mode {text}: the daemon's own user must be able to read and write the file (0600 at least)"
+        )));
+    }
+    if mode & 0o002 != 0 {
+        return Err(ConfigError(format!(
+            "--file-mode {text}: a log every user may write is one anyone can rewrite; \
+             give readers the group instead (0640)"
+        )));
+    }
+    Ok(mode)
+}
+
 impl Config {
     /// Checks and converts raw arguments.
     ///
@@ -211,31 +241,8 @@ impl Config {
                 socket.as_os_str().len()
             )));
         }
-        let octal = |flag: &str, text: &str, example: &str| {
-            u32::from_str_radix(text.trim_start_matches("0o"), 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "--{flag} {text}: expected an octal mode such as {example}"
-                    ))
-                })
-        };
-        let socket_mode = octal("socket-mode", &a.socket_mode, "0660")?;
-        let file_mode = octal("file-mode", &a.file_mode, "0640")?;
-        if file_mode & 0o600 != 0o600 {
-            return Err(ConfigError(format!(
-                "--file-mode {}: the daemon's own user must be able to read and write the file (0600 at least)",
-                a.file_mode
-            )));
-        }
-        if file_mode & 0o002 != 0 {
-            return Err(ConfigError(format!(
-                "--file-mode {}: a log every user may write is one anyone can rewrite; \
-                 give readers the group instead (0640)",
-                a.file_mode
-            )));
-        }
+        let socket_mode = octal_mode("socket-mode", &a.socket_mode, "0660")?;
+        let file_mode = file_mode(&a.file_mode)?;
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError(format!("--{name} must be greater than 0")))

@@ -889,29 +889,24 @@ impl Store {
         from + nonzero as u64
     }
 
-    /// Writes `parts` (`len` bytes in all, ending with the closing `\n]`)
-    /// at `content_end`, then syncs.
-    fn write_batch(&mut self, parts: &[&[u8]], len: usize) -> Result<(), StoreError> {
-        // Held for the write and sync, so an emergency exit (a second
-        // SIGINT) never happens in the middle of one.
-        let _guard = WRITE_LOCK
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // (Owned: the store is stamped before the sync, below.)
-        let path = &self.path.clone();
-        let fault = injected_fault();
+    /// The test seam's faults that strike before or instead of a batch's
+    /// write (hidden `--fault-file`, see [`FAULT_FILE`]); without a fault,
+    /// nothing.
+    fn before_write(&mut self, fault: Option<Fault>, parts: &[&[u8]]) -> Result<(), StoreError> {
         match fault {
             // Test seam only (hidden `--fault-file`): a writer bug.
             Some(Fault::Panic) => panic!("injected writer failure"),
             Some(Fault::NoSpace) => {
-                return Err(io_err(path, "write")(io::Error::from_raw_os_error(
+                return Err(io_err(&self.path, "write")(io::Error::from_raw_os_error(
                     libc::ENOSPC,
                 )));
             }
             Some(Fault::Cut(to)) => {
                 // Someone else's `truncate`, between the size check and
                 // the write. Fires once.
-                self.file.set_len(to).map_err(io_err(path, "truncate"))?;
+                self.file
+                    .set_len(to)
+                    .map_err(io_err(&self.path, "truncate"))?;
                 if let Some(f) = FAULT_FILE.get() {
                     let _ = fs::write(f, "");
                 }
@@ -922,14 +917,27 @@ impl Store {
                 let half = &bytes[..bytes.len() / 2];
                 self.file
                     .write_all_at(half, self.content_end)
-                    .map_err(io_err(path, "write"))?;
+                    .map_err(io_err(&self.path, "write"))?;
                 self.file_len = self.file_len.max(self.content_end + half.len() as u64);
-                return Err(io_err(path, "write")(io::Error::from_raw_os_error(
+                return Err(io_err(&self.path, "write")(io::Error::from_raw_os_error(
                     libc::EIO,
                 )));
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Writes `parts` (`len` bytes in all, ending with the closing `\n]`)
+    /// at `content_end`, then syncs.
+    fn write_batch(&mut self, parts: &[&[u8]], len: usize) -> Result<(), StoreError> {
+        // Held for the write and sync, so an emergency exit (a second
+        // SIGINT) never happens in the middle of one.
+        let _guard = WRITE_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fault = injected_fault();
+        self.before_write(fault, parts)?;
         // What ends the records already there (`}` of the last, or `[`),
         // to tell after the write that nobody rewrote the file meanwhile.
         let before = self.byte_at(self.content_end.wrapping_sub(1));
@@ -951,7 +959,7 @@ impl Store {
                 n += 1;
             }
             let mut slices: Vec<IoSlice<'_>> = rest[..n].iter().map(|p| IoSlice::new(p)).collect();
-            pwrite_all(&self.file, &mut slices, at).map_err(io_err(path, "write"))?;
+            pwrite_all(&self.file, &mut slices, at).map_err(io_err(&self.path, "write"))?;
             if early {
                 start_writeback(&self.file, at, bytes);
             }
@@ -972,19 +980,21 @@ impl Store {
         }
         let end = self.content_end + len as u64;
         if self.file_len > end {
-            self.file.set_len(end).map_err(io_err(path, "truncate"))?;
+            self.file
+                .set_len(end)
+                .map_err(io_err(&self.path, "truncate"))?;
         }
         self.file_len = end;
         // Stamped now, not after the sync: a change by someone else while
         // it runs must show at the next look, not be taken for ours.
         self.restamp();
         if fault == Some(Fault::SyncFails) {
-            return Err(io_err(path, "sync")(io::Error::from_raw_os_error(
+            return Err(io_err(&self.path, "sync")(io::Error::from_raw_os_error(
                 libc::EIO,
             )));
         }
         if self.fsync == FsyncPolicy::Always {
-            self.file.sync_data().map_err(io_err(path, "sync"))?;
+            self.file.sync_data().map_err(io_err(&self.path, "sync"))?;
             if self.page_cache == PageCache::Drop {
                 // The batch ends with the closing `\n]`: the next append
                 // starts 2 bytes before `end`.

@@ -6,7 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::util::{Client, Daemon, TempDir, read_log};
 
@@ -38,35 +41,15 @@ for k in range(n):
     time.sleep(0.25)
 "#;
 
+/// How many records the old logger writes (one every 0.25 s).
+const OLD: usize = 16;
+
 #[test]
 fn an_old_logger_beside_joblogd_keeps_its_records_and_what_it_destroys_is_counted() {
-    const OLD: usize = 16;
     let dir = TempDir::new();
     let d = Daemon::start(&dir, &[]);
-    // joblogd's own writers: two connections, acknowledged records, each
-    // named by its worker_id so the daemon's warning can be checked.
     let done = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            let mut c = Client::new(d.connect());
-            let done = Arc::clone(&done);
-            std::thread::spawn(move || {
-                let mut sent = Vec::new();
-                let mut i = 0;
-                while !done.load(Ordering::Relaxed) {
-                    let id = format!("jd-{w}-{i}");
-                    c.send(&format!(
-                        r#"{{"op":"log","job":{{"video_id":"{id}","worker_id":"{id}","success":true}},"ack":true}}"#
-                    ));
-                    assert_eq!(c.reply()["ok"], true);
-                    sent.push(id);
-                    i += 1;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                sent
-            })
-        })
-        .collect();
+    let writers = start_writers(&d, &done);
     let old = Command::new("python3")
         .arg("-c")
         .arg(OLD_LOGGER)
@@ -89,13 +72,66 @@ fn an_old_logger_beside_joblogd_keeps_its_records_and_what_it_destroys_is_counte
     let ping = d.request("ping");
 
     let records = read_log(&d.log);
+    let count = count_by_video_id(&records);
+    old_records_each_kept_once(&d, &count, &ping);
+    let missing = own_records_once_or_counted_lost(&d, &sent, &count, &ping);
+    assert_eq!(
+        ping["records"].as_u64(),
+        Some(records.len() as u64),
+        "index = file"
+    );
+    // Queries follow the file as it now is.
+    let stats = d.request("stats");
+    assert_eq!(stats["stats"]["total_jobs"], records.len(), "{stats}");
+    eprintln!(
+        "old logger: {OLD} records kept; joblogd: {} sent, {} destroyed by the old logger's rewrites, {} foreign writes",
+        sent.len(),
+        missing.len(),
+        ping["foreign_writes"]
+    );
+}
+
+/// joblogd's own writers: two connections sending acknowledged records
+/// until `done`, each named by its worker_id so the daemon's warning can
+/// be checked. Each thread returns the ids it sent.
+fn start_writers(d: &Daemon, done: &Arc<AtomicBool>) -> Vec<JoinHandle<Vec<String>>> {
+    (0..2)
+        .map(|w| {
+            let mut c = Client::new(d.connect());
+            let done = Arc::clone(done);
+            std::thread::spawn(move || {
+                let mut sent = Vec::new();
+                let mut i = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let id = format!("jd-{w}-{i}");
+                    c.send(&format!(
+                        r#"{{"op":"log","job":{{"video_id":"{id}","worker_id":"{id}","success":true}},"ack":true}}"#
+                    ));
+                    assert_eq!(c.reply()["ok"], true);
+                    sent.push(id);
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                sent
+            })
+        })
+        .collect()
+}
+
+/// How many times each video_id is in the file.
+fn count_by_video_id(records: &[Value]) -> HashMap<String, usize> {
     let mut count: HashMap<String, usize> = HashMap::new();
-    for r in &records {
+    for r in records {
         *count
             .entry(r["video_id"].as_str().unwrap_or_default().to_owned())
             .or_default() += 1;
     }
-    // Each of the old logger's records is in the file exactly once.
+    count
+}
+
+/// Each of the old logger's records is in the file exactly once: joblogd
+/// took them all in (`ping`) and saw the foreign writes.
+fn old_records_each_kept_once(d: &Daemon, count: &HashMap<String, usize>, ping: &Value) {
     for k in 0..OLD {
         assert_eq!(
             count.get(&format!("old-{k}")),
@@ -110,8 +146,16 @@ fn an_old_logger_beside_joblogd_keeps_its_records_and_what_it_destroys_is_counte
         "{ping}"
     );
     assert!(ping["last_foreign_write"]["at"].is_string(), "{ping}");
-    // joblogd's records: each once at most; those the old logger's
-    // rewrites destroyed are counted and named, none silently.
+}
+
+/// joblogd's records (`sent`): each once at most; those the old logger's
+/// rewrites destroyed are counted and named, none silently. Returns them.
+fn own_records_once_or_counted_lost<'a>(
+    d: &Daemon,
+    sent: &'a [String],
+    count: &HashMap<String, usize>,
+    ping: &Value,
+) -> Vec<&'a String> {
     let present: HashSet<&String> = sent.iter().filter(|id| count.contains_key(*id)).collect();
     for id in &present {
         assert_eq!(count[*id], 1, "{id} twice");
@@ -129,20 +173,7 @@ fn an_old_logger_beside_joblogd_keeps_its_records_and_what_it_destroys_is_counte
             "{id} is not named:\n{logs}"
         );
     }
-    assert_eq!(
-        ping["records"].as_u64(),
-        Some(records.len() as u64),
-        "index = file"
-    );
-    // Queries follow the file as it now is.
-    let stats = d.request("stats");
-    assert_eq!(stats["stats"]["total_jobs"], records.len(), "{stats}");
-    eprintln!(
-        "old logger: {OLD} records kept; joblogd: {} sent, {} destroyed by the old logger's rewrites, {} foreign writes",
-        sent.len(),
-        missing.len(),
-        ping["foreign_writes"]
-    );
+    missing
 }
 
 /// Three acknowledged records, then another process writes `content` over

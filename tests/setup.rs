@@ -2,7 +2,7 @@
 //! the ExecStart= arguments, UMask= and StateDirectoryMode= of
 //! systemd/joblogd.service, and root, a worker in the daemon's group and an
 //! outsider, each a real user, get what README's "Running under systemd"
-//! promises them (tests/shipped.rs checks it): root and the worker may log,
+//! promises them (tests/shipped/ checks it): root and the worker may log,
 //! read and clear; nobody else may connect or read the file.
 
 use std::fs;

@@ -372,14 +372,9 @@ pub async fn write<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     match (answer, out) {
         (Answer::StatsLine(line), _) => w.write_all(&line).await,
-        // (Turned into an error reply with its line number by the caller.)
-        (Answer::Failed(msg), _) => {
-            let v =
-                serde_json::json!({"ok": false, "error": {"code": "write_failed", "message": msg}});
-            let mut line = serde_json::to_vec(&v).map_err(io::Error::other)?;
-            line.push(b'\n');
-            w.write_all(&line).await
-        }
+        // The caller replies to it as an error with its line number; it
+        // never reaches here.
+        (Answer::Failed(msg), _) => Err(io::Error::other(msg)),
         (
             Answer::Snapshot {
                 reader,
