@@ -26,6 +26,7 @@
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
 
 #[path = "support/mod.rs"]
+#[allow(dead_code)] // each example uses some of the helpers
 mod support;
 
 use std::fmt::Write as _;

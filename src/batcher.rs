@@ -426,6 +426,9 @@ pub fn open_log(
             "Removed an unfinished file a daemon stopped while making (a copy set aside, or the new file of a clear); the log itself was left as it was."
         );
     }
+    if let Some(note) = &recovery.note {
+        tracing::warn!(log_file = %path.display(), "Commit sidecar: {note}.");
+    }
     if let Some(problem) = &recovery.problem {
         tracing::warn!(
             log_file = %path.display(),
@@ -509,6 +512,9 @@ pub struct Status {
     /// The last write error, cleared by the next successful flush.
     pub last_error: Option<String>,
     pub log_file: PathBuf,
+    /// The random id of the log file, from its sidecar (`ping`'s
+    /// `log_id`); a new file (a `clear`, a rotation) has a new one.
+    pub log_id: String,
     pub file_bytes: u64,
     /// Approximate bytes held by the index.
     pub index_bytes: u64,
@@ -727,6 +733,7 @@ pub async fn run(
         status: Status {
             records: store.records(),
             log_file: store.path().to_owned(),
+            log_id: store.log_id(),
             file_bytes: store.len(),
             ..Status::default()
         },
@@ -807,7 +814,7 @@ pub async fn run(
             _ = look.tick() => w.look_for_changes(),
         }
     }
-    if let Some(Err(e)) = w.idle.as_ref().map(Store::sync) {
+    if let Some(Err(e)) = w.idle.as_mut().map(Store::close) {
         tracing::error!(error = %e, "Final sync failed.");
     }
     (w.idle, w.status)
@@ -1384,6 +1391,7 @@ impl Writer {
         let reader = store.reader().map_err(|e| e.to_string())?;
         // The old file is complete, synced and closed as it drops here.
         self.status.records = store.records();
+        self.status.log_id = store.log_id();
         self.status.file_bytes = store.len();
         self.logical_end = store.content_end();
         self.durable_end = store.content_end();
@@ -1418,6 +1426,7 @@ impl Writer {
         .map_err(|e| format!("writer task failed: {e}"))?;
         self.status.file_bytes = store.len();
         self.status.records = store.records();
+        self.status.log_id = store.log_id();
         self.logical_end = store.content_end();
         self.durable_end = store.content_end();
         let reader = res.as_ref().ok().map(|_| store.reader());

@@ -700,6 +700,7 @@ fn ping_line(shared: &Shared, st: &crate::batcher::Status) -> Vec<u8> {
         "records": st.records,
         "pending": st.pending,
         "log_file": st.log_file.display().to_string(),
+        "log_id": st.log_id,
         "file_bytes": st.file_bytes,
         "uptime_s": (shared.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         "coerced": st.coerced,

@@ -673,12 +673,13 @@ fn replies_after_the_grace_period_are_not_dropped_for_a_reading_client() {
 }
 
 /// The files beside `dir`'s `log.json` that a clear or a repair makes
-/// (`log.<ts>.json`, `log.json.corrupt-*`, `log.json.clearing-*`), by name.
+/// (`log.<ts>.json` and its sidecar, `log.json.corrupt-*`,
+/// `log.json.clearing-*`), by name: all but the log and its sidecar.
 fn beside_the_log(dir: &TempDir) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("log.") && n != "log.json")
+        .filter(|n| n.starts_with("log.") && n != "log.json" && n != "log.json.meta")
         .collect();
     v.sort();
     v
@@ -705,6 +706,11 @@ fn a_clear_that_fails_changes_nothing() {
         log(id);
     }
     let before = fs::read(&d.log).unwrap();
+    let log_id = d.request("ping")["log_id"].as_str().unwrap().to_owned();
+    assert!(
+        log_id.len() == 32 && log_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{log_id}"
+    );
     fs::write(&fault, "clear-enospc").unwrap();
     let r = d.request(r#"{"op":"clear","confirm":true}"#);
     assert_eq!(r["error"]["code"], "write_failed", "{r}");
@@ -726,6 +732,7 @@ fn a_clear_that_fails_changes_nothing() {
     let r = d.request(r#"{"op":"jobs","offset":3,"fields":["id"]}"#);
     assert_eq!(r["jobs"], json!([{"id": "d"}]), "{r}");
     assert_eq!(d.request("ping")["records"], 4);
+    assert_eq!(d.request("ping")["log_id"], log_id.as_str(), "the same log");
     // With room again, clear works.
     fs::remove_file(&fault).unwrap();
     let r = d.request(r#"{"op":"clear","confirm":true}"#);
@@ -735,6 +742,23 @@ fn a_clear_that_fails_changes_nothing() {
     assert!(read_log(&d.log).is_empty());
     log("e");
     assert_eq!(ids(&d.log), ["e"]);
+    assert_ne!(d.request("ping")["log_id"], log_id.as_str(), "a new log");
+    // The archive keeps its sidecar (and its log_id); the new file has its
+    // own.
+    let archive_meta = format!("{}.meta", archive.display());
+    assert_eq!(
+        beside_the_log(&dir),
+        [
+            archive.file_name().unwrap().to_string_lossy().into_owned(),
+            {
+                std::path::Path::new(&archive_meta)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        ]
+    );
 }
 
 /// Directory syncs are checked, not best effort: a log file created at
@@ -804,7 +828,10 @@ fn a_torn_write_on_a_full_disk_leaves_no_torn_bytes() {
     let p = d.request("ping");
     assert_eq!(p["foreign_writes"], 0, "{p}");
     assert_eq!(p["last_error"], Value::Null, "{p}");
-    let set_aside = crate::util::files_containing(dir.path(), "log.json.");
+    let set_aside: Vec<_> = crate::util::files_containing(dir.path(), "log.json.")
+        .into_iter()
+        .filter(|p| !p.ends_with("log.json.meta"))
+        .collect();
     assert!(set_aside.is_empty(), "{set_aside:?}");
 }
 

@@ -31,8 +31,14 @@ mod ctl;
 // SIGKILL and torn-tail trials (the joblogd-torture harness).
 mod crash;
 
+// Power-cut states of real batches (the joblogd-powercut harness).
+mod powercut;
+
 // Disk faults: ENOSPC, torn writes, failed fsync, a real full tmpfs.
 mod faults;
+
+// The commit sidecar: what a start after a crash, a clean stop or a rotation keeps.
+mod commits;
 
 // The bad-input corpus (tests/fixtures/bad_input): each case, then a good record.
 mod bad_input;

@@ -110,13 +110,14 @@ pub(crate) fn video_ids(recs: &[Value]) -> Vec<&str> {
 }
 
 /// `clear`'s archives beside the log (`processing_log.<time>.json`; not
-/// the log, nor a rotated `processing_log.json.1`).
+/// the log, a rotated `processing_log.json.1`, nor a sidecar `*.meta`).
 pub(crate) fn archives(state: &Path) -> Vec<PathBuf> {
     files_containing(state, "processing_log.")
         .into_iter()
         .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n != "processing_log.json" && !n.to_string_lossy().ends_with(".1"))
+            p.file_name().is_some_and(|n| {
+                n != "processing_log.json" && n.to_string_lossy().ends_with(".json")
+            })
         })
         .collect()
 }
@@ -284,8 +285,16 @@ fn check_modes(t: &Target) {
     );
     let made = archives(&t.state_dir);
     assert_eq!(made.len(), 2, "root's clear and the worker's: {made:?}");
+    // Each with its commit sidecar (`<file>.meta`), as readable as it.
     for f in std::iter::once(&t.log).chain(&made) {
         assert_eq!(owner(f), (t.file_mode, d.uid, d.gid), "{}", f.display());
+        let meta = PathBuf::from(format!("{}.meta", f.display()));
+        assert_eq!(
+            owner(&meta),
+            (t.file_mode, d.uid, d.gid),
+            "{}",
+            meta.display()
+        );
     }
 }
 

@@ -24,6 +24,11 @@ use std::path::{Path, PathBuf};
 use crate::index::RawMeta;
 use crate::json::{Formatter, JsonError};
 
+pub mod commits;
+mod crc32c;
+
+use commits::Commits;
+
 /// How durable a flush is before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FsyncPolicy {
@@ -126,6 +131,9 @@ pub struct Recovery {
     /// left as it was (`>>`, `truncate -s`); they were copied here and cut
     /// off, and no record was scanned (the caller's index still holds).
     pub appended_copy: Option<PathBuf>,
+    /// What the commit sidecar said about the file, when the operator
+    /// should hear it (see [`commits::trust`]).
+    pub note: Option<String>,
 }
 
 /// A record found by the start-up scan: where it is in the file.
@@ -140,9 +148,10 @@ pub struct ScannedRecord {
 /// daemon's own writes are followed by a new stamp. One `fstat` compares
 /// them, so checking costs nothing measurable per flush.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    mtime: (i64, i64),
+pub struct Stamp {
+    pub len: u64,
+    /// Seconds and nanoseconds.
+    pub mtime: (i64, i64),
 }
 
 impl Stamp {
@@ -176,6 +185,9 @@ pub struct Store {
     /// ([`PageCache::Drop`]); starts at the end of what we took over, so
     /// history read at start-up is left alone.
     dropped_to: u64,
+    /// The commit sidecar `<file>.meta`: each durable batch is recorded
+    /// there before it is acknowledged (see [`commits`]).
+    commits: Commits,
 }
 
 /// Settings of the data file that are the operator's, carried across a
@@ -378,9 +390,16 @@ impl Store {
                 "Cannot set the log file's mode (is it owned by another user?); left as it is."
             );
         }
-        let len = file.metadata().map_err(io_err(path, "stat"))?.len();
+        let meta = file.metadata().map_err(io_err(path, "stat"))?;
+        let len = meta.len();
         // Under the lock: no other daemon can be writing one of these.
         let removed_partials = remove_partial_copies(path);
+        let found = {
+            use std::os::unix::fs::MetadataExt;
+            commits::read(path, meta.dev(), meta.ino())
+        };
+        let trust = commits::trust(found.as_ref(), &file, Stamp::of(&meta));
+        let commits = open_commits(path, &file, found.as_ref(), options.mode, fsync)?;
         let mut store = Store {
             path: path.to_owned(),
             file,
@@ -392,10 +411,41 @@ impl Store {
             fsync,
             page_cache: PageCache::Keep,
             dropped_to: 0,
+            commits,
         };
-        let mut recovery = store.adopt(len, &mut on_record, &mut on_copy)?;
+        let mut recovery = store.adopt(len, trust.limit, &mut on_record, &mut on_copy)?;
+        // From here on the file is the daemon's: a crash before the next
+        // commit keeps no more than this.
+        store.commit_taken_over()?;
         recovery.removed_partials = removed_partials;
+        recovery.note = trust.note;
         Ok((store, recovery))
+    }
+
+    /// Records in the sidecar that the file, as it is now, is the daemon's
+    /// (a commit that vouches for no bytes of its own; see [`commits`]).
+    fn commit_taken_over(&mut self) -> Result<(), StoreError> {
+        let end = self.content_end;
+        self.commits
+            .commit(end, end, self.records, 0, None)
+            .map_err(io_err(self.commits.path(), "write"))
+    }
+
+    /// Makes what was written so far durable and records in the sidecar
+    /// that the daemon stopped cleanly, with the file's length and mtime:
+    /// if the file is found so at the next start, nobody changed it
+    /// meanwhile and it is trusted up to its last commit; if not, it is
+    /// taken over as it is (see [`commits::trust`]).
+    ///
+    /// # Errors
+    /// A sync or the sidecar's write failed.
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        let meta = self.file.metadata().map_err(io_err(&self.path, "stat"))?;
+        let end = self.content_end;
+        self.commits
+            .commit(end, end, self.records, 0, Some(Stamp::of(&meta)))
+            .map_err(io_err(self.commits.path(), "write"))
     }
 
     /// Takes over the file's `len` bytes as they are: scans them, and if
@@ -405,6 +455,7 @@ impl Store {
     fn adopt(
         &mut self,
         len: u64,
+        limit: Option<u64>,
         on_record: &mut impl FnMut(ScannedRecord, &[u8], &RawMeta),
         on_copy: &mut impl FnMut(u64, u64),
     ) -> Result<Recovery, StoreError> {
@@ -424,7 +475,7 @@ impl Store {
         // The scan reads from the file's position, which `left_by_cut`'s
         // `SEEK_HOLE` may have moved (every other access is positional).
         io::Seek::seek(&mut &self.file, io::SeekFrom::Start(0)).map_err(io_err(&path, "seek"))?;
-        let scan = scan(&self.file, on_record).map_err(io_err(&path, "read"))?;
+        let scan = scan(&self.file, limit, on_record).map_err(io_err(&path, "read"))?;
         recovery.records = scan.records;
         recovery.scanned_bytes = scan.scanned;
         // The scan reads to the end as it finds it: another writer still
@@ -531,7 +582,8 @@ impl Store {
                 len = kept;
             }
         }
-        let mut recovery = self.adopt(len, &mut on_record, &mut |_, _| {})?;
+        let mut recovery = self.adopt(len, None, &mut on_record, &mut |_, _| {})?;
+        self.commit_taken_over()?;
         if let Some(copy) = gap_copy {
             tracing::warn!(
                 copy = %copy.display(),
@@ -770,7 +822,7 @@ impl Store {
         }
         parts.push(b"\n]");
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        match self.write_batch(&parts, len) {
+        match self.write_batch(&parts, len, count) {
             Ok(()) => {
                 self.content_end += (len - 2) as u64;
                 self.records += count;
@@ -928,9 +980,10 @@ impl Store {
         Ok(())
     }
 
-    /// Writes `parts` (`len` bytes in all, ending with the closing `\n]`)
-    /// at `content_end`, then syncs.
-    fn write_batch(&mut self, parts: &[&[u8]], len: usize) -> Result<(), StoreError> {
+    /// Writes `parts` (`len` bytes in all, ending with the closing `\n]`,
+    /// `count` records) at `content_end`, syncs, and commits the batch to
+    /// the sidecar.
+    fn write_batch(&mut self, parts: &[&[u8]], len: usize, count: u64) -> Result<(), StoreError> {
         // Held for the write and sync, so an emergency exit (a second
         // SIGINT) never happens in the middle of one.
         let _guard = WRITE_LOCK
@@ -995,11 +1048,22 @@ impl Store {
         }
         if self.fsync == FsyncPolicy::Always {
             self.file.sync_data().map_err(io_err(&self.path, "sync"))?;
-            if self.page_cache == PageCache::Drop {
-                // The batch ends with the closing `\n]`: the next append
-                // starts 2 bytes before `end`.
-                self.drop_cached(end.saturating_sub(2));
-            }
+        }
+        // Only now, with the batch durable: a commit vouches for bytes on
+        // the disk. Its checksum covers the records, not the `\n]` the
+        // next batch overwrites.
+        let mut crc = crc32c::Crc32c::default();
+        for p in &parts[..parts.len() - 1] {
+            crc.update(p);
+        }
+        let records = self.records + count;
+        self.commits
+            .commit(self.content_end, end - 2, records, crc.finish(), None)
+            .map_err(io_err(self.commits.path(), "commit a batch to"))?;
+        if self.fsync == FsyncPolicy::Always && self.page_cache == PageCache::Drop {
+            // The batch ends with the closing `\n]`: the next append
+            // starts 2 bytes before `end`.
+            self.drop_cached(end.saturating_sub(2));
         }
         Ok(())
     }
@@ -1138,26 +1202,40 @@ impl Store {
                 return Err(e);
             }
         };
-        if let Err(e) = fs::rename(&self.path, &archive) {
-            let _ = fs::remove_file(&fresh);
-            return Err(io_err(&archive, "rename the log file to")(e));
-        }
-        let swapped = fs::rename(&fresh, &self.path)
-            .map_err(io_err(&self.path, "move the new log file to"))
-            .and_then(|()| {
-                sync_dir(&self.path).map_err(io_err(&self.path, "sync the directory of"))
+        // The new file's sidecar, with a commit that vouches for `[]`;
+        // the old one goes with the archive, which keeps its `log_id`.
+        let fresh_meta = PathBuf::from(format!(
+            "{}.meta{PARTIAL}",
+            fresh.display().to_string().trim_end_matches(PARTIAL)
+        ));
+        let sync = self.fsync == FsyncPolicy::Always;
+        let made =
+            Commits::create(&fresh_meta, &file, self.options.mode, sync).and_then(|mut c| {
+                c.commit(1, 1, 0, 0, None)?;
+                Ok(c)
             });
-        if let Err(e) = swapped {
-            // Back as it was: the archive at the path again, the new file
-            // gone. (If even that fails, the archive still holds every
-            // record, and the error says what happened.)
-            if fs::rename(&self.path, &fresh).is_ok() || !self.path.exists() {
-                let _ = fs::rename(&archive, &self.path);
+        let mut commits = match made {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = fs::remove_file(&fresh);
+                let _ = fs::remove_file(&fresh_meta);
+                return Err(io_err(&fresh_meta, "create")(e));
             }
+        };
+        let live_meta = commits::path_for(&self.path);
+        let mut steps = vec![(self.path.clone(), archive.clone())];
+        if live_meta.exists() {
+            steps.push((live_meta.clone(), commits::path_for(&archive)));
+        }
+        steps.push((fresh.clone(), self.path.clone()));
+        steps.push((fresh_meta.clone(), live_meta.clone()));
+        if let Err(e) = rename_all(&steps) {
             let _ = fs::remove_file(&fresh);
-            let _ = sync_dir(&self.path);
+            let _ = fs::remove_file(&fresh_meta);
             return Err(e);
         }
+        commits.moved_to(live_meta);
+        self.commits = commits;
         // The old descriptor (and its lock) closes here; the archive is
         // complete and synced.
         self.file = file;
@@ -1197,6 +1275,15 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The log's random id from its sidecar, as 32 hex digits.
+    pub fn log_id(&self) -> String {
+        self.commits
+            .log_id()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Bytes of the file, as a JSON array.
@@ -1341,6 +1428,7 @@ fn remove_partial_copies(path: &Path) -> Vec<PathBuf> {
         format!("{name}.corrupt-"),
         format!("{name}.appended-"),
         format!("{name}.clearing-"),
+        format!("{name}.meta"),
     ];
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -1384,6 +1472,62 @@ fn unique_path(path: PathBuf) -> PathBuf {
         .unwrap_or(path)
 }
 
+/// The sidecar of the log at `path` (open as `file`): the one found, or a
+/// new one (a log the Python logger wrote, or one whose sidecar belonged
+/// to another file) made under a temporary name and renamed into place,
+/// its directory synced.
+fn open_commits(
+    path: &Path,
+    file: &File,
+    found: Option<&commits::Found>,
+    mode: u32,
+    fsync: FsyncPolicy,
+) -> Result<Commits, StoreError> {
+    let sync = fsync == FsyncPolicy::Always;
+    let at = commits::path_for(path);
+    if let Some(found) = found {
+        return Commits::resume(path, found, sync).map_err(io_err(&at, "open"));
+    }
+    let partial = PathBuf::from(format!("{}{PARTIAL}", at.display()));
+    let mut commits = Commits::create(&partial, file, mode, sync).map_err(|e| {
+        let _ = fs::remove_file(&partial);
+        io_err(&partial, "create")(e)
+    })?;
+    fs::rename(&partial, &at).map_err(io_err(&at, "move the new sidecar to"))?;
+    commits.moved_to(at.clone());
+    sync_dir(&at).map_err(io_err(&at, "sync the directory of"))?;
+    Ok(commits)
+}
+
+/// Renames each `(from, to)` in turn, then syncs their directory (all are
+/// in one). If a step fails, those done are renamed back, newest first,
+/// so that the files are as they were (if even that fails, nothing is
+/// deleted: every record is still under one of the names).
+fn rename_all(steps: &[(PathBuf, PathBuf)]) -> Result<(), StoreError> {
+    let mut done = 0;
+    let mut res = Ok(());
+    for (from, to) in steps {
+        if let Err(e) = fs::rename(from, to) {
+            res = Err(io_err(to, "rename to")(e));
+            break;
+        }
+        done += 1;
+    }
+    let Some((first, _)) = steps.first() else {
+        return res;
+    };
+    if res.is_ok() {
+        res = sync_dir(first).map_err(io_err(first, "sync the directory of"));
+    }
+    if res.is_err() {
+        for (from, to) in steps[..done].iter().rev() {
+            let _ = fs::rename(to, from);
+        }
+        let _ = sync_dir(first);
+    }
+    res
+}
+
 /// Makes the directory entries of `path`'s directory durable (a new or
 /// renamed file's name). On file systems that do not journal names with
 /// the data (ext2, ext4 without a journal, some FUSE and NFS setups) a
@@ -1419,6 +1563,7 @@ const SCAN_CHUNK: usize = 1 << 20;
 /// generous limit.
 fn scan(
     file: &File,
+    limit: Option<u64>,
     on_record: &mut impl FnMut(ScannedRecord, &[u8], &RawMeta),
 ) -> io::Result<Scan> {
     /// Python's decoder recurses; this is far beyond what it reads.
@@ -1441,6 +1586,14 @@ fn scan(
         content_end: 0,
         scanned: 0,
         problem: None,
+    };
+    let limit = limit.unwrap_or(u64::MAX);
+    let uncommitted = |at: u64| {
+        format!(
+            "the bytes from byte {} on were never committed, or no longer match their commit \
+             (a batch the daemon was writing when it was killed or the power failed)",
+            at + 1
+        )
     };
     // Refills when `pos` reaches the end of what is buffered (or when a
     // value needs more bytes). Returns false at end of file.
@@ -1516,6 +1669,11 @@ fn scan(
                 pos += 1;
                 state = State::Done;
             }
+            State::FirstOrClose | State::CommaOrClose if here >= limit => {
+                out.problem = Some(uncommitted(here));
+                out.scanned = here;
+                return Ok(out);
+            }
             State::FirstOrClose => state = State::Value,
             State::CommaOrClose => {
                 if b != b',' {
@@ -1527,6 +1685,11 @@ fn scan(
                 state = State::Value;
             }
             State::Value => match fmt.validate(&buf, pos, FILE_DEPTH, false) {
+                Ok(f) if here + (f.end - pos) as u64 > limit => {
+                    out.problem = Some(uncommitted(out.content_end));
+                    out.scanned = here;
+                    return Ok(out);
+                }
                 Ok(f) => {
                     let rec = ScannedRecord {
                         offset: here,

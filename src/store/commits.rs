@@ -1,0 +1,419 @@
+//! The commit sidecar, `<file>.meta`: which batches of the log are durable.
+//!
+//! The array file must stay byte for byte what Python writes, so it cannot
+//! say which of its bytes were made durable whole. After a power cut a file
+//! system may show the first sectors of a batch that was being written and,
+//! after them, zeros or the stale bytes of an earlier batch that was cut
+//! at the same offsets; such a mix can parse as JSON, and a record that
+//! was never written whole would be kept. So each batch, once its
+//! `fdatasync` returned, is recorded here (its offsets, record count and
+//! CRC-32C) and this file is synced too, before any record of the batch is
+//! acknowledged. At start-up only what a commit vouches for is kept: bytes
+//! past the last commit that matches the file are set aside, however well
+//! they parse ([`trust`]).
+//!
+//! Format (little-endian, 1,536 bytes: three 512-byte sectors, so a write
+//! touches one sector and a torn one damages nothing else):
+//!
+//! ```text
+//! sector 0, the header, written once when the sidecar is made:
+//!    0  magic "JLDMETA1"
+//!    8  version (u32, 1), 12 reserved (u32)
+//!   16  log_id: 16 random bytes naming this log
+//!   32  device, 40 inode (u64): the log file this sidecar belongs to
+//!   60  CRC-32C of bytes 0..60
+//! sectors 1 and 2, commit slots, written in turn (commit n goes to slot n % 2):
+//!    0  n, the commit's number (u64, from 0 when the sidecar was made)
+//!    8  start, 16 end (u64): the bytes of the file the batch wrote,
+//!       from the first record's separator to the end of its last record
+//!   24  records (u64): records in the log after this batch
+//!   32  CRC-32C of the file's bytes start..end (u32)
+//!   36  flags (u32): 1 = written as the daemon stopped cleanly
+//!   40  length (u64), 48 mtime seconds (i64), 56 mtime nanoseconds (i64)
+//!       of the file when it stopped cleanly
+//!   64..124 reserved (zero)
+//!  124  CRC-32C of bytes 0..124
+//! ```
+//!
+//! Two slots, so that the newest complete commit survives a torn write of
+//! the next one. A commit with `start == end` vouches for no bytes of its
+//! own: it marks where the daemon took the file over (at start-up, after
+//! a repair, after another process's change) and trusts the records
+//! before `end` by their syntax alone, as a file taken over from the
+//! Python logger is trusted. The reserved bytes leave room for a record
+//! sequence base; `records` is already the sequence number of the next
+//! record.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::crc32c;
+
+const MAGIC: &[u8; 8] = b"JLDMETA1";
+const VERSION: u32 = 1;
+const SECTOR: usize = 512;
+const SIZE: usize = 3 * SECTOR;
+const HEADER_CRC_AT: usize = 60;
+const SLOT_CRC_AT: usize = 124;
+const CLEAN: u32 = 1;
+
+/// The sidecar of the log at `log`: `<log>.meta`.
+pub fn path_for(log: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.meta", log.display()))
+}
+
+/// One commit slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Commit {
+    pub number: u64,
+    pub start: u64,
+    pub end: u64,
+    pub records: u64,
+    pub crc: u32,
+    /// Set when written as the daemon stopped: the file's length and
+    /// mtime then, to tell at the next start whether anyone changed it
+    /// while no daemon was watching.
+    pub clean: Option<super::Stamp>,
+}
+
+impl Commit {
+    fn encode(&self) -> [u8; SECTOR] {
+        let mut s = [0u8; SECTOR];
+        s[0..8].copy_from_slice(&self.number.to_le_bytes());
+        s[8..16].copy_from_slice(&self.start.to_le_bytes());
+        s[16..24].copy_from_slice(&self.end.to_le_bytes());
+        s[24..32].copy_from_slice(&self.records.to_le_bytes());
+        s[32..36].copy_from_slice(&self.crc.to_le_bytes());
+        if let Some(st) = self.clean {
+            s[36..40].copy_from_slice(&CLEAN.to_le_bytes());
+            s[40..48].copy_from_slice(&st.len.to_le_bytes());
+            s[48..56].copy_from_slice(&st.mtime.0.to_le_bytes());
+            s[56..64].copy_from_slice(&st.mtime.1.to_le_bytes());
+        }
+        let crc = crc32c::of(&s[..SLOT_CRC_AT]);
+        s[SLOT_CRC_AT..SLOT_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        s
+    }
+
+    /// A slot whose checksum holds (a torn or never-written one does not).
+    fn decode(s: &[u8]) -> Option<Commit> {
+        if s.len() < SLOT_CRC_AT + 4 || s.iter().all(|&b| b == 0) {
+            return None;
+        }
+        if crc32c::of(&s[..SLOT_CRC_AT]) != le32(s, SLOT_CRC_AT) {
+            return None;
+        }
+        let clean = (le32(s, 36) & CLEAN != 0).then(|| super::Stamp {
+            len: le64(s, 40),
+            mtime: (le64(s, 48) as i64, le64(s, 56) as i64),
+        });
+        Some(Commit {
+            number: le64(s, 0),
+            start: le64(s, 8),
+            end: le64(s, 16),
+            records: le64(s, 24),
+            crc: le32(s, 32),
+            clean,
+        })
+    }
+}
+
+fn le64(s: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn le32(s: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&s[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// What a sidecar said at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub log_id: [u8; 16],
+    /// Slots whose checksum holds, newest first.
+    pub commits: Vec<Commit>,
+}
+
+/// Reads the sidecar of the log at `log`, whose file is `(dev, ino)`.
+/// `None` when there is none, when it is damaged, or when it belongs to
+/// another file (the log was rotated, deleted or replaced while it stayed
+/// behind): the log is then trusted as a file from the Python logger is.
+pub fn read(log: &Path, dev: u64, ino: u64) -> Option<Found> {
+    let mut buf = vec![0u8; SIZE];
+    let f = File::open(path_for(log)).ok()?;
+    f.read_exact_at(&mut buf, 0).ok()?;
+    let h = &buf[..SECTOR];
+    if &h[..8] != MAGIC
+        || le32(h, 8) != VERSION
+        || crc32c::of(&h[..HEADER_CRC_AT]) != le32(h, HEADER_CRC_AT)
+        || le64(h, 32) != dev
+        || le64(h, 40) != ino
+    {
+        return None;
+    }
+    let mut log_id = [0u8; 16];
+    log_id.copy_from_slice(&h[16..32]);
+    let mut commits: Vec<Commit> = buf[SECTOR..]
+        .chunks_exact(SECTOR)
+        .filter_map(Commit::decode)
+        .collect();
+    commits.sort_by_key(|c| std::cmp::Reverse(c.number));
+    Some(Found { log_id, commits })
+}
+
+/// Where the newest commit of the log at `log` ends, if it has a sidecar
+/// of its own: the bytes before it were durable when it was written. For
+/// tools and tests that damage a log as a power cut would (a power cut
+/// only tears what was written after the last commit).
+pub fn committed_end(log: &Path) -> Option<u64> {
+    let m = fs::metadata(log).ok()?;
+    read(log, m.dev(), m.ino())?.commits.first().map(|c| c.end)
+}
+
+/// How much of the log the sidecar vouches for at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Records ending past this offset are not kept (they were never
+    /// committed); `None`: every complete record is kept.
+    pub limit: Option<u64>,
+    /// What the operator should hear, if anything.
+    pub note: Option<String>,
+}
+
+/// Decides, from what the sidecar found, how far the log `file` (whose
+/// length and mtime are `now`) is trusted:
+/// - no sidecar (a file from the Python logger, or one the sidecar does
+///   not belong to): every complete record, as before there were commits;
+/// - the daemon stopped cleanly and nobody changed the file since: up to
+///   its last commit;
+/// - the daemon stopped cleanly and the file changed since (the Python
+///   logger ran meanwhile, an operator restored or edited it): every
+///   complete record, the file taken over as it is;
+/// - otherwise (a crash, a kill, a power cut): up to the end of the newest
+///   commit whose bytes still match its checksum. If none matches, the file
+///   lost bytes that were durable, or was changed while no daemon ran:
+///   only the records before the oldest commit's batch are kept by their
+///   syntax, and everything from there on is set aside.
+pub fn trust(found: Option<&Found>, file: &File, now: super::Stamp) -> Trust {
+    let Some(found) = found.filter(|f| !f.commits.is_empty()) else {
+        return Trust::default();
+    };
+    let newest = found.commits[0];
+    if let Some(clean) = newest.clean
+        && clean != now
+    {
+        return Trust {
+            limit: None,
+            note: Some(
+                "the log file changed while no daemon was running (the Python logger, or an \
+                 edit); taken over as it is"
+                    .to_string(),
+            ),
+        };
+    }
+    if let Some(c) = found.commits.iter().find(|c| matches(file, c, now.len)) {
+        let note = (c.number != newest.number).then(|| {
+            format!(
+                "the last committed batch (bytes {}..{}) does not match its checksum: the disk \
+                 lost bytes that were synced, or the file was changed while no daemon ran; \
+                 only the records up to byte {} (the commit before it) are kept",
+                newest.start, newest.end, c.end
+            )
+        });
+        return Trust {
+            limit: Some(c.end),
+            note,
+        };
+    }
+    let oldest = found.commits.iter().map(|c| c.start).min().unwrap_or(0);
+    Trust {
+        limit: Some(oldest),
+        note: Some(format!(
+            "the last committed batches (bytes {}..{}) do not match their checksums: the disk \
+             lost bytes that were synced, or the file was changed while no daemon ran; only the \
+             records before byte {oldest} are kept",
+            oldest, newest.end
+        )),
+    }
+}
+
+/// Do the file's bytes `c.start..c.end` still have the checksum committed?
+fn matches(file: &File, c: &Commit, len: u64) -> bool {
+    const PIECE: u64 = 1 << 20;
+    if c.end < c.start || c.end > len {
+        return false;
+    }
+    let mut crc = crc32c::Crc32c::default();
+    let mut buf = vec![0u8; (c.end - c.start).min(PIECE) as usize];
+    let mut at = c.start;
+    while at < c.end {
+        let n = (c.end - at).min(PIECE) as usize;
+        if file.read_exact_at(&mut buf[..n], at).is_err() {
+            return false;
+        }
+        crc.update(&buf[..n]);
+        at += n as u64;
+    }
+    crc.finish() == c.crc
+}
+
+/// The open sidecar of the live log, which the store commits each durable
+/// batch to.
+#[derive(Debug)]
+pub struct Commits {
+    path: PathBuf,
+    file: File,
+    log_id: [u8; 16],
+    next: u64,
+    sync: bool,
+}
+
+impl Commits {
+    /// Makes a new sidecar at `at` for the log file `log` (its device and
+    /// inode tell later starts that it belongs to that file), with a fresh
+    /// random `log_id`, synced. The caller renames it into place.
+    ///
+    /// # Errors
+    /// It could not be created, written or synced.
+    pub fn create(at: &Path, log: &File, mode: u32, sync: bool) -> io::Result<Commits> {
+        let m = log.metadata()?;
+        let mut log_id = [0u8; 16];
+        random(&mut log_id)?;
+        let mut h = vec![0u8; SIZE];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[16..32].copy_from_slice(&log_id);
+        h[32..40].copy_from_slice(&m.dev().to_le_bytes());
+        h[40..48].copy_from_slice(&m.ino().to_le_bytes());
+        let crc = crc32c::of(&h[..HEADER_CRC_AT]);
+        h[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        let _ = fs::remove_file(at);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(at)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all_at(&h, 0)?;
+        file.sync_all()?;
+        Ok(Commits {
+            path: at.to_owned(),
+            file,
+            log_id,
+            next: 0,
+            sync,
+        })
+    }
+
+    /// Opens the sidecar that [`read`] found, to go on committing to it.
+    ///
+    /// # Errors
+    /// It could not be opened for writing.
+    pub fn resume(log: &Path, found: &Found, sync: bool) -> io::Result<Commits> {
+        let path = path_for(log);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        Ok(Commits {
+            path,
+            file,
+            log_id: found.log_id,
+            next: found.commits.first().map_or(0, |c| c.number + 1),
+            sync,
+        })
+    }
+
+    /// Records a durable batch (or, with `start == end`, where the file was
+    /// taken over), synced unless the fsync policy is `never`.
+    ///
+    /// # Errors
+    /// The write or sync failed: the batch must not count as durable.
+    pub fn commit(
+        &mut self,
+        start: u64,
+        end: u64,
+        records: u64,
+        crc: u32,
+        clean: Option<super::Stamp>,
+    ) -> io::Result<()> {
+        let c = Commit {
+            number: self.next,
+            start,
+            end,
+            records,
+            crc,
+            clean,
+        };
+        let slot = SECTOR as u64 * (1 + self.next % 2);
+        self.file.write_all_at(&c.encode(), slot)?;
+        if self.sync || clean.is_some() {
+            self.file.sync_data()?;
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Follows a rename of the sidecar (the caller's).
+    pub fn moved_to(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
+    /// The random id of this log, kept for as long as the file lives.
+    pub fn log_id(&self) -> [u8; 16] {
+        self.log_id
+    }
+}
+
+/// Fills `buf` from the kernel's random source.
+fn random(buf: &mut [u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: writes at most `buf.len() - at` bytes into `buf` from `at`.
+        let n = unsafe { libc::getrandom(buf[at..].as_mut_ptr().cast(), buf.len() - at, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        at += n as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_round_trips_and_a_torn_one_is_refused() {
+        let c = Commit {
+            number: 7,
+            start: 100,
+            end: 5000,
+            records: 42,
+            crc: 0xDEAD_BEEF,
+            clean: Some(super::super::Stamp {
+                len: 5002,
+                mtime: (1_700_000_000, 123),
+            }),
+        };
+        let s = c.encode();
+        assert_eq!(Commit::decode(&s), Some(c));
+        for at in [0, 17, 40, 123, 124] {
+            let mut torn = s;
+            torn[at] ^= 0x10;
+            assert_eq!(Commit::decode(&torn), None, "byte {at} flipped");
+        }
+        assert_eq!(Commit::decode(&[0u8; SECTOR]), None);
+    }
+}
