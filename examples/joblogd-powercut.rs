@@ -1,5 +1,5 @@
 //! `joblogd-powercut`: the power-loss simulation behind README's
-//! Guarantees.
+//! Guarantee 3.
 //!
 //! The real daemon writes batches of records (sizes from tens of bytes to
 //! kilobytes, so batches start and end anywhere in a sector); after each,

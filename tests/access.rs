@@ -1,4 +1,4 @@
-//! Promise 5: only the users the operator allows can reach the daemon.
+//! Promise 6: only the users the operator allows can reach the daemon.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -149,3 +149,29 @@ fn a_committed_batch_that_no_longer_matches_is_not_kept() {
     let from = copied_from(&copies[0]);
     assert_eq!(fs::read(&copies[0]).unwrap(), &changed.as_bytes()[from..]);
 }
+
+/// A log deleted and written anew after a crash is a new file, even where
+/// the file system gives it the old one's inode number (ext4 and tmpfs
+/// reuse them at once): the sidecar also names the file's birth time, so
+/// the new file's records are not judged by the old file's commits.
+#[test]
+fn a_log_made_anew_is_not_judged_by_the_old_ones_commits() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for id in ["a", "b", "c"] {
+        log(&d, id);
+    }
+    let first_id = d.request("ping")["log_id"].clone();
+    let path = d.log.clone();
+    d.kill9();
+    fs::remove_file(&path).unwrap();
+    // Longer than the old file, so the old commits cannot match it.
+    let records: Vec<String> = (0..20)
+        .map(|i| format!("  {{\n    \"id\": \"new{i}\"\n  }}"))
+        .collect();
+    fs::write(&path, format!("[\n{}\n]", records.join(",\n"))).unwrap();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(d.request("ping")["records"], 20, "{}", d.logs());
+    assert!(files_containing(dir.path(), "corrupt").is_empty());
+    assert_ne!(d.request("ping")["log_id"], first_id);
+}

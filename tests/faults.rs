@@ -1,4 +1,4 @@
-//! Promise 3: a full or failing disk never corrupts the file and never
+//! Promise 4: a full or failing disk never corrupts the file and never
 //! yields a false acknowledgement; held records are written, once, when the
 //! disk recovers. Through the writer's fault seam (`--fault-file`), and for
 //! real on a tiny tmpfs when running as root.

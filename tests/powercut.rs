@@ -1,4 +1,4 @@
-//! Promise 1 under power loss (README, Guarantees): 600 post-crash states
+//! Promise 3 (README, Guarantees): 600 post-crash states
 //! of real batches (written prefixes, zero and stale tails, 512 B and
 //! 4 KiB sectors old or new, commits lost, torn or early), each recovered
 //! by the real daemon: a valid array holding every committed record once

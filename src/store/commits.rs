@@ -20,7 +20,9 @@
 //!    0  magic "JLDMETA1"
 //!    8  version (u32, 1), 12 reserved (u32)
 //!   16  log_id: 16 random bytes naming this log
-//!   32  device, 40 inode (u64): the log file this sidecar belongs to
+//!   32  device, 40 inode (u64), 48 birth time seconds (i64), 56 birth
+//!       time nanoseconds (u32): the log file this sidecar belongs to (an
+//!       inode number is soon reused by a new file; its birth time is not)
 //!   60  CRC-32C of bytes 0..60
 //! sectors 1 and 2, commit slots, written in turn (commit n goes to slot n % 2):
 //!    0  n, the commit's number (u64, from 0 when the sidecar was made)
@@ -140,11 +142,52 @@ pub struct Found {
     pub commits: Vec<Commit>,
 }
 
-/// Reads the sidecar of the log at `log`, whose file is `(dev, ino)`.
-/// `None` when there is none, when it is damaged, or when it belongs to
-/// another file (the log was rotated, deleted or replaced while it stayed
-/// behind): the log is then trusted as a file from the Python logger is.
-pub fn read(log: &Path, dev: u64, ino: u64) -> Option<Found> {
+/// Which file a sidecar belongs to: device, inode and birth time (zero
+/// where the file system does not keep one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    born: (i64, u32),
+}
+
+impl FileId {
+    pub fn of(m: &fs::Metadata) -> FileId {
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or((0, 0), |d| {
+                (i64::try_from(d.as_secs()).unwrap_or(0), d.subsec_nanos())
+            });
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            born,
+        }
+    }
+
+    fn encode(&self, h: &mut [u8]) {
+        h[32..40].copy_from_slice(&self.dev.to_le_bytes());
+        h[40..48].copy_from_slice(&self.ino.to_le_bytes());
+        h[48..56].copy_from_slice(&self.born.0.to_le_bytes());
+        h[56..60].copy_from_slice(&self.born.1.to_le_bytes());
+    }
+
+    fn decode(h: &[u8]) -> FileId {
+        FileId {
+            dev: le64(h, 32),
+            ino: le64(h, 40),
+            born: (le64(h, 48) as i64, le32(h, 56)),
+        }
+    }
+}
+
+/// Reads the sidecar of the log at `log`, whose file is `id`. `None` when
+/// there is none, when it is damaged, or when it belongs to another file
+/// (the log was rotated, deleted or replaced while it stayed behind): the
+/// log is then trusted as a file from the Python logger is.
+pub fn read(log: &Path, id: FileId) -> Option<Found> {
     let mut buf = vec![0u8; SIZE];
     let f = File::open(path_for(log)).ok()?;
     f.read_exact_at(&mut buf, 0).ok()?;
@@ -152,8 +195,7 @@ pub fn read(log: &Path, dev: u64, ino: u64) -> Option<Found> {
     if &h[..8] != MAGIC
         || le32(h, 8) != VERSION
         || crc32c::of(&h[..HEADER_CRC_AT]) != le32(h, HEADER_CRC_AT)
-        || le64(h, 32) != dev
-        || le64(h, 40) != ino
+        || FileId::decode(h) != id
     {
         return None;
     }
@@ -173,7 +215,7 @@ pub fn read(log: &Path, dev: u64, ino: u64) -> Option<Found> {
 /// only tears what was written after the last commit).
 pub fn committed_end(log: &Path) -> Option<u64> {
     let m = fs::metadata(log).ok()?;
-    read(log, m.dev(), m.ino())?.commits.first().map(|c| c.end)
+    read(log, FileId::of(&m))?.commits.first().map(|c| c.end)
 }
 
 /// How much of the log the sidecar vouches for at start-up.
@@ -271,7 +313,53 @@ pub struct Commits {
     file: File,
     log_id: [u8; 16],
     next: u64,
-    sync: bool,
+    /// Syncs the sidecar while the caller syncs the log (`--fsync
+    /// always`); `None` with `--fsync never`.
+    syncer: Option<Syncer>,
+}
+
+/// A thread that `fdatasync`s the sidecar on request, so that a batch's
+/// two syncs (the log's and its commit's) run at the same time: the
+/// device can serve both flushes together, and an ack waits for one sync's
+/// time instead of two (docs/performance.md). Ends when the sidecar is
+/// dropped (its channel closes).
+#[derive(Debug)]
+struct Syncer {
+    ask: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<io::Result<()>>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> io::Result<Syncer> {
+        let file = file.try_clone()?;
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (tell, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("joblogd-commit-sync".into())
+            .spawn(move || {
+                for () in asked {
+                    if tell.send(file.sync_data()).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Syncer { ask, done })
+    }
+
+    /// Syncs the sidecar on the thread while `alongside` runs here;
+    /// returns both results (`alongside`'s, the sidecar's).
+    fn sync_with(
+        &self,
+        alongside: impl FnOnce() -> io::Result<()>,
+    ) -> (io::Result<()>, io::Result<()>) {
+        let gone = || io::Error::other("its sync thread is gone");
+        if self.ask.send(()).is_err() {
+            return (alongside(), Err(gone()));
+        }
+        let here = alongside();
+        let there = self.done.recv().unwrap_or_else(|_| Err(gone()));
+        (here, there)
+    }
 }
 
 impl Commits {
@@ -289,8 +377,7 @@ impl Commits {
         h[..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());
         h[16..32].copy_from_slice(&log_id);
-        h[32..40].copy_from_slice(&m.dev().to_le_bytes());
-        h[40..48].copy_from_slice(&m.ino().to_le_bytes());
+        FileId::of(&m).encode(&mut h);
         let crc = crc32c::of(&h[..HEADER_CRC_AT]);
         h[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         let _ = fs::remove_file(at);
@@ -302,12 +389,13 @@ impl Commits {
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all_at(&h, 0)?;
         file.sync_all()?;
+        let syncer = sync.then(|| Syncer::start(&file)).transpose()?;
         Ok(Commits {
             path: at.to_owned(),
             file,
             log_id,
             next: 0,
-            sync,
+            syncer,
         })
     }
 
@@ -315,25 +403,87 @@ impl Commits {
     ///
     /// # Errors
     /// It could not be opened for writing.
-    pub fn resume(log: &Path, found: &Found, sync: bool) -> io::Result<Commits> {
+    pub fn resume(log: &Path, found: &Found, mode: u32, sync: bool) -> io::Result<Commits> {
         let path = path_for(log);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        // As the log's: `--file-mode` may have changed since.
+        let _ = file.set_permissions(fs::Permissions::from_mode(mode));
+        let syncer = sync.then(|| Syncer::start(&file)).transpose()?;
         Ok(Commits {
             path,
             file,
             log_id: found.log_id,
             next: found.commits.first().map_or(0, |c| c.number + 1),
-            sync,
+            syncer,
         })
     }
 
-    /// Records a durable batch (or, with `start == end`, where the file was
-    /// taken over), synced unless the fsync policy is `never`.
+    /// Commits a batch whose bytes were just written to the log, syncing
+    /// the sidecar while `sync_log` syncs the log: both syncs must succeed
+    /// before the batch is acknowledged. The two may reach the disk in
+    /// either order; a commit durable before its batch does not match the
+    /// file's bytes after a power cut, and the start-up then keeps the
+    /// commit before it ([`trust`]), as it would without it.
     ///
     /// # Errors
-    /// The write or sync failed: the batch must not count as durable.
+    /// A write or either sync failed: the batch must not count as durable,
+    /// and its number is used again by the next commit.
+    pub fn commit_batch(
+        &mut self,
+        start: u64,
+        end: u64,
+        records: u64,
+        crc: u32,
+        sync_log: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
+        // Errors of the sidecar name it; the log's come as they are.
+        let ours = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("{e} (the commit sidecar {})", self.path.display()),
+            )
+        };
+        self.write_slot(start, end, records, crc, None)
+            .map_err(ours)?;
+        match &self.syncer {
+            Some(s) => {
+                let (log, sidecar) = s.sync_with(sync_log);
+                log?;
+                sidecar.map_err(ours)?;
+            }
+            None => sync_log()?,
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Records where the file was taken over (`start == end`: a commit
+    /// that vouches for no bytes of its own), or, with `clean`, that the
+    /// daemon stopped cleanly; synced unless the fsync policy is `never`
+    /// (a clean stop always is).
+    ///
+    /// # Errors
+    /// The write or sync failed.
     pub fn commit(
         &mut self,
+        start: u64,
+        end: u64,
+        records: u64,
+        crc: u32,
+        clean: Option<super::Stamp>,
+    ) -> io::Result<()> {
+        self.write_slot(start, end, records, crc, clean)?;
+        if self.syncer.is_some() || clean.is_some() {
+            self.file.sync_data()?;
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Writes commit number `next` into its slot (`next % 2`), overwriting
+    /// the commit before the previous one.
+    fn write_slot(
+        &self,
         start: u64,
         end: u64,
         records: u64,
@@ -349,12 +499,7 @@ impl Commits {
             clean,
         };
         let slot = SECTOR as u64 * (1 + self.next % 2);
-        self.file.write_all_at(&c.encode(), slot)?;
-        if self.sync || clean.is_some() {
-            self.file.sync_data()?;
-        }
-        self.next += 1;
-        Ok(())
+        self.file.write_all_at(&c.encode(), slot)
     }
 
     pub fn path(&self) -> &Path {

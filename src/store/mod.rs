@@ -394,10 +394,7 @@ impl Store {
         let len = meta.len();
         // Under the lock: no other daemon can be writing one of these.
         let removed_partials = remove_partial_copies(path);
-        let found = {
-            use std::os::unix::fs::MetadataExt;
-            commits::read(path, meta.dev(), meta.ino())
-        };
+        let found = commits::read(path, commits::FileId::of(&meta));
         let trust = commits::trust(found.as_ref(), &file, Stamp::of(&meta));
         let commits = open_commits(path, &file, found.as_ref(), options.mode, fsync)?;
         let mut store = Store {
@@ -1041,25 +1038,28 @@ impl Store {
         // Stamped now, not after the sync: a change by someone else while
         // it runs must show at the next look, not be taken for ours.
         self.restamp();
-        if fault == Some(Fault::SyncFails) {
-            return Err(io_err(&self.path, "sync")(io::Error::from_raw_os_error(
-                libc::EIO,
-            )));
-        }
-        if self.fsync == FsyncPolicy::Always {
-            self.file.sync_data().map_err(io_err(&self.path, "sync"))?;
-        }
-        // Only now, with the batch durable: a commit vouches for bytes on
-        // the disk. Its checksum covers the records, not the `\n]` the
-        // next batch overwrites.
+        // The commit goes with the batch: its slot written now, and the
+        // sidecar synced while the log is (see `Commits::commit_batch`).
+        // Its checksum covers the records, not the `\n]` the next batch
+        // overwrites.
         let mut crc = crc32c::Crc32c::default();
         for p in &parts[..parts.len() - 1] {
             crc.update(p);
         }
         let records = self.records + count;
+        let (file, fsync) = (&self.file, self.fsync);
+        let sync_log = || {
+            if fault == Some(Fault::SyncFails) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            if fsync == FsyncPolicy::Always {
+                file.sync_data()?;
+            }
+            Ok(())
+        };
         self.commits
-            .commit(self.content_end, end - 2, records, crc.finish(), None)
-            .map_err(io_err(self.commits.path(), "commit a batch to"))?;
+            .commit_batch(self.content_end, end - 2, records, crc.finish(), sync_log)
+            .map_err(io_err(&self.path, "sync"))?;
         if self.fsync == FsyncPolicy::Always && self.page_cache == PageCache::Drop {
             // The batch ends with the closing `\n]`: the next append
             // starts 2 bytes before `end`.
@@ -1486,7 +1486,7 @@ fn open_commits(
     let sync = fsync == FsyncPolicy::Always;
     let at = commits::path_for(path);
     if let Some(found) = found {
-        return Commits::resume(path, found, sync).map_err(io_err(&at, "open"));
+        return Commits::resume(path, found, mode, sync).map_err(io_err(&at, "open"));
     }
     let partial = PathBuf::from(format!("{}{PARTIAL}", at.display()));
     let mut commits = Commits::create(&partial, file, mode, sync).map_err(|e| {
