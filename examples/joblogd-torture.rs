@@ -232,12 +232,22 @@ fn damage(log: &Path, acked: &HashSet<String>, rng: &mut Rng) -> Result<&'static
         }
         pos = start + len;
     }
-    // A power cut only tears what was written after the last commit (the
-    // commit follows the batch's `fdatasync`): a batch may hold records
-    // whose acknowledgement had not reached their writer when the daemon
-    // was killed, and those are durable too.
-    let committed = joblogd::store::commits::committed_end(log).unwrap_or(0);
-    safe = safe.max(usize::try_from(committed).unwrap_or(usize::MAX));
+    // A power cut only tears what was written after the last durable
+    // commit. The newest commit's slot is written while its batch is
+    // synced, so it may not be durable: damage may start inside that batch
+    // (the start-up then keeps the commit before it), unless a record of
+    // it was acknowledged, which proves its commit durable.
+    let ends = joblogd::store::commits::committed_ends(log);
+    let at = |i: usize| {
+        ends.get(i)
+            .map_or(0, |&e| usize::try_from(e).unwrap_or(usize::MAX))
+    };
+    let (newest, before) = (at(0), at(1));
+    safe = if safe > before {
+        safe.max(newest)
+    } else {
+        before.max(safe)
+    };
     if safe >= bytes.len() {
         return Ok("none (nothing after the acknowledged records)");
     }

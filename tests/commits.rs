@@ -175,3 +175,20 @@ fn a_log_made_anew_is_not_judged_by_the_old_ones_commits() {
     assert!(files_containing(dir.path(), "corrupt").is_empty());
     assert_ne!(d.request("ping")["log_id"], first_id);
 }
+
+/// A change another process makes just before a clean stop, before the
+/// daemon's once-a-second look, is still taken over at the next start:
+/// the clean stop records the file as the daemon's own last write left it,
+/// not as it found it.
+#[test]
+fn a_change_just_before_a_clean_stop_is_taken_over_at_the_next_start() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    log(&d, "a");
+    let path = d.log.clone();
+    append_record(&path, "just-before-the-stop");
+    assert!(d.stop().success());
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(ids(&path), ["a", "just-before-the-stop"], "{}", d.logs());
+    assert!(files_containing(dir.path(), "corrupt").is_empty());
+}

@@ -140,10 +140,19 @@ pub struct Found {
     pub log_id: [u8; 16],
     /// Slots whose checksum holds, newest first.
     pub commits: Vec<Commit>,
+    /// False when the header's checksum failed (its identity and `log_id`
+    /// cannot be trusted): its commits still decide how far the log is
+    /// kept, since a sidecar damaged with its file is when they matter
+    /// most, and a new sidecar replaces it.
+    pub header_ok: bool,
 }
 
-/// Which file a sidecar belongs to: device, inode and birth time (zero
-/// where the file system does not keep one).
+/// Which file a sidecar belongs to: inode and birth time, and the device
+/// where the file system keeps no birth time (zero then). The device
+/// number alone can change across a reboot (LVM, btrfs, NVMe numbering),
+/// and a sidecar that stopped matching its own file would switch its
+/// protection off just after a power cut; an inode number is reused at
+/// once by a new file, its birth time is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileId {
     dev: u64,
@@ -174,6 +183,12 @@ impl FileId {
         h[56..60].copy_from_slice(&self.born.1.to_le_bytes());
     }
 
+    fn is(&self, other: &FileId) -> bool {
+        self.ino == other.ino
+            && self.born == other.born
+            && (self.born != (0, 0) || self.dev == other.dev)
+    }
+
     fn decode(h: &[u8]) -> FileId {
         FileId {
             dev: le64(h, 32),
@@ -192,11 +207,11 @@ pub fn read(log: &Path, id: FileId) -> Option<Found> {
     let f = File::open(path_for(log)).ok()?;
     f.read_exact_at(&mut buf, 0).ok()?;
     let h = &buf[..SECTOR];
-    if &h[..8] != MAGIC
-        || le32(h, 8) != VERSION
-        || crc32c::of(&h[..HEADER_CRC_AT]) != le32(h, HEADER_CRC_AT)
-        || FileId::decode(h) != id
-    {
+    if &h[..8] != MAGIC || le32(h, 8) != VERSION {
+        return None;
+    }
+    let header_ok = crc32c::of(&h[..HEADER_CRC_AT]) == le32(h, HEADER_CRC_AT);
+    if header_ok && !FileId::decode(h).is(&id) {
         return None;
     }
     let mut log_id = [0u8; 16];
@@ -206,16 +221,23 @@ pub fn read(log: &Path, id: FileId) -> Option<Found> {
         .filter_map(Commit::decode)
         .collect();
     commits.sort_by_key(|c| std::cmp::Reverse(c.number));
-    Some(Found { log_id, commits })
+    Some(Found {
+        log_id,
+        commits,
+        header_ok,
+    })
 }
 
-/// Where the newest commit of the log at `log` ends, if it has a sidecar
-/// of its own: the bytes before it were durable when it was written. For
+/// Where the commits of the log at `log` end, newest first, if it has a
+/// sidecar of its own. The newest one's slot is written while its batch is
+/// synced, so only the one before it is surely durable with its bytes. For
 /// tools and tests that damage a log as a power cut would (a power cut
-/// only tears what was written after the last commit).
-pub fn committed_end(log: &Path) -> Option<u64> {
-    let m = fs::metadata(log).ok()?;
-    read(log, FileId::of(&m))?.commits.first().map(|c| c.end)
+/// only tears what was written after the last durable commit).
+pub fn committed_ends(log: &Path) -> Vec<u64> {
+    let Ok(m) = fs::metadata(log) else {
+        return Vec::new();
+    };
+    read(log, FileId::of(&m)).map_or_else(Vec::new, |f| f.commits.iter().map(|c| c.end).collect())
 }
 
 /// How much of the log the sidecar vouches for at start-up.
@@ -313,8 +335,10 @@ pub struct Commits {
     file: File,
     log_id: [u8; 16],
     next: u64,
+    /// `--fsync always`: each commit is synced.
+    sync: bool,
     /// Syncs the sidecar while the caller syncs the log (`--fsync
-    /// always`); `None` with `--fsync never`.
+    /// always`; without the thread, the sidecar is synced after the log).
     syncer: Option<Syncer>,
 }
 
@@ -347,18 +371,17 @@ impl Syncer {
     }
 
     /// Syncs the sidecar on the thread while `alongside` runs here;
-    /// returns both results (`alongside`'s, the sidecar's).
+    /// returns both results (`alongside`'s, the sidecar's: `None` when the
+    /// thread is gone).
     fn sync_with(
         &self,
         alongside: impl FnOnce() -> io::Result<()>,
-    ) -> (io::Result<()>, io::Result<()>) {
-        let gone = || io::Error::other("its sync thread is gone");
+    ) -> (io::Result<()>, Option<io::Result<()>>) {
         if self.ask.send(()).is_err() {
-            return (alongside(), Err(gone()));
+            return (alongside(), None);
         }
         let here = alongside();
-        let there = self.done.recv().unwrap_or_else(|_| Err(gone()));
-        (here, there)
+        (here, self.done.recv().ok())
     }
 }
 
@@ -386,7 +409,9 @@ impl Commits {
             .write(true)
             .create_new(true)
             .open(at)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        // As the log's own: a mode that cannot be set is not worth a failed
+        // start (the file is new, and ours).
+        let _ = file.set_permissions(fs::Permissions::from_mode(mode));
         file.write_all_at(&h, 0)?;
         file.sync_all()?;
         let syncer = sync.then(|| Syncer::start(&file)).transpose()?;
@@ -395,6 +420,7 @@ impl Commits {
             file,
             log_id,
             next: 0,
+            sync,
             syncer,
         })
     }
@@ -414,6 +440,7 @@ impl Commits {
             file,
             log_id: found.log_id,
             next: found.commits.first().map_or(0, |c| c.number + 1),
+            sync,
             syncer,
         })
     }
@@ -448,10 +475,21 @@ impl Commits {
         match &self.syncer {
             Some(s) => {
                 let (log, sidecar) = s.sync_with(sync_log);
+                let sidecar = sidecar.unwrap_or_else(|| {
+                    // Never expected (the thread only syncs); a new one
+                    // for the retry rather than failing every batch.
+                    self.syncer = Syncer::start(&self.file).ok();
+                    Err(io::Error::other("its sync thread was gone"))
+                });
                 log?;
                 sidecar.map_err(ours)?;
             }
-            None => sync_log()?,
+            None => {
+                sync_log()?;
+                if self.sync {
+                    self.file.sync_data().map_err(ours)?;
+                }
+            }
         }
         self.next += 1;
         Ok(())
@@ -473,7 +511,7 @@ impl Commits {
         clean: Option<super::Stamp>,
     ) -> io::Result<()> {
         self.write_slot(start, end, records, crc, clean)?;
-        if self.syncer.is_some() || clean.is_some() {
+        if self.sync || clean.is_some() {
             self.file.sync_data()?;
         }
         self.next += 1;
