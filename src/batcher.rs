@@ -475,7 +475,7 @@ fn describe(index: &Index, i: usize) -> String {
         if e.logged_at == i64::MIN {
             "?".to_string()
         } else {
-            crate::index::format_time(e.logged_at)
+            crate::time::format_time(e.logged_at)
         },
         index.syms.name(e.subject),
         index.syms.name(e.worker),
@@ -1254,7 +1254,7 @@ impl Writer {
             if accepted || durable {
                 let mut line = Vec::with_capacity(rec.len() + 12);
                 line.extend_from_slice(b"{\"record\":");
-                crate::index::minify_into(rec, &mut line);
+                crate::json::minify_into(rec, &mut line);
                 line.extend_from_slice(b"}\n");
                 let line: Arc<[u8]> = Arc::from(line);
                 if durable {

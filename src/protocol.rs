@@ -389,7 +389,7 @@ fn time_bound<'a>(
 ) -> Result<Option<i64>, ProtocolError> {
     match typed::<String>(op, field, name, "an ISO date-time string")? {
         None => Ok(None),
-        Some(s) => crate::index::parse_time(&s).map(Some).ok_or_else(|| {
+        Some(s) => crate::time::parse_time(&s).map(Some).ok_or_else(|| {
             invalid(
                 op,
                 format!(

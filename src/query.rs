@@ -338,8 +338,8 @@ pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
             "p95": a.duration.percentile(95.0).map_or(Value::Null, num),
             "max": if a.duration.count > 0 { num(a.duration.max) } else { Value::Null },
         },
-        "first_logged_at": a.first_logged_at.map(crate::index::format_time),
-        "last_logged_at": a.last_logged_at.map(crate::index::format_time),
+        "first_logged_at": a.first_logged_at.map(crate::time::format_time),
+        "last_logged_at": a.last_logged_at.map(crate::time::format_time),
         "retry_candidates": retry_candidates,
     })
 }

@@ -14,7 +14,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Output;
 use crate::batcher::{Answer, Span};
-use crate::index::{self, Hist, minify_into};
+use crate::index::{self, Hist};
+use crate::json::minify_into;
 use crate::json::{Formatter, MAX_RECORD_DEPTH, SkimmedField, skim_object};
 
 /// Columns of `export_csv`, in order, as the Python logger's `export_csv`.
@@ -253,7 +254,7 @@ fn cell(v: Option<&[u8]>) -> std::borrow::Cow<'_, [u8]> {
         Some(v) => match index::string(v) {
             Some(std::borrow::Cow::Borrowed(s)) => s.as_bytes().into(),
             Some(std::borrow::Cow::Owned(s)) => s.into_bytes().into(),
-            None => index::minify(v).into(),
+            None => crate::json::minify(v).into(),
         },
     }
 }

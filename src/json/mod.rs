@@ -22,6 +22,10 @@
 
 use std::ops::Range;
 
+mod value;
+
+pub use value::{minify, minify_into};
+
 /// Deepest nesting accepted in a record received from a client. Python's own
 /// decoder gives up near 1000; 128 matches serde_json's limit used for
 /// requests, and keeps the indentation of the output bounded.
