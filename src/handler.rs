@@ -17,13 +17,13 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use crate::batcher::{Command, Durable, Ingest, Query, RecordMeta};
 use crate::connection::{Frame, Lines, READ_CHUNK, trim_line};
 use crate::index::{self, RawMeta, TimingFact};
 use crate::json::{Formatter, MAX_RECORD_DEPTH};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
 use crate::query;
 use crate::time::LocalTime;
+use crate::writer::{Command, Durable, Ingest, Query, RecordMeta};
 
 /// Replies a connection may have queued before its reading pauses.
 const MAX_QUEUED_REPLIES: usize = 256;
@@ -54,7 +54,7 @@ pub const RECORD_PREFIX: &[u8] = b",\n  ";
 #[derive(Debug)]
 pub struct Shared {
     pub tx: mpsc::Sender<Command>,
-    /// Unflushed-bytes budget; see [`crate::batcher`].
+    /// Unflushed-bytes budget; see [`crate::writer`].
     pub budget: Arc<Semaphore>,
     pub budget_total: usize,
     pub max_line: usize,
@@ -62,11 +62,11 @@ pub struct Shared {
     /// together) may take as stored.
     pub max_record: usize,
     /// The unfiltered `stats` reply while the index is unchanged.
-    pub stats: Arc<crate::batcher::StatsCache>,
+    pub stats: Arc<crate::writer::StatsCache>,
     pub started: Instant,
     pub version: &'static str,
     /// New records, for `subscribe`.
-    pub events: crate::batcher::Events,
+    pub events: crate::writer::Events,
     /// Who may connect, who may `clear`, and whether to stamp records.
     pub access: crate::access::Access,
     /// The socket file we bound (None with socket activation), for `ping`.
@@ -74,7 +74,7 @@ pub struct Shared {
     /// Which socket file is ours, for `ping`'s `socket_at_path`.
     pub socket_file: crate::server::SocketFile,
     /// Chunk buffers to reuse (the writer hands them back).
-    pub pool: Arc<crate::batcher::BufferPool>,
+    pub pool: Arc<crate::writer::BufferPool>,
     /// Connections being served, to decide who computes index facts.
     pub connections: std::sync::atomic::AtomicUsize,
     /// `--shutdown-timeout-ms`: how long connections get at shutdown.
@@ -203,7 +203,7 @@ struct Session {
     /// `logged_at` for records of the current read, quoted.
     logged_at: String,
     replies: mpsc::Sender<Reply>,
-    /// The batcher is gone (daemon stopping): records can no longer be taken.
+    /// The writer is gone (daemon stopping): records can no longer be taken.
     writer_gone: bool,
     /// Chunks handed to the writer, and (bumped by the writer) how many of
     /// them it has indexed: equal when all of ours are in the index.
@@ -693,7 +693,7 @@ fn job_at(line: &[u8], offset: usize) -> Option<usize> {
 }
 
 /// The `ping` reply for the writer's status `st`.
-fn ping_line(shared: &Shared, st: &crate::batcher::Status) -> Vec<u8> {
+fn ping_line(shared: &Shared, st: &crate::writer::Status) -> Vec<u8> {
     let v = serde_json::json!({
         "ok": true,
         "version": shared.version,
@@ -976,7 +976,7 @@ async fn write_side(
                 };
                 match answer {
                     Err(e) => e.reply(line),
-                    Ok(crate::batcher::Answer::Failed(msg)) => {
+                    Ok(crate::writer::Answer::Failed(msg)) => {
                         ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line)
                     }
                     Ok(_) if broken => continue,

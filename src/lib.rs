@@ -9,7 +9,7 @@
 //! - [`connection`]: newline framing with a maximum line length.
 //! - [`protocol`]: request parsing, replies, error codes.
 //! - [`json`]: one-pass validation and Python-compatible pretty-printing.
-//! - [`batcher`]: the single writer task: batching, flush policy, acks.
+//! - [`writer`]: the single writer task: batching, flush policy, acks.
 //! - [`store`]: the data file: open, lock, scan, recover, append.
 //! - [`time`]: `logged_at` timestamps as Python prints them.
 //! - [`signals`]: SIGTERM/SIGINT into a future, SIGHUP into a channel.
@@ -18,7 +18,7 @@
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
 
 pub mod access;
-pub mod batcher;
+
 pub mod config;
 pub mod connection;
 pub mod handler;
@@ -31,6 +31,7 @@ pub mod signals;
 pub mod store;
 pub mod systemd;
 pub mod time;
+pub mod writer;
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -39,8 +40,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::batcher::{BatcherConfig, Status};
 use crate::config::Config;
+use crate::writer::{BatcherConfig, Status};
 
 /// Depth of the connection → writer channel, in messages (each message is a
 /// read's worth of records). Bytes are bounded separately by the budget.
@@ -107,7 +108,7 @@ pub async fn run(
         allow_unlocked_fs: config.allow_unlocked_fs,
     };
     let (store, index) =
-        tokio::task::spawn_blocking(move || batcher::open_log(&path, fsync, page_cache, options))
+        tokio::task::spawn_blocking(move || writer::open_log(&path, fsync, page_cache, options))
             .await
             .map_err(|e| Error::Writer(e.to_string()))?
             .map_err(Error::Store)?;
@@ -120,11 +121,11 @@ pub async fn run(
     tracing::info!(socket = %bound.path().display(), activated = bound.is_activated(), "Listening.");
 
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let events = batcher::Events::new();
+    let events = writer::Events::new();
     let records = store.records();
-    let pool = Arc::new(batcher::BufferPool::new(config.max_pending_bytes));
-    let stats = Arc::new(batcher::StatsCache::default());
-    let writer = spawn_writer(batcher::run(
+    let pool = Arc::new(writer::BufferPool::new(config.max_pending_bytes));
+    let stats = Arc::new(writer::StatsCache::default());
+    let writer = spawn_writer(writer::run(
         store,
         index,
         rx,
@@ -296,7 +297,7 @@ fn unreachable_lock() -> Result<server::Bound, Error> {
 /// the writer answered, so a stuck writer stops the pings; and SIGHUP →
 /// reopen. Holds only a weak sender, so it never keeps the writer alive.
 async fn housekeeping(
-    tx: mpsc::WeakSender<batcher::Command>,
+    tx: mpsc::WeakSender<writer::Command>,
     mut reopen: Option<mpsc::UnboundedReceiver<()>>,
     rebind: mpsc::UnboundedSender<()>,
     socket: server::SocketFile,
@@ -317,7 +318,7 @@ async fn housekeeping(
             _ = tick.tick() => {
                 let Some(tx) = tx.upgrade() else { return };
                 let (stx, srx) = oneshot::channel();
-                if tx.send(batcher::Command::Status(stx)).await.is_err() {
+                if tx.send(writer::Command::Status(stx)).await.is_err() {
                     return;
                 }
                 drop(tx);
@@ -351,7 +352,7 @@ async fn housekeeping(
                 let _ = rebind.send(());
                 let Some(tx) = tx.upgrade() else { return };
                 let (rtx, rrx) = oneshot::channel();
-                if tx.send(batcher::Command::Reopen(rtx)).await.is_err() {
+                if tx.send(writer::Command::Reopen(rtx)).await.is_err() {
                     return;
                 }
                 drop(tx);

@@ -13,10 +13,10 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Output;
-use crate::batcher::{Answer, Span};
 use crate::index::{self, Hist};
 use crate::json::minify_into;
 use crate::json::{Formatter, MAX_RECORD_DEPTH, SkimmedField, skim_object};
+use crate::writer::{Answer, Span};
 
 /// Columns of `export_csv`, in order, as the Python logger's `export_csv`.
 pub const CSV_COLUMNS: [&str; 13] = [

@@ -5,7 +5,7 @@
 //! million.
 //!
 //! Whole records are never kept: queries read them back from the file.
-//! Owned by the batcher task alone (no lock), which updates it as records
+//! Owned by the writer task alone (no lock), which updates it as records
 //! are *accepted* (so answers include records not yet flushed) and rebuilds
 //! it from the start-up scan.
 //!

@@ -1,0 +1,543 @@
+//! The single writer: owns the [`Store`], gathers records from every
+//! connection into one batch, and decides when to flush.
+//!
+//! Connections send [`Command`]s over one bounded mpsc channel, so the order
+//! in which records reach the file is the order in which they were accepted,
+//! and per-connection order is kept. A batch is flushed when
+//! `flush_interval` has passed since its first record, when it reaches
+//! `max_records` or `max_bytes`, when somebody waits on it (an `ack` or a
+//! `flush`), and when the channel closes (shutdown).
+//!
+//! The write and `fdatasync` run on the blocking pool while the next batch
+//! gathers here (group commit): a slow disk makes batches larger, not the
+//! daemon slower, until the byte budget of unflushed data (a semaphore
+//! whose permits travel with the records, released only once they are
+//! durable) runs out and connections stop reading (backpressure).
+//!
+//! The writer also owns the [`Index`]: records are indexed as they are
+//! accepted (so `stats` includes records not yet flushed), and queries are
+//! answered here from the index; reading whole records back from the file
+//! is left to the connection.
+//!
+//! **Invariant:** a waiter is answered `Ok` only after every record accepted
+//! before it is durable. A failed flush answers no one: the batch goes back
+//! in front of the next one and is written again, whole, after a backoff.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+
+use crate::index::{Facts, Index, RawMeta, TimingFact};
+use crate::query::{self, Filter, Paging};
+use crate::store::{Store, StoreError};
+
+mod answer;
+mod file;
+mod flush;
+mod foreign;
+
+pub use answer::StatsCache;
+pub use file::open_log;
+pub use flush::BufferPool;
+
+// Shared by the submodules (each takes `super::*`).
+use flush::{Batch, FlushOutcome};
+use foreign::FOREIGN_CHECK;
+
+/// Answer to a waiter: `Err` holds a short reason when the records could not
+/// be made durable before the daemon gave up (only at shutdown).
+pub type Durable = Result<(), String>;
+
+/// Where one record sits inside an [`Ingest`]'s `data`, with what it
+/// contributes to the index.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordMeta {
+    pub start: u32,
+    pub len: u32,
+    /// Where its indexed fields are.
+    pub fields: RawMeta,
+    /// Its index facts, if the connection computed them (else the writer
+    /// does, from `fields`).
+    pub facts: Option<Facts>,
+}
+
+/// Records from one connection, already pretty-printed and framed (each
+/// preceded by `,\n  `).
+#[derive(Debug)]
+pub struct Ingest {
+    pub data: Vec<u8>,
+    /// One per record, in order.
+    pub records: Vec<RecordMeta>,
+    /// The records' timings ([`Facts::timings`] are ranges of it).
+    pub timings: Vec<TimingFact>,
+    /// Records in `data` whose `NaN`/`Infinity` were written as null.
+    pub coerced: u64,
+    /// Byte budget held by these records until they are durable.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Answered once these records are durable (`ack: true`).
+    pub done: Option<oneshot::Sender<Durable>>,
+    /// The sending connection's count of its chunks the writer has indexed,
+    /// bumped once these records are in the index (see [`StatsCache`]).
+    pub indexed: Arc<AtomicU64>,
+}
+
+/// The broadcasts of records to subscribers, each a bounded ring (a slow
+/// subscriber loses the oldest and is told how many; the writer never
+/// waits for it): records as they become durable (`subscribe`, the
+/// default: a crash cannot take back what a subscriber saw), and as they
+/// are accepted (`"include_pending": true`).
+#[derive(Debug, Clone)]
+pub struct Events {
+    pub durable: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+    pub accepted: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+}
+
+impl Events {
+    pub fn new() -> Events {
+        Events {
+            durable: tokio::sync::broadcast::channel(EVENTS_CAPACITY).0,
+            accepted: tokio::sync::broadcast::channel(EVENTS_CAPACITY).0,
+        }
+    }
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
+}
+
+/// Records a subscriber may fall behind by before it starts missing some.
+pub const EVENTS_CAPACITY: usize = 16 * 1024;
+
+/// A record's place in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// Questions answered from the index.
+#[derive(Debug)]
+pub enum Query {
+    Stats {
+        filter: Filter,
+        /// Over every accepted record, not only the durable ones (which
+        /// the writer makes everything accepted before answering).
+        include_pending: bool,
+    },
+    Select {
+        filter: Filter,
+        paging: Paging,
+    },
+    RetryCandidates {
+        limit: Option<usize>,
+    },
+    /// The durable prefix of the file, to copy.
+    Snapshot,
+}
+
+/// What a query returns. Records are returned as spans of the file plus a
+/// read handle, so the connection streams them without the writer holding
+/// their bytes.
+#[derive(Debug)]
+pub enum Answer {
+    Stats {
+        /// The `stats` object (timings missing when `timings_from` is set).
+        value: Value,
+        /// Filtered stats: the successful matching records whose `timings`
+        /// the connection reads back to complete the object.
+        timings_from: Option<(Arc<File>, Vec<Span>)>,
+    },
+    Records {
+        reader: Arc<File>,
+        spans: Vec<Span>,
+        /// Matches before paging.
+        total: usize,
+    },
+    /// The whole reply line of an unfiltered `stats`, shared with the cache.
+    StatsLine(Arc<[u8]>),
+    /// The question could not be answered as asked (durable-only `stats`
+    /// while writes fail): the message, for a `write_failed` reply.
+    Failed(String),
+    /// Bytes `0..end` of the file are complete records, immutable from now
+    /// on (appends only ever write past them); close the array after them.
+    Snapshot {
+        reader: Arc<File>,
+        end: u64,
+        records: u64,
+    },
+}
+
+/// What connections ask of the writer.
+#[derive(Debug)]
+pub enum Command {
+    Ingest(Ingest),
+    /// Answer once everything accepted before is durable.
+    Flush(oneshot::Sender<Durable>),
+    /// A snapshot of the counters, including records not yet durable.
+    Status(oneshot::Sender<Status>),
+    /// Answered over the durable records (send a `Flush` first for
+    /// read-your-writes); `Stats` makes every accepted record durable
+    /// first, unless it asks to include the pending ones.
+    Query(Query, oneshot::Sender<Answer>),
+    /// Archive the file and start an empty one; answers the archive path.
+    /// The counter is the asking connection's `indexed` (see
+    /// [`StatsCache`]): a `stats` it sends next must not be answered from
+    /// before the clear.
+    Clear(oneshot::Sender<Result<PathBuf, String>>, Arc<AtomicU64>),
+    /// SIGHUP: if the file at the log path is no longer the one being
+    /// written (rotated away or deleted), flush, close it and open the path
+    /// afresh. Answers what was done.
+    Reopen(oneshot::Sender<Result<String, String>>),
+}
+
+/// Counters for `ping`.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Records in the file, durable.
+    pub records: u64,
+    /// Records accepted and not yet durable.
+    pub pending: u64,
+    /// Records whose non-finite numbers were written as null (since start).
+    pub coerced: u64,
+    pub flushes: u64,
+    pub failed_flushes: u64,
+    /// Times the file was found cut to nothing underneath the daemon and
+    /// restarted as a new array, and the records those cuts took out of it
+    /// (since start): history left the file, which only this and the log
+    /// tell.
+    pub truncations: u64,
+    pub records_truncated: u64,
+    /// Times another process was found to have changed the file (an
+    /// in-process logger not yet migrated), the records of theirs taken
+    /// into the log, and the daemon's own records no longer found in it
+    /// afterwards (since start), with the last such event.
+    pub foreign_writes: u64,
+    pub records_taken_in: u64,
+    pub records_lost: u64,
+    pub last_foreign_write: Option<ForeignWrite>,
+    /// The last write error, cleared by the next successful flush.
+    pub last_error: Option<String>,
+    pub log_file: PathBuf,
+    /// The random id of the log file, from its sidecar (`ping`'s
+    /// `log_id`); a new file (a `clear`, a rotation) has a new one.
+    pub log_id: String,
+    pub file_bytes: u64,
+    /// Approximate bytes held by the index.
+    pub index_bytes: u64,
+    /// False when the file at the log path is not the one being written
+    /// (renamed or deleted underneath the daemon; SIGHUP reopens it).
+    pub log_file_at_path: bool,
+}
+
+/// One change another process made to the file, as `ping` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignWrite {
+    /// Local time it was taken over, as `logged_at` is written.
+    pub at: String,
+    /// Complete records the daemon had not written, now in the log.
+    pub records_taken_in: u64,
+    /// The daemon's records that were in the file and are no longer.
+    pub records_lost: u64,
+    /// Where bytes that were not complete records were copied.
+    pub copy: Option<PathBuf>,
+}
+
+/// Flush policy.
+#[derive(Debug, Clone)]
+pub struct BatcherConfig {
+    pub flush_interval: Duration,
+    pub max_records: u64,
+    pub max_bytes: usize,
+    /// At shutdown, how long to keep retrying a failing disk before giving up.
+    pub shutdown_retry: Duration,
+    /// Where chunk buffers go once their records are durable.
+    pub pool: Arc<BufferPool>,
+    /// The unfiltered `stats` reply, kept current here.
+    pub stats: Arc<StatsCache>,
+}
+
+/// The writer's state between commands.
+struct Writer {
+    cfg: BatcherConfig,
+    status: Status,
+    /// The store when no flush is in flight.
+    idle: Option<Store>,
+    current: Batch,
+    inflight: Option<JoinHandle<FlushOutcome>>,
+    inflight_records: u64,
+    /// Waiters for a flush that found only an in-flight batch to wait for.
+    inflight_waiters: Vec<oneshot::Sender<Durable>>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    index: Index,
+    /// `content_end` of the store after the last successful flush.
+    durable_end: u64,
+    /// New records for subscribers (`subscribe`), one compact line each.
+    events: Events,
+    /// Where the next accepted record's separator will be written: the
+    /// index knows each record's offset before it is flushed.
+    logical_end: u64,
+    reader: Arc<File>,
+    /// The blocking task that writes a batch panicked (a broken invariant
+    /// in the store), seen by [`Writer::settle`]: the store went with it,
+    /// so the writer stops as when the main loop sees the panic, rather
+    /// than go on accepting records it can never write.
+    failed: bool,
+    /// Another process changed the file: take it over again
+    /// ([`Writer::reconcile`]) before the next flush.
+    changed: bool,
+}
+
+/// Runs until the channel closes and everything received is flushed (or,
+/// with a failing disk, until `shutdown_retry` has passed). Returns the
+/// store and the final counters.
+///
+/// # Errors
+/// None at run time; a read handle on the file is needed to start.
+pub async fn run(
+    store: Store,
+    index: Index,
+    mut rx: mpsc::Receiver<Command>,
+    cfg: BatcherConfig,
+    events: Events,
+) -> (Option<Store>, Status) {
+    let reader = match store.reader() {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot open a read handle on the log file.");
+            return (Some(store), Status::default());
+        }
+    };
+    let mut w = Writer {
+        status: Status {
+            records: store.records(),
+            log_file: store.path().to_owned(),
+            log_id: store.log_id(),
+            file_bytes: store.len(),
+            ..Status::default()
+        },
+        logical_end: store.content_end(),
+        durable_end: store.content_end(),
+        idle: Some(store),
+        cfg,
+        current: Batch::default(),
+        inflight: None,
+        inflight_records: 0,
+        inflight_waiters: Vec::new(),
+        backoff: Duration::ZERO,
+        retry_at: None,
+        index,
+        events,
+        reader,
+        failed: false,
+        changed: false,
+    };
+    let mut closed = false;
+    let mut closed_at: Option<Instant> = None;
+    // Another process's change to the file is noticed within this even
+    // when no records come in (an old logger rewriting an idle log).
+    let mut look = tokio::time::interval(FOREIGN_CHECK);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        if w.failed {
+            return (None, w.status);
+        }
+        // (After a failed take-over, not before its backoff has passed:
+        // each try reads the whole file.)
+        if w.changed && w.idle.is_some() && w.retry_at.is_none_or(|t| Instant::now() >= t) {
+            w.reconcile().await;
+        }
+        let now = Instant::now();
+        w.maybe_start_flush(now, closed);
+        if closed && w.inflight.is_none() {
+            if w.current.is_empty() {
+                break;
+            }
+            if closed_at.is_some_and(|t| now >= t + w.cfg.shutdown_retry) {
+                w.give_up();
+                break;
+            }
+        }
+        // Next timer: the batch's interval, or the end of a backoff.
+        let deadline = if w.idle.is_some() && !w.current.is_empty() {
+            match w.retry_at {
+                Some(t) if now < t => Some(t),
+                _ => w.current.since.map(|s| s + w.cfg.flush_interval),
+            }
+        } else {
+            None
+        };
+        tokio::select! {
+            biased;
+            joined = async { match w.inflight.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if w.inflight.is_some() => {
+                w.inflight = None;
+                match joined {
+                    Ok(outcome) => w.complete(outcome),
+                    Err(e) => {
+                        // The blocking task panicked: a broken invariant in
+                        // the store. Nothing sane is left to write with.
+                        tracing::error!(error = %e, "Writer task failed; stopping.");
+                        return (None, w.status);
+                    }
+                }
+            }
+            cmd = rx.recv(), if !closed => match cmd {
+                None => {
+                    closed = true;
+                    closed_at = Some(Instant::now());
+                }
+                Some(cmd) => w.command(cmd).await,
+            },
+            _ = async { match deadline { Some(d) => sleep_until(d.into()).await, None => std::future::pending().await } }, if deadline.is_some() => {}
+            _ = look.tick() => w.look_for_changes(),
+        }
+    }
+    if let Some(Err(e)) = w.idle.as_mut().map(Store::close) {
+        tracing::error!(error = %e, "Final sync failed.");
+    }
+    (w.idle, w.status)
+}
+
+impl Writer {
+    async fn command(&mut self, cmd: Command) {
+        // Every request sees another process's change at once: it is
+        // taken over (and reported) before `ping`, a query, `flush`,
+        // `clear` or a reopen goes on (a `clear` would archive a file whose
+        // losses nobody counted). Not for records: one `fstat` per chunk
+        // would be paid by every writer, and the flush looks anyway.
+        if !matches!(cmd, Command::Ingest(_)) {
+            self.take_over_changes().await;
+        }
+        match cmd {
+            Command::Ingest(ing) => self.ingest(ing),
+            Command::Flush(done) => self.when_durable(done),
+            Command::Status(reply) => {
+                let mut s = self.status.clone();
+                s.pending = self.current.records + self.inflight_records;
+                s.index_bytes = self.index.memory_bytes() as u64;
+                s.log_file_at_path = self.idle.as_ref().is_none_or(Store::is_at_path);
+                let _ = reply.send(s);
+            }
+            Command::Query(q, reply) => {
+                if let Query::Stats {
+                    include_pending: false,
+                    ..
+                } = &q
+                    && let Err(e) = self.flush_now().await
+                {
+                    let msg = format!(
+                        "stats count only records in the file, and those accepted could not be \
+                         written: {e}; ask with \"include_pending\": true (joblogctl stats \
+                         --pending) for the counts including them"
+                    );
+                    let _ = reply.send(Answer::Failed(msg));
+                    return;
+                }
+                let _ = reply.send(self.query(q));
+            }
+            Command::Clear(reply, indexed) => {
+                let res = self.clear().await;
+                // After the generation moved (see StatsCache's invariant).
+                indexed.fetch_add(1, Ordering::Release);
+                let _ = reply.send(res);
+            }
+            Command::Reopen(reply) => {
+                let _ = reply.send(self.reopen().await);
+            }
+        }
+    }
+
+    /// Answers `done` once everything accepted so far is durable: with the
+    /// current batch if it holds anything, else with the batch in flight,
+    /// else at once (an empty `log_batch`, a `flush` with nothing pending).
+    fn when_durable(&mut self, done: oneshot::Sender<Durable>) {
+        if !self.current.is_empty() {
+            self.current.waiters.push(done);
+        } else if self.inflight.is_some() {
+            self.inflight_waiters.push(done);
+        } else {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    fn ingest(&mut self, ing: Ingest) {
+        let n = ing.records.len() as u64;
+        if self.current.since.is_none() && n > 0 {
+            self.current.since = Some(Instant::now());
+        }
+        // The very first record of the file is written without its comma.
+        let skip = u64::from(self.index.is_empty() && n > 0);
+        let base = self.logical_end;
+        // Only with subscribers does an accepted record cost a copy.
+        let accepted = self.events.accepted.receiver_count() > 0;
+        let durable = self.events.durable.receiver_count() > 0;
+        for r in &ing.records {
+            let rec = &ing.data[r.start as usize..(r.start + r.len) as usize];
+            let offset = base + u64::from(r.start) - skip;
+            match &r.facts {
+                Some(f) => {
+                    let (t0, t1) = f.timings;
+                    let timings = ing
+                        .timings
+                        .get(t0 as usize..t1 as usize)
+                        .unwrap_or_default();
+                    self.index.push_facts(offset, rec, f, timings);
+                }
+                None => self.index.add(offset, rec, &r.fields),
+            }
+            if accepted || durable {
+                let mut line = Vec::with_capacity(rec.len() + 12);
+                line.extend_from_slice(b"{\"record\":");
+                crate::json::minify_into(rec, &mut line);
+                line.extend_from_slice(b"}\n");
+                let line: Arc<[u8]> = Arc::from(line);
+                if durable {
+                    self.current.events.push(Arc::clone(&line));
+                }
+                if accepted {
+                    let _ = self.events.accepted.send(line);
+                }
+            }
+        }
+        if n > 0 {
+            self.cfg.stats.changed();
+        }
+        // After the generation: see StatsCache's invariant.
+        ing.indexed.fetch_add(1, Ordering::Release);
+        self.logical_end = base + ing.data.len() as u64 - skip;
+        if ing.data.is_empty() {
+            self.cfg.pool.give(ing.data);
+        } else {
+            self.current.bytes += ing.data.len();
+            self.current.chunks.push(ing.data);
+        }
+        self.current.records += n;
+        self.status.coerced += ing.coerced;
+        self.current.permits.extend(ing.permit);
+        if let Some(done) = ing.done {
+            self.when_durable(done);
+        }
+    }
+
+    fn spans(&self, idxs: &[u32]) -> Vec<Span> {
+        idxs.iter()
+            .map(|&i| {
+                let e = &self.index.entries[i as usize];
+                Span {
+                    offset: e.offset,
+                    len: e.len,
+                }
+            })
+            .collect()
+    }
+}
