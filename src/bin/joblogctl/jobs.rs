@@ -1,0 +1,125 @@
+//! `joblogctl jobs` and its shortcuts: records as a table, JSON lines or
+//! CSV.
+
+use super::*;
+
+pub(super) fn jobs(out: &mut impl Write, socket: &Socket, a: JobsArgs) -> Result<(), Fail> {
+    let mut q = json!({"op":"jobs"});
+    if a.failed {
+        q["success"] = json!(false);
+    }
+    if a.successful {
+        q["success"] = json!(true);
+    }
+    for (k, v) in [
+        ("stage", &a.stage),
+        ("subject", &a.subject),
+        ("video_id", &a.video),
+        ("error_type", &a.error_type),
+        ("since", &a.since),
+        ("until", &a.until),
+    ] {
+        if let Some(v) = v {
+            q[k] = json!(v);
+        }
+    }
+    // Always a string: the daemon keys a number by its JSON text, so "7"
+    // finds worker 7, and "007" stays "007".
+    if let Some(w) = &a.worker {
+        q["worker_id"] = json!(w);
+    }
+    if a.latest_per_video {
+        q["latest_per_video"] = json!(true);
+    }
+    if let Some(l) = a.limit {
+        q["limit"] = json!(l);
+    }
+    if let Some(o) = a.offset {
+        q["offset"] = json!(o);
+    }
+    if a.desc {
+        q["order"] = json!("desc");
+    }
+    if let Some(s) = a.sort {
+        q["sort_by"] = json!(match s {
+            Sort::Duration => "processing_duration",
+            Sort::LoggedAt => "logged_at",
+        });
+    }
+    let format = a
+        .format
+        .unwrap_or(if tty() { Format::Table } else { Format::Ndjson });
+    let mut c = Conn::open(socket)?;
+    if format == Format::Csv {
+        q["op"] = json!("export_csv");
+        let v = c.ask(q)?;
+        let n = v["bytes"].as_u64().unwrap_or(0) as usize;
+        let mut body = vec![0u8; n];
+        c.r.read_exact(&mut body)?;
+        out.write_all(&body)?;
+        return Ok(());
+    }
+    if let Some(f) = &a.fields {
+        q["fields"] = json!(f);
+    }
+    c.send(&q)?;
+    let head = c.answer_head("jobs")?;
+    let bad = |e: joblogd::json::JsonError| Fail(1, format!("joblogctl: bad record in reply: {e}"));
+    match format {
+        Format::Json => {
+            // As the log file prints them: Python's indent=2.
+            let mut fmt = joblogd::json::Formatter::new();
+            let mut text = Vec::new();
+            let mut first = true;
+            c.each_element(|j| {
+                text.clear();
+                text.extend_from_slice(if first { b"[\n  " } else { b",\n  " });
+                first = false;
+                fmt.pretty(j, &mut text).map_err(bad)?;
+                out.write_all(&text)?;
+                Ok(())
+            })?;
+            out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
+        }
+        Format::Ndjson => {
+            // The records as the daemon sent them (compact, as in the
+            // file): a `Value` would sort their keys and rewrite their
+            // numbers (`1e2` as `100.0`, a 30-digit integer rounded).
+            c.each_element(|j| {
+                out.write_all(j)?;
+                out.write_all(b"\n")?;
+                Ok(())
+            })?;
+        }
+        _ => {
+            let headers: Vec<String> = a.fields.clone().unwrap_or_else(|| {
+                [
+                    "logged_at",
+                    "video_id",
+                    "subject",
+                    "stage",
+                    "success",
+                    "processing_duration",
+                    "error",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            });
+            // A table needs every row for its widths; only the cells are
+            // kept, not the records.
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            c.each_element(|j| {
+                let v: Value = serde_json::from_slice(j)
+                    .map_err(|e| Fail(1, format!("joblogctl: bad record in reply: {e}")))?;
+                rows.push(headers.iter().map(|h| text(&v[h])).collect());
+                Ok(())
+            })?;
+            write!(out, "{}", table(&headers, &rows))?;
+            if tty() {
+                writeln!(out, "{} of {} matching", head["count"], head["total"])?;
+            }
+        }
+    }
+    Ok(())
+}

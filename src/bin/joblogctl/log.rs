@@ -1,0 +1,143 @@
+//! `joblogctl log`: records from files or standard input, sent as plain
+//! lines, never as lines the daemon would take for requests.
+
+use super::*;
+
+/// Sends NDJSON records as they are, then (with `--ack`) a `flush`, then a
+/// `ping`, whose reply proves every line before it was taken (and, after
+/// the flush, durable). Error replies are read on a second thread as they
+/// come, so a long file with bad lines cannot deadlock. A line the daemon
+/// would take for a request (an object with a top-level `op`, or a bare
+/// word) is not sent: a data file must not run `clear`. An empty line goes
+/// in its place, so the daemon's line numbers stay the file's.
+pub(super) fn log(socket: &Socket, file: &str, ack: bool) -> Result<(), Fail> {
+    let (input, size): (Box<dyn Read>, Option<u64>) = if file == "-" {
+        (Box::new(io::stdin()), None)
+    } else {
+        let f = File::open(file).map_err(|e| Fail(1, format!("joblogctl: {file}: {e}")))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), size)
+    };
+    let mut c = Conn::open(socket)?;
+    let mut reader = c.r;
+    let errors = std::thread::spawn(move || -> (u64, Option<Value>) {
+        let mut rejected = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return (rejected, None),
+                Ok(_) => {}
+            }
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v["ok"] == false {
+                rejected += 1;
+                eprintln!(
+                    "line {}: {}: {}",
+                    v["line"],
+                    v["error"]["code"].as_str().unwrap_or("?"),
+                    v["error"]["message"].as_str().unwrap_or("")
+                );
+            } else if v.get("version").is_some() {
+                // The closing ping: every line before it was taken.
+                return (rejected, Some(v));
+            }
+        }
+    });
+    let progress = io::stderr().is_terminal() && size.is_some_and(|s| s > 1 << 20);
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let (mut lines, mut sent, mut last_pct) = (0u64, 0u64, 101u64);
+    let (mut skipped, mut blank) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    // The daemon went away mid-file (stopped, restarted): say how far the
+    // file got, not just "Broken pipe".
+    let gone = |lines: u64, e: io::Error| {
+        Fail(
+            1,
+            format!(
+                "joblogctl: the daemon closed the connection after {lines} records were sent ({e}); \
+                 those not confirmed may not be logged: check with `joblogctl jobs`, or send the rest again"
+            ),
+        )
+    };
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if !buf.ends_with(b"\n") {
+            buf.push(b'\n');
+        }
+        if is_request(&buf) {
+            skipped += 1;
+            eprintln!(
+                "line {}: a request (a top-level \"op\" or a bare word), not a record: not sent",
+                lines + skipped + blank
+            );
+            c.w.write_all(b"\n").map_err(|e| gone(lines, e))?;
+            sent += n as u64;
+            continue;
+        }
+        if buf.trim_ascii().is_empty() {
+            blank += 1;
+        } else {
+            lines += 1;
+        }
+        c.w.write_all(&buf).map_err(|e| gone(lines, e))?;
+        sent += n as u64;
+        if progress && let Some(total) = size {
+            let pct = sent * 100 / total.max(1);
+            if pct != last_pct {
+                eprint!("\r{pct:3}% {lines} records");
+                last_pct = pct;
+            }
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    if ack {
+        c.w.write_all(b"{\"op\":\"flush\"}\n")?;
+    }
+    c.w.write_all(b"{\"op\":\"ping\"}\n")?;
+    c.w.shutdown(std::net::Shutdown::Write)?;
+    let (rejected, closing) = errors
+        .join()
+        .map_err(|_| Fail(1, "joblogctl: reader failed".into()))?;
+    if closing.is_none() {
+        return Err(Fail(
+            1,
+            "joblogctl: the daemon closed the connection before confirming".into(),
+        ));
+    }
+    let logged = lines.saturating_sub(rejected);
+    let how = if ack { "logged (on disk)" } else { "logged" };
+    match (rejected, skipped) {
+        (0, 0) => eprintln!("{how} {logged} records"),
+        (r, 0) => eprintln!("{how} {logged} records, {r} rejected"),
+        (r, s) => eprintln!("{how} {logged} records, {r} rejected, {s} requests not sent"),
+    }
+    if rejected + skipped > 0 {
+        return Err(Fail(
+            1,
+            format!("joblogctl: {} lines not logged", rejected + skipped),
+        ));
+    }
+    Ok(())
+}
+
+/// Would the daemon take this line for a request rather than a record?
+/// (A leading byte order mark is ignored, as the daemon ignores it.)
+pub(super) fn is_request(line: &[u8]) -> bool {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if joblogd::protocol::bare_word(line).is_some() {
+        return true;
+    }
+    let mut fields = Vec::new();
+    // An object that does not even skim as one is sent, and refused.
+    joblogd::json::skim_object(line, &mut fields)
+        && fields.iter().any(|(k, _)| {
+            joblogd::index::string_bytes(&line[k.clone()]).is_some_and(|s| *s == *b"op")
+        })
+}

@@ -1,0 +1,50 @@
+//! `joblogctl stats`.
+
+use super::*;
+
+pub(super) fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
+    let pct = s["success_rate"].as_f64().unwrap_or(0.0) * 100.0;
+    writeln!(out, "{}", bold("Processing Report"))?;
+    writeln!(out, "Total jobs:        {}", s["total_jobs"])?;
+    writeln!(out, "Successful:        {} ({pct:.1}%)", s["successful"])?;
+    writeln!(out, "Failed:            {}", s["failed"])?;
+    match s["average_duration"].as_f64() {
+        Some(d) => writeln!(out, "Average duration:  {d:.1}s")?,
+        None => writeln!(out, "Average duration:  -")?,
+    }
+    writeln!(out, "Files created:     {}", s["total_files_created"])?;
+    writeln!(out, "Retry candidates:  {}", s["retry_candidates"])?;
+    for (title, key) in [("Errors", "error_types"), ("Stages", "stages")] {
+        if let Some(m) = s[key].as_object().filter(|m| !m.is_empty()) {
+            writeln!(out, "\n{}", bold(title))?;
+            let rows: Vec<Vec<String>> = m
+                .iter()
+                .map(|(k, v)| vec![v.to_string(), k.clone()])
+                .collect();
+            write!(out, "{}", table(&["count".into(), "".into()], &rows))?;
+        }
+    }
+    if let Some(m) = s["timings"].as_object().filter(|m| !m.is_empty()) {
+        writeln!(out, "\n{}", bold("Timings (successful jobs, s)"))?;
+        let headers: Vec<String> = ["stage", "count", "mean", "p50", "p95", "max"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let f = |v: &Value| v.as_f64().map(|x| format!("{x:.2}")).unwrap_or_default();
+        let rows: Vec<Vec<String>> = m
+            .iter()
+            .map(|(k, t)| {
+                vec![
+                    k.clone(),
+                    t["count"].to_string(),
+                    f(&t["mean"]),
+                    f(&t["p50"]),
+                    f(&t["p95"]),
+                    f(&t["max"]),
+                ]
+            })
+            .collect();
+        write!(out, "{}", table(&headers, &rows))?;
+    }
+    Ok(())
+}
