@@ -102,21 +102,11 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// How a query's answer is written.
-pub enum Output {
-    Snapshot,
-    Stats,
-    Jobs { fields: Option<Vec<String>> },
-    Csv,
-    Candidates,
-}
-
 enum Reply {
     Now(Vec<u8>),
     Query {
         flush: Option<oneshot::Receiver<Durable>>,
         query: Query,
-        out: Output,
         line: u64,
     },
     Cleared {
@@ -137,8 +127,6 @@ enum Reply {
         line: u64,
     },
 }
-
-mod answers;
 
 /// Serves one connection until the client closes it (or shutdown drains it).
 pub async fn handle(
@@ -538,26 +526,30 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
                 filter,
                 include_pending,
             };
-            query_reply(s, no, q, Output::Stats, include_pending && !unfiltered).await;
+            query_reply(s, no, q, include_pending && !unfiltered).await;
         }
         Request::Jobs {
             filter,
             paging,
             fields,
         } => {
-            let q = Query::Select { filter, paging };
-            query_reply(s, no, q, Output::Jobs { fields }, true).await;
+            let q = Query::Jobs {
+                filter,
+                paging,
+                fields,
+            };
+            query_reply(s, no, q, true).await;
         }
         Request::ExportCsv { filter, paging } => {
-            let q = Query::Select { filter, paging };
-            query_reply(s, no, q, Output::Csv, true).await;
+            let q = Query::ExportCsv { filter, paging };
+            query_reply(s, no, q, true).await;
         }
         Request::RetryCandidates { limit } => {
             let q = Query::RetryCandidates { limit };
-            query_reply(s, no, q, Output::Candidates, true).await;
+            query_reply(s, no, q, true).await;
         }
         Request::Snapshot => {
-            query_reply(s, no, Query::Snapshot, Output::Snapshot, true).await;
+            query_reply(s, no, Query::Snapshot, true).await;
         }
         Request::Subscribe { include_pending } => {
             send_chunk(s, None).await;
@@ -594,7 +586,7 @@ async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolErro
 /// Queues a query. With `durable`, the write side first waits until every
 /// record accepted before it is in the file (read-your-writes for answers
 /// read back from the file), then asks the writer.
-async fn query_reply(s: &mut Session, no: u64, q: Query, out: Output, durable: bool) {
+async fn query_reply(s: &mut Session, no: u64, q: Query, durable: bool) {
     send_chunk(s, None).await;
     let flush = if durable {
         let (tx, rx) = oneshot::channel();
@@ -610,7 +602,6 @@ async fn query_reply(s: &mut Session, no: u64, q: Query, out: Output, durable: b
         Reply::Query {
             flush,
             query: q,
-            out,
             line: no,
         },
     )
@@ -954,12 +945,7 @@ async fn write_side(
                     None => stopping_error().reply(line),
                 }
             }
-            Reply::Query {
-                flush,
-                query,
-                out,
-                line,
-            } => {
+            Reply::Query { flush, query, line } => {
                 let flushed = match flush {
                     Some(f) => f.await.unwrap_or_else(|_| Err("the daemon stopped".into())),
                     None => Ok(()),
@@ -976,12 +962,12 @@ async fn write_side(
                 };
                 match answer {
                     Err(e) => e.reply(line),
-                    Ok(crate::writer::Answer::Failed(msg)) => {
+                    Ok(crate::ops::Answer::Failed(msg)) => {
                         ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line)
                     }
                     Ok(_) if broken => continue,
                     Ok(answer) => {
-                        let res = match answers::write(&mut w, answer, out).await {
+                        let res = match crate::ops::write(&mut w, answer).await {
                             Ok(()) if rx.is_empty() => w.flush().await,
                             r => r,
                         };

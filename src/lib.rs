@@ -24,6 +24,7 @@ pub mod connection;
 pub mod handler;
 pub mod index;
 pub mod json;
+pub mod ops;
 pub mod protocol;
 pub mod query;
 pub mod server;

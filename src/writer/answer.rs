@@ -93,12 +93,24 @@ impl Writer {
                     timings_from: Some((self.reader.clone(), self.spans(&readable))),
                 }
             }
-            Query::Select { filter, paging } => {
+            Query::Jobs {
+                filter,
+                paging,
+                fields,
+            } => {
                 let (page, total) = query::select_page(&self.index, &filter, &paging, durable);
-                Answer::Records {
+                Answer::Jobs {
                     reader: self.reader.clone(),
                     spans: self.spans(&page),
                     total,
+                    fields,
+                }
+            }
+            Query::ExportCsv { filter, paging } => {
+                let (page, _) = query::select_page(&self.index, &filter, &paging, durable);
+                Answer::Csv {
+                    reader: self.reader.clone(),
+                    spans: self.spans(&page),
                 }
             }
             Query::Snapshot => Answer::Snapshot {
@@ -110,7 +122,7 @@ impl Writer {
                 let all = query::retry_candidates(&self.index, durable);
                 let total = all.len();
                 let page = &all[..limit.unwrap_or(total).min(total)];
-                Answer::Records {
+                Answer::Candidates {
                     reader: self.reader.clone(),
                     spans: self.spans(page),
                     total,

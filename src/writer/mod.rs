@@ -29,14 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
 use crate::index::{Facts, Index, RawMeta, TimingFact};
-use crate::query::{self, Filter, Paging};
+use crate::query;
 use crate::store::{Store, StoreError};
+
+pub use crate::ops::{Answer, Query, Span};
 
 mod answer;
 mod file;
@@ -116,65 +117,6 @@ impl Default for Events {
 
 /// Records a subscriber may fall behind by before it starts missing some.
 pub const EVENTS_CAPACITY: usize = 16 * 1024;
-
-/// A record's place in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub offset: u64,
-    pub len: u32,
-}
-
-/// Questions answered from the index.
-#[derive(Debug)]
-pub enum Query {
-    Stats {
-        filter: Filter,
-        /// Over every accepted record, not only the durable ones (which
-        /// the writer makes everything accepted before answering).
-        include_pending: bool,
-    },
-    Select {
-        filter: Filter,
-        paging: Paging,
-    },
-    RetryCandidates {
-        limit: Option<usize>,
-    },
-    /// The durable prefix of the file, to copy.
-    Snapshot,
-}
-
-/// What a query returns. Records are returned as spans of the file plus a
-/// read handle, so the connection streams them without the writer holding
-/// their bytes.
-#[derive(Debug)]
-pub enum Answer {
-    Stats {
-        /// The `stats` object (timings missing when `timings_from` is set).
-        value: Value,
-        /// Filtered stats: the successful matching records whose `timings`
-        /// the connection reads back to complete the object.
-        timings_from: Option<(Arc<File>, Vec<Span>)>,
-    },
-    Records {
-        reader: Arc<File>,
-        spans: Vec<Span>,
-        /// Matches before paging.
-        total: usize,
-    },
-    /// The whole reply line of an unfiltered `stats`, shared with the cache.
-    StatsLine(Arc<[u8]>),
-    /// The question could not be answered as asked (durable-only `stats`
-    /// while writes fail): the message, for a `write_failed` reply.
-    Failed(String),
-    /// Bytes `0..end` of the file are complete records, immutable from now
-    /// on (appends only ever write past them); close the array after them.
-    Snapshot {
-        reader: Arc<File>,
-        end: u64,
-        records: u64,
-    },
-}
 
 /// What connections ask of the writer.
 #[derive(Debug)]

@@ -1,63 +1,34 @@
-//! Writing query answers: records are read back from the file in order
-//! (`pread` on a handle the writer gave us, valid even if the file is
-//! archived meanwhile; neighbours share a read of at most [`READ_WINDOW`])
-//! and serialized as they are read, so the daemon's memory does not grow
-//! with the size of an answer.
+//! Reading records back for answers: from the file, in order (`pread` on
+//! a handle the writer gave us, valid even if the file is archived
+//! meanwhile; neighbours share a read of at most [`READ_WINDOW`]), and
+//! serialized as they are read, so the daemon's memory does not grow with
+//! the size of an answer. Shared by the operations that answer with
+//! records (`jobs`, `retry_candidates`, `export_csv`, filtered `stats`).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::Output;
-use crate::index::{self, Hist};
+use super::Span;
+use crate::index;
 use crate::json::minify_into;
 use crate::json::{Formatter, MAX_RECORD_DEPTH, SkimmedField, skim_object};
-use crate::writer::{Answer, Span};
-
-/// Columns of `export_csv`, in order, as the Python logger's `export_csv`.
-pub const CSV_COLUMNS: [&str; 13] = [
-    "video_id",
-    "video_title",
-    "url",
-    "subject",
-    "worker_id",
-    "stage",
-    "success",
-    "error",
-    "processing_duration",
-    "has_notes",
-    "has_assessment",
-    "total_files",
-    "logged_at",
-];
-
-/// Fields of each `retry_candidates` entry.
-const CANDIDATE_FIELDS: [&str; 6] = [
-    "video_id",
-    "url",
-    "error",
-    "stage",
-    "retry_count",
-    "next_retry_time",
-];
 
 /// Flush the socket buffer at about this size while streaming.
-const STREAM_CHUNK: usize = 64 * 1024;
+pub(super) const STREAM_CHUNK: usize = 64 * 1024;
 
 /// Most bytes one `pread` of [`Windowed`] fetches (a larger record is read
 /// alone, whole). Held per connection while it streams an answer, so it is
 /// kept small: 1,024 connections answering at once hold 256 MiB at most.
-const READ_WINDOW: u64 = 256 << 10;
+pub(super) const READ_WINDOW: u64 = 256 << 10;
 
 /// Records at most this far apart share one `pread`: copying a gap of a
 /// few records costs less than another system call, and with the page
 /// cache dropped (`--page-cache drop`) each `pread` of a record not cached
 /// is a disk read of its own.
-const READ_GAP: u64 = 16 << 10;
+pub(super) const READ_GAP: u64 = 16 << 10;
 
 /// The records of `spans`, in the order given, read with as few `pread`s as
 /// their places allow: following spans that lie ahead within [`READ_GAP`]
@@ -67,7 +38,7 @@ const READ_GAP: u64 = 16 << 10;
 /// `stats` at 1M records: see docs/performance.md). The file only grows,
 /// so a span once durable stays valid; a span past its end (the file cut
 /// underneath the daemon) is an I/O error, never a panic.
-struct Windowed<'a> {
+pub(super) struct Windowed<'a> {
     file: &'a File,
     spans: &'a [Span],
     /// Index of the next span to hand out.
@@ -80,7 +51,7 @@ struct Windowed<'a> {
 }
 
 impl<'a> Windowed<'a> {
-    fn new(file: &'a File, spans: &'a [Span]) -> Self {
+    pub(super) fn new(file: &'a File, spans: &'a [Span]) -> Self {
         Self {
             file,
             spans,
@@ -92,7 +63,7 @@ impl<'a> Windowed<'a> {
     }
 
     /// The next record's bytes, or `None` after the last.
-    fn next_record(&mut self) -> io::Result<Option<&[u8]>> {
+    pub(super) fn next_record(&mut self) -> io::Result<Option<&[u8]>> {
         let Some(&span) = self.spans.get(self.next) else {
             return Ok(None);
         };
@@ -108,7 +79,7 @@ impl<'a> Windowed<'a> {
     }
 
     /// Reads the window that starts with span `next`.
-    fn fill(&mut self) -> io::Result<()> {
+    pub(super) fn fill(&mut self) -> io::Result<()> {
         let past_eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
         let first = self.spans[self.next];
         let start = first.offset;
@@ -143,7 +114,7 @@ impl<'a> Windowed<'a> {
 /// scan, so their members are located by [`skim_object`] (a third of the
 /// cost of a validating parse, which filtered `stats` pay for every
 /// matching record); bytes not shaped like an object give no fields.
-fn fields<'a>(
+pub(super) fn fields<'a>(
     skimmed: &mut Vec<SkimmedField>,
     rec: &'a [u8],
     names: &[&str],
@@ -178,7 +149,7 @@ fn fields<'a>(
 /// only skimmed, and a record damaged underneath the daemon could
 /// otherwise put a raw newline into the reply and split its line. Such a
 /// value is written as `null`.
-fn project(
+pub(super) fn project(
     skimmed: &mut Vec<SkimmedField>,
     check: &mut Formatter,
     rec: &[u8],
@@ -208,7 +179,9 @@ fn project(
     out.push(b'}');
 }
 
-async fn records<W: AsyncWrite + Unpin>(
+/// Streams `head`, the records of `spans` (minified whole, or projected to
+/// `names`), then `]}` and a newline, in pieces of about [`STREAM_CHUNK`].
+pub(super) async fn records<W: AsyncWrite + Unpin>(
     w: &mut W,
     head: String,
     file: &File,
@@ -236,237 +209,6 @@ async fn records<W: AsyncWrite + Unpin>(
     }
     out.extend_from_slice(b"]}\n");
     w.write_all(&out).await
-}
-
-/// One CSV cell as Python's csv module writes the value: `True`/`False`,
-/// empty for null or missing, numbers as their JSON text, strings raw, and
-/// anything else as compact JSON.
-fn cell(v: Option<&[u8]>) -> std::borrow::Cow<'_, [u8]> {
-    match v {
-        None | Some(b"null") => b"".as_slice().into(),
-        Some(b"true") => b"True".as_slice().into(),
-        Some(b"false") => b"False".as_slice().into(),
-        // A taken-over Python log may hold these; Python's csv writes
-        // the float's text.
-        Some(b"NaN") => b"nan".as_slice().into(),
-        Some(b"Infinity") => b"inf".as_slice().into(),
-        Some(b"-Infinity") => b"-inf".as_slice().into(),
-        Some(v) => match index::string(v) {
-            Some(std::borrow::Cow::Borrowed(s)) => s.as_bytes().into(),
-            Some(std::borrow::Cow::Owned(s)) => s.into_bytes().into(),
-            None => crate::json::minify(v).into(),
-        },
-    }
-}
-
-/// CSV of `spans`, produced in pieces of about [`STREAM_CHUNK`] bytes so
-/// that the whole export is never held in memory.
-struct CsvPieces<'a> {
-    recs: Windowed<'a>,
-    header: bool,
-    skimmed: Vec<SkimmedField>,
-}
-
-impl<'a> CsvPieces<'a> {
-    fn new(file: &'a File, spans: &'a [Span]) -> Self {
-        Self {
-            recs: Windowed::new(file, spans),
-            header: true,
-            skimmed: Vec::new(),
-        }
-    }
-
-    fn next_piece(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let mut wtr = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::CRLF)
-            .from_writer(Vec::with_capacity(STREAM_CHUNK + 1024));
-        let mut any = false;
-        if std::mem::take(&mut self.header) {
-            wtr.write_record(CSV_COLUMNS).map_err(io::Error::other)?;
-            any = true;
-        }
-        while wtr.get_ref().len() < STREAM_CHUNK {
-            let Some(rec) = self.recs.next_record()? else {
-                break;
-            };
-            let vals = fields(&mut self.skimmed, rec, &CSV_COLUMNS);
-            wtr.write_record(vals.into_iter().map(cell))
-                .map_err(io::Error::other)?;
-            any = true;
-            wtr.flush()?;
-        }
-        if !any {
-            return Ok(None);
-        }
-        wtr.into_inner()
-            .map(Some)
-            .map_err(|e| io::Error::other(e.to_string()))
-    }
-}
-
-/// Completes filtered stats with the timings of the given records, and how
-/// many timing values were left out for coming under a name past the
-/// first [`index::MAX_TIMING_NAMES`] (as unfiltered stats do).
-fn timings(file: &File, spans: &[Span]) -> io::Result<(Value, u64)> {
-    let mut hists: HashMap<Vec<u8>, Hist> = HashMap::new();
-    let mut untracked = 0u64;
-    let mut skimmed = Vec::new();
-    let mut inner = Formatter::new();
-    let mut recs = Windowed::new(file, spans);
-    while let Some(rec) = recs.next_record()? {
-        let Some(t) = fields(&mut skimmed, rec, &["timings"])[0] else {
-            continue;
-        };
-        if t.first() != Some(&b'{')
-            || inner
-                .validate(t, 0, crate::json::MAX_RECORD_DEPTH, true)
-                .is_err()
-        {
-            continue;
-        }
-        let mut members: Vec<_> = Vec::with_capacity(inner.fields.len());
-        members.extend(inner.fields.iter().filter_map(|f| {
-            Some((
-                index::string_bytes(&t[f.key_in.clone()])?,
-                index::number(&t[f.value_in.clone()]),
-            ))
-        }));
-        // Last one of each name first, then only numbers (see
-        // `index::timing_members`).
-        index::last_of_each(&mut members, |m| m.0.as_ref());
-        for (name, v) in members {
-            let Some(v) = v else { continue };
-            // A handful of names, looked up for every record: a new key
-            // only for a name not seen before.
-            let full = hists.len() >= index::MAX_TIMING_NAMES;
-            match hists.get_mut(name.as_ref()) {
-                Some(h) => h.add(v),
-                None if full => untracked += 1,
-                None => hists.entry(name.into_owned()).or_default().add(v),
-            }
-        }
-    }
-    // Keys are UTF-8 (validated); byte order is code point order.
-    let mut v: Vec<(String, Hist)> = hists
-        .into_iter()
-        .map(|(k, h)| (String::from_utf8_lossy(&k).into_owned(), h))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    let v = Value::Object(
-        v.into_iter()
-            .map(|(k, h)| (k, crate::query::hist_json(&h)))
-            .collect(),
-    );
-    Ok((v, untracked))
-}
-
-/// Writes a whole answer: one JSON line, or for CSV a JSON line followed by
-/// exactly the announced number of bytes.
-///
-/// # Errors
-/// Reading the file or writing to the client failed; the connection cannot
-/// carry on in a known state.
-pub async fn write<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    answer: Answer,
-    out: Output,
-) -> io::Result<()> {
-    match (answer, out) {
-        (Answer::StatsLine(line), _) => w.write_all(&line).await,
-        // The caller replies to it as an error with its line number; it
-        // never reaches here.
-        (Answer::Failed(msg), _) => Err(io::Error::other(msg)),
-        (
-            Answer::Snapshot {
-                reader,
-                end,
-                records,
-            },
-            _,
-        ) => {
-            // The durable prefix never changes, so this copy is consistent
-            // whatever is appended meanwhile.
-            let tail: &[u8] = if records == 0 { b"]" } else { b"\n]" };
-            let size = end + tail.len() as u64;
-            let head = format!(
-                "{{\"ok\":true,\"content_type\":\"application/json\",\"records\":{records},\"bytes\":{size}}}\n"
-            );
-            w.write_all(head.as_bytes()).await?;
-            let mut buf = vec![0u8; STREAM_CHUNK];
-            let mut at = 0u64;
-            while at < end {
-                let n = (end - at).min(STREAM_CHUNK as u64) as usize;
-                tokio::task::block_in_place(|| reader.read_exact_at(&mut buf[..n], at))?;
-                w.write_all(&buf[..n]).await?;
-                at += n as u64;
-            }
-            w.write_all(tail).await
-        }
-        (
-            Answer::Stats {
-                mut value,
-                timings_from,
-            },
-            _,
-        ) => {
-            if let Some((file, spans)) = timings_from {
-                let (t, untracked) = tokio::task::block_in_place(|| timings(&file, &spans))?;
-                value["timings"] = t;
-                value["timings_untracked"] = untracked.into();
-            }
-            let mut line = serde_json::to_vec(&serde_json::json!({"ok": true, "stats": value}))
-                .map_err(io::Error::other)?;
-            line.push(b'\n');
-            w.write_all(&line).await
-        }
-        (
-            Answer::Records {
-                reader,
-                spans,
-                total,
-            },
-            Output::Jobs { fields },
-        ) => {
-            let head = format!(
-                "{{\"ok\":true,\"count\":{},\"total\":{total},\"jobs\":[",
-                spans.len()
-            );
-            let names: Option<Vec<&str>> = fields
-                .as_ref()
-                .map(|f| f.iter().map(String::as_str).collect());
-            records(w, head, &reader, &spans, names.as_deref()).await
-        }
-        (
-            Answer::Records {
-                reader,
-                spans,
-                total,
-            },
-            Output::Candidates,
-        ) => {
-            let head = format!(
-                "{{\"ok\":true,\"count\":{},\"total\":{total},\"candidates\":[",
-                spans.len()
-            );
-            records(w, head, &reader, &spans, Some(&CANDIDATE_FIELDS)).await
-        }
-        (Answer::Records { reader, spans, .. }, _) => {
-            // Two passes: the size first (the header announces it), then
-            // the bytes, so the CSV is never held whole.
-            let mut size = 0usize;
-            let mut pass = CsvPieces::new(&reader, &spans);
-            while let Some(p) = tokio::task::block_in_place(|| pass.next_piece())? {
-                size += p.len();
-            }
-            let head = format!("{{\"ok\":true,\"content_type\":\"text/csv\",\"bytes\":{size}}}\n");
-            w.write_all(head.as_bytes()).await?;
-            let mut pass = CsvPieces::new(&reader, &spans);
-            while let Some(p) = tokio::task::block_in_place(|| pass.next_piece())? {
-                w.write_all(&p).await?;
-            }
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

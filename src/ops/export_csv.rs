@@ -1,0 +1,118 @@
+//! `export_csv`: the records as CSV in the Python logger's columns, the
+//! way its `csv` module writes values, streamed in two passes (the size
+//! first, which the header line announces, then the bytes), so the export
+//! is never held whole.
+
+use std::fs::File;
+use std::io;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Span;
+use super::read::{STREAM_CHUNK, Windowed, fields};
+use crate::index;
+use crate::json::SkimmedField;
+
+/// Columns of `export_csv`, in order, as the Python logger's `export_csv`.
+pub const CSV_COLUMNS: [&str; 13] = [
+    "video_id",
+    "video_title",
+    "url",
+    "subject",
+    "worker_id",
+    "stage",
+    "success",
+    "error",
+    "processing_duration",
+    "has_notes",
+    "has_assessment",
+    "total_files",
+    "logged_at",
+];
+
+/// One CSV cell as Python's csv module writes the value: `True`/`False`,
+/// empty for null or missing, numbers as their JSON text, strings raw, and
+/// anything else as compact JSON.
+fn cell(v: Option<&[u8]>) -> std::borrow::Cow<'_, [u8]> {
+    match v {
+        None | Some(b"null") => b"".as_slice().into(),
+        Some(b"true") => b"True".as_slice().into(),
+        Some(b"false") => b"False".as_slice().into(),
+        // A taken-over Python log may hold these; Python's csv writes
+        // the float's text.
+        Some(b"NaN") => b"nan".as_slice().into(),
+        Some(b"Infinity") => b"inf".as_slice().into(),
+        Some(b"-Infinity") => b"-inf".as_slice().into(),
+        Some(v) => match index::string(v) {
+            Some(std::borrow::Cow::Borrowed(s)) => s.as_bytes().into(),
+            Some(std::borrow::Cow::Owned(s)) => s.into_bytes().into(),
+            None => crate::json::minify(v).into(),
+        },
+    }
+}
+
+/// CSV of `spans`, produced in pieces of about [`STREAM_CHUNK`] bytes so
+/// that the whole export is never held in memory.
+struct CsvPieces<'a> {
+    recs: Windowed<'a>,
+    header: bool,
+    skimmed: Vec<SkimmedField>,
+}
+
+impl<'a> CsvPieces<'a> {
+    fn new(file: &'a File, spans: &'a [Span]) -> Self {
+        Self {
+            recs: Windowed::new(file, spans),
+            header: true,
+            skimmed: Vec::new(),
+        }
+    }
+
+    fn next_piece(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut wtr = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::with_capacity(STREAM_CHUNK + 1024));
+        let mut any = false;
+        if std::mem::take(&mut self.header) {
+            wtr.write_record(CSV_COLUMNS).map_err(io::Error::other)?;
+            any = true;
+        }
+        while wtr.get_ref().len() < STREAM_CHUNK {
+            let Some(rec) = self.recs.next_record()? else {
+                break;
+            };
+            let vals = fields(&mut self.skimmed, rec, &CSV_COLUMNS);
+            wtr.write_record(vals.into_iter().map(cell))
+                .map_err(io::Error::other)?;
+            any = true;
+            wtr.flush()?;
+        }
+        if !any {
+            return Ok(None);
+        }
+        wtr.into_inner()
+            .map(Some)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Writes the CSV of `spans`: a JSON line announcing its size, then exactly
+/// that many bytes.
+pub(super) async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    reader: &File,
+    spans: &[Span],
+) -> io::Result<()> {
+    let mut size = 0usize;
+    let mut pass = CsvPieces::new(reader, spans);
+    while let Some(p) = tokio::task::block_in_place(|| pass.next_piece())? {
+        size += p.len();
+    }
+    let head = format!("{{\"ok\":true,\"content_type\":\"text/csv\",\"bytes\":{size}}}\n");
+    w.write_all(head.as_bytes()).await?;
+    let mut pass = CsvPieces::new(reader, spans);
+    while let Some(p) = tokio::task::block_in_place(|| pass.next_piece())? {
+        w.write_all(&p).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The operations that answer from the index: what each asks the writer
+//! ([`Query`]), what the writer hands back ([`Answer`]), and how each answer
+//! is written to the client, one file per operation (`stats.rs`, `jobs.rs`,
+//! `export_csv.rs`, `retry_candidates.rs`, `snapshot.rs`; `read.rs` reads
+//! records back for them).
+//!
+//! An answer carries everything its writing needs (a `jobs` answer its
+//! `fields`, a CSV answer only its records), so there is one enum between
+//! the writer and the connection, not an answer paired with a separate
+//! description of how to print it.
+//!
+//! The request shapes are parsed in [`crate::protocol`]; the connection's
+//! side of each request is in [`crate::handler`]; the writer answers a
+//! [`Query`] in `writer/answer.rs`.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::query::{Filter, Paging};
+
+mod export_csv;
+mod jobs;
+mod read;
+mod retry_candidates;
+mod snapshot;
+mod stats;
+
+/// A record's place in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// Questions answered from the index, on the writer.
+#[derive(Debug)]
+pub enum Query {
+    Stats {
+        filter: Filter,
+        /// Over every accepted record, not only the durable ones (which
+        /// the writer makes everything accepted before answering).
+        include_pending: bool,
+    },
+    /// `jobs` and its aliases; `fields` projects each record.
+    Jobs {
+        filter: Filter,
+        paging: Paging,
+        fields: Option<Vec<String>>,
+    },
+    ExportCsv {
+        filter: Filter,
+        paging: Paging,
+    },
+    RetryCandidates {
+        limit: Option<usize>,
+    },
+    /// The durable prefix of the file, to copy.
+    Snapshot,
+}
+
+/// What a query returns. Records are returned as spans of the file plus a
+/// read handle, so the connection streams them without the writer holding
+/// their bytes.
+#[derive(Debug)]
+pub enum Answer {
+    /// The whole reply line of an unfiltered `stats`, shared with the cache.
+    StatsLine(Arc<[u8]>),
+    Stats {
+        /// The `stats` object (timings missing when `timings_from` is set).
+        value: Value,
+        /// Filtered stats: the successful matching records whose `timings`
+        /// the connection reads back to complete the object.
+        timings_from: Option<(Arc<File>, Vec<Span>)>,
+    },
+    Jobs {
+        reader: Arc<File>,
+        spans: Vec<Span>,
+        /// Matches before paging.
+        total: usize,
+        fields: Option<Vec<String>>,
+    },
+    Csv {
+        reader: Arc<File>,
+        spans: Vec<Span>,
+    },
+    Candidates {
+        reader: Arc<File>,
+        spans: Vec<Span>,
+        /// Candidates before `limit`.
+        total: usize,
+    },
+    /// Bytes `0..end` of the file are complete records, immutable from now
+    /// on (appends only ever write past them); close the array after them.
+    Snapshot {
+        reader: Arc<File>,
+        end: u64,
+        records: u64,
+    },
+    /// The question could not be answered as asked (durable-only `stats`
+    /// while writes fail): the message, for a `write_failed` reply.
+    Failed(String),
+}
+
+/// Writes a whole answer: one JSON line, or for CSV and snapshots a JSON
+/// line followed by exactly the announced number of bytes.
+///
+/// # Errors
+/// Reading the file or writing to the client failed; the connection cannot
+/// carry on in a known state. A [`Answer::Failed`] is the caller's to
+/// reply to (with its line number); here it is an error.
+pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, answer: Answer) -> std::io::Result<()> {
+    match answer {
+        Answer::StatsLine(line) => w.write_all(&line).await,
+        Answer::Stats {
+            value,
+            timings_from,
+        } => stats::write(w, value, timings_from).await,
+        Answer::Jobs {
+            reader,
+            spans,
+            total,
+            fields,
+        } => jobs::write(w, &reader, &spans, total, fields.as_deref()).await,
+        Answer::Csv { reader, spans } => export_csv::write(w, &reader, &spans).await,
+        Answer::Candidates {
+            reader,
+            spans,
+            total,
+        } => retry_candidates::write(w, &reader, &spans, total).await,
+        Answer::Snapshot {
+            reader,
+            end,
+            records,
+        } => snapshot::write(w, &reader, end, records).await,
+        Answer::Failed(msg) => Err(std::io::Error::other(msg)),
+    }
+}

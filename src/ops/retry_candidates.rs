@@ -1,0 +1,34 @@
+//! `retry_candidates`: the videos whose newest attempt failed, each with
+//! the fields a retry needs.
+
+use std::fs::File;
+use std::io;
+
+use tokio::io::AsyncWrite;
+
+use super::Span;
+use super::read::records;
+
+/// Fields of each `retry_candidates` entry.
+const CANDIDATE_FIELDS: [&str; 6] = [
+    "video_id",
+    "url",
+    "error",
+    "stage",
+    "retry_count",
+    "next_retry_time",
+];
+
+/// Writes `{"ok":true,"count":…,"total":…,"candidates":[…]}`.
+pub(super) async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    reader: &File,
+    spans: &[Span],
+    total: usize,
+) -> io::Result<()> {
+    let head = format!(
+        "{{\"ok\":true,\"count\":{},\"total\":{total},\"candidates\":[",
+        spans.len()
+    );
+    records(w, head, reader, spans, Some(&CANDIDATE_FIELDS)).await
+}

@@ -1,0 +1,90 @@
+//! `stats` as the writer cannot finish it alone: a filtered `stats` gets
+//! the timings of its matching records read back from the file here, on
+//! the connection.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+
+use serde_json::Value;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Span;
+use super::read::{Windowed, fields};
+use crate::index::{self, Hist};
+use crate::json::Formatter;
+
+/// Completes filtered stats with the timings of the given records, and how
+/// many timing values were left out for coming under a name past the
+/// first [`index::MAX_TIMING_NAMES`] (as unfiltered stats do).
+fn timings(file: &File, spans: &[Span]) -> io::Result<(Value, u64)> {
+    let mut hists: HashMap<Vec<u8>, Hist> = HashMap::new();
+    let mut untracked = 0u64;
+    let mut skimmed = Vec::new();
+    let mut inner = Formatter::new();
+    let mut recs = Windowed::new(file, spans);
+    while let Some(rec) = recs.next_record()? {
+        let Some(t) = fields(&mut skimmed, rec, &["timings"])[0] else {
+            continue;
+        };
+        if t.first() != Some(&b'{')
+            || inner
+                .validate(t, 0, crate::json::MAX_RECORD_DEPTH, true)
+                .is_err()
+        {
+            continue;
+        }
+        let mut members: Vec<_> = Vec::with_capacity(inner.fields.len());
+        members.extend(inner.fields.iter().filter_map(|f| {
+            Some((
+                index::string_bytes(&t[f.key_in.clone()])?,
+                index::number(&t[f.value_in.clone()]),
+            ))
+        }));
+        // Last one of each name first, then only numbers (see
+        // `index::timing_members`).
+        index::last_of_each(&mut members, |m| m.0.as_ref());
+        for (name, v) in members {
+            let Some(v) = v else { continue };
+            // A handful of names, looked up for every record: a new key
+            // only for a name not seen before.
+            let full = hists.len() >= index::MAX_TIMING_NAMES;
+            match hists.get_mut(name.as_ref()) {
+                Some(h) => h.add(v),
+                None if full => untracked += 1,
+                None => hists.entry(name.into_owned()).or_default().add(v),
+            }
+        }
+    }
+    // Keys are UTF-8 (validated); byte order is code point order.
+    let mut v: Vec<(String, Hist)> = hists
+        .into_iter()
+        .map(|(k, h)| (String::from_utf8_lossy(&k).into_owned(), h))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    let v = Value::Object(
+        v.into_iter()
+            .map(|(k, h)| (k, crate::query::hist_json(&h)))
+            .collect(),
+    );
+    Ok((v, untracked))
+}
+
+/// Writes a filtered `stats` answer: `value` completed with the timings of
+/// the records `timings_from` names (read back from the file here, so the
+/// writer does not read records).
+pub(super) async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut value: Value,
+    timings_from: Option<(std::sync::Arc<File>, Vec<Span>)>,
+) -> io::Result<()> {
+    if let Some((file, spans)) = timings_from {
+        let (t, untracked) = tokio::task::block_in_place(|| timings(&file, &spans))?;
+        value["timings"] = t;
+        value["timings_untracked"] = untracked.into();
+    }
+    let mut line = serde_json::to_vec(&serde_json::json!({"ok": true, "stats": value}))
+        .map_err(io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line).await
+}
