@@ -1,7 +1,10 @@
 //! Wire types: requests as parsed from a line, replies as written back, and
-//! the stable error codes. The only place that knows the request JSON
-//! shapes; `protocol.md` documents the same.
+//! the stable error codes; and [`OPERATIONS`], the registry of every
+//! operation: its name, the fields it takes, and its parser, which lives in
+//! the operation's own file under `ops/` ([`Fields`] gives it the shared
+//! rules for filters and paging). `protocol.md` documents the same shapes.
 
+use crate::ops;
 use crate::query::{Filter, Paging, SortBy};
 
 /// Stable, machine-readable error codes (`error.code` in replies).
@@ -147,25 +150,6 @@ pub enum Request<'a> {
     Snapshot,
 }
 
-/// Every op name, for bare-word requests and error messages.
-pub const OPS: &[&str] = &[
-    "log",
-    "log_batch",
-    "flush",
-    "ping",
-    "stats",
-    "jobs",
-    "all",
-    "failed",
-    "successful",
-    "by_stage",
-    "retry_candidates",
-    "export_csv",
-    "clear",
-    "subscribe",
-    "snapshot",
-];
-
 /// Filter keys every record query takes.
 const FILTER_KEYS: &[&str] = &[
     "success",
@@ -200,8 +184,68 @@ fn type_name(v: &[u8]) -> &'static str {
     }
 }
 
+/// One operation in the registry: its name, the fields it takes besides
+/// `op` (in groups, as several share the filter and paging keys), and the
+/// parser in its own file under `ops/`.
+pub struct Operation {
+    pub name: &'static str,
+    pub fields: &'static [&'static [&'static str]],
+    pub parse: for<'a> fn(&Fields<'a, '_>) -> Result<Request<'a>, ProtocolError>,
+}
+
+const FILTERED: &[&[&str]] = &[FILTER_KEYS, PAGING_KEYS];
+const JOBS: &[&[&str]] = &[&["fields"], FILTER_KEYS, PAGING_KEYS];
+const STATS: &[&[&str]] = &[&["include_pending"], STATS_KEYS];
+const PENDING: &[&[&str]] = &[&["include_pending"]];
+const LIMIT: &[&[&str]] = &[&["limit"]];
+
+/// Every operation the daemon knows: the one list of names and shapes
+/// (adding an operation is a line here, its file under `ops/`, and its
+/// `Request` variant).
+pub const OPERATIONS: &[Operation] = &[
+    op("log", &[&["job", "ack"]], ops::log::parse),
+    op("log_batch", &[&["jobs", "ack"]], ops::log::parse_batch),
+    op("flush", &[], ops::flush::parse),
+    op("ping", &[], ops::ping::parse),
+    op("stats", STATS, ops::stats::parse),
+    op("jobs", JOBS, ops::jobs::parse),
+    op("all", JOBS, ops::jobs::parse),
+    op("failed", JOBS, ops::jobs::parse),
+    op("successful", JOBS, ops::jobs::parse),
+    op("by_stage", JOBS, ops::jobs::parse),
+    op("retry_candidates", LIMIT, ops::retry_candidates::parse),
+    op("export_csv", FILTERED, ops::export_csv::parse),
+    op("clear", &[&["confirm"]], ops::clear::parse),
+    op("subscribe", PENDING, ops::subscribe::parse),
+    op("snapshot", &[], ops::snapshot::parse),
+];
+
+/// An [`OPERATIONS`] entry, on one line.
+const fn op(
+    name: &'static str,
+    fields: &'static [&'static [&'static str]],
+    parse: for<'a> fn(&Fields<'a, '_>) -> Result<Request<'a>, ProtocolError>,
+) -> Operation {
+    Operation {
+        name,
+        fields,
+        parse,
+    }
+}
+
+/// The names of every operation, for error messages.
+fn op_names() -> String {
+    OPERATIONS
+        .iter()
+        .map(|o| o.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Parses a request from the members of its (already validated) top-level
-/// object, one of which is `op`.
+/// object, one of which is `op`: finds the operation in [`OPERATIONS`],
+/// checks that every field is one it takes, once, and hands the fields to
+/// its parser.
 ///
 /// # Errors
 /// `unknown_op`, or `invalid_request` naming the op and the field.
@@ -218,34 +262,24 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
             ));
         }
     };
-    let allowed: Vec<&str> = match op.as_str() {
-        "log" => vec!["op", "job", "ack"],
-        "log_batch" => vec!["op", "jobs", "ack"],
-        "flush" | "ping" => vec!["op"],
-        "stats" => [&["op", "include_pending"][..], STATS_KEYS].concat(),
-        "jobs" | "all" | "failed" | "successful" | "by_stage" => {
-            [&["op", "fields"][..], FILTER_KEYS, PAGING_KEYS].concat()
-        }
-        "export_csv" => [&["op"][..], FILTER_KEYS, PAGING_KEYS].concat(),
-        "retry_candidates" => vec!["op", "limit"],
-        "clear" => vec!["op", "confirm"],
-        "subscribe" => vec!["op", "include_pending"],
-        "snapshot" => vec!["op"],
-        other => {
-            return Err(ProtocolError::new(
-                ErrorCode::UnknownOp,
-                format!("unknown op {other:?}; known ops: {}", OPS.join(", ")),
-            ));
-        }
+    let Some(operation) = OPERATIONS.iter().find(|o| o.name == op) else {
+        return Err(ProtocolError::new(
+            ErrorCode::UnknownOp,
+            format!("unknown op {op:?}; known ops: {}", op_names()),
+        ));
     };
+    let allowed = |k: &str| k == "op" || operation.fields.iter().any(|g| g.contains(&k));
     let mut seen: Vec<&str> = Vec::with_capacity(members.len());
     for (k, _) in members {
-        if !allowed.contains(&k.as_str()) {
+        if !allowed(k) {
+            let all: Vec<&str> = std::iter::once("op")
+                .chain(operation.fields.iter().flat_map(|g| g.iter().copied()))
+                .collect();
             return Err(invalid(
                 &op,
                 format!(
                     "unknown field `{k}`, expected one of `{}`",
-                    allowed.join("`, `")
+                    all.join("`, `")
                 ),
             ));
         }
@@ -254,213 +288,131 @@ pub fn parse_request<'a>(members: &[Member<'a>]) -> Result<Request<'a>, Protocol
         }
         seen.push(k);
     }
-    let field = |name: &str| members.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-    let ack = match field("ack") {
-        None => false,
-        Some(b"true") => true,
-        Some(b"false") => false,
-        Some(v) => {
-            return Err(invalid(
-                &op,
-                format!("field `ack` must be a boolean, got {}", type_name(v)),
-            ));
-        }
-    };
-    match op.as_str() {
-        "log" => match field("job") {
-            Some(v) if v.first() == Some(&b'{') => Ok(Request::Log { jobs: vec![v], ack }),
-            Some(v) => Err(invalid(
-                &op,
-                format!("field `job` must be an object, got {}", type_name(v)),
-            )),
-            None => Err(invalid(&op, "missing field `job`")),
-        },
-        "log_batch" => match field("jobs") {
-            Some(v) if v.first() == Some(&b'[') => {
-                let ranges = crate::json::array_elements(v)
-                    .map_err(|e| invalid(&op, format!("field `jobs`: {e}")))?;
-                Ok(Request::Log {
-                    jobs: ranges.into_iter().map(|r| &v[r]).collect(),
-                    ack,
-                })
-            }
-            Some(v) => Err(invalid(
-                &op,
-                format!("field `jobs` must be an array, got {}", type_name(v)),
-            )),
-            None => Err(invalid(&op, "missing field `jobs`")),
-        },
-        "flush" => Ok(Request::Flush),
-        "ping" => Ok(Request::Ping),
-        "stats" => Ok(Request::Stats {
-            filter: filter(&op, &field)?,
-            include_pending: typed::<bool>(&op, &field, "include_pending", "a boolean")?
-                .unwrap_or(false),
-        }),
-        "jobs" | "all" | "failed" | "successful" | "by_stage" => {
-            let mut filter = filter(&op, &field)?;
-            let implied = match op.as_str() {
-                "failed" => Some(("success", filter.success.replace(false).is_some())),
-                "successful" => Some(("success", filter.success.replace(true).is_some())),
-                "by_stage" => {
-                    if filter.stage.is_none() {
-                        return Err(invalid(&op, "missing field `stage`"));
-                    }
-                    None
-                }
-                _ => None,
-            };
-            if let Some((key, true)) = implied {
-                return Err(invalid(
-                    &op,
-                    format!("field `{key}` is implied by the op; use `jobs`"),
-                ));
-            }
-            let fields = match field("fields") {
-                None => None,
-                Some(v) => Some(
-                    serde_json::from_slice::<Vec<String>>(v)
-                        .map_err(|_| invalid(&op, "field `fields` must be a list of strings"))?,
-                ),
-            };
-            Ok(Request::Jobs {
-                filter,
-                paging: paging(&op, &field)?,
-                fields,
-            })
-        }
-        "export_csv" => Ok(Request::ExportCsv {
-            filter: filter(&op, &field)?,
-            paging: paging(&op, &field)?,
-        }),
-        "retry_candidates" => Ok(Request::RetryCandidates {
-            limit: typed::<usize>(&op, &field, "limit", "a non-negative integer")?,
-        }),
-        "subscribe" => Ok(Request::Subscribe {
-            include_pending: typed::<bool>(&op, &field, "include_pending", "a boolean")?
-                .unwrap_or(false),
-        }),
-        "snapshot" => Ok(Request::Snapshot),
-        "clear" => match typed::<bool>(&op, &field, "confirm", "a boolean")? {
-            Some(true) => Ok(Request::Clear),
-            _ => Err(ProtocolError::new(
-                ErrorCode::ConfirmationRequired,
-                "clear renames the log file aside and starts an empty one; send {\"op\":\"clear\",\"confirm\":true}",
-            )),
-        },
-        _ => unreachable_op(&op),
+    (operation.parse)(&Fields { op: &op, members })
+}
+
+/// A request's fields, for its operation's parser, with the shared rules
+/// for the fields several operations take.
+pub struct Fields<'a, 'm> {
+    op: &'m str,
+    members: &'m [Member<'a>],
+}
+
+impl<'a> Fields<'a, '_> {
+    /// The operation's name, as the request spelled it (`failed`, say).
+    pub fn op(&self) -> &str {
+        self.op
     }
-}
 
-fn unreachable_op<T>(op: &str) -> Result<T, ProtocolError> {
-    // Every op accepted by `allowed` above has an arm; this is a guard for
-    // the two lists drifting apart.
-    Err(ProtocolError::new(
-        ErrorCode::UnknownOp,
-        format!("unknown op {op:?}"),
-    ))
-}
+    /// The raw value of a field, if given.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.members
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
 
-/// A field parsed as `T`, or an error naming it and the expected type.
-fn typed<'a, T: serde::de::DeserializeOwned>(
-    op: &str,
-    field: &dyn Fn(&str) -> Option<&'a [u8]>,
-    name: &str,
-    expected: &str,
-) -> Result<Option<T>, ProtocolError> {
-    match field(name) {
-        None => Ok(None),
-        Some(v) => serde_json::from_slice::<T>(v).map(Some).map_err(|_| {
-            invalid(
-                op,
-                format!(
+    /// An `invalid_request` error naming the operation.
+    pub fn invalid(&self, msg: impl std::fmt::Display) -> ProtocolError {
+        invalid(self.op, msg)
+    }
+
+    /// The JSON type of a value, for error messages.
+    pub fn type_name(v: &[u8]) -> &'static str {
+        type_name(v)
+    }
+
+    /// A field parsed as `T`, or an error naming it and the expected type.
+    pub fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ProtocolError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice::<T>(v).map(Some).map_err(|_| {
+                self.invalid(format!(
                     "field `{name}` must be {expected}, got {}",
                     String::from_utf8_lossy(v)
-                ),
-            )
-        }),
-    }
-}
-
-fn time_bound<'a>(
-    op: &str,
-    field: &dyn Fn(&str) -> Option<&'a [u8]>,
-    name: &str,
-) -> Result<Option<i64>, ProtocolError> {
-    match typed::<String>(op, field, name, "an ISO date-time string")? {
-        None => Ok(None),
-        Some(s) => crate::time::parse_time(&s).map(Some).ok_or_else(|| {
-            invalid(
-                op,
-                format!(
-                    "field `{name}` must be an ISO date-time such as 2025-10-17T09:33:10, got {s:?}"
-                ),
-            )
-        }),
-    }
-}
-
-fn filter<'a>(op: &str, field: &dyn Fn(&str) -> Option<&'a [u8]>) -> Result<Filter, ProtocolError> {
-    let worker_id = match field("worker_id") {
-        None => None,
-        Some(v)
-            if v.first() == Some(&b'"') || crate::index::number(v).is_some_and(f64::is_finite) =>
-        {
-            Some(crate::index::group_key(Some(v)).into_owned())
+                ))
+            }),
         }
-        Some(v) => {
-            return Err(invalid(
-                op,
-                format!(
+    }
+
+    fn time_bound(&self, name: &str) -> Result<Option<i64>, ProtocolError> {
+        match self.typed::<String>(name, "an ISO date-time string")? {
+            None => Ok(None),
+            Some(s) => crate::time::parse_time(&s).map(Some).ok_or_else(|| {
+                self.invalid(format!(
+                    "field `{name}` must be an ISO date-time such as 2025-10-17T09:33:10, got {s:?}"
+                ))
+            }),
+        }
+    }
+
+    /// The filter keys ([`FILTER_KEYS`], or the subset `stats` takes).
+    pub fn filter(&self) -> Result<Filter, ProtocolError> {
+        let worker_id = match self.get("worker_id") {
+            None => None,
+            Some(v)
+                if v.first() == Some(&b'"')
+                    || crate::index::number(v).is_some_and(f64::is_finite) =>
+            {
+                Some(crate::index::group_key(Some(v)).into_owned())
+            }
+            Some(v) => {
+                return Err(self.invalid(format!(
                     "field `worker_id` must be a number or a string, got {}",
                     type_name(v)
-                ),
-            ));
-        }
-    };
-    Ok(Filter {
-        success: typed(op, field, "success", "a boolean")?,
-        stage: typed(op, field, "stage", "a string")?,
-        subject: typed(op, field, "subject", "a string")?,
-        worker_id,
-        video_id: typed(op, field, "video_id", "a string")?,
-        error_type: typed(op, field, "error_type", "a string")?,
-        since: time_bound(op, field, "since")?,
-        until: time_bound(op, field, "until")?,
-        latest_per_video: typed(op, field, "latest_per_video", "a boolean")?.unwrap_or(false),
-    })
-}
+                )));
+            }
+        };
+        Ok(Filter {
+            success: self.typed("success", "a boolean")?,
+            stage: self.typed("stage", "a string")?,
+            subject: self.typed("subject", "a string")?,
+            worker_id,
+            video_id: self.typed("video_id", "a string")?,
+            error_type: self.typed("error_type", "a string")?,
+            since: self.time_bound("since")?,
+            until: self.time_bound("until")?,
+            latest_per_video: self
+                .typed("latest_per_video", "a boolean")?
+                .unwrap_or(false),
+        })
+    }
 
-fn paging<'a>(op: &str, field: &dyn Fn(&str) -> Option<&'a [u8]>) -> Result<Paging, ProtocolError> {
-    let desc = match typed::<String>(op, field, "order", "\"asc\" or \"desc\"")?.as_deref() {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(other) => {
-            return Err(invalid(
-                op,
-                format!("field `order` must be \"asc\" or \"desc\", got {other:?}"),
-            ));
-        }
-    };
-    let sort_by = match typed::<String>(op, field, "sort_by", "a string")?.as_deref() {
-        None => None,
-        Some("processing_duration") => Some(SortBy::Duration),
-        Some("logged_at") => Some(SortBy::LoggedAt),
-        Some(other) => {
-            return Err(invalid(
-                op,
-                format!(
+    /// The paging keys ([`PAGING_KEYS`]).
+    pub fn paging(&self) -> Result<Paging, ProtocolError> {
+        let desc = match self
+            .typed::<String>("order", "\"asc\" or \"desc\"")?
+            .as_deref()
+        {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(self.invalid(format!(
+                    "field `order` must be \"asc\" or \"desc\", got {other:?}"
+                )));
+            }
+        };
+        let sort_by = match self.typed::<String>("sort_by", "a string")?.as_deref() {
+            None => None,
+            Some("processing_duration") => Some(SortBy::Duration),
+            Some("logged_at") => Some(SortBy::LoggedAt),
+            Some(other) => {
+                return Err(self.invalid(format!(
                     "field `sort_by` must be \"processing_duration\" or \"logged_at\", got {other:?}"
-                ),
-            ));
-        }
-    };
-    Ok(Paging {
-        limit: typed(op, field, "limit", "a non-negative integer")?,
-        offset: typed(op, field, "offset", "a non-negative integer")?.unwrap_or(0),
-        desc,
-        sort_by,
-    })
+                )));
+            }
+        };
+        Ok(Paging {
+            limit: self.typed("limit", "a non-negative integer")?,
+            offset: self.typed("offset", "a non-negative integer")?.unwrap_or(0),
+            desc,
+            sort_by,
+        })
+    }
 }
 
 /// The request a bare word stands for (`ping` is `{"op":"ping"}`).

@@ -116,3 +116,13 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     }
     Ok(())
 }
+
+/// `{"op":"export_csv", filter…, paging…}`.
+pub fn parse<'a>(
+    f: &crate::protocol::Fields<'a, '_>,
+) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(crate::protocol::Request::ExportCsv {
+        filter: f.filter()?,
+        paging: f.paging()?,
+    })
+}

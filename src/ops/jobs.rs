@@ -24,3 +24,37 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     let names: Option<Vec<&str>> = fields.map(|f| f.iter().map(String::as_str).collect());
     records(w, head, reader, spans, names.as_deref()).await
 }
+
+/// `jobs` and its aliases: `failed` and `successful` imply `success` (and
+/// refuse it given), `by_stage` needs `stage`.
+pub fn parse<'a>(
+    f: &crate::protocol::Fields<'a, '_>,
+) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
+    let mut filter = f.filter()?;
+    let implied = match f.op() {
+        "failed" => Some(("success", filter.success.replace(false).is_some())),
+        "successful" => Some(("success", filter.success.replace(true).is_some())),
+        "by_stage" => {
+            if filter.stage.is_none() {
+                return Err(f.invalid("missing field `stage`"));
+            }
+            None
+        }
+        _ => None,
+    };
+    if let Some((key, true)) = implied {
+        return Err(f.invalid(format!("field `{key}` is implied by the op; use `jobs`")));
+    }
+    let fields = match f.get("fields") {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_slice::<Vec<String>>(v)
+                .map_err(|_| f.invalid("field `fields` must be a list of strings"))?,
+        ),
+    };
+    Ok(crate::protocol::Request::Jobs {
+        filter,
+        paging: f.paging()?,
+        fields,
+    })
+}

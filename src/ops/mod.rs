@@ -1,17 +1,18 @@
-//! The operations that answer from the index: what each asks the writer
-//! ([`Query`]), what the writer hands back ([`Answer`]), and how each answer
-//! is written to the client, one file per operation (`stats.rs`, `jobs.rs`,
-//! `export_csv.rs`, `retry_candidates.rs`, `snapshot.rs`; `read.rs` reads
-//! records back for them).
+//! The operations, one file each: how its request is parsed (the `parse`
+//! that [`crate::protocol::OPERATIONS`] names), and, for those answered
+//! from the index, what it asks the writer ([`Query`]), what the writer
+//! hands back ([`Answer`]), and how that answer is written to the client
+//! (`stats.rs`, `jobs.rs`, `export_csv.rs`, `retry_candidates.rs`,
+//! `snapshot.rs`; `read.rs` reads records back for them).
 //!
 //! An answer carries everything its writing needs (a `jobs` answer its
 //! `fields`, a CSV answer only its records), so there is one enum between
 //! the writer and the connection, not an answer paired with a separate
 //! description of how to print it.
 //!
-//! The request shapes are parsed in [`crate::protocol`]; the connection's
-//! side of each request is in [`crate::handler`]; the writer answers a
-//! [`Query`] in `writer/answer.rs`.
+//! Still elsewhere: the connection's side of each request is in
+//! [`crate::handler`] (`request`), and the writer answers a [`Query`] in
+//! `writer/answer.rs`.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -21,12 +22,17 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::query::{Filter, Paging};
 
-mod export_csv;
-mod jobs;
+pub mod clear;
+pub mod export_csv;
+pub mod flush;
+pub mod jobs;
+pub mod log;
+pub mod ping;
 mod read;
-mod retry_candidates;
-mod snapshot;
-mod stats;
+pub mod retry_candidates;
+pub mod snapshot;
+pub mod stats;
+pub mod subscribe;
 
 /// A record's place in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

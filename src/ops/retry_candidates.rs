@@ -32,3 +32,12 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     );
     records(w, head, reader, spans, Some(&CANDIDATE_FIELDS)).await
 }
+
+/// `{"op":"retry_candidates","limit":…}`.
+pub fn parse<'a>(
+    f: &crate::protocol::Fields<'a, '_>,
+) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(crate::protocol::Request::RetryCandidates {
+        limit: f.typed::<usize>("limit", "a non-negative integer")?,
+    })
+}

@@ -34,3 +34,10 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     }
     w.write_all(tail).await
 }
+
+/// `{"op":"snapshot"}`.
+pub fn parse<'a>(
+    _: &crate::protocol::Fields<'a, '_>,
+) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(crate::protocol::Request::Snapshot)
+}

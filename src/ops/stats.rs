@@ -88,3 +88,15 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     line.push(b'\n');
     w.write_all(&line).await
 }
+
+/// `{"op":"stats", filter…, "include_pending":…}`.
+pub fn parse<'a>(
+    f: &crate::protocol::Fields<'a, '_>,
+) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(crate::protocol::Request::Stats {
+        filter: f.filter()?,
+        include_pending: f
+            .typed::<bool>("include_pending", "a boolean")?
+            .unwrap_or(false),
+    })
+}
