@@ -126,3 +126,16 @@ pub fn parse<'a>(
         paging: f.paging()?,
     })
 }
+
+/// The page of durable matching records, on the writer.
+pub fn run(
+    view: &super::View<'_>,
+    filter: &crate::query::Filter,
+    paging: &crate::query::Paging,
+) -> super::Answer {
+    let (page, _) = crate::query::select_page(view.index, filter, paging, view.durable);
+    super::Answer::Csv {
+        reader: view.reader.clone(),
+        spans: view.spans(&page),
+    }
+}

@@ -58,3 +58,19 @@ pub fn parse<'a>(
         fields,
     })
 }
+
+/// The page of durable matching records, on the writer.
+pub fn run(
+    view: &super::View<'_>,
+    filter: &crate::query::Filter,
+    paging: &crate::query::Paging,
+    fields: Option<Vec<String>>,
+) -> super::Answer {
+    let (page, total) = crate::query::select_page(view.index, filter, paging, view.durable);
+    super::Answer::Jobs {
+        reader: view.reader.clone(),
+        spans: view.spans(&page),
+        total,
+        fields,
+    }
+}

@@ -10,9 +10,9 @@
 //! the writer and the connection, not an answer paired with a separate
 //! description of how to print it.
 //!
-//! Still elsewhere: the connection's side of each request is in
-//! [`crate::handler`] (`request`), and the writer answers a [`Query`] in
-//! `writer/answer.rs`.
+//! A query's `run` takes a [`View`] of the writer's index and file; the
+//! writer only dispatches (`writer/answer.rs`). Still elsewhere: the
+//! connection's side of each request, in [`crate::handler`] (`request`).
 
 use std::fs::File;
 use std::sync::Arc;
@@ -39,6 +39,33 @@ pub mod subscribe;
 pub struct Span {
     pub offset: u64,
     pub len: u32,
+}
+
+/// What an operation reads on the writer: the index, and the file as the
+/// writer has it (the connection reads records back through `reader`).
+pub struct View<'w> {
+    pub index: &'w crate::index::Index,
+    pub reader: &'w Arc<File>,
+    /// Records in the file and durable: index entries from here on are
+    /// accepted but not yet written, and are never read back.
+    pub durable: usize,
+    /// Where the durable records end in the file.
+    pub durable_end: u64,
+}
+
+impl View<'_> {
+    /// Where the records `idxs` are in the file.
+    pub fn spans(&self, idxs: &[u32]) -> Vec<Span> {
+        idxs.iter()
+            .map(|&i| {
+                let e = &self.index.entries[i as usize];
+                Span {
+                    offset: e.offset,
+                    len: e.len,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Questions answered from the index, on the writer.

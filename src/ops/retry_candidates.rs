@@ -41,3 +41,15 @@ pub fn parse<'a>(
         limit: f.typed::<usize>("limit", "a non-negative integer")?,
     })
 }
+
+/// The durable candidates, at most `limit` of them, on the writer.
+pub fn run(view: &super::View<'_>, limit: Option<usize>) -> super::Answer {
+    let all = crate::query::retry_candidates(view.index, view.durable);
+    let total = all.len();
+    let page = &all[..limit.unwrap_or(total).min(total)];
+    super::Answer::Candidates {
+        reader: view.reader.clone(),
+        spans: view.spans(page),
+        total,
+    }
+}

@@ -41,3 +41,12 @@ pub fn parse<'a>(
 ) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
     Ok(crate::protocol::Request::Snapshot)
 }
+
+/// The durable prefix of the file, on the writer.
+pub fn run(view: &super::View<'_>) -> super::Answer {
+    super::Answer::Snapshot {
+        reader: view.reader.clone(),
+        end: view.durable_end,
+        records: view.durable as u64,
+    }
+}

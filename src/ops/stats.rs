@@ -100,3 +100,19 @@ pub fn parse<'a>(
             .unwrap_or(false),
     })
 }
+
+/// A filtered `stats` on the writer: the aggregate of the matching
+/// records, with the successful durable ones whose timings the connection
+/// reads back ([`write`]). (Unfiltered `stats` is the writer's own running
+/// aggregate, cached: `writer/answer.rs`.)
+pub fn run(view: &super::View<'_>, filter: &crate::query::Filter) -> super::Answer {
+    let (agg, successful, candidates) = crate::query::aggregate(view.index, filter);
+    let readable: Vec<u32> = successful
+        .into_iter()
+        .filter(|&i| (i as usize) < view.durable)
+        .collect();
+    super::Answer::Stats {
+        value: crate::query::stats_json(view.index, &agg, candidates),
+        timings_from: Some((view.reader.clone(), view.spans(&readable))),
+    }
+}

@@ -2,6 +2,7 @@
 //! an unfiltered `stats` that connections answer from themselves.
 
 use super::*;
+use crate::ops;
 
 /// The unfiltered `stats` reply, shared with the connections so that they
 /// answer it themselves while the index has not changed. Going through the
@@ -64,9 +65,17 @@ impl Writer {
         Arc::from(bytes)
     }
 
+    /// Answers a query from the index: each operation's part is in its
+    /// file under `ops/`; the unfiltered `stats` is the writer's own
+    /// running aggregate.
     pub(super) fn query(&self, q: Query) -> Answer {
-        // Records beyond this are accepted but not yet in the file.
-        let durable = self.status.records as usize;
+        let view = crate::ops::View {
+            index: &self.index,
+            reader: &self.reader,
+            // Records beyond this are accepted but not yet in the file.
+            durable: self.status.records as usize,
+            durable_end: self.durable_end,
+        };
         match q {
             // Durable-only (the default): asked after `flush_now`, so the
             // index holds no pending record, and the line can be cached.
@@ -82,52 +91,15 @@ impl Writer {
                 filter,
                 include_pending: true,
             } if query::is_unfiltered(&filter) => Answer::StatsLine(self.stats_line()),
-            Query::Stats { filter, .. } => {
-                let (agg, successful, candidates) = query::aggregate(&self.index, &filter);
-                let readable: Vec<u32> = successful
-                    .into_iter()
-                    .filter(|&i| (i as usize) < durable)
-                    .collect();
-                Answer::Stats {
-                    value: query::stats_json(&self.index, &agg, candidates),
-                    timings_from: Some((self.reader.clone(), self.spans(&readable))),
-                }
-            }
+            Query::Stats { filter, .. } => ops::stats::run(&view, &filter),
             Query::Jobs {
                 filter,
                 paging,
                 fields,
-            } => {
-                let (page, total) = query::select_page(&self.index, &filter, &paging, durable);
-                Answer::Jobs {
-                    reader: self.reader.clone(),
-                    spans: self.spans(&page),
-                    total,
-                    fields,
-                }
-            }
-            Query::ExportCsv { filter, paging } => {
-                let (page, _) = query::select_page(&self.index, &filter, &paging, durable);
-                Answer::Csv {
-                    reader: self.reader.clone(),
-                    spans: self.spans(&page),
-                }
-            }
-            Query::Snapshot => Answer::Snapshot {
-                reader: self.reader.clone(),
-                end: self.durable_end,
-                records: self.status.records,
-            },
-            Query::RetryCandidates { limit } => {
-                let all = query::retry_candidates(&self.index, durable);
-                let total = all.len();
-                let page = &all[..limit.unwrap_or(total).min(total)];
-                Answer::Candidates {
-                    reader: self.reader.clone(),
-                    spans: self.spans(page),
-                    total,
-                }
-            }
+            } => ops::jobs::run(&view, &filter, &paging, fields),
+            Query::ExportCsv { filter, paging } => ops::export_csv::run(&view, &filter, &paging),
+            Query::RetryCandidates { limit } => ops::retry_candidates::run(&view, limit),
+            Query::Snapshot => ops::snapshot::run(&view),
         }
     }
 }

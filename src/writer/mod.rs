@@ -470,16 +470,4 @@ impl Writer {
             self.when_durable(done);
         }
     }
-
-    fn spans(&self, idxs: &[u32]) -> Vec<Span> {
-        idxs.iter()
-            .map(|&i| {
-                let e = &self.index.entries[i as usize];
-                Span {
-                    offset: e.offset,
-                    len: e.len,
-                }
-            })
-            .collect()
-    }
 }
