@@ -90,10 +90,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Status, Error> {
     let started = Instant::now();
-    if let Some(f) = &config.fault_file {
-        tracing::warn!(fault_file = %f.display(), "Fault injection enabled (test seam).");
-        let _ = store::FAULT_FILE.set(f.clone());
-    }
     // A socket passed by systemd is systemd's to manage: no lock file, no
     // stale-socket cleanup, no removal at exit.
     let lock = match startup.activated {
@@ -101,18 +97,7 @@ pub async fn run(
         None => Some(server::lock_socket(&config.socket).map_err(Error::Bind)?),
     };
 
-    let path = config.log_file.clone();
-    let fsync = config.fsync;
-    let page_cache = config.page_cache;
-    let options = store::FileOptions {
-        mode: config.file_mode,
-        allow_unlocked_fs: config.allow_unlocked_fs,
-    };
-    let (store, index) =
-        tokio::task::spawn_blocking(move || writer::open_log(&path, fsync, page_cache, options))
-            .await
-            .map_err(|e| Error::Writer(e.to_string()))?
-            .map_err(Error::Store)?;
+    let (store, index) = open_log(&config).await?;
 
     let bound = match (startup.activated, lock) {
         (Some(fd), _) => server::adopt(fd, &config.socket).map_err(Error::Bind)?,
@@ -126,33 +111,15 @@ pub async fn run(
     let records = store.records();
     let pool = Arc::new(writer::BufferPool::new(config.max_pending_bytes));
     let stats = Arc::new(writer::StatsCache::default());
-    let writer = spawn_writer(writer::run(
+    let (writer_gone, writer_done_rx) = start_writer(
         store,
         index,
         rx,
-        BatcherConfig {
-            flush_interval: config.flush_interval,
-            max_records: config.batch_max_records,
-            max_bytes: config.batch_max_bytes,
-            shutdown_retry: config.shutdown_timeout,
-            pool: Arc::clone(&pool),
-            stats: Arc::clone(&stats),
-        },
+        &config,
+        Arc::clone(&pool),
+        Arc::clone(&stats),
         events.clone(),
-    ))
-    .map_err(|e| Error::Writer(format!("cannot start the writer thread: {e}")))?;
-    // If the writer ever ends on its own (a bug: its task panicked, or its
-    // blocking write did), nothing can be logged any more: shut down and
-    // exit 1, so a supervisor restarts a daemon that works, rather than
-    // keep one that refuses every record.
-    let writer_gone = Arc::new(tokio::sync::Notify::new());
-    let (writer_done_tx, writer_done_rx) = oneshot::channel();
-    let gone = Arc::clone(&writer_gone);
-    tokio::spawn(async move {
-        let res = writer.await;
-        gone.notify_one();
-        let _ = writer_done_tx.send(res);
-    });
+    )?;
     // The socket accepts and the log is indexed: ready.
     systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
     let (rebind_tx, rebind_rx) = mpsc::unbounded_channel();
@@ -162,6 +129,78 @@ pub async fn run(
         rebind_tx,
         bound.file(),
     ));
+    let access = access_policy(&config, &bound);
+    let shared = Arc::new(handler::Shared {
+        access,
+        socket: (!bound.is_activated()).then(|| bound.path().to_owned()),
+        socket_file: bound.file(),
+        tx,
+        budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
+        budget_total: config.max_pending_bytes,
+        max_line: config.max_line_bytes,
+        max_record: config.max_record_bytes,
+        stats,
+        started,
+        version: env!("CARGO_PKG_VERSION"),
+        events,
+        pool,
+        connections: Default::default(),
+        grace: config.shutdown_timeout,
+        expired: tokio::sync::watch::channel(false).0,
+    });
+    let shutdown = stop_when(shutdown, writer_gone);
+    let bound = server::serve(
+        bound,
+        shared,
+        config.max_connections,
+        config.shutdown_timeout,
+        shutdown,
+        rebind_rx,
+    )
+    .await;
+    housekeeping.abort();
+    finish(writer_done_rx, bound).await
+}
+
+/// Opens (creates, repairs) the log file and indexes it, on the blocking
+/// pool.
+async fn open_log(config: &Config) -> Result<(store::Store, index::Index), Error> {
+    if let Some(f) = &config.fault_file {
+        tracing::warn!(fault_file = %f.display(), "Fault injection enabled (test seam).");
+        let _ = store::FAULT_FILE.set(f.clone());
+    }
+    let path = config.log_file.clone();
+    let fsync = config.fsync;
+    let page_cache = config.page_cache;
+    let options = store::FileOptions {
+        mode: config.file_mode,
+        allow_unlocked_fs: config.allow_unlocked_fs,
+    };
+    tokio::task::spawn_blocking(move || writer::open_log(&path, fsync, page_cache, options))
+        .await
+        .map_err(|e| Error::Writer(e.to_string()))?
+        .map_err(Error::Store)
+}
+
+/// Resolves when the daemon is asked to stop, or when the writer stops on
+/// its own (a bug: nothing could be logged any more), and tells systemd.
+async fn stop_when(shutdown: impl Future<Output = ()>, writer_gone: Arc<tokio::sync::Notify>) {
+    tokio::select! {
+        () = shutdown => {}
+        () = writer_gone.notified() => {
+            tracing::error!("The writer stopped unexpectedly; shutting down.");
+        }
+    }
+    systemd::notify("STOPPING=1\nSTATUS=Stopping: draining connections and flushing");
+}
+
+/// The writer's result: the store it hands back (none if it failed) and
+/// its last status, or why it could not be waited for.
+type WriterDone = oneshot::Receiver<Result<(Option<store::Store>, Status), String>>;
+
+/// Who may connect and who may `clear`, from the options (by default the
+/// daemon's own user and the socket directory's group), logged once.
+fn access_policy(config: &Config, bound: &server::Bound) -> access::Access {
     // SAFETY: getuid has no preconditions and cannot fail.
     let me = unsafe { libc::getuid() };
     let access = access::Access {
@@ -189,45 +228,53 @@ pub async fn run(
         clear = %access.describe_admins(),
         "Access policy: these users and groups may connect, and root always."
     );
-    let shared = Arc::new(handler::Shared {
-        access,
-        socket: (!bound.is_activated()).then(|| bound.path().to_owned()),
-        socket_file: bound.file(),
-        tx,
-        budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
-        budget_total: config.max_pending_bytes,
-        max_line: config.max_line_bytes,
-        max_record: config.max_record_bytes,
-        stats,
-        started,
-        version: env!("CARGO_PKG_VERSION"),
+    access
+}
+
+/// The writer whose result ends up in the returned receiver, and a notice
+/// when it ends. If it ever ends on its own (a bug: its task panicked, or
+/// its blocking write did), nothing can be logged any more: the daemon
+/// shuts down and exits 1, so a supervisor restarts a daemon that works,
+/// rather than keep one that refuses every record.
+fn start_writer(
+    store: store::Store,
+    index: index::Index,
+    rx: mpsc::Receiver<writer::Command>,
+    config: &Config,
+    pool: Arc<writer::BufferPool>,
+    stats: Arc<writer::StatsCache>,
+    events: writer::Events,
+) -> Result<(Arc<tokio::sync::Notify>, WriterDone), Error> {
+    let writer = spawn_writer(writer::run(
+        store,
+        index,
+        rx,
+        BatcherConfig {
+            flush_interval: config.flush_interval,
+            max_records: config.batch_max_records,
+            max_bytes: config.batch_max_bytes,
+            shutdown_retry: config.shutdown_timeout,
+            pool,
+            stats,
+        },
         events,
-        pool,
-        connections: Default::default(),
-        grace: config.shutdown_timeout,
-        expired: tokio::sync::watch::channel(false).0,
+    ))
+    .map_err(|e| Error::Writer(format!("cannot start the writer thread: {e}")))?;
+    let writer_gone = Arc::new(tokio::sync::Notify::new());
+    let (writer_done_tx, writer_done_rx) = oneshot::channel();
+    let gone = Arc::clone(&writer_gone);
+    tokio::spawn(async move {
+        let res = writer.await;
+        gone.notify_one();
+        let _ = writer_done_tx.send(res);
     });
-    let shutdown = async {
-        tokio::select! {
-            () = shutdown => {}
-            () = writer_gone.notified() => {
-                tracing::error!("The writer stopped unexpectedly; shutting down.");
-            }
-        }
-        systemd::notify("STOPPING=1\nSTATUS=Stopping: draining connections and flushing");
-    };
-    let bound = server::serve(
-        bound,
-        shared,
-        config.max_connections,
-        config.shutdown_timeout,
-        shutdown,
-        rebind_rx,
-    )
-    .await;
-    housekeeping.abort();
-    // Every connection is gone, so every sender is dropped: the writer sees
-    // the channel close, flushes, syncs and returns.
+    Ok((writer_gone, writer_done_rx))
+}
+
+/// The writer's result, once every connection is gone (so every sender is
+/// dropped: the writer sees the channel close, flushes, syncs and
+/// returns); then the file lock and, last, the socket file go.
+async fn finish(writer_done_rx: WriterDone, bound: server::Bound) -> Result<Status, Error> {
     let (store, status) = match writer_done_rx.await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return Err(Error::Writer(e.to_string())),

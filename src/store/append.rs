@@ -275,31 +275,7 @@ impl Store {
         // What ends the records already there (`}` of the last, or `[`),
         // to tell after the write that nobody rewrote the file meanwhile.
         let before = self.byte_at(self.content_end.wrapping_sub(1));
-        // In pieces of about WRITE_PIECE bytes, each handed to the disk as
-        // soon as it is copied (`sync_file_range` only starts write-back; it
-        // waits for nothing), so the device writes one piece while the next
-        // is copied into the page cache, and the `fdatasync` below finds
-        // most of the batch already on its way. The array is torn only
-        // while this flush runs, as with one large write.
-        let early = self.fsync == FsyncPolicy::Always && len > WRITE_PIECE;
-        let mut at = self.content_end;
-        let mut rest = parts;
-        while !rest.is_empty() {
-            let mut n = 0;
-            let mut bytes = 0;
-            // (`pwrite_all` splits a piece of more than MAX_IOVECS chunks.)
-            while n < rest.len() && (n == 0 || bytes < WRITE_PIECE) {
-                bytes += rest[n].len();
-                n += 1;
-            }
-            let mut slices: Vec<IoSlice<'_>> = rest[..n].iter().map(|p| IoSlice::new(p)).collect();
-            pwrite_all(&self.file, &mut slices, at).map_err(io_err(&self.path, "write"))?;
-            if early {
-                start_writeback(&self.file, at, bytes);
-            }
-            at += bytes as u64;
-            rest = &rest[n..];
-        }
+        self.write_pieces(parts, len)?;
         // Checked before the sync: the page is still cached (the sync
         // hands written pages back to the kernel).
         if self.cut_while_writing() || !self.landed_as_written(before, parts) {
@@ -322,10 +298,56 @@ impl Store {
         // Stamped now, not after the sync: a change by someone else while
         // it runs must show at the next look, not be taken for ours.
         self.restamp();
-        // The commit goes with the batch: its slot written now, and the
-        // sidecar synced while the log is (see `Commits::commit_batch`).
-        // Its checksum covers the records, not the `\n]` the next batch
-        // overwrites.
+        self.sync_and_commit(parts, end, count, fault)?;
+        if self.fsync == FsyncPolicy::Always && self.page_cache == PageCache::Drop {
+            // The batch ends with the closing `\n]`: the next append
+            // starts 2 bytes before `end`.
+            self.drop_cached(end.saturating_sub(2));
+        }
+        Ok(())
+    }
+
+    /// Writes `parts` at `content_end` in pieces of about [`WRITE_PIECE`]
+    /// bytes, each handed to the disk as soon as it is copied
+    /// (`sync_file_range` only starts write-back; it waits for nothing), so
+    /// the device writes one piece while the next is copied into the page
+    /// cache, and the `fdatasync` finds most of the batch already on its
+    /// way. The array is torn only while this flush runs, as with one large
+    /// write.
+    fn write_pieces(&self, parts: &[&[u8]], len: usize) -> Result<(), StoreError> {
+        let early = self.fsync == FsyncPolicy::Always && len > WRITE_PIECE;
+        let mut at = self.content_end;
+        let mut rest = parts;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            // (`pwrite_all` splits a piece of more than MAX_IOVECS chunks.)
+            while n < rest.len() && (n == 0 || bytes < WRITE_PIECE) {
+                bytes += rest[n].len();
+                n += 1;
+            }
+            let mut slices: Vec<IoSlice<'_>> = rest[..n].iter().map(|p| IoSlice::new(p)).collect();
+            pwrite_all(&self.file, &mut slices, at).map_err(io_err(&self.path, "write"))?;
+            if early {
+                start_writeback(&self.file, at, bytes);
+            }
+            at += bytes as u64;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Syncs the batch just written (`parts`, ending at `end`, `count`
+    /// records) with its commit: the slot is written now, and the sidecar
+    /// synced while the log is (see `Commits::commit_batch`). The checksum
+    /// covers the records, not the `\n]` the next batch overwrites.
+    fn sync_and_commit(
+        &mut self,
+        parts: &[&[u8]],
+        end: u64,
+        count: u64,
+        fault: Option<Fault>,
+    ) -> Result<(), StoreError> {
         let mut crc = crc32c::Crc32c::default();
         for p in &parts[..parts.len() - 1] {
             crc.update(p);
@@ -343,13 +365,7 @@ impl Store {
         };
         self.commits
             .commit_batch(self.content_end, end - 2, records, crc.finish(), sync_log)
-            .map_err(io_err(&self.path, "sync"))?;
-        if self.fsync == FsyncPolicy::Always && self.page_cache == PageCache::Drop {
-            // The batch ends with the closing `\n]`: the next append
-            // starts 2 bytes before `end`.
-            self.drop_cached(end.saturating_sub(2));
-        }
-        Ok(())
+            .map_err(io_err(&self.path, "sync"))
     }
 
     /// Hands the durable whole pages before `next` (where the next append

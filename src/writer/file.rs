@@ -109,28 +109,7 @@ pub fn open_log(
         let (tx, rx) = std::sync::mpsc::sync_channel::<ScanBatch>(2);
         // Emptied batches come back, so the buffers are reused.
         let (back_tx, back_rx) = std::sync::mpsc::channel::<ScanBatch>();
-        let indexer = scope.spawn(move || {
-            let mut index = Index::default();
-            for mut batch in rx {
-                for r in &batch.records {
-                    match r {
-                        Scanned::Bytes(offset, range, meta) => {
-                            index.add(*offset, &batch.bytes[range.clone()], meta);
-                        }
-                        Scanned::Facts(offset, len, f) => {
-                            let (t0, t1) = f.timings;
-                            let timings = &batch.timings[t0 as usize..t1 as usize];
-                            index.push_facts_at(*offset, *len, &batch.bytes, f, timings);
-                        }
-                    }
-                }
-                batch.bytes.clear();
-                batch.records.clear();
-                batch.timings.clear();
-                let _ = back_tx.send(batch);
-            }
-            index
-        });
+        let indexer = scope.spawn(move || index_batches(rx, back_tx));
         let mut batch = ScanBatch::default();
         let mut scratch = crate::json::Formatter::new();
         // Set when the indexer is gone (it panicked): the scan then only
@@ -177,6 +156,40 @@ pub fn open_log(
     });
     let (mut store, recovery) = opened?;
     store.set_page_cache(page_cache);
+    report_recovery(path, &recovery, t0);
+    Ok((store, index))
+}
+
+/// The indexing half of [`open_log`]: indexes the batches the scan hands
+/// over, in file order, and hands each emptied batch back for reuse.
+fn index_batches(
+    rx: std::sync::mpsc::Receiver<ScanBatch>,
+    back: std::sync::mpsc::Sender<ScanBatch>,
+) -> Index {
+    let mut index = Index::default();
+    for mut batch in rx {
+        for r in &batch.records {
+            match r {
+                Scanned::Bytes(offset, range, meta) => {
+                    index.add(*offset, &batch.bytes[range.clone()], meta);
+                }
+                Scanned::Facts(offset, len, f) => {
+                    let (t0, t1) = f.timings;
+                    let timings = &batch.timings[t0 as usize..t1 as usize];
+                    index.push_facts_at(*offset, *len, &batch.bytes, f, timings);
+                }
+            }
+        }
+        batch.bytes.clear();
+        batch.records.clear();
+        batch.timings.clear();
+        let _ = back.send(batch);
+    }
+    index
+}
+
+/// Tells the operator what opening the log found and did.
+fn report_recovery(path: &std::path::Path, recovery: &crate::store::Recovery, t0: Instant) {
     for partial in &recovery.removed_partials {
         if partial.to_string_lossy().contains(".clearing-") {
             tracing::warn!(
@@ -213,7 +226,6 @@ pub fn open_log(
         created = recovery.created,
         "Log file ready."
     );
-    Ok((store, index))
 }
 
 impl Writer {
