@@ -304,6 +304,56 @@ async fn process(lines: &mut Lines, s: &mut Session) {
     }
 }
 
+/// A record line, formatted into the chunk at `mark` and within limits:
+/// covered by the byte budget, its index facts computed here when other
+/// clients are connected, and noted for the writer.
+async fn take_record(s: &mut Session, mark: usize, fields: RawMeta, printed: usize, coerced: bool) {
+    let Some(start) = cover_record(s, mark).await else {
+        return;
+    };
+    // With other clients connected too, the single writer is the
+    // one to spare: index facts are computed here, in parallel.
+    // A lone connection leaves them to the otherwise idle writer,
+    // so the two halves of the pipeline stay balanced.
+    let facts = (s
+        .shared
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 1)
+    .then(|| {
+        index::facts(
+            &s.chunk[start..],
+            &fields,
+            &mut s.scratch,
+            &mut s.chunk_timings,
+        )
+    });
+    // In range: the chunk is handed over past 1 MiB and a
+    // record is at most --max-record-bytes (<= 3 GiB).
+    s.chunk_records.push(RecordMeta {
+        start: start as u32,
+        len: printed as u32,
+        fields,
+        facts,
+    });
+    s.chunk_coerced += u64::from(coerced);
+}
+
+/// The members of a request line the formatter just located (keys as
+/// decoded, values as raw slices of `bytes`), without the `logged_at` it
+/// added.
+fn request_members<'a>(s: &Session, bytes: &'a [u8]) -> Vec<protocol::Member<'a>> {
+    s.fmt
+        .fields
+        .iter()
+        .filter(|t| !t.key_in.is_empty())
+        .map(|t| {
+            let key = String::from_utf8_lossy(&s.chunk[t.key_out.clone()]).into_owned();
+            (key, &bytes[t.value_in.clone()])
+        })
+        .collect()
+}
+
 /// One line: a record (formatted into the chunk), a request, or an error.
 async fn line(s: &mut Session, no: u64, raw: &[u8]) {
     let bytes = trim_line(raw);
@@ -345,47 +395,9 @@ async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                 );
                 queue(s, Reply::Now(e.reply(no))).await;
             } else if !is_request {
-                let Some(start) = cover_record(s, mark).await else {
-                    return;
-                };
-                // With other clients connected too, the single writer is the
-                // one to spare: index facts are computed here, in parallel.
-                // A lone connection leaves them to the otherwise idle writer,
-                // so the two halves of the pipeline stay balanced.
-                let facts = (s
-                    .shared
-                    .connections
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    > 1)
-                .then(|| {
-                    index::facts(
-                        &s.chunk[start..],
-                        &fields,
-                        &mut s.scratch,
-                        &mut s.chunk_timings,
-                    )
-                });
-                // In range: the chunk is handed over past 1 MiB and a
-                // record is at most --max-record-bytes (<= 3 GiB).
-                s.chunk_records.push(RecordMeta {
-                    start: start as u32,
-                    len: printed as u32,
-                    fields,
-                    facts,
-                });
-                s.chunk_coerced += u64::from(f.coerced);
+                take_record(s, mark, fields, printed, f.coerced).await;
             } else {
-                let members: Vec<protocol::Member<'_>> = s
-                    .fmt
-                    .fields
-                    .iter()
-                    // Not the `logged_at` the formatter added.
-                    .filter(|t| !t.key_in.is_empty())
-                    .map(|t| {
-                        let key = String::from_utf8_lossy(&s.chunk[t.key_out.clone()]).into_owned();
-                        (key, &bytes[t.value_in.clone()])
-                    })
-                    .collect();
+                let members = request_members(s, bytes);
                 s.chunk.truncate(mark);
                 let req = protocol::parse_request(&members);
                 request(s, no, req).await;
@@ -941,6 +953,69 @@ async fn queue(s: &mut Session, r: Reply) {
     }
 }
 
+/// `ping`'s reply: the writer's status, asked for now.
+async fn ping_reply(shared: &Shared, line: u64) -> Vec<u8> {
+    let (stx, srx) = oneshot::channel();
+    let status = match shared.tx.send(Command::Status(stx)).await {
+        Ok(()) => srx.await.ok(),
+        Err(_) => None,
+    };
+    match status {
+        Some(st) => ping_line(shared, &st),
+        None => stopping_error().reply(line),
+    }
+}
+
+/// Asks the writer a query, once `flush` (if any) says every record
+/// accepted before it is durable.
+async fn ask(
+    tx: &mpsc::Sender<Command>,
+    flush: Option<oneshot::Receiver<Durable>>,
+    query: Query,
+) -> Result<crate::ops::Answer, ProtocolError> {
+    let flushed = match flush {
+        Some(f) => f.await.unwrap_or_else(|_| Err("the daemon stopped".into())),
+        None => Ok(()),
+    };
+    if let Err(msg) = flushed {
+        return Err(ProtocolError::new(ErrorCode::WriteFailed, msg));
+    }
+    let (atx, arx) = oneshot::channel();
+    match tx.send(Command::Query(query, atx)).await {
+        Ok(()) => arx.await.map_err(|_| stopping_error()),
+        Err(_) => Err(stopping_error()),
+    }
+}
+
+/// Writes an answer (flushing the socket's buffer when nothing else is
+/// queued); false when the connection is broken from then on.
+async fn send_answer(
+    w: &mut BufWriter<OwnedWriteHalf>,
+    answer: crate::ops::Answer,
+    nothing_queued: bool,
+) -> bool {
+    let res = match crate::ops::write(w, answer).await {
+        Ok(()) if nothing_queued => w.flush().await,
+        r => r,
+    };
+    let Err(e) = res else {
+        return true;
+    };
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, WriteZero};
+    if matches!(e.kind(), BrokenPipe | ConnectionReset | WriteZero) {
+        tracing::debug!(error = %e, "Client stopped reading an answer.");
+    } else {
+        // Reading records back failed (the file cut short underneath the
+        // daemon, a disk error) with part of the answer perhaps written:
+        // end the connection, so the client sees end of file rather than
+        // waiting forever.
+        tracing::warn!(error = %e, "Reading records back from the log file failed; closing this connection.");
+        let _ = w.flush().await;
+        let _ = w.shutdown().await;
+    }
+    false
+}
+
 async fn write_side(
     wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Reply>,
@@ -953,63 +1028,18 @@ async fn write_side(
     while let Some(r) = rx.recv().await {
         let bytes = match r {
             Reply::Now(b) => b,
-            Reply::Ping { line } => {
-                let (stx, srx) = oneshot::channel();
-                let status = match tx.send(Command::Status(stx)).await {
-                    Ok(()) => srx.await.ok(),
-                    Err(_) => None,
-                };
-                match status {
-                    Some(st) => ping_line(&shared, &st),
-                    None => stopping_error().reply(line),
+            Reply::Ping { line } => ping_reply(&shared, line).await,
+            Reply::Query { flush, query, line } => match ask(tx, flush, query).await {
+                Err(e) => e.reply(line),
+                Ok(crate::ops::Answer::Failed(msg)) => {
+                    ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line)
                 }
-            }
-            Reply::Query { flush, query, line } => {
-                let flushed = match flush {
-                    Some(f) => f.await.unwrap_or_else(|_| Err("the daemon stopped".into())),
-                    None => Ok(()),
-                };
-                let answer = match flushed {
-                    Err(msg) => Err(ProtocolError::new(ErrorCode::WriteFailed, msg)),
-                    Ok(()) => {
-                        let (atx, arx) = oneshot::channel();
-                        match tx.send(Command::Query(query, atx)).await {
-                            Ok(()) => arx.await.map_err(|_| stopping_error()),
-                            Err(_) => Err(stopping_error()),
-                        }
-                    }
-                };
-                match answer {
-                    Err(e) => e.reply(line),
-                    Ok(crate::ops::Answer::Failed(msg)) => {
-                        ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line)
-                    }
-                    Ok(_) if broken => continue,
-                    Ok(answer) => {
-                        let res = match crate::ops::write(&mut w, answer).await {
-                            Ok(()) if rx.is_empty() => w.flush().await,
-                            r => r,
-                        };
-                        if let Err(e) = res {
-                            use std::io::ErrorKind::{BrokenPipe, ConnectionReset, WriteZero};
-                            if matches!(e.kind(), BrokenPipe | ConnectionReset | WriteZero) {
-                                tracing::debug!(error = %e, "Client stopped reading an answer.");
-                            } else {
-                                // Reading records back failed (the file cut
-                                // short underneath the daemon, a disk error)
-                                // with part of the answer perhaps written:
-                                // end the connection, so the client sees
-                                // end of file rather than waiting forever.
-                                tracing::warn!(error = %e, "Reading records back from the log file failed; closing this connection.");
-                                let _ = w.flush().await;
-                                let _ = w.shutdown().await;
-                            }
-                            broken = true;
-                        }
-                        continue;
-                    }
+                Ok(_) if broken => continue,
+                Ok(answer) => {
+                    broken = !send_answer(&mut w, answer, rx.is_empty()).await;
+                    continue;
                 }
-            }
+            },
             Reply::Subscribed(mut events) => {
                 let ok = reply_line(&serde_json::json!({"ok": true, "subscribed": true}));
                 if broken || w.write_all(&ok).await.is_err() || w.flush().await.is_err() {
