@@ -280,4 +280,18 @@ impl Writer {
             })),
         }
     }
+
+    /// When the writer must wake next for the batch it gathers: the
+    /// batch's flush interval after its first record, or the end of a
+    /// backoff after a failed write; `None` while a write is in flight or
+    /// nothing waits.
+    pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if self.idle.is_none() || self.current.is_empty() {
+            return None;
+        }
+        match self.retry_at {
+            Some(t) if now < t => Some(t),
+            _ => self.current.since.map(|s| s + self.cfg.flush_interval),
+        }
+    }
 }

@@ -253,36 +253,13 @@ pub async fn run(
     events: Events,
 ) -> (Option<Store>, Status) {
     let reader = match store.reader() {
-        Ok(r) => Arc::new(r),
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "Cannot open a read handle on the log file.");
             return (Some(store), Status::default());
         }
     };
-    let mut w = Writer {
-        status: Status {
-            records: store.records(),
-            log_file: store.path().to_owned(),
-            log_id: store.log_id(),
-            file_bytes: store.len(),
-            ..Status::default()
-        },
-        logical_end: store.content_end(),
-        durable_end: store.content_end(),
-        idle: Some(store),
-        cfg,
-        current: Batch::default(),
-        inflight: None,
-        inflight_records: 0,
-        inflight_waiters: Vec::new(),
-        backoff: Duration::ZERO,
-        retry_at: None,
-        index,
-        events,
-        reader,
-        failed: false,
-        changed: false,
-    };
+    let mut w = Writer::new(store, index, cfg, events, Arc::new(reader));
     let mut closed = false;
     let mut closed_at: Option<Instant> = None;
     // Another process's change to the file is noticed within this even
@@ -310,15 +287,7 @@ pub async fn run(
                 break;
             }
         }
-        // Next timer: the batch's interval, or the end of a backoff.
-        let deadline = if w.idle.is_some() && !w.current.is_empty() {
-            match w.retry_at {
-                Some(t) if now < t => Some(t),
-                _ => w.current.since.map(|s| s + w.cfg.flush_interval),
-            }
-        } else {
-            None
-        };
+        let deadline = w.next_deadline(now);
         tokio::select! {
             biased;
             joined = async { match w.inflight.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if w.inflight.is_some() => {
@@ -351,6 +320,40 @@ pub async fn run(
 }
 
 impl Writer {
+    /// The writer of `store`, whose records `index` holds.
+    fn new(
+        store: Store,
+        index: Index,
+        cfg: BatcherConfig,
+        events: Events,
+        reader: Arc<File>,
+    ) -> Self {
+        Writer {
+            status: Status {
+                records: store.records(),
+                log_file: store.path().to_owned(),
+                log_id: store.log_id(),
+                file_bytes: store.len(),
+                ..Status::default()
+            },
+            logical_end: store.content_end(),
+            durable_end: store.content_end(),
+            idle: Some(store),
+            cfg,
+            current: Batch::default(),
+            inflight: None,
+            inflight_records: 0,
+            inflight_waiters: Vec::new(),
+            backoff: Duration::ZERO,
+            retry_at: None,
+            index,
+            events,
+            reader,
+            failed: false,
+            changed: false,
+        }
+    }
+
     async fn command(&mut self, cmd: Command) {
         // Every request sees another process's change at once: it is
         // taken over (and reported) before `ping`, a query, `flush`,
