@@ -12,7 +12,7 @@
 //   printed exactly as without one;
 // - nothing panics, whatever the bytes.
 
-use joblogd::connection::trim_line;
+use joblogd::conn::lines::trim_line;
 use joblogd::json::{Formatter, array_elements};
 use joblogd::protocol::{bare_word, parse_bare, parse_request};
 use serde_json::Value;

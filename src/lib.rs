@@ -5,9 +5,10 @@
 //! Layout (see ARCHITECTURE.md for the invariants):
 //! - [`config`]: command line and validated settings.
 //! - [`server`]: socket lock, bind, accept loop, shutdown fan-out.
-//! - [`handler`]: one connection: lines in, records to the writer, replies out.
-//! - [`connection`]: newline framing with a maximum line length.
-//! - [`protocol`]: request parsing, replies, error codes.
+//! - [`conn`]: one connection: lines in (framed by [`conn::lines`]), records
+//!   to the writer, replies out.
+//! - [`protocol`]: the registry of operations, request parsing, replies,
+//!   error codes; [`ops`]: each operation's parsing, query and answer.
 //! - [`json`]: one-pass validation and Python-compatible pretty-printing.
 //! - [`writer`]: the single writer task: batching, flush policy, acks.
 //! - [`store`]: the data file: open, lock, scan, recover, append.
@@ -20,8 +21,7 @@
 pub mod access;
 
 pub mod config;
-pub mod connection;
-pub mod handler;
+pub mod conn;
 pub mod index;
 pub mod json;
 pub mod ops;
@@ -130,7 +130,7 @@ pub async fn run(
         bound.file(),
     ));
     let access = access_policy(&config, &bound);
-    let shared = Arc::new(handler::Shared {
+    let shared = Arc::new(conn::Shared {
         access,
         socket: (!bound.is_activated()).then(|| bound.path().to_owned()),
         socket_file: bound.file(),

@@ -1,6 +1,6 @@
 //! Queries over the [`Index`]: filters, paging, statistics, retry
 //! candidates. Pure functions of the index; reading records back from the
-//! file and serializing them is the connection's job (`handler.rs`), so the
+//! file and serializing them is the connection's job (`ops/read.rs`), so the
 //! writer task only ever spends index time on a query.
 
 use serde_json::{Map, Value, json};
@@ -243,7 +243,7 @@ pub fn is_unfiltered(f: &Filter) -> bool {
 }
 
 /// Aggregate over the matching records (timings not included: they are not
-/// in the index, see `handler.rs`), the matching successful records, and the
+/// in the index, see `conn/requests.rs`), the matching successful records, and the
 /// retry candidates *within* the matching records (the newest matching
 /// record of each video decides), as if the log held only those records.
 pub fn aggregate(ix: &Index, f: &Filter) -> (Aggregate, Vec<u32>, u64) {

@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::access::Peer;
-use crate::handler::{self, Shared};
+use crate::conn::{self, Shared};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug)]
@@ -487,7 +487,7 @@ pub async fn serve(
                     match peer {
                         Some(p) if shared.access.allows(&p, groups.as_deref()) => {
                             let may_clear = shared.access.may_clear(&p, groups.as_deref());
-                            handler::handle(stream, shared, stop, Some(p), may_clear).await
+                            conn::handle(stream, shared, stop, Some(p), may_clear).await
                         }
                         _ => refuse(stream, peer).await,
                     }

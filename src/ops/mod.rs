@@ -12,7 +12,7 @@
 //!
 //! A query's `run` takes a [`View`] of the writer's index and file; the
 //! writer only dispatches (`writer/answer.rs`). Still elsewhere: the
-//! connection's side of each request, in [`crate::handler`] (`request`).
+//! connection's side of each request, in `conn/requests.rs`.
 
 use std::fs::File;
 use std::sync::Arc;

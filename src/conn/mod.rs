@@ -1,0 +1,280 @@
+//! One client connection: framing, records, requests, replies in order.
+//!
+//! Two halves run concurrently. The read half frames lines, formats records
+//! straight into a chunk and handles requests. The chunk goes to the writer
+//! (not once per record) when no more bytes are waiting, when it holds
+//! `HANDOFF_BYTES`, and before any request. Replies go through a bounded
+//! queue to the write half, which waits for the durability of acknowledged writes in
+//! order. A client that never reads its replies fills its own queue and then
+//! only its own connection stops being read; nobody else waits.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+
+use crate::index::{self, RawMeta, TimingFact};
+use crate::json::{Formatter, MAX_RECORD_DEPTH};
+use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
+use crate::query;
+use crate::time::LocalTime;
+use crate::writer::{Command, Durable, Ingest, Query, RecordMeta};
+use lines::{Frame, Lines, READ_CHUNK, trim_line};
+
+pub mod lines;
+mod read;
+mod requests;
+mod write;
+
+use read::*;
+use requests::*;
+use write::*;
+
+/// Replies a connection may have queued before its reading pauses.
+const MAX_QUEUED_REPLIES: usize = 256;
+/// A chunk of formatted records is sent to the writer at this size even in
+/// the middle of a read, to keep per-connection memory small.
+const CHUNK_SEND_BYTES: usize = 1 << 20;
+/// Formatted bytes a connection gathers from reads that are already
+/// possible before it hands its chunk to the writer.
+const HANDOFF_BYTES: usize = 256 << 10;
+/// At shutdown, read at most this much more of what a client already sent
+/// (more than a socket buffer can hold; a safety net only).
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// How far printing a line may go before it is stopped: a multiple of
+/// `--max-record-bytes`, since a `log_batch` line prints its jobs two
+/// levels deeper than they are stored (each of their lines carries 4 more
+/// spaces, at most doubling them) and is judged on the jobs as stored.
+/// Without it a deeply nested 16 MiB line would print to 2 GB, all of it in
+/// memory, before anything could be judged.
+fn print_guard(max_record: usize) -> usize {
+    max_record.saturating_mul(3)
+}
+
+/// Separator before each record in the array, as indent=2 prints it.
+pub const RECORD_PREFIX: &[u8] = b",\n  ";
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub tx: mpsc::Sender<Command>,
+    /// Unflushed-bytes budget; see [`crate::writer`].
+    pub budget: Arc<Semaphore>,
+    pub budget_total: usize,
+    pub max_line: usize,
+    /// `--max-record-bytes`: the most a record (or a `log_batch`'s jobs
+    /// together) may take as stored.
+    pub max_record: usize,
+    /// The unfiltered `stats` reply while the index is unchanged.
+    pub stats: Arc<crate::writer::StatsCache>,
+    pub started: Instant,
+    pub version: &'static str,
+    /// New records, for `subscribe`.
+    pub events: crate::writer::Events,
+    /// Who may connect, who may `clear`, and whether to stamp records.
+    pub access: crate::access::Access,
+    /// The socket file we bound (None with socket activation), for `ping`.
+    pub socket: Option<std::path::PathBuf>,
+    /// Which socket file is ours, for `ping`'s `socket_at_path`.
+    pub socket_file: crate::server::SocketFile,
+    /// Chunk buffers to reuse (the writer hands them back).
+    pub pool: Arc<crate::writer::BufferPool>,
+    /// Connections being served, to decide who computes index facts.
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// `--shutdown-timeout-ms`: how long connections get at shutdown.
+    pub grace: std::time::Duration,
+    /// Set when the shutdown's grace period has run out: a connection then
+    /// stops waiting for the byte budget and hands over the records it has
+    /// read, which are then written (or reported given up) like the rest,
+    /// instead of being lost with its task.
+    pub expired: watch::Sender<bool>,
+}
+
+/// Counts a connection while it is served.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+enum Reply {
+    Now(Vec<u8>),
+    Query {
+        flush: Option<oneshot::Receiver<Durable>>,
+        query: Query,
+        line: u64,
+    },
+    Cleared {
+        rx: oneshot::Receiver<Result<std::path::PathBuf, String>>,
+        line: u64,
+    },
+    /// The connection follows new records from here on.
+    Subscribed(tokio::sync::broadcast::Receiver<Arc<[u8]>>),
+    /// `ping`: the writer's status, asked for when the earlier replies are
+    /// out.
+    Ping {
+        line: u64,
+    },
+    /// Sent once the records are durable.
+    WhenDurable {
+        rx: oneshot::Receiver<Durable>,
+        ok: Vec<u8>,
+        line: u64,
+    },
+}
+
+/// Serves one connection until the client closes it (or shutdown drains it).
+pub async fn handle(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    peer: Option<crate::access::Peer>,
+    may_clear: bool,
+) {
+    let shared_count = Arc::clone(&shared);
+    let _counted = Counted::new(&shared_count.connections);
+    let (rd, wr) = stream.into_split();
+    let (reply_tx, reply_rx) = mpsc::channel(MAX_QUEUED_REPLIES);
+    let mut fmt = Formatter::new();
+    fmt.output_limit = Some(print_guard(shared.max_record));
+    if shared.access.stamp_peer
+        && let Some(p) = &peer
+    {
+        fmt.extra = crate::access::Access::stamp(p);
+    }
+    let session = Session {
+        shared,
+        may_clear,
+        fmt,
+        chunk: Vec::new(),
+        chunk_records: Vec::new(),
+        chunk_timings: Vec::new(),
+        scratch: Formatter::new(),
+        chunk_coerced: 0,
+        logged_at: String::new(),
+        replies: reply_tx,
+        writer_gone: false,
+        sent: 0,
+        indexed: Arc::default(),
+        permit: None,
+        shutdown: shutdown.clone(),
+        replies_abandoned: false,
+        stopping_since: None,
+    };
+    let shared = Arc::clone(&session.shared);
+    let stopping = shutdown.clone();
+    tokio::join!(
+        read_side(rd, session, shutdown),
+        write_side(wr, reply_rx, shared, stopping)
+    );
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    /// Decided at connect ([`crate::access::Access::may_clear`]).
+    may_clear: bool,
+    fmt: Formatter,
+    /// Formatted records not yet handed to the writer.
+    chunk: Vec<u8>,
+    /// Where each record of `chunk` is, with its indexed facts.
+    chunk_records: Vec<RecordMeta>,
+    /// The timings of `chunk_records`.
+    chunk_timings: Vec<TimingFact>,
+    /// Parses a record's `timings` for the index.
+    scratch: Formatter,
+    chunk_coerced: u64,
+    /// `logged_at` for records of the current read, quoted.
+    logged_at: String,
+    replies: mpsc::Sender<Reply>,
+    /// The writer is gone (daemon stopping): records can no longer be taken.
+    writer_gone: bool,
+    /// Chunks handed to the writer, and (bumped by the writer) how many of
+    /// them it has indexed: equal when all of ours are in the index.
+    sent: u64,
+    indexed: Arc<std::sync::atomic::AtomicU64>,
+    /// Budget permits held for the bytes of `chunk` (and a little ahead,
+    /// see [`cover`]): taken as records are accepted, so what a connection
+    /// holds while it waits for the budget is never more than one record
+    /// besides the budget itself.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Shutdown began (read side's copy of the signal).
+    shutdown: watch::Receiver<bool>,
+    /// The client left its replies unread past the shutdown's grace: later
+    /// replies are dropped, so the rest of what it sent is still handled.
+    replies_abandoned: bool,
+    /// When this connection saw the shutdown begin.
+    stopping_since: Option<Instant>,
+}
+
+fn stopping_error() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::ShuttingDown,
+        "the daemon is shutting down; nothing from this request was logged",
+    )
+}
+
+/// Queues a reply for the write side. The queue is bounded: a client that
+/// does not read its replies stops this side here, so first the records
+/// read so far are handed over (they are written in time, and hold no
+/// permits while we wait). At shutdown, a client that still does not read
+/// for half the grace period loses its later replies, so the rest of what
+/// it sent is still handled before the grace period ends.
+async fn queue(s: &mut Session, r: Reply) {
+    if s.replies_abandoned {
+        return;
+    }
+    if s.replies.capacity() == 0 {
+        send_chunk(s, None).await;
+    }
+    let half_grace = s.shared.grace / 2;
+    let mut shutdown = s.shutdown.clone();
+    let mut expired = s.shared.expired.subscribe();
+    // Counted from when shutdown began (as this connection saw it), not
+    // from this reply: a client reading a reply now and then must not
+    // postpone it reply by reply.
+    if *s.shutdown.borrow() {
+        s.stopping_since.get_or_insert_with(Instant::now);
+    }
+    let since = s.stopping_since;
+    let give_up = async move {
+        let half = async {
+            let since = match since {
+                Some(t) => t,
+                None => {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                    Instant::now()
+                }
+            };
+            tokio::time::sleep_until((since + half_grace).into()).await;
+        };
+        tokio::select! {
+            () = half => {}
+            _ = expired.wait_for(|e| *e) => {}
+        }
+    };
+    tokio::select! {
+        // A reply that can be queued is never dropped: the send goes first.
+        biased;
+        // The write half only ends after this half drops its sender, so a
+        // send error cannot happen; ignore it rather than panic.
+        _ = s.replies.send(r) => {}
+        () = give_up => {
+            tracing::warn!("A client left its replies unread at shutdown; dropping its later replies.");
+            s.replies_abandoned = true;
+        }
+    }
+}

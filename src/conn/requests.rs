@@ -1,0 +1,228 @@
+//! Each operation's part on the connection: what it hands the writer and
+//! which reply it queues (parsing is the op's own, in `ops/`).
+
+use super::*;
+
+/// A request: each operation's part on the connection, in turn (parsing
+/// is the op's own, in `ops/`; answers from the index are written by
+/// `ops::write` on the write side).
+pub(super) async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolError>) {
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return queue(s, Reply::Now(e.reply(no))).await,
+    };
+    match req {
+        Request::Log { jobs, ack } => log_jobs(s, no, &jobs, ack).await,
+        Request::Flush => flush(s, no).await,
+        Request::Ping => ping(s, no).await,
+        Request::Stats {
+            filter,
+            include_pending,
+        } => stats(s, no, filter, include_pending).await,
+        Request::Jobs {
+            filter,
+            paging,
+            fields,
+        } => {
+            let q = Query::Jobs {
+                filter,
+                paging,
+                fields,
+            };
+            query_reply(s, no, q, true).await;
+        }
+        Request::ExportCsv { filter, paging } => {
+            query_reply(s, no, Query::ExportCsv { filter, paging }, true).await;
+        }
+        Request::RetryCandidates { limit } => {
+            query_reply(s, no, Query::RetryCandidates { limit }, true).await;
+        }
+        Request::Snapshot => query_reply(s, no, Query::Snapshot, true).await,
+        Request::Subscribe { include_pending } => subscribe(s, include_pending).await,
+        Request::Clear => clear(s, no).await,
+    }
+}
+
+/// `log` and `log_batch`: the jobs formatted into a chunk of their own,
+/// all or none, and handed to the writer after what came before.
+pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool) {
+    // Records sent earlier on this connection go first.
+    send_chunk(s, None).await;
+    let mut data = Vec::new();
+    let mut metas = Vec::with_capacity(jobs.len());
+    let mut timings = Vec::new();
+    let mut coerced = 0u64;
+    for (i, job) in jobs.iter().enumerate() {
+        let start = data.len() + RECORD_PREFIX.len();
+        match s
+            .fmt
+            .record(job, RECORD_PREFIX, s.logged_at.as_bytes(), &mut data)
+        {
+            Ok(_) if data.len() > s.shared.max_record => {
+                let mut e = too_large(
+                    format!(
+                        "pretty-printed, the first {} jobs take {} bytes",
+                        i + 1,
+                        data.len()
+                    ),
+                    s.shared.max_record,
+                );
+                e.message.push_str("; nothing from this request was logged");
+                return queue(s, Reply::Now(e.reply(no))).await;
+            }
+            Ok(f) => {
+                coerced += u64::from(f.coerced);
+                let fields = RawMeta::from_output(&data, &s.fmt.fields, start);
+                let facts = index::facts(&data[start..], &fields, &mut s.scratch, &mut timings);
+                metas.push(RecordMeta {
+                    start: start as u32,
+                    len: (data.len() - start) as u32,
+                    fields,
+                    facts: Some(facts),
+                });
+            }
+            Err(e) => {
+                let mut err = ProtocolError::from_json(&e);
+                err.message = format!(
+                    "job {i}: {}; nothing from this request was logged",
+                    err.message
+                );
+                return queue(s, Reply::Now(err.reply(no))).await;
+            }
+        }
+    }
+    let n = jobs.len() as u64;
+    s.chunk = data;
+    s.chunk_records = metas;
+    s.chunk_timings = timings;
+    // (The old, empty chunk buffer is dropped: a log request is rare
+    // next to plain records.)
+    s.chunk_coerced = coerced;
+    let ok = reply_line(&serde_json::json!({"ok": true, "logged": n}));
+    if ack {
+        let (tx, rx) = oneshot::channel();
+        if send_chunk(s, Some(tx)).await {
+            queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
+        } else {
+            queue(s, Reply::Now(stopping_error().reply(no))).await;
+        }
+    } else if send_chunk(s, None).await {
+        queue(s, Reply::Now(ok)).await;
+    } else {
+        queue(s, Reply::Now(stopping_error().reply(no))).await;
+    }
+}
+
+/// `flush`: answered once everything accepted before is durable.
+pub(super) async fn flush(s: &mut Session, no: u64) {
+    send_chunk(s, None).await;
+    let (tx, rx) = oneshot::channel();
+    let ok = reply_line(&serde_json::json!({"ok": true}));
+    if s.shared.tx.send(Command::Flush(tx)).await.is_ok() {
+        queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
+    } else {
+        queue(s, Reply::Now(stopping_error().reply(no))).await;
+    }
+}
+
+/// `ping`: the writer's status, asked for by the write side.
+pub(super) async fn ping(s: &mut Session, no: u64) {
+    // Answered by the write side when its turn comes, so the
+    // counts follow every earlier request on this connection (a
+    // `flush`, an ack, a `clear` sent just before without waiting
+    // for its reply). This side reads on meanwhile: waiting here
+    // for those replies would stop a client that sends everything
+    // before it reads anything.
+    send_chunk(s, None).await;
+    queue(s, Reply::Ping { line: no }).await;
+}
+
+/// `stats`: answered here from the shared cache when it can be, else by
+/// the writer.
+pub(super) async fn stats(
+    s: &mut Session,
+    no: u64,
+    filter: crate::query::Filter,
+    include_pending: bool,
+) {
+    // By default over durable records only: the writer writes
+    // everything accepted first (so the answer also counts every
+    // record sent before it here). With `include_pending`, over
+    // every accepted record, at once; filtered ones read timings
+    // back from the file, so this connection's records are
+    // flushed first.
+    let unfiltered = query::is_unfiltered(&filter);
+    if unfiltered && !include_pending {
+        // Answered here, without the writer, when the shared reply
+        // is current and covers all our records (see StatsCache).
+        send_chunk(s, None).await;
+        let ours_indexed = s.indexed.load(std::sync::atomic::Ordering::Acquire) == s.sent;
+        if ours_indexed && let Some(line) = s.shared.stats.current() {
+            return queue(s, Reply::Now(line.to_vec())).await;
+        }
+    }
+    let q = Query::Stats {
+        filter,
+        include_pending,
+    };
+    query_reply(s, no, q, include_pending && !unfiltered).await;
+}
+
+/// `subscribe`: the connection follows new records from here on.
+pub(super) async fn subscribe(s: &mut Session, include_pending: bool) {
+    send_chunk(s, None).await;
+    let rx = if include_pending {
+        s.shared.events.accepted.subscribe()
+    } else {
+        s.shared.events.durable.subscribe()
+    };
+    queue(s, Reply::Subscribed(rx)).await;
+}
+
+/// `clear`, for a client allowed to (decided at connect).
+pub(super) async fn clear(s: &mut Session, no: u64) {
+    if !s.may_clear {
+        let e = ProtocolError::new(
+            ErrorCode::Forbidden,
+            "clear is reserved to root and the users and groups in joblogd's --admin-uid / \
+             --admin-gid; ask its operator to add you there",
+        );
+        queue(s, Reply::Now(e.reply(no))).await;
+        return;
+    }
+    send_chunk(s, None).await;
+    let (tx, rx) = oneshot::channel();
+    let clear = Command::Clear(tx, Arc::clone(&s.indexed));
+    if s.shared.tx.send(clear).await.is_ok() {
+        // Counted like a chunk: our next `stats` waits for it.
+        s.sent += 1;
+        queue(s, Reply::Cleared { rx, line: no }).await;
+    } else {
+        queue(s, Reply::Now(stopping_error().reply(no))).await;
+    }
+}
+
+/// Queues a query. With `durable`, the write side first waits until every
+/// record accepted before it is in the file (read-your-writes for answers
+/// read back from the file), then asks the writer.
+pub(super) async fn query_reply(s: &mut Session, no: u64, q: Query, durable: bool) {
+    send_chunk(s, None).await;
+    let flush = if durable {
+        let (tx, rx) = oneshot::channel();
+        if s.shared.tx.send(Command::Flush(tx)).await.is_err() {
+            return queue(s, Reply::Now(stopping_error().reply(no))).await;
+        }
+        Some(rx)
+    } else {
+        None
+    };
+    queue(
+        s,
+        Reply::Query {
+            flush,
+            query: q,
+            line: no,
+        },
+    )
+    .await;
+}

@@ -1,0 +1,222 @@
+//! The write half: replies in the order of their requests, each waiting
+//! for what it depends on (durability, the writer's answer), answers
+//! streamed, subscribers followed.
+
+use super::*;
+
+/// Streams new records (`{"record":…}` lines) until the subscriber goes
+/// away or the daemon stops. A subscriber that fell behind the ring gets
+/// `{"missed":N}` and carries on from the oldest record still there. When
+/// shutdown begins the stream ends after the records already queued for
+/// it: a subscriber (`joblogctl tail -f`) sends nothing and waits for
+/// nothing, so it must not hold the daemon up for the whole grace period.
+pub(super) async fn follow(
+    w: &mut BufWriter<OwnedWriteHalf>,
+    events: &mut tokio::sync::broadcast::Receiver<Arc<[u8]>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    loop {
+        let next = tokio::select! {
+            next = events.recv() => next,
+            // (The guard `wait_for` returns must not live across an await.)
+            _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+                while let Ok(line) = events.try_recv() {
+                    w.write_all(&line).await?;
+                }
+                return w.flush().await;
+            }
+        };
+        let line = match next {
+            Ok(line) => line,
+            Err(RecvError::Lagged(n)) => {
+                w.write_all(format!("{{\"missed\":{n}}}\n").as_bytes())
+                    .await?;
+                continue;
+            }
+            Err(RecvError::Closed) => return w.flush().await,
+        };
+        w.write_all(&line).await?;
+        // Write whatever else is already queued, then flush once.
+        loop {
+            match events.try_recv() {
+                Ok(line) => w.write_all(&line).await?,
+                Err(TryRecvError::Lagged(n)) => {
+                    w.write_all(format!("{{\"missed\":{n}}}\n").as_bytes())
+                        .await?
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        w.flush().await?;
+    }
+}
+
+/// The `ping` reply for the writer's status `st`.
+pub(super) fn ping_line(shared: &Shared, st: &crate::writer::Status) -> Vec<u8> {
+    let v = serde_json::json!({
+        "ok": true,
+        "version": shared.version,
+        "records": st.records,
+        "pending": st.pending,
+        "log_file": st.log_file.display().to_string(),
+        "log_id": st.log_id,
+        "file_bytes": st.file_bytes,
+        "uptime_s": (shared.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "coerced": st.coerced,
+        "flushes": st.flushes,
+        "failed_flushes": st.failed_flushes,
+        "truncations": st.truncations,
+        "records_truncated": st.records_truncated,
+        "foreign_writes": st.foreign_writes,
+        "records_taken_in": st.records_taken_in,
+        "records_lost": st.records_lost,
+        "last_foreign_write": st.last_foreign_write.as_ref().map(|f| serde_json::json!({
+            "at": f.at,
+            "records_taken_in": f.records_taken_in,
+            "records_lost": f.records_lost,
+            "copy": f.copy.as_ref().map(|p| p.display().to_string()),
+        })),
+        "last_error": st.last_error,
+        "index_bytes": st.index_bytes,
+        "log_file_at_path": st.log_file_at_path,
+        "socket_at_path": shared.socket_file.is_at_path(),
+    });
+    reply_line(&v)
+}
+
+/// `ping`'s reply: the writer's status, asked for now.
+pub(super) async fn ping_reply(shared: &Shared, line: u64) -> Vec<u8> {
+    let (stx, srx) = oneshot::channel();
+    let status = match shared.tx.send(Command::Status(stx)).await {
+        Ok(()) => srx.await.ok(),
+        Err(_) => None,
+    };
+    match status {
+        Some(st) => ping_line(shared, &st),
+        None => stopping_error().reply(line),
+    }
+}
+
+/// Asks the writer a query, once `flush` (if any) says every record
+/// accepted before it is durable.
+pub(super) async fn ask(
+    tx: &mpsc::Sender<Command>,
+    flush: Option<oneshot::Receiver<Durable>>,
+    query: Query,
+) -> Result<crate::ops::Answer, ProtocolError> {
+    let flushed = match flush {
+        Some(f) => f.await.unwrap_or_else(|_| Err("the daemon stopped".into())),
+        None => Ok(()),
+    };
+    if let Err(msg) = flushed {
+        return Err(ProtocolError::new(ErrorCode::WriteFailed, msg));
+    }
+    let (atx, arx) = oneshot::channel();
+    match tx.send(Command::Query(query, atx)).await {
+        Ok(()) => arx.await.map_err(|_| stopping_error()),
+        Err(_) => Err(stopping_error()),
+    }
+}
+
+/// Writes an answer (flushing the socket's buffer when nothing else is
+/// queued); false when the connection is broken from then on.
+pub(super) async fn send_answer(
+    w: &mut BufWriter<OwnedWriteHalf>,
+    answer: crate::ops::Answer,
+    nothing_queued: bool,
+) -> bool {
+    let res = match crate::ops::write(w, answer).await {
+        Ok(()) if nothing_queued => w.flush().await,
+        r => r,
+    };
+    let Err(e) = res else {
+        return true;
+    };
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, WriteZero};
+    if matches!(e.kind(), BrokenPipe | ConnectionReset | WriteZero) {
+        tracing::debug!(error = %e, "Client stopped reading an answer.");
+    } else {
+        // Reading records back failed (the file cut short underneath the
+        // daemon, a disk error) with part of the answer perhaps written:
+        // end the connection, so the client sees end of file rather than
+        // waiting forever.
+        tracing::warn!(error = %e, "Reading records back from the log file failed; closing this connection.");
+        let _ = w.flush().await;
+        let _ = w.shutdown().await;
+    }
+    false
+}
+
+pub(super) async fn write_side(
+    wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Reply>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let tx = &shared.tx;
+    let mut w = BufWriter::new(wr);
+    let mut broken = false;
+    while let Some(r) = rx.recv().await {
+        let bytes = match r {
+            Reply::Now(b) => b,
+            Reply::Ping { line } => ping_reply(&shared, line).await,
+            Reply::Query { flush, query, line } => match ask(tx, flush, query).await {
+                Err(e) => e.reply(line),
+                Ok(crate::ops::Answer::Failed(msg)) => {
+                    ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line)
+                }
+                Ok(_) if broken => continue,
+                Ok(answer) => {
+                    broken = !send_answer(&mut w, answer, rx.is_empty()).await;
+                    continue;
+                }
+            },
+            Reply::Subscribed(mut events) => {
+                let ok = reply_line(&serde_json::json!({"ok": true, "subscribed": true}));
+                if broken || w.write_all(&ok).await.is_err() || w.flush().await.is_err() {
+                    broken = true;
+                    continue;
+                }
+                if let Err(e) = follow(&mut w, &mut events, &mut shutdown).await {
+                    tracing::debug!(error = %e, "Subscriber gone.");
+                }
+                broken = true;
+                continue;
+            }
+            Reply::Cleared { rx, line } => match rx.await {
+                Ok(Ok(archive)) => reply_line(
+                    &serde_json::json!({"ok": true, "archive": archive.display().to_string()}),
+                ),
+                Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),
+                Err(_) => stopping_error().reply(line),
+            },
+            Reply::WhenDurable { rx, ok, line } => match rx.await {
+                Ok(Ok(())) => ok,
+                Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),
+                Err(_) => ProtocolError::new(
+                    ErrorCode::WriteFailed,
+                    "the daemon stopped before these records were durable",
+                )
+                .reply(line),
+            },
+        };
+        if broken {
+            // The client stopped reading; keep consuming so the read half
+            // is never blocked by replies nobody will read.
+            continue;
+        }
+        let mut res = w.write_all(&bytes).await;
+        if res.is_ok() && rx.is_empty() {
+            res = w.flush().await;
+        }
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "Client stopped reading replies.");
+            broken = true;
+        }
+    }
+    if !broken {
+        let _ = w.flush().await;
+        let _ = w.shutdown().await;
+    }
+}
