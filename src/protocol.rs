@@ -121,33 +121,15 @@ pub enum Request<'a> {
     },
     Flush,
     Ping,
-    /// Over durable records only, unless `include_pending` (records
-    /// accepted but not yet in the file, which a crash would take away).
-    Stats {
-        filter: Filter,
-        include_pending: bool,
-    },
-    /// `jobs` and its aliases `all`, `failed`, `successful`, `by_stage`.
-    Jobs {
-        filter: Filter,
-        paging: Paging,
-        fields: Option<Vec<String>>,
-    },
-    ExportCsv {
-        filter: Filter,
-        paging: Paging,
-    },
-    RetryCandidates {
-        limit: Option<usize>,
-    },
+    /// A question answered from the index (`stats`, `jobs` and its
+    /// aliases, `export_csv`, `retry_candidates`, `snapshot`).
+    Query(crate::ops::Query),
     Clear,
     /// Follow new records as they become durable (`joblogctl tail -f`), or
     /// as they are accepted with `include_pending`.
     Subscribe {
         include_pending: bool,
     },
-    /// A complete, consistent copy of the log as it is on disk now.
-    Snapshot,
 }
 
 /// Filter keys every record query takes.
@@ -426,27 +408,9 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
     match parse_request(&[("op".to_string(), quoted.as_bytes())])? {
         Request::Flush => Ok(Request::Flush),
         Request::Ping => Ok(Request::Ping),
-        Request::Stats {
-            filter,
-            include_pending,
-        } => Ok(Request::Stats {
-            filter,
-            include_pending,
-        }),
-        Request::Jobs {
-            filter,
-            paging,
-            fields,
-        } => Ok(Request::Jobs {
-            filter,
-            paging,
-            fields,
-        }),
-        Request::ExportCsv { filter, paging } => Ok(Request::ExportCsv { filter, paging }),
-        Request::RetryCandidates { limit } => Ok(Request::RetryCandidates { limit }),
+        Request::Query(q) => Ok(Request::Query(q)),
         Request::Clear => Ok(Request::Clear),
         Request::Subscribe { include_pending } => Ok(Request::Subscribe { include_pending }),
-        Request::Snapshot => Ok(Request::Snapshot),
         Request::Log { .. } => Err(invalid(word, "needs a job; send it as a JSON object")),
     }
 }

@@ -15,29 +15,12 @@ pub(super) async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, P
         Request::Log { jobs, ack } => log_jobs(s, no, &jobs, ack).await,
         Request::Flush => flush(s, no).await,
         Request::Ping => ping(s, no).await,
-        Request::Stats {
+        Request::Query(Query::Stats {
             filter,
             include_pending,
-        } => stats(s, no, filter, include_pending).await,
-        Request::Jobs {
-            filter,
-            paging,
-            fields,
-        } => {
-            let q = Query::Jobs {
-                filter,
-                paging,
-                fields,
-            };
-            query_reply(s, no, q, true).await;
-        }
-        Request::ExportCsv { filter, paging } => {
-            query_reply(s, no, Query::ExportCsv { filter, paging }, true).await;
-        }
-        Request::RetryCandidates { limit } => {
-            query_reply(s, no, Query::RetryCandidates { limit }, true).await;
-        }
-        Request::Snapshot => query_reply(s, no, Query::Snapshot, true).await,
+        }) => stats(s, no, filter, include_pending).await,
+        // Read back from the file: this connection's records first.
+        Request::Query(q) => query_reply(s, no, q, true).await,
         Request::Subscribe { include_pending } => subscribe(s, include_pending).await,
         Request::Clear => clear(s, no).await,
     }

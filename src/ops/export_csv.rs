@@ -121,10 +121,10 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 pub fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
 ) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::ExportCsv {
+    Ok(crate::protocol::Request::Query(super::Query::ExportCsv {
         filter: f.filter()?,
         paging: f.paging()?,
-    })
+    }))
 }
 
 /// The page of durable matching records, on the writer.

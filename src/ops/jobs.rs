@@ -52,11 +52,11 @@ pub fn parse<'a>(
                 .map_err(|_| f.invalid("field `fields` must be a list of strings"))?,
         ),
     };
-    Ok(crate::protocol::Request::Jobs {
+    Ok(crate::protocol::Request::Query(super::Query::Jobs {
         filter,
         paging: f.paging()?,
         fields,
-    })
+    }))
 }
 
 /// The page of durable matching records, on the writer.

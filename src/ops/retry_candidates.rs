@@ -37,9 +37,11 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 pub fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
 ) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::RetryCandidates {
-        limit: f.typed::<usize>("limit", "a non-negative integer")?,
-    })
+    Ok(crate::protocol::Request::Query(
+        super::Query::RetryCandidates {
+            limit: f.typed::<usize>("limit", "a non-negative integer")?,
+        },
+    ))
 }
 
 /// The durable candidates, at most `limit` of them, on the writer.

@@ -39,7 +39,7 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 pub fn parse<'a>(
     _: &crate::protocol::Fields<'a, '_>,
 ) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::Snapshot)
+    Ok(crate::protocol::Request::Query(super::Query::Snapshot))
 }
 
 /// The durable prefix of the file, on the writer.

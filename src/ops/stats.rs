@@ -93,12 +93,12 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 pub fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
 ) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::Stats {
+    Ok(crate::protocol::Request::Query(super::Query::Stats {
         filter: f.filter()?,
         include_pending: f
             .typed::<bool>("include_pending", "a boolean")?
             .unwrap_or(false),
-    })
+    }))
 }
 
 /// A filtered `stats` on the writer: the aggregate of the matching
