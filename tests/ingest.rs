@@ -446,6 +446,15 @@ fn records_of_a_client_that_never_reads_its_replies_are_written() {
     assert_eq!(status.code(), Some(0), "{logs}");
     assert_eq!(ids(&log), vec!["keep", "after"], "{logs}");
     assert!(logs.contains("left its replies unread"), "{logs}");
+    // The warning names the connection's peer (a span per connection).
+    let peer = format!("conn{{pid={} uid={}}}", std::process::id(), unsafe {
+        libc::getuid()
+    });
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("left its replies unread") && l.contains(&peer)),
+        "{peer} in {logs}"
+    );
     drop(s);
 }
 

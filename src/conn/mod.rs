@@ -177,10 +177,23 @@ pub async fn handle(
     };
     let shared = Arc::clone(&session.shared);
     let stopping = shutdown.clone();
-    tokio::join!(
-        read_side(rd, session, shutdown),
-        write_side(wr, reply_rx, shared, stopping)
+    // Every line logged for this connection names its peer, as a source's
+    // events do in Vector: `conn{pid=… uid=…}`.
+    let span = tracing::info_span!(
+        "conn",
+        pid = peer.and_then(|p| p.pid),
+        uid = peer.map(|p| p.uid)
     );
+    tracing::Instrument::instrument(
+        async {
+            tokio::join!(
+                read_side(rd, session, shutdown),
+                write_side(wr, reply_rx, shared, stopping)
+            )
+        },
+        span,
+    )
+    .await;
 }
 
 struct Session {
