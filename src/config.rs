@@ -1,5 +1,6 @@
 //! Command line (clap, with environment fallbacks) and the validated
-//! [`Config`] that owns every default and limit.
+//! [`Config`] that owns every default and limit an operator can set
+//! (internal tuning constants stay beside the code they tune).
 
 use std::path::PathBuf;
 use std::time::Duration;
