@@ -13,7 +13,8 @@
 //! - [`writer`]: the single writer task: batching, flush policy, acks.
 //! - [`store`]: the data file: open, lock, scan, recover, append.
 //! - [`time`]: `logged_at` timestamps as Python prints them.
-//! - [`signals`]: SIGTERM/SIGINT into a future, SIGHUP into a channel.
+//! - [`signals`]: SIGTERM/SIGINT into a future, SIGHUP into a channel;
+//!   [`shutdown`]: the stop as connections see it (begun, grace, last call).
 //! - [`systemd`]: sd_notify and socket activation, without libsystemd.
 //! - [`access`]: peer credentials, allowed users and groups, admins.
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
@@ -28,6 +29,7 @@ pub mod ops;
 pub mod protocol;
 pub mod query;
 pub mod server;
+pub mod shutdown;
 pub mod signals;
 pub mod store;
 pub mod systemd;
@@ -145,8 +147,6 @@ pub async fn run(
         events,
         pool,
         connections: Default::default(),
-        grace: config.shutdown_timeout,
-        expired: tokio::sync::watch::channel(false).0,
     });
     let shutdown = stop_when(shutdown, writer_gone);
     let bound = server::serve(

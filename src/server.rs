@@ -24,7 +24,7 @@ use std::time::Duration;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use interprocess::os::unix::uds_local_socket::tokio::Listener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::access::Peer;
@@ -443,7 +443,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     mut rebind: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> Bound {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopper = crate::shutdown::Stopper::new(grace);
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut conns = JoinSet::new();
     let mut backoff = Duration::from_millis(1);
@@ -476,7 +476,7 @@ pub async fn serve(
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(1);
                 let shared = shared.clone();
-                let stop = stop_rx.clone();
+                let stop = stopper.watch();
                 let peer = stream.peer_cred().ok().map(|c| Peer {
                     pid: c.pid(),
                     uid: c.uid(),
@@ -507,7 +507,7 @@ pub async fn serve(
         connections = open,
         "Shutting down: no longer accepting; draining connections."
     );
-    let _ = stop_tx.send(true);
+    stopper.begin();
     let drained =
         tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -519,7 +519,7 @@ pub async fn serve(
         // Those held back by the byte budget hand over what they have read
         // first: they stop waiting for it now (bounded: they read nothing
         // new from their sockets after what was queued at shutdown).
-        shared.expired.send_replace(true);
+        stopper.last_call();
         let last = tokio::time::timeout(LAST_CALL, async {
             while conns.join_next().await.is_some() {}
         })

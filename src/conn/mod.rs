@@ -15,12 +15,13 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::index::{self, RawMeta, TimingFact};
 use crate::json::{Formatter, MAX_RECORD_DEPTH};
 use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
 use crate::query;
+use crate::shutdown::Shutdown;
 use crate::time::LocalTime;
 use crate::writer::{Command, Durable, Ingest, Query, RecordMeta};
 use lines::{Frame, Lines, READ_CHUNK, trim_line};
@@ -86,13 +87,6 @@ pub struct Shared {
     pub pool: Arc<crate::writer::BufferPool>,
     /// Connections being served, to decide who computes index facts.
     pub connections: std::sync::atomic::AtomicUsize,
-    /// `--shutdown-timeout-ms`: how long connections get at shutdown.
-    pub grace: std::time::Duration,
-    /// Set when the shutdown's grace period has run out: a connection then
-    /// stops waiting for the byte budget and hands over the records it has
-    /// read, which are then written (or reported given up) like the rest,
-    /// instead of being lost with its task.
-    pub expired: watch::Sender<bool>,
 }
 
 /// Counts a connection while it is served.
@@ -141,7 +135,7 @@ enum Reply {
 pub async fn handle(
     stream: UnixStream,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     peer: Option<crate::access::Peer>,
     may_clear: bool,
 ) {
@@ -173,7 +167,6 @@ pub async fn handle(
         permit: None,
         shutdown: shutdown.clone(),
         replies_abandoned: false,
-        stopping_since: None,
     };
     let shared = Arc::clone(&session.shared);
     let stopping = shutdown.clone();
@@ -225,12 +218,11 @@ struct Session {
     /// besides the budget itself.
     permit: Option<OwnedSemaphorePermit>,
     /// Shutdown began (read side's copy of the signal).
-    shutdown: watch::Receiver<bool>,
+    /// The daemon's stop: when it began, and the last call.
+    shutdown: Shutdown,
     /// The client left its replies unread past the shutdown's grace: later
     /// replies are dropped, so the rest of what it sent is still handled.
     replies_abandoned: bool,
-    /// When this connection saw the shutdown begin.
-    stopping_since: Option<Instant>,
 }
 
 fn stopping_error() -> ProtocolError {
@@ -253,30 +245,20 @@ async fn queue(s: &mut Session, r: Reply) {
     if s.replies.capacity() == 0 {
         send_chunk(s, None).await;
     }
-    let half_grace = s.shared.grace / 2;
+    let half_grace = s.shutdown.grace() / 2;
+    // Counted from when the stop began, not from this reply: a client
+    // reading a reply now and then must not postpone it reply by reply.
     let mut shutdown = s.shutdown.clone();
-    let mut expired = s.shared.expired.subscribe();
-    // Counted from when shutdown began (as this connection saw it), not
-    // from this reply: a client reading a reply now and then must not
-    // postpone it reply by reply.
-    if *s.shutdown.borrow() {
-        s.stopping_since.get_or_insert_with(Instant::now);
-    }
-    let since = s.stopping_since;
+    let mut last_call = s.shutdown.clone();
     let give_up = async move {
         let half = async {
-            let since = match since {
-                Some(t) => t,
-                None => {
-                    let _ = shutdown.wait_for(|stop| *stop).await;
-                    Instant::now()
-                }
-            };
+            shutdown.wait_begun().await;
+            let since = shutdown.begun().unwrap_or_else(Instant::now);
             tokio::time::sleep_until((since + half_grace).into()).await;
         };
         tokio::select! {
             () = half => {}
-            _ = expired.wait_for(|e| *e) => {}
+            () = last_call.wait_last_call() => {}
         }
     };
     tokio::select! {

@@ -3,11 +3,7 @@
 
 use super::*;
 
-pub(super) async fn read_side(
-    mut rd: OwnedReadHalf,
-    mut s: Session,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub(super) async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: Shutdown) {
     let mut lines = Lines::new(s.shared.max_line);
     let mut eof = false;
     while !eof {
@@ -23,7 +19,7 @@ pub(super) async fn read_side(
                 }
                 false
             }
-            _ = shutdown.wait_for(|stop| *stop) => true,
+            () = shutdown.wait_begun() => true,
         };
         s.logged_at = LocalTime::now().iso_quoted();
         process(&mut lines, &mut s).await;
@@ -45,7 +41,6 @@ pub(super) async fn read_side(
             }
         }
         if stopping {
-            s.stopping_since.get_or_insert_with(Instant::now);
             // Take exactly what the client had already sent when shutdown
             // began (the bytes queued in the socket), then finish as at end
             // of input. A client that keeps writing cannot hold us here.
@@ -308,7 +303,7 @@ pub(super) async fn cover_record(s: &mut Session, mark: usize) -> Option<usize> 
     // Past the whole budget a chunk is handed over before it grows: only a
     // record alone may be larger than the budget (it then takes all of it).
     let fits = s.chunk.len() <= s.shared.budget_total || mark == 0;
-    if (fits && cover(s, s.chunk.len())) || *s.shared.expired.borrow() {
+    if (fits && cover(s, s.chunk.len())) || s.shutdown.is_last_call() {
         return Some(mark + RECORD_PREFIX.len());
     }
     let record = s.chunk.split_off(mark);
@@ -326,15 +321,15 @@ pub(super) async fn cover_record(s: &mut Session, mark: usize) -> Option<usize> 
 
 /// Waits for permits for `bytes` (at most the whole budget), holding none
 /// meanwhile. None once the shutdown's grace period has run out: the
-/// records go to the writer without permits then (see [`Shared::expired`]);
+/// records go to the writer without permits then (see [`crate::shutdown`]);
 /// what a connection holds is bounded by its buffers.
 pub(super) async fn wait_for_budget(s: &Session, bytes: usize) -> Option<OwnedSemaphorePermit> {
     let want = u32::try_from(bytes.clamp(1, s.shared.budget_total)).unwrap_or(u32::MAX);
-    let mut expired = s.shared.expired.subscribe();
+    let mut last_call = s.shutdown.clone();
     tokio::select! {
         // The semaphore is never closed, so acquiring cannot fail.
         p = Arc::clone(&s.shared.budget).acquire_many_owned(want) => p.ok(),
-        _ = expired.wait_for(|e| *e) => None,
+        () = last_call.wait_last_call() => None,
     }
 }
 
@@ -359,7 +354,7 @@ pub(super) async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Dur
     // Records take their permits as they are accepted (`cover_record`); a
     // `log_batch`'s jobs arrive here whole and take theirs now, waiting
     // with nothing else held.
-    if !cover(s, s.chunk.len()) && !*s.shared.expired.borrow() {
+    if !cover(s, s.chunk.len()) && !s.shutdown.is_last_call() {
         s.permit = None;
         s.permit = wait_for_budget(s, s.chunk.len()).await;
     }

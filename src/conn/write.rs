@@ -13,14 +13,14 @@ use super::*;
 pub(super) async fn follow(
     w: &mut BufWriter<OwnedWriteHalf>,
     events: &mut tokio::sync::broadcast::Receiver<Arc<[u8]>>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
 ) -> std::io::Result<()> {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     loop {
         let next = tokio::select! {
             next = events.recv() => next,
             // (The guard `wait_for` returns must not live across an await.)
-            _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+            () = shutdown.wait_begun() => {
                 while let Ok(line) = events.try_recv() {
                     w.write_all(&line).await?;
                 }
@@ -152,7 +152,7 @@ pub(super) async fn write_side(
     wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Reply>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let tx = &shared.tx;
     let mut w = BufWriter::new(wr);
