@@ -14,7 +14,8 @@
 
 use joblogd::conn::lines::trim_line;
 use joblogd::json::{Formatter, array_elements};
-use joblogd::protocol::{bare_word, parse_bare, parse_request};
+use joblogd::ops::{parse_bare, parse_request};
+use joblogd::protocol::bare_word;
 use serde_json::Value;
 
 fn has_surrogate_escape(out: &[u8]) -> bool {

@@ -19,7 +19,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::index::{self, RawMeta, TimingFact};
 use crate::json::{Formatter, MAX_RECORD_DEPTH};
-use crate::protocol::{self, ErrorCode, ProtocolError, Request, reply_line};
+use crate::ops::Request;
+use crate::protocol::{self, ErrorCode, ProtocolError, reply_line};
 use crate::query;
 use crate::shutdown::Shutdown;
 use crate::time::LocalTime;
@@ -82,7 +83,7 @@ pub struct Shared {
     /// The socket file we bound (None with socket activation), for `ping`.
     pub socket: Option<std::path::PathBuf>,
     /// Which socket file is ours, for `ping`'s `socket_at_path`.
-    pub socket_file: crate::server::SocketFile,
+    pub socket_file: crate::server::socket::SocketFile,
     /// Chunk buffers to reuse (the writer hands them back).
     pub pool: Arc<crate::writer::BufferPool>,
     /// Connections being served, to decide who computes index facts.

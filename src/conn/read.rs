@@ -158,7 +158,7 @@ pub(super) async fn line(s: &mut Session, no: u64, raw: &[u8]) {
         return;
     }
     if let Some(word) = protocol::bare_word(bytes) {
-        let req = protocol::parse_bare(word);
+        let req = crate::ops::parse_bare(word);
         return request(s, no, req).await;
     }
     // UTF-8 is checked by the formatter, inside strings, where it matters;
@@ -196,7 +196,7 @@ pub(super) async fn line(s: &mut Session, no: u64, raw: &[u8]) {
             } else {
                 let members = request_members(s, bytes);
                 s.chunk.truncate(mark);
-                let req = protocol::parse_request(&members);
+                let req = crate::ops::parse_request(&members);
                 request(s, no, req).await;
             }
         }

@@ -1,7 +1,8 @@
 //! `clear`: the log archived beside itself and a new, empty one started;
 //! only with `"confirm": true`.
 
-use crate::protocol::{ErrorCode, Fields, ProtocolError, Request};
+use super::Request;
+use crate::protocol::{ErrorCode, Fields, ProtocolError};
 
 pub fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     match f.typed::<bool>("confirm", "a boolean")? {

@@ -120,8 +120,8 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 /// `{"op":"export_csv", filter…, paging…}`.
 pub fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
-) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::Query(super::Query::ExportCsv {
+) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(super::Request::Query(super::Query::ExportCsv {
         filter: f.filter()?,
         paging: f.paging()?,
     }))

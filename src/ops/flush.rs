@@ -1,6 +1,7 @@
 //! `flush`: answered once every record accepted before it is durable.
 
-use crate::protocol::{Fields, ProtocolError, Request};
+use super::Request;
+use crate::protocol::{Fields, ProtocolError};
 
 pub fn parse<'a>(_: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     Ok(Request::Flush)

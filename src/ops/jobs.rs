@@ -29,7 +29,7 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 /// refuse it given), `by_stage` needs `stage`.
 pub fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
-) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
+) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
     let mut filter = f.filter()?;
     let implied = match f.op() {
         "failed" => Some(("success", filter.success.replace(false).is_some())),
@@ -52,7 +52,7 @@ pub fn parse<'a>(
                 .map_err(|_| f.invalid("field `fields` must be a list of strings"))?,
         ),
     };
-    Ok(crate::protocol::Request::Query(super::Query::Jobs {
+    Ok(super::Request::Query(super::Query::Jobs {
         filter,
         paging: f.paging()?,
         fields,

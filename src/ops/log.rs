@@ -1,7 +1,8 @@
 //! `log` (one job) and `log_batch` (many): records sent as a request, so
 //! that `ack` can be asked for (plain record lines are the usual way).
 
-use crate::protocol::{Fields, ProtocolError, Request};
+use super::Request;
+use crate::protocol::{Fields, ProtocolError};
 
 /// `ack`, which only these two take.
 fn ack(f: &Fields<'_, '_>) -> Result<bool, ProtocolError> {

@@ -1,5 +1,5 @@
 //! The operations, one file each: how its request is parsed (the `parse`
-//! that [`crate::protocol::OPERATIONS`] names), and, for those answered
+//! that [`OPERATIONS`], the registry in `registry.rs`, names), and, for those answered
 //! from the index, what it asks the writer ([`Query`]), what the writer
 //! hands back ([`Answer`]), and how that answer is written to the client
 //! (`stats.rs`, `jobs.rs`, `export_csv.rs`, `retry_candidates.rs`,
@@ -21,6 +21,10 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::query::{Filter, Paging};
+
+mod registry;
+
+pub use registry::{OPERATIONS, Operation, Request, parse_bare, parse_request};
 
 pub mod clear;
 pub mod export_csv;

@@ -1,7 +1,8 @@
 //! `ping`: the daemon's counters, after every earlier request on the
 //! connection is answered.
 
-use crate::protocol::{Fields, ProtocolError, Request};
+use super::Request;
+use crate::protocol::{Fields, ProtocolError};
 
 pub fn parse<'a>(_: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     Ok(Request::Ping)

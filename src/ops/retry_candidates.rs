@@ -36,12 +36,10 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 /// `{"op":"retry_candidates","limit":…}`.
 pub fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
-) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::Query(
-        super::Query::RetryCandidates {
-            limit: f.typed::<usize>("limit", "a non-negative integer")?,
-        },
-    ))
+) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(super::Request::Query(super::Query::RetryCandidates {
+        limit: f.typed::<usize>("limit", "a non-negative integer")?,
+    }))
 }
 
 /// The durable candidates, at most `limit` of them, on the writer.

@@ -38,8 +38,8 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 /// `{"op":"snapshot"}`.
 pub fn parse<'a>(
     _: &crate::protocol::Fields<'a, '_>,
-) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::Query(super::Query::Snapshot))
+) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(super::Request::Query(super::Query::Snapshot))
 }
 
 /// The durable prefix of the file, on the writer.

@@ -92,8 +92,8 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 /// `{"op":"stats", filter…, "include_pending":…}`.
 pub fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
-) -> Result<crate::protocol::Request<'a>, crate::protocol::ProtocolError> {
-    Ok(crate::protocol::Request::Query(super::Query::Stats {
+) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
+    Ok(super::Request::Query(super::Query::Stats {
         filter: f.filter()?,
         include_pending: f
             .typed::<bool>("include_pending", "a boolean")?

@@ -1,7 +1,8 @@
 //! `subscribe`: new records as they become durable (or, with
 //! `include_pending`, as they are accepted), until the client goes away.
 
-use crate::protocol::{Fields, ProtocolError, Request};
+use super::Request;
+use crate::protocol::{Fields, ProtocolError};
 
 pub fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     Ok(Request::Subscribe {

@@ -1,6 +1,6 @@
 //! The listening socket: ownership via a lock file, stale-socket cleanup,
-//! bind with a race-free mode, the accept loop with a connection cap, and
-//! the shutdown fan-out. The only user of `interprocess`.
+//! bind with a race-free mode, the socket file known by device and inode.
+//! The only user of `interprocess`.
 //!
 //! Staleness is decided by an exclusive `flock` on `<socket>.lock`, held for
 //! the daemon's life, not by a connect probe alone (a live daemon with a full
@@ -13,22 +13,14 @@
 //! for its own, or removes it.
 
 use std::fs::{self, File, OpenOptions};
-use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use interprocess::os::unix::uds_local_socket::tokio::Listener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
-use crate::access::Peer;
-use crate::conn::{self, Shared};
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug)]
@@ -153,7 +145,7 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
-    fn new(path: &Path, id: Option<(u64, u64)>, activated: bool) -> SocketFile {
+    pub(super) fn new(path: &Path, id: Option<(u64, u64)>, activated: bool) -> SocketFile {
         SocketFile {
             path: path.to_owned(),
             id: Arc::new(std::sync::Mutex::new(id)),
@@ -161,11 +153,11 @@ impl SocketFile {
         }
     }
 
-    fn id(&self) -> Option<(u64, u64)> {
+    pub(super) fn id(&self) -> Option<(u64, u64)> {
         self.id.lock().map(|g| *g).unwrap_or(None)
     }
 
-    fn set(&self, id: Option<(u64, u64)>) {
+    pub(super) fn set(&self, id: Option<(u64, u64)>) {
         if let Ok(mut g) = self.id.lock() {
             *g = id;
         }
@@ -181,10 +173,6 @@ impl SocketFile {
         self.activated || (self.id().is_some() && file_id(&self.path) == self.id())
     }
 }
-
-/// After the grace period, how long connections get to hand over the
-/// records they have read (no waiting for the budget or for replies then).
-const LAST_CALL: Duration = Duration::from_secs(2);
 
 /// A bound listener; removes its socket file when dropped.
 #[derive(Debug)]
@@ -216,7 +204,7 @@ pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
 
 /// Removes a stale socket at `path` (never anything else), binds, and sets
 /// the mode. The caller holds the socket's lock.
-fn listen(path: &Path, mode: u32) -> Result<(Listener, Option<(u64, u64)>), BindError> {
+pub(super) fn listen(path: &Path, mode: u32) -> Result<(Listener, Option<(u64, u64)>), BindError> {
     let path = path.to_owned();
     match fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -277,7 +265,7 @@ fn listen(path: &Path, mode: u32) -> Result<(Listener, Option<(u64, u64)>), Bind
 }
 
 /// Device and inode of the socket file at `path`, if there is one.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
+pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     fs::symlink_metadata(path)
         .ok()
@@ -291,7 +279,7 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 /// that it is gone. Anything else (no permission to connect, a datagram
 /// socket) cannot tell, and counts as live: a socket is never removed on a
 /// guess.
-fn is_live(path: &Path) -> bool {
+pub(super) fn is_live(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: an all-zero sockaddr_un is valid; the path is copied in only
@@ -353,6 +341,11 @@ pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindE
 }
 
 impl Bound {
+    /// The listener, for the accept loop.
+    pub(super) fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
     pub fn path(&self) -> &Path {
         &self.file.path
     }
@@ -404,24 +397,8 @@ impl Drop for Bound {
     }
 }
 
-/// One error reply, then close: the peer is not on the allow lists.
-async fn refuse(mut stream: tokio::net::UnixStream, peer: Option<Peer>) {
-    use tokio::io::AsyncWriteExt;
-    tracing::warn!(
-        uid = peer.map(|p| p.uid),
-        pid = peer.and_then(|p| p.pid),
-        "Refused a connection from a peer not allowed."
-    );
-    let e = crate::protocol::ProtocolError::new(
-        crate::protocol::ErrorCode::Forbidden,
-        "this user may not use joblogd (see --allow-uid / --allow-gid)",
-    );
-    let _ = stream.write_all(&e.reply(0)).await;
-    let _ = stream.shutdown().await;
-}
-
 /// SIGHUP: binds the socket again if its file is gone.
-fn rebind_now(bound: &mut Bound) {
+pub(super) fn rebind_now(bound: &mut Bound) {
     match bound.rebind() {
         Ok(true) => {
             tracing::info!(socket = %bound.path().display(), "Socket file was gone; bound it again.");
@@ -429,104 +406,4 @@ fn rebind_now(bound: &mut Bound) {
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "Binding the socket again failed."),
     }
-}
-
-/// Accepts connections until `shutdown` completes, then tells every
-/// connection to finish (read what its client already sent, answer it) and
-/// waits up to `grace` for them. Returns the bound socket, so the caller
-/// decides when the file goes away (after the final flush).
-pub async fn serve(
-    mut bound: Bound,
-    shared: Arc<Shared>,
-    max_connections: usize,
-    grace: Duration,
-    shutdown: impl Future<Output = ()>,
-    mut rebind: tokio::sync::mpsc::UnboundedReceiver<()>,
-) -> Bound {
-    let stopper = crate::shutdown::Stopper::new(grace);
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let mut conns = JoinSet::new();
-    let mut backoff = Duration::from_millis(1);
-    tokio::pin!(shutdown);
-    loop {
-        // Reap finished connections so the set does not grow.
-        while conns.try_join_next().is_some() {}
-        // SIGHUP's re-bind is served while every connection slot is taken
-        // too: new clients cannot even queue while the socket file is gone.
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            Some(()) = rebind.recv() => {
-                rebind_now(&mut bound);
-                continue;
-            }
-        };
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            r = bound.listener.inner().accept() => r,
-            Some(()) = rebind.recv() => {
-                rebind_now(&mut bound);
-                continue;
-            }
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                backoff = Duration::from_millis(1);
-                let shared = shared.clone();
-                let stop = stopper.watch();
-                let peer = stream.peer_cred().ok().map(|c| Peer {
-                    pid: c.pid(),
-                    uid: c.uid(),
-                    gid: c.gid(),
-                });
-                let groups = crate::access::peer_groups(stream.as_raw_fd());
-                conns.spawn(async move {
-                    match peer {
-                        Some(p) if shared.access.allows(&p, groups.as_deref()) => {
-                            let may_clear = shared.access.may_clear(&p, groups.as_deref());
-                            conn::handle(stream, shared, stop, Some(p), may_clear).await
-                        }
-                        _ => refuse(stream, peer).await,
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: wait, do not spin.
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Accept failed.");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-    let open = conns.len();
-    tracing::info!(
-        connections = open,
-        "Shutting down: no longer accepting; draining connections."
-    );
-    stopper.begin();
-    let drained =
-        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            connections = conns.len(),
-            grace_ms = grace.as_millis() as u64,
-            "Connections still open after the grace period; closing them."
-        );
-        // Those held back by the byte budget hand over what they have read
-        // first: they stop waiting for it now (bounded: they read nothing
-        // new from their sockets after what was queued at shutdown).
-        stopper.last_call();
-        let last = tokio::time::timeout(LAST_CALL, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        if last.is_err() {
-            conns.shutdown().await;
-        }
-    }
-    bound
 }
