@@ -19,7 +19,9 @@
 //! - [`access`]: peer credentials, allowed users and groups, admins.
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
 
-pub mod access;
+// Public: what the binaries, the examples, the fuzz oracle and the tests
+// use. The rest is the daemon's own.
+pub(crate) mod access;
 
 pub mod config;
 pub mod conn;
@@ -27,14 +29,14 @@ pub mod index;
 pub mod json;
 pub mod ops;
 pub mod protocol;
-pub mod query;
-pub mod server;
-pub mod shutdown;
+pub(crate) mod query;
+pub(crate) mod server;
+pub(crate) mod shutdown;
 pub mod signals;
 pub mod store;
 pub mod systemd;
-pub mod time;
-pub mod writer;
+pub(crate) mod time;
+pub(crate) mod writer;
 
 use std::future::Future;
 use std::os::fd::OwnedFd;

@@ -63,10 +63,6 @@ impl Stopper {
     pub fn last_call(&self) {
         self.last_call.send_replace(true);
     }
-
-    pub fn grace(&self) -> Duration {
-        self.grace
-    }
 }
 
 impl Shutdown {

@@ -37,7 +37,7 @@ use crate::index::{Facts, Index, RawMeta, TimingFact};
 use crate::query;
 use crate::store::{Store, StoreError};
 
-pub use crate::ops::{Answer, Query, Span};
+pub use crate::ops::{Answer, Query};
 
 mod answer;
 mod file;
