@@ -38,6 +38,66 @@ async fn refuse(mut stream: tokio::net::UnixStream, peer: Option<Peer>) {
     let _ = stream.shutdown().await;
 }
 
+/// Serves an accepted client on its own task, if the access policy allows
+/// it (and refuses it otherwise); its connection slot is given back when
+/// the task ends.
+fn spawn_connection(
+    conns: &mut JoinSet<()>,
+    stream: tokio::net::UnixStream,
+    shared: Arc<Shared>,
+    stop: crate::shutdown::Shutdown,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let peer = stream.peer_cred().ok().map(|c| Peer {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    });
+    let groups = crate::access::peer_groups(stream.as_raw_fd());
+    conns.spawn(async move {
+        match peer {
+            Some(p) if shared.access.allows(&p, groups.as_deref()) => {
+                let may_clear = shared.access.may_clear(&p, groups.as_deref());
+                conn::handle(stream, shared, stop, Some(p), may_clear).await
+            }
+            _ => refuse(stream, peer).await,
+        }
+        drop(permit);
+    });
+}
+
+/// The stop: connections finish what their clients sent, for up to
+/// `grace`; then the last call, and after [`LAST_CALL`] the rest are
+/// aborted.
+async fn drain(mut conns: JoinSet<()>, stopper: &crate::shutdown::Stopper, grace: Duration) {
+    let open = conns.len();
+    tracing::info!(
+        connections = open,
+        "Shutting down: no longer accepting; draining connections."
+    );
+    stopper.begin();
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            grace_ms = grace.as_millis() as u64,
+            "Connections still open after the grace period; closing them."
+        );
+        // Those held back by the byte budget hand over what they have read
+        // first: they stop waiting for it now (bounded: they read nothing
+        // new from their sockets after what was queued at shutdown).
+        stopper.last_call();
+        let last = tokio::time::timeout(LAST_CALL, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if last.is_err() {
+            conns.shutdown().await;
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` completes, then tells every
 /// connection to finish (read what its client already sent, answer it) and
 /// waits up to `grace` for them. Returns the bound socket, so the caller
@@ -82,24 +142,7 @@ pub async fn serve(
         match accepted {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(1);
-                let shared = shared.clone();
-                let stop = stopper.watch();
-                let peer = stream.peer_cred().ok().map(|c| Peer {
-                    pid: c.pid(),
-                    uid: c.uid(),
-                    gid: c.gid(),
-                });
-                let groups = crate::access::peer_groups(stream.as_raw_fd());
-                conns.spawn(async move {
-                    match peer {
-                        Some(p) if shared.access.allows(&p, groups.as_deref()) => {
-                            let may_clear = shared.access.may_clear(&p, groups.as_deref());
-                            conn::handle(stream, shared, stop, Some(p), may_clear).await
-                        }
-                        _ => refuse(stream, peer).await,
-                    }
-                    drop(permit);
-                });
+                spawn_connection(&mut conns, stream, shared.clone(), stopper.watch(), permit);
             }
             Err(e) => {
                 // EMFILE and friends: wait, do not spin.
@@ -109,31 +152,6 @@ pub async fn serve(
             }
         }
     }
-    let open = conns.len();
-    tracing::info!(
-        connections = open,
-        "Shutting down: no longer accepting; draining connections."
-    );
-    stopper.begin();
-    let drained =
-        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            connections = conns.len(),
-            grace_ms = grace.as_millis() as u64,
-            "Connections still open after the grace period; closing them."
-        );
-        // Those held back by the byte budget hand over what they have read
-        // first: they stop waiting for it now (bounded: they read nothing
-        // new from their sockets after what was queued at shutdown).
-        stopper.last_call();
-        let last = tokio::time::timeout(LAST_CALL, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        if last.is_err() {
-            conns.shutdown().await;
-        }
-    }
+    drain(conns, &stopper, grace).await;
     bound
 }
