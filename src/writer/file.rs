@@ -82,25 +82,9 @@ pub fn open_log(
     options: crate::store::FileOptions,
 ) -> Result<(Store, Index), StoreError> {
     let t0 = Instant::now();
-    let total = std::fs::metadata(path).map_or(0, |m| m.len());
-    let (progress, first) = crate::systemd::ScanProgress::start(total, t0);
-    if total > 0 {
-        crate::systemd::notify(&first);
-    }
     // Shared by the two callbacks below (only one runs at a time).
-    let progress = std::cell::RefCell::new(progress);
-    let report = |step: crate::systemd::Step, done: u64| {
-        if let Some(msg) = progress.borrow_mut().due(step, done, Instant::now()) {
-            crate::systemd::notify(&msg);
-            tracing::info!(
-                log_file = %path.display(),
-                mb = done / 1_000_000,
-                of_mb = total / 1_000_000,
-                step = ?step,
-                "Opening the log file."
-            );
-        }
-    };
+    let progress = std::cell::RefCell::new(Progress::start(path, t0));
+    let report = |step, done| progress.borrow_mut().report(step, done);
     let mut scanned = 0u64;
     // Where the clock is next read: every 16 MiB, and every 4,096 records
     // (cheap next to them either way; a record may be megabytes long).
@@ -158,6 +142,38 @@ pub fn open_log(
     store.set_page_cache(page_cache);
     report_recovery(path, &recovery, t0);
     Ok((store, index))
+}
+
+/// What opening a long log file tells the service manager and the log
+/// while it reads (or copies aside) the file.
+struct Progress<'p> {
+    path: &'p std::path::Path,
+    total: u64,
+    pace: crate::systemd::ScanProgress,
+}
+
+impl<'p> Progress<'p> {
+    fn start(path: &'p std::path::Path, t0: Instant) -> Self {
+        let total = std::fs::metadata(path).map_or(0, |m| m.len());
+        let (pace, first) = crate::systemd::ScanProgress::start(total, t0);
+        if total > 0 {
+            crate::systemd::notify(&first);
+        }
+        Progress { path, total, pace }
+    }
+
+    fn report(&mut self, step: crate::systemd::Step, done: u64) {
+        if let Some(msg) = self.pace.due(step, done, Instant::now()) {
+            crate::systemd::notify(&msg);
+            tracing::info!(
+                log_file = %self.path.display(),
+                mb = done / 1_000_000,
+                of_mb = self.total / 1_000_000,
+                step = ?step,
+                "Opening the log file."
+            );
+        }
+    }
 }
 
 /// The indexing half of [`open_log`]: indexes the batches the scan hands
