@@ -351,6 +351,11 @@ pub struct Commits {
 struct Syncer {
     ask: std::sync::mpsc::Sender<()>,
     done: std::sync::mpsc::Receiver<io::Result<()>>,
+    /// A sync was asked for whose result was not waited for (the log's
+    /// sync had failed: the batch is lost either way, and its bytes are
+    /// cut back at once rather than after the sidecar's sync); taken
+    /// before the next request.
+    unanswered: std::cell::Cell<bool>,
 }
 
 impl Syncer {
@@ -367,20 +372,35 @@ impl Syncer {
                     }
                 }
             })?;
-        Ok(Syncer { ask, done })
+        Ok(Syncer {
+            ask,
+            done,
+            unanswered: std::cell::Cell::new(false),
+        })
     }
 
     /// Syncs the sidecar on the thread while `alongside` runs here;
     /// returns both results (`alongside`'s, the sidecar's: `None` when the
     /// thread is gone).
+    ///
+    /// When `alongside` fails, returns at once without the sidecar's
+    /// result (which then does not matter: the batch is not committed);
+    /// that result is taken before the next request.
     fn sync_with(
         &self,
         alongside: impl FnOnce() -> io::Result<()>,
     ) -> (io::Result<()>, Option<io::Result<()>>) {
+        if self.unanswered.replace(false) && self.done.recv().is_err() {
+            return (alongside(), None);
+        }
         if self.ask.send(()).is_err() {
             return (alongside(), None);
         }
         let here = alongside();
+        if here.is_err() {
+            self.unanswered.set(true);
+            return (here, Some(Ok(())));
+        }
         (here, self.done.recv().ok())
     }
 }
