@@ -35,9 +35,10 @@ pub struct Args {
     pub socket_mode: String,
 
     /// File mode of the log file and of every file written beside it
-    /// (archives made by `clear`, copies set aside), in octal, applied
-    /// whatever the umask, to an existing log file too at start: 0640 lets
-    /// the daemon's group read the file (jq, `json.load`) and nobody else.
+    /// (its commit sidecar, archives made by `clear`, copies set aside), in
+    /// octal, applied whatever the umask, to an existing log file too at
+    /// start: 0640 lets the daemon's group read the file (jq, `json.load`)
+    /// and nobody else.
     #[arg(long, value_name = "OCTAL", default_value = "0640")]
     pub file_mode: String,
 
