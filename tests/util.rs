@@ -407,3 +407,42 @@ pub fn is_valid_array(path: &Path) -> bool {
         .and_then(|b| serde_json::from_slice::<Vec<Value>>(&b).ok())
         .is_some()
 }
+
+/// Runs the development harness `name` (an example, built by `cargo test`
+/// beside the daemon) against the daemon under test, in `dir`, with
+/// `args`; asserts it succeeded and returns its summary (standard output).
+pub fn run_harness(name: &str, dir: &TempDir, args: &[&str]) -> String {
+    let harness = Path::new(bin()).with_file_name("examples").join(name);
+    assert!(
+        harness.is_file(),
+        "{} is missing: run the whole suite with `cargo test` (it builds the examples), \
+         or `cargo build --examples` first",
+        harness.display()
+    );
+    let out = Command::new(&harness)
+        .args(args)
+        .arg("--daemon")
+        .arg(bin())
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{summary}");
+    assert!(
+        out.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    summary
+}
+
+/// The number after `label` in a harness summary (0 if absent).
+pub fn summary_figure(summary: &str, label: &str) -> u64 {
+    summary
+        .split(label)
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
