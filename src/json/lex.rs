@@ -161,43 +161,8 @@ pub(super) fn string_escaped<S: Sink>(
                 return Ok((i + 1, escaped));
             }
             b'\\' => {
-                let Some(&e) = input.get(i + 1) else {
-                    return Err(JsonError::Incomplete);
-                };
                 escaped = true;
-                i += 2;
-                match e {
-                    b'"' => out.extend(b"\\\""),
-                    b'\\' => out.extend(b"\\\\"),
-                    b'/' => out.push(b'/'),
-                    b'b' => out.extend(b"\\b"),
-                    b'f' => out.extend(b"\\f"),
-                    b'n' => out.extend(b"\\n"),
-                    b'r' => out.extend(b"\\r"),
-                    b't' => out.extend(b"\\t"),
-                    b'u' => {
-                        let cp = hex4(input, i)?;
-                        i += 4;
-                        if (0xd800..0xdc00).contains(&cp)
-                            && input.get(i) == Some(&b'\\')
-                            && input.get(i + 1) == Some(&b'u')
-                        {
-                            let lo = hex4(input, i + 2)?;
-                            if (0xdc00..0xe000).contains(&lo) {
-                                i += 6;
-                                push_char(out, 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00));
-                                continue;
-                            }
-                        }
-                        push_char(out, cp);
-                    }
-                    _ => {
-                        return Err(JsonError::Syntax {
-                            offset: i - 1,
-                            what: "invalid escape in string",
-                        });
-                    }
-                }
+                i = escape(input, i, out)?;
             }
             _ => {
                 return Err(JsonError::Syntax {
@@ -207,6 +172,49 @@ pub(super) fn string_escaped<S: Sink>(
             }
         }
     }
+}
+
+/// The escape sequence at `i` (its backslash), written as Python writes
+/// it: short forms kept, `\/` and every `\u` that has a UTF-8 form decoded
+/// (a surrogate pair into one character). Returns the offset past it.
+#[inline(always)]
+fn escape<S: Sink>(input: &[u8], mut i: usize, out: &mut S) -> Result<usize, JsonError> {
+    let Some(&e) = input.get(i + 1) else {
+        return Err(JsonError::Incomplete);
+    };
+    i += 2;
+    match e {
+        b'"' => out.extend(b"\\\""),
+        b'\\' => out.extend(b"\\\\"),
+        b'/' => out.push(b'/'),
+        b'b' => out.extend(b"\\b"),
+        b'f' => out.extend(b"\\f"),
+        b'n' => out.extend(b"\\n"),
+        b'r' => out.extend(b"\\r"),
+        b't' => out.extend(b"\\t"),
+        b'u' => {
+            let cp = hex4(input, i)?;
+            i += 4;
+            if (0xd800..0xdc00).contains(&cp)
+                && input.get(i) == Some(&b'\\')
+                && input.get(i + 1) == Some(&b'u')
+            {
+                let lo = hex4(input, i + 2)?;
+                if (0xdc00..0xe000).contains(&lo) {
+                    push_char(out, 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00));
+                    return Ok(i + 6);
+                }
+            }
+            push_char(out, cp);
+        }
+        _ => {
+            return Err(JsonError::Syntax {
+                offset: i - 1,
+                what: "invalid escape in string",
+            });
+        }
+    }
+    Ok(i)
 }
 
 #[inline(always)]

@@ -128,60 +128,77 @@ pub(super) fn scan(
             return Ok(out);
         };
         let here = w.offset();
-        let problem = match state {
-            // A UTF-8 byte order mark (an editor's, or Python's `utf-8-sig`)
-            // is kept and skipped, as jq and `json.loads(bytes)` skip it:
-            // treating it as damage would take the whole history out of
-            // the live file.
-            State::Open if here == 0 && w.buf[w.pos..].starts_with(b"\xEF\xBB\xBF") => {
-                w.pos += 3;
-                None
+        let problem = if matches!(state, State::Value) {
+            let taken = value(file, &mut w, &mut fmt, limit, &mut out, on_record)?;
+            if taken {
+                state = State::CommaOrClose;
             }
-            State::Open if b != b'[' => Some(format!(
-                "byte {} is not the '[' that opens an array",
-                here + 1
-            )),
-            State::Open => {
-                w.pos += 1;
-                out.content_end = here + 1;
-                state = State::FirstOrClose;
-                None
-            }
-            State::FirstOrClose | State::CommaOrClose if b == b']' => {
-                w.pos += 1;
-                state = State::Done;
-                None
-            }
-            State::FirstOrClose | State::CommaOrClose if here >= limit => Some(uncommitted(here)),
-            State::FirstOrClose => {
-                state = State::Value;
-                None
-            }
-            State::CommaOrClose if b != b',' => {
-                Some(format!("expected ',' or ']' at byte {}", here + 1))
-            }
-            State::CommaOrClose => {
-                w.pos += 1;
-                state = State::Value;
-                None
-            }
-            State::Value => {
-                let taken = value(file, &mut w, &mut fmt, limit, &mut out, on_record)?;
-                if taken {
-                    state = State::CommaOrClose;
-                }
-                out.problem.take()
-            }
-            State::Done => Some(format!(
-                "unexpected bytes after the closing ']' at byte {}",
-                here + 1
-            )),
+            out.problem.take()
+        } else {
+            between(&mut state, b, &mut w, limit, &mut out.content_end)
         };
         if let Some(problem) = problem {
             out.problem = Some(problem);
             out.scanned = here;
             return Ok(out);
         }
+    }
+}
+
+/// One step of the array's punctuation (every state but [`State::Value`]):
+/// the byte `b` at the window's position moves `state` on, or is the
+/// problem returned.
+fn between(
+    state: &mut State,
+    b: u8,
+    w: &mut Window,
+    limit: u64,
+    content_end: &mut u64,
+) -> Option<String> {
+    let here = w.offset();
+    match *state {
+        // A UTF-8 byte order mark (an editor's, or Python's `utf-8-sig`)
+        // is kept and skipped, as jq and `json.loads(bytes)` skip it:
+        // treating it as damage would take the whole history out of the
+        // live file.
+        State::Open if here == 0 && w.buf[w.pos..].starts_with(b"\xEF\xBB\xBF") => {
+            w.pos += 3;
+            None
+        }
+        State::Open if b != b'[' => Some(format!(
+            "byte {} is not the '[' that opens an array",
+            here + 1
+        )),
+        State::Open => {
+            w.pos += 1;
+            *content_end = here + 1;
+            *state = State::FirstOrClose;
+            None
+        }
+        State::FirstOrClose | State::CommaOrClose if b == b']' => {
+            w.pos += 1;
+            *state = State::Done;
+            None
+        }
+        State::FirstOrClose | State::CommaOrClose if here >= limit => Some(uncommitted(here)),
+        State::FirstOrClose => {
+            *state = State::Value;
+            None
+        }
+        State::CommaOrClose if b != b',' => {
+            Some(format!("expected ',' or ']' at byte {}", here + 1))
+        }
+        State::CommaOrClose => {
+            w.pos += 1;
+            *state = State::Value;
+            None
+        }
+        // Read by `value`, never passed here.
+        State::Value => None,
+        State::Done => Some(format!(
+            "unexpected bytes after the closing ']' at byte {}",
+            here + 1
+        )),
     }
 }
 
