@@ -43,7 +43,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::writer::{BatcherConfig, Status};
@@ -135,19 +135,23 @@ pub async fn run(
     ));
     let access = access_policy(&config, &bound);
     let shared = Arc::new(conn::Shared {
+        writer: writer::Link {
+            tx,
+            pool,
+            stats,
+            events,
+        },
+        budget: conn::Budget::new(config.max_pending_bytes),
+        limits: conn::Limits {
+            max_line: config.max_line_bytes,
+            max_record: config.max_record_bytes,
+        },
+        about: conn::About {
+            version: env!("CARGO_PKG_VERSION"),
+            started,
+            socket_file: bound.file(),
+        },
         access,
-        socket: (!bound.is_activated()).then(|| bound.path().to_owned()),
-        socket_file: bound.file(),
-        tx,
-        budget: Arc::new(Semaphore::new(config.max_pending_bytes)),
-        budget_total: config.max_pending_bytes,
-        max_line: config.max_line_bytes,
-        max_record: config.max_record_bytes,
-        stats,
-        started,
-        version: env!("CARGO_PKG_VERSION"),
-        events,
-        pool,
         connections: Default::default(),
     });
     let shutdown = stop_when(shutdown, writer_gone);

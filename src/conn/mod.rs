@@ -24,7 +24,7 @@ use crate::protocol::{self, ErrorCode, ProtocolError, reply_line};
 use crate::query;
 use crate::shutdown::Shutdown;
 use crate::time::LocalTime;
-use crate::writer::{Command, Durable, Ingest, Query, RecordMeta};
+use crate::writer::{Command, Durable, Ingest, Link, Query, RecordMeta};
 use lines::{Frame, Lines, READ_CHUNK, trim_line};
 
 pub mod lines;
@@ -61,33 +61,58 @@ fn print_guard(max_record: usize) -> usize {
 /// Separator before each record in the array, as indent=2 prints it.
 pub const RECORD_PREFIX: &[u8] = b",\n  ";
 
-/// What every connection shares.
+/// What every connection shares, in parts each side uses on its own: the
+/// read half takes records within [`Limits`] and the [`Budget`] and hands
+/// them over the writer's [`Link`]; the write half asks the writer through
+/// the same link and shows [`About`] in `ping`; the accept loop consults
+/// `access`.
 #[derive(Debug)]
 pub struct Shared {
-    pub tx: mpsc::Sender<Command>,
-    /// Unflushed-bytes budget; see [`crate::writer`].
-    pub budget: Arc<Semaphore>,
-    pub budget_total: usize,
-    pub max_line: usize,
-    /// `--max-record-bytes`: the most a record (or a `log_batch`'s jobs
-    /// together) may take as stored.
-    pub max_record: usize,
-    /// The unfiltered `stats` reply while the index is unchanged.
-    pub stats: Arc<crate::writer::StatsCache>,
-    pub started: Instant,
-    pub version: &'static str,
-    /// New records, for `subscribe`.
-    pub events: crate::writer::Events,
+    pub writer: Link,
+    pub budget: Budget,
+    pub limits: Limits,
+    pub about: About,
     /// Who may connect, who may `clear`, and whether to stamp records.
     pub access: crate::access::Access,
-    /// The socket file we bound (None with socket activation), for `ping`.
-    pub socket: Option<std::path::PathBuf>,
-    /// Which socket file is ours, for `ping`'s `socket_at_path`.
-    pub socket_file: crate::server::socket::SocketFile,
-    /// Chunk buffers to reuse (the writer hands them back).
-    pub pool: Arc<crate::writer::BufferPool>,
     /// Connections being served, to decide who computes index facts.
     pub connections: std::sync::atomic::AtomicUsize,
+}
+
+/// A line's and a record's size limits (`--max-line-bytes`,
+/// `--max-record-bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_line: usize,
+    /// The most a record (or a `log_batch`'s jobs together) may take as
+    /// stored.
+    pub max_record: usize,
+}
+
+/// The unflushed-bytes budget (`--max-pending-bytes`) that every
+/// connection's accepted records hold permits of until they are durable;
+/// see [`crate::writer`].
+#[derive(Debug)]
+pub struct Budget {
+    pub permits: Arc<Semaphore>,
+    pub total: usize,
+}
+
+impl Budget {
+    pub fn new(total: usize) -> Budget {
+        Budget {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+}
+
+/// What `ping` shows of the daemon itself, beside the writer's counters.
+#[derive(Debug)]
+pub struct About {
+    pub version: &'static str,
+    pub started: Instant,
+    /// Which socket file is ours, for `socket_at_path`.
+    pub socket_file: crate::server::socket::SocketFile,
 }
 
 /// Counts a connection while it is served.
@@ -145,7 +170,7 @@ pub async fn handle(
     let (rd, wr) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::channel(MAX_QUEUED_REPLIES);
     let mut fmt = Formatter::new();
-    fmt.output_limit = Some(print_guard(shared.max_record));
+    fmt.output_limit = Some(print_guard(shared.limits.max_record));
     if shared.access.stamp_peer
         && let Some(p) = &peer
     {

@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) async fn read_side(mut rd: OwnedReadHalf, mut s: Session, mut shutdown: Shutdown) {
-    let mut lines = Lines::new(s.shared.max_line);
+    let mut lines = Lines::new(s.shared.limits.max_line);
     let mut eof = false;
     while !eof {
         let stopping = tokio::select! {
@@ -83,7 +83,7 @@ pub(super) async fn process(lines: &mut Lines, s: &mut Session) {
                     ErrorCode::LineTooLong,
                     format!(
                         "line longer than {} bytes; the rest of it is discarded",
-                        s.shared.max_line
+                        s.shared.limits.max_line
                     ),
                 );
                 queue(s, Reply::Now(e.reply(no))).await;
@@ -184,11 +184,11 @@ pub(super) async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                     format!("nesting deeper than {MAX_RECORD_DEPTH} levels"),
                 );
                 queue(s, Reply::Now(e.reply(no))).await;
-            } else if !is_request && printed > s.shared.max_record {
+            } else if !is_request && printed > s.shared.limits.max_record {
                 s.chunk.truncate(mark);
                 let e = too_large(
                     format!("pretty-printed, the record takes {printed} bytes"),
-                    s.shared.max_record,
+                    s.shared.limits.max_record,
                 );
                 queue(s, Reply::Now(e.reply(no))).await;
             } else if !is_request {
@@ -264,7 +264,7 @@ pub(super) const PERMIT_PIECE: usize = 64 << 10;
 /// the whole budget: a chunk larger than that takes all of it), taking
 /// more without waiting. False if the budget has not that much left.
 pub(super) fn cover(s: &mut Session, bytes: usize) -> bool {
-    let total = s.shared.budget_total;
+    let total = s.shared.budget.total;
     let need = bytes.min(total);
     let held = s
         .permit
@@ -275,7 +275,7 @@ pub(super) fn cover(s: &mut Session, bytes: usize) -> bool {
     }
     let deficit = need - held;
     let ahead = deficit.max(PERMIT_PIECE.min(total / 16)).min(total - held);
-    let budget = &s.shared.budget;
+    let budget = &s.shared.budget.permits;
     let got = [ahead, deficit].into_iter().find_map(|n| {
         let n = u32::try_from(n).ok()?;
         Arc::clone(budget).try_acquire_many_owned(n).ok()
@@ -302,7 +302,7 @@ pub(super) fn cover(s: &mut Session, bytes: usize) -> bool {
 pub(super) async fn cover_record(s: &mut Session, mark: usize) -> Option<usize> {
     // Past the whole budget a chunk is handed over before it grows: only a
     // record alone may be larger than the budget (it then takes all of it).
-    let fits = s.chunk.len() <= s.shared.budget_total || mark == 0;
+    let fits = s.chunk.len() <= s.shared.budget.total || mark == 0;
     if (fits && cover(s, s.chunk.len())) || s.shutdown.is_last_call() {
         return Some(mark + RECORD_PREFIX.len());
     }
@@ -324,11 +324,11 @@ pub(super) async fn cover_record(s: &mut Session, mark: usize) -> Option<usize> 
 /// records go to the writer without permits then (see [`crate::shutdown`]);
 /// what a connection holds is bounded by its buffers.
 pub(super) async fn wait_for_budget(s: &Session, bytes: usize) -> Option<OwnedSemaphorePermit> {
-    let want = u32::try_from(bytes.clamp(1, s.shared.budget_total)).unwrap_or(u32::MAX);
+    let want = u32::try_from(bytes.clamp(1, s.shared.budget.total)).unwrap_or(u32::MAX);
     let mut last_call = s.shutdown.clone();
     tokio::select! {
         // The semaphore is never closed, so acquiring cannot fail.
-        p = Arc::clone(&s.shared.budget).acquire_many_owned(want) => p.ok(),
+        p = Arc::clone(&s.shared.budget.permits).acquire_many_owned(want) => p.ok(),
         () = last_call.wait_last_call() => None,
     }
 }
@@ -360,7 +360,7 @@ pub(super) async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Dur
     }
     // The chunk's share goes with it; what was taken ahead goes back, so
     // an idle connection holds no permits.
-    let used = s.chunk.len().min(s.shared.budget_total);
+    let used = s.chunk.len().min(s.shared.budget.total);
     let permit = s
         .permit
         .take()
@@ -372,6 +372,7 @@ pub(super) async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Dur
     // busy connection does not regrow its buffer from nothing every read.
     let next = s
         .shared
+        .writer
         .pool
         .take(s.chunk.len().clamp(4096, CHUNK_SEND_BYTES + READ_CHUNK));
     let ing = Ingest {
@@ -383,7 +384,7 @@ pub(super) async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Dur
         done,
         indexed: Arc::clone(&s.indexed),
     };
-    if s.shared.tx.send(Command::Ingest(ing)).await.is_err() {
+    if s.shared.writer.tx.send(Command::Ingest(ing)).await.is_err() {
         s.writer_gone = true;
         return false;
     }

@@ -41,14 +41,14 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
             .fmt
             .record(job, RECORD_PREFIX, s.logged_at.as_bytes(), &mut data)
         {
-            Ok(_) if data.len() > s.shared.max_record => {
+            Ok(_) if data.len() > s.shared.limits.max_record => {
                 let mut e = too_large(
                     format!(
                         "pretty-printed, the first {} jobs take {} bytes",
                         i + 1,
                         data.len()
                     ),
-                    s.shared.max_record,
+                    s.shared.limits.max_record,
                 );
                 e.message.push_str("; nothing from this request was logged");
                 return queue(s, Reply::Now(e.reply(no))).await;
@@ -101,7 +101,7 @@ pub(super) async fn flush(s: &mut Session, no: u64) {
     send_chunk(s, None).await;
     let (tx, rx) = oneshot::channel();
     let ok = reply_line(&serde_json::json!({"ok": true}));
-    if s.shared.tx.send(Command::Flush(tx)).await.is_ok() {
+    if s.shared.writer.tx.send(Command::Flush(tx)).await.is_ok() {
         queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
     } else {
         queue(s, Reply::Now(stopping_error().reply(no))).await;
@@ -140,7 +140,7 @@ pub(super) async fn stats(
         // is current and covers all our records (see StatsCache).
         send_chunk(s, None).await;
         let ours_indexed = s.indexed.load(std::sync::atomic::Ordering::Acquire) == s.sent;
-        if ours_indexed && let Some(line) = s.shared.stats.current() {
+        if ours_indexed && let Some(line) = s.shared.writer.stats.current() {
             return queue(s, Reply::Now(line.to_vec())).await;
         }
     }
@@ -155,9 +155,9 @@ pub(super) async fn stats(
 pub(super) async fn subscribe(s: &mut Session, include_pending: bool) {
     send_chunk(s, None).await;
     let rx = if include_pending {
-        s.shared.events.accepted.subscribe()
+        s.shared.writer.events.accepted.subscribe()
     } else {
-        s.shared.events.durable.subscribe()
+        s.shared.writer.events.durable.subscribe()
     };
     queue(s, Reply::Subscribed(rx)).await;
 }
@@ -176,7 +176,7 @@ pub(super) async fn clear(s: &mut Session, no: u64) {
     send_chunk(s, None).await;
     let (tx, rx) = oneshot::channel();
     let clear = Command::Clear(tx, Arc::clone(&s.indexed));
-    if s.shared.tx.send(clear).await.is_ok() {
+    if s.shared.writer.tx.send(clear).await.is_ok() {
         // Counted like a chunk: our next `stats` waits for it.
         s.sent += 1;
         queue(s, Reply::Cleared { rx, line: no }).await;
@@ -192,7 +192,7 @@ pub(super) async fn query_reply(s: &mut Session, no: u64, q: Query, durable: boo
     send_chunk(s, None).await;
     let flush = if durable {
         let (tx, rx) = oneshot::channel();
-        if s.shared.tx.send(Command::Flush(tx)).await.is_err() {
+        if s.shared.writer.tx.send(Command::Flush(tx)).await.is_err() {
             return queue(s, Reply::Now(stopping_error().reply(no))).await;
         }
         Some(rx)

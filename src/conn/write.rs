@@ -53,16 +53,16 @@ pub(super) async fn follow(
 }
 
 /// The `ping` reply for the writer's status `st`.
-pub(super) fn ping_line(shared: &Shared, st: &crate::writer::Status) -> Vec<u8> {
+pub(super) fn ping_line(about: &About, st: &crate::writer::Status) -> Vec<u8> {
     let v = serde_json::json!({
         "ok": true,
-        "version": shared.version,
+        "version": about.version,
         "records": st.records,
         "pending": st.pending,
         "log_file": st.log_file.display().to_string(),
         "log_id": st.log_id,
         "file_bytes": st.file_bytes,
-        "uptime_s": (shared.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "uptime_s": (about.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         "coerced": st.coerced,
         "flushes": st.flushes,
         "failed_flushes": st.failed_flushes,
@@ -80,20 +80,20 @@ pub(super) fn ping_line(shared: &Shared, st: &crate::writer::Status) -> Vec<u8> 
         "last_error": st.last_error,
         "index_bytes": st.index_bytes,
         "log_file_at_path": st.log_file_at_path,
-        "socket_at_path": shared.socket_file.is_at_path(),
+        "socket_at_path": about.socket_file.is_at_path(),
     });
     reply_line(&v)
 }
 
 /// `ping`'s reply: the writer's status, asked for now.
-pub(super) async fn ping_reply(shared: &Shared, line: u64) -> Vec<u8> {
+pub(super) async fn ping_reply(writer: &Link, about: &About, line: u64) -> Vec<u8> {
     let (stx, srx) = oneshot::channel();
-    let status = match shared.tx.send(Command::Status(stx)).await {
+    let status = match writer.tx.send(Command::Status(stx)).await {
         Ok(()) => srx.await.ok(),
         Err(_) => None,
     };
     match status {
-        Some(st) => ping_line(shared, &st),
+        Some(st) => ping_line(about, &st),
         None => stopping_error().reply(line),
     }
 }
@@ -154,13 +154,13 @@ pub(super) async fn write_side(
     shared: Arc<Shared>,
     mut shutdown: Shutdown,
 ) {
-    let tx = &shared.tx;
+    let tx = &shared.writer.tx;
     let mut w = BufWriter::new(wr);
     let mut broken = false;
     while let Some(r) = rx.recv().await {
         let bytes = match r {
             Reply::Now(b) => b,
-            Reply::Ping { line } => ping_reply(&shared, line).await,
+            Reply::Ping { line } => ping_reply(&shared.writer, &shared.about, line).await,
             Reply::Query { flush, query, line } => match ask(tx, flush, query).await {
                 Err(e) => e.reply(line),
                 Ok(crate::ops::Answer::Failed(msg)) => {

@@ -11,8 +11,16 @@
 //! description of how to print it.
 //!
 //! A query's `run` takes a [`View`] of the writer's index and file; the
-//! writer only dispatches (`writer/answer.rs`). Still elsewhere: the
-//! connection's side of each request, in `conn/requests.rs`.
+//! writer hands every query to [`run`] (`writer/answer.rs`), so a new query
+//! operation touches only this folder: its file, its `Query` and `Answer`
+//! variants, and a line each in [`run`], [`write`] and the registry.
+//!
+//! What a request does on the connection (hand the records read before it
+//! to the writer, queue a reply that waits for durability or for the
+//! writer's answer) is the connection's machinery, one function per
+//! operation in `conn/requests.rs`: it works on the session's chunk and
+//! reply queue, and `ops` depends on neither `conn` nor `writer`, so the
+//! writer and the connections can both use it without a cycle.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -139,6 +147,23 @@ pub enum Answer {
     /// The question could not be answered as asked (durable-only `stats`
     /// while writes fail): the message, for a `write_failed` reply.
     Failed(String),
+}
+
+/// Answers a query over the writer's index and file: each operation's
+/// `run`. (The writer answers an unfiltered `stats` itself, from its
+/// running aggregate and cache, before it gets here.)
+pub fn run(view: &View<'_>, q: Query) -> Answer {
+    match q {
+        Query::Stats { filter, .. } => stats::run(view, &filter),
+        Query::Jobs {
+            filter,
+            paging,
+            fields,
+        } => jobs::run(view, &filter, &paging, fields),
+        Query::ExportCsv { filter, paging } => export_csv::run(view, &filter, &paging),
+        Query::RetryCandidates { limit } => retry_candidates::run(view, limit),
+        Query::Snapshot => snapshot::run(view),
+    }
 }
 
 /// Writes a whole answer: one JSON line, or for CSV and snapshots a JSON

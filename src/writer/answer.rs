@@ -91,15 +91,7 @@ impl Writer {
                 filter,
                 include_pending: true,
             } if query::is_unfiltered(&filter) => Answer::StatsLine(self.stats_line()),
-            Query::Stats { filter, .. } => ops::stats::run(&view, &filter),
-            Query::Jobs {
-                filter,
-                paging,
-                fields,
-            } => ops::jobs::run(&view, &filter, &paging, fields),
-            Query::ExportCsv { filter, paging } => ops::export_csv::run(&view, &filter, &paging),
-            Query::RetryCandidates { limit } => ops::retry_candidates::run(&view, limit),
-            Query::Snapshot => ops::snapshot::run(&view),
+            q => ops::run(&view, q),
         }
     }
 }

@@ -115,6 +115,19 @@ impl Default for Events {
     }
 }
 
+/// What the connections hold of the writer: the way to it, the buffers it
+/// hands back, the record feeds and the cached `stats` line it keeps.
+#[derive(Debug)]
+pub struct Link {
+    pub tx: mpsc::Sender<Command>,
+    /// Chunk buffers to reuse (the writer hands them back).
+    pub pool: Arc<BufferPool>,
+    /// The unfiltered `stats` reply while the index is unchanged.
+    pub stats: Arc<StatsCache>,
+    /// New records, for `subscribe`.
+    pub events: Events,
+}
+
 /// Records a subscriber may fall behind by before it starts missing some.
 pub const EVENTS_CAPACITY: usize = 16 * 1024;
 
