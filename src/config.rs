@@ -1,11 +1,13 @@
 //! Command line (clap, with environment fallbacks) and the validated
-//! [`Config`] that owns every default and limit an operator can set
-//! (internal tuning constants stay beside the code they tune).
+//! [`Config`] that owns every default and limit an operator can set; the
+//! compile-time tuning constants are in [`tuning`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+pub(crate) mod tuning;
 
 use crate::store::{FsyncPolicy, PageCache};
 

@@ -48,9 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::writer::{BatcherConfig, Status};
 
-/// Depth of the connection → writer channel, in messages (each message is a
-/// read's worth of records). Bytes are bounded separately by the budget.
-const COMMAND_QUEUE: usize = 1024;
+use crate::config::tuning::COMMAND_QUEUE;
 
 /// Why the daemon could not start (or stopped abnormally).
 #[derive(Debug)]
@@ -256,9 +254,11 @@ fn start_writer(
         index,
         rx,
         BatcherConfig {
-            flush_interval: config.flush_interval,
-            max_records: config.batch_max_records,
-            max_bytes: config.batch_max_bytes,
+            policy: writer::Policy {
+                flush_interval: config.flush_interval,
+                max_records: config.batch_max_records,
+                max_bytes: config.batch_max_bytes,
+            },
             shutdown_retry: config.shutdown_timeout,
             pool,
             stats,

@@ -101,13 +101,7 @@ pub fn listen_fd() -> Result<Option<OwnedFd>, String> {
     }
 }
 
-/// How often a long log-file scan reports its progress.
-const SCAN_REPORT_EVERY: Duration = Duration::from_secs(5);
-
-/// How much each report extends the service manager's timeout: several
-/// reports' worth, so one slow moment (a cold disk) does not get the
-/// service killed.
-const SCAN_EXTEND: Duration = Duration::from_secs(30);
+use crate::config::tuning::{SCAN_EXTEND, SCAN_REPORT_EVERY};
 
 /// Progress of the long steps of opening a log file: the scan that indexes
 /// it at start-up (and on a reopen), and setting a damaged file's original

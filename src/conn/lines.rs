@@ -8,8 +8,7 @@
 
 use memchr::memchr;
 
-/// Read granularity: enough for a few seed-sized records per syscall.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub(crate) use crate::config::tuning::READ_CHUNK;
 
 /// One framed unit of input.
 #[derive(Debug, PartialEq, Eq)]

@@ -36,17 +36,7 @@ use read::*;
 use requests::*;
 use write::*;
 
-/// Replies a connection may have queued before its reading pauses.
-const MAX_QUEUED_REPLIES: usize = 256;
-/// A chunk of formatted records is sent to the writer at this size even in
-/// the middle of a read, to keep per-connection memory small.
-const CHUNK_SEND_BYTES: usize = 1 << 20;
-/// Formatted bytes a connection gathers from reads that are already
-/// possible before it hands its chunk to the writer.
-const HANDOFF_BYTES: usize = 256 << 10;
-/// At shutdown, read at most this much more of what a client already sent
-/// (more than a socket buffer can hold; a safety net only).
-const DRAIN_LIMIT: usize = 64 << 20;
+use crate::config::tuning::{CHUNK_SEND_BYTES, DRAIN_LIMIT, HANDOFF_BYTES, MAX_QUEUED_REPLIES};
 
 /// How far printing a line may go before it is stopped: a multiple of
 /// `--max-record-bytes`, since a `log_batch` line prints its jobs two

@@ -252,13 +252,7 @@ pub(super) fn too_large(what: String, max_record: usize) -> ProtocolError {
     )
 }
 
-/// Hands the chunk (and `done`, answered when it is durable) to the writer,
-/// after taking its bytes from the unflushed budget; waits while the budget
-/// is spent (backpressure). Returns false if the writer is gone.
-/// Permits are taken ahead in pieces of this size (or the budget's
-/// sixteenth, if smaller): one semaphore operation per piece, not per
-/// record.
-pub(super) const PERMIT_PIECE: usize = 64 << 10;
+pub(super) use crate::config::tuning::PERMIT_PIECE;
 
 /// Makes the permits held cover the first `bytes` of the chunk (at most
 /// the whole budget: a chunk larger than that takes all of it), taking
@@ -333,6 +327,9 @@ pub(super) async fn wait_for_budget(s: &Session, bytes: usize) -> Option<OwnedSe
     }
 }
 
+/// Hands the chunk (and `done`, answered when it is durable) to the writer,
+/// after taking its bytes from the unflushed budget; waits while the budget
+/// is spent (backpressure). Returns false if the writer is gone.
 pub(super) async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Durable>>) -> bool {
     if s.writer_gone {
         if !s.chunk_records.is_empty() {

@@ -73,16 +73,12 @@ pub struct Interner {
     by_hash: [SpellingMap; 2],
 }
 
-/// Distinct spellings each map of [`Interner::by_hash`] remembers; past it
-/// (unique error messages, say) values take the decoding path uncached, so
-/// the maps never grow with the log.
-pub(super) const RAW_CACHE_MAX: usize = 4096;
+pub(super) use crate::config::tuning::RAW_CACHE_MAX;
 
 /// A name's hash to its symbol and spelling.
 pub(super) type SpellingMap = HashMap<u64, (Sym, Box<[u8]>), FixedState>;
 
-/// Longest spelling [`Interner::by_hash`] keeps.
-pub(super) const RAW_CACHE_SPELLING: usize = 256;
+pub(super) use crate::config::tuning::RAW_CACHE_SPELLING;
 
 /// Which meaning a name has: [`group_key`] or [`error_type`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

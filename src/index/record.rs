@@ -173,8 +173,7 @@ pub struct NameRef {
     pub(super) inline: [u8; INLINE_SPELLING],
 }
 
-/// Longest spelling a [`NameRef`] carries with it.
-pub(super) const INLINE_SPELLING: usize = 24;
+pub(super) use crate::config::tuning::INLINE_SPELLING;
 
 impl NameRef {
     pub(super) fn new(rec: &[u8], (start, len): (u32, u32)) -> NameRef {

@@ -118,12 +118,7 @@ pub struct Tally {
     pub successful: u64,
 }
 
-/// Distinct timing names `stats` keeps figures for. Timing names are a
-/// pipeline's stages (a handful); a client that puts ids into them (`"t_<video
-/// id>"`) would otherwise grow the index by a histogram and a name per
-/// record, and every `stats` reply with it. Values under later names are
-/// counted in `timings_untracked` instead.
-pub const MAX_TIMING_NAMES: usize = 1024;
+pub use crate::config::tuning::MAX_TIMING_NAMES;
 
 /// Everything `stats` reports, over some set of records.
 #[derive(Debug, Clone, Default)]

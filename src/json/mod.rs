@@ -37,10 +37,7 @@ use lex::*;
 
 pub use value::{minify, minify_into};
 
-/// Deepest nesting accepted in a record received from a client. Python's own
-/// decoder gives up near 1000; 128 matches serde_json's limit used for
-/// requests, and keeps the indentation of the output bounded.
-pub const MAX_RECORD_DEPTH: usize = 128;
+pub(crate) use crate::config::tuning::MAX_RECORD_DEPTH;
 
 /// Why a value was refused. `offset` is a byte offset into the input.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,19 +16,7 @@ use crate::index;
 use crate::json::minify_into;
 use crate::json::{Formatter, MAX_RECORD_DEPTH, SkimmedField, skim_object};
 
-/// Flush the socket buffer at about this size while streaming.
-pub(super) const STREAM_CHUNK: usize = 64 * 1024;
-
-/// Most bytes one `pread` of [`Windowed`] fetches (a larger record is read
-/// alone, whole). Held per connection while it streams an answer, so it is
-/// kept small: 1,024 connections answering at once hold 256 MiB at most.
-pub(super) const READ_WINDOW: u64 = 256 << 10;
-
-/// Records at most this far apart share one `pread`: copying a gap of a
-/// few records costs less than another system call, and with the page
-/// cache dropped (`--page-cache drop`) each `pread` of a record not cached
-/// is a disk read of its own.
-pub(super) const READ_GAP: u64 = 16 << 10;
+pub(super) use crate::config::tuning::{READ_GAP, READ_WINDOW, STREAM_CHUNK};
 
 /// The records of `spans`, in the order given, read with as few `pread`s as
 /// their places allow: following spans that lie ahead within [`READ_GAP`]

@@ -18,9 +18,7 @@ pub mod socket;
 use socket::rebind_now;
 pub use socket::{BindError, Bound, SocketFile, adopt, bind, lock_socket};
 
-/// After the grace period, how long connections get to hand over the
-/// records they have read (no waiting for the budget or for replies then).
-const LAST_CALL: Duration = Duration::from_secs(2);
+use crate::config::tuning::LAST_CALL;
 
 /// One error reply, then close: the peer is not on the allow lists.
 async fn refuse(mut stream: tokio::net::UnixStream, peer: Option<Peer>) {

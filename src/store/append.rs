@@ -4,12 +4,7 @@
 
 use super::*;
 
-/// A large batch is written in pieces of this size (see
-/// [`Store::append`]).
-pub(super) const WRITE_PIECE: usize = 4 << 20;
-
-/// At most this many buffers per `pwritev` (the kernel's `IOV_MAX`).
-pub(super) const MAX_IOVECS: usize = 1024;
+pub(super) use crate::config::tuning::{MAX_IOVECS, WRITE_PIECE};
 
 /// Writes all of `bufs` at offset `at`, resuming after short writes.
 pub(super) fn pwrite_all(file: &File, mut bufs: &mut [IoSlice<'_>], mut at: u64) -> io::Result<()> {

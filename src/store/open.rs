@@ -5,15 +5,9 @@
 
 use super::*;
 
-/// [`Store::settle`]: how often it looks, how long the file must stay
-/// unchanged (ending like an array, or not), and how long it waits at most.
-pub(super) const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
-
-pub(super) const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
-
-pub(super) const SETTLE_QUIET_DAMAGED: std::time::Duration = std::time::Duration::from_secs(1);
-
-pub(super) const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+pub(super) use crate::config::tuning::{
+    SETTLE_MAX, SETTLE_POLL, SETTLE_QUIET, SETTLE_QUIET_DAMAGED,
+};
 
 /// The sidecar of the log at `path` (open as `file`): the one found, or a
 /// new one (a log the Python logger wrote, or one whose sidecar belonged

@@ -10,9 +10,7 @@ pub(super) struct Scan {
     pub(super) problem: Option<String>,
 }
 
-/// Bytes read per step of the start-up scan; a record larger than this
-/// grows the window to hold it whole.
-pub(super) const SCAN_CHUNK: usize = 1 << 20;
+pub(super) use crate::config::tuning::SCAN_CHUNK;
 
 /// The scan's window on the file: `buf` holds the bytes from file offset
 /// `base`; `pos` is how far they are consumed.
@@ -87,8 +85,7 @@ enum State {
     Done,
 }
 
-/// Python's decoder recurses; this is far beyond what it reads.
-const FILE_DEPTH: usize = 10_000;
+use crate::config::tuning::FILE_DEPTH;
 
 /// Streams through the file once, never holding more than one chunk plus
 /// the record that spans it, and finds the longest prefix of complete

@@ -2,21 +2,9 @@
 //! reopening it after a rotation (SIGHUP), and `clear`.
 
 use super::*;
+use std::time::Instant;
 
-/// Records handed from the scan to the indexing thread at a time, in
-/// bytes (see [`open_log`]).
-pub(super) const INDEX_BATCH_BYTES: usize = 1 << 20;
-
-/// ... or this many records, whichever comes first: large records add only
-/// their facts (about 200 bytes each) and tiny ones barely any bytes, so
-/// the byte count alone would let a batch grow with the file. Small in
-/// unit tests, so that their files cross many batch boundaries.
-pub(super) const INDEX_BATCH_RECORDS: usize = if cfg!(test) { 100 } else { 4096 };
-
-/// Records this long or longer go to the indexing thread as their facts
-/// (computed on the scanning thread) rather than as their bytes: copying a
-/// seed-sized record would cost more than the indexing saved.
-pub(super) const DETACH_AT: usize = 4096;
+pub(super) use crate::config::tuning::{DETACH_AT, INDEX_BATCH_BYTES, INDEX_BATCH_RECORDS};
 
 /// Scanned records on their way to the indexing thread, in file order.
 #[derive(Default)]

@@ -98,17 +98,7 @@ impl Writer {
     /// Starts writing the current batch if it is due and nothing is in
     /// flight.
     pub(super) fn maybe_start_flush(&mut self, now: Instant, closing: bool) {
-        let in_backoff = self.retry_at.is_some_and(|t| now < t);
-        if self.idle.is_none() || self.current.is_empty() || in_backoff {
-            return;
-        }
-        let c = &self.current;
-        let due = closing
-            || !c.waiters.is_empty()
-            || c.records >= self.cfg.max_records
-            || c.bytes >= self.cfg.max_bytes
-            || c.since.is_some_and(|s| now >= s + self.cfg.flush_interval);
-        if !due {
+        if self.decide(now, closing) != Decision::Write {
             return;
         }
         if let Some(mut store) = self.idle.take() {
@@ -281,17 +271,31 @@ impl Writer {
         }
     }
 
-    /// When the writer must wake next for the batch it gathers: the
-    /// batch's flush interval after its first record, or the end of a
-    /// backoff after a failed write; `None` while a write is in flight or
-    /// nothing waits.
+    /// The flush policy's decision about the batch being gathered.
+    fn decide(&self, now: Instant, closing: bool) -> Decision {
+        let c = &self.current;
+        let batch = Gathered {
+            records: c.records,
+            bytes: c.bytes,
+            waited_for: !c.waiters.is_empty(),
+            since: c.since,
+        };
+        let writing = Writing {
+            in_flight: self.idle.is_none(),
+            retry_at: self.retry_at,
+            closing,
+        };
+        self.cfg.policy.decide(&batch, &writing, now)
+    }
+
+    /// When the writer must wake next for the batch it gathers (asked
+    /// after [`Writer::maybe_start_flush`]): its flush interval after its
+    /// first record, or the end of a backoff after a failed write; `None`
+    /// while a write is in flight or nothing waits.
     pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        if self.idle.is_none() || self.current.is_empty() {
-            return None;
-        }
-        match self.retry_at {
-            Some(t) if now < t => Some(t),
-            _ => self.current.since.map(|s| s + self.cfg.flush_interval),
+        match self.decide(now, false) {
+            Decision::WakeAt(t) => Some(t),
+            Decision::Wait | Decision::Write => None,
         }
     }
 }

@@ -4,13 +4,7 @@
 
 use super::*;
 
-/// How often the writer looks for another process's change to the file
-/// while no flush does (a flush always looks first).
-pub(super) const FOREIGN_CHECK: Duration = Duration::from_secs(1);
-
-/// The daemon's own records lost to another writer are named in the
-/// warning up to this many; the count is always whole.
-pub(super) const LOST_NAMED: usize = 20;
+pub(super) use crate::config::tuning::{FOREIGN_CHECK, LOST_NAMED};
 
 /// Local time as `logged_at` is written, for `ping`'s events.
 pub(super) fn local_now() -> String {

@@ -27,11 +27,11 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::sleep_until;
+use tokio::time::{Instant, sleep_until};
 
 use crate::index::{Facts, Index, RawMeta, TimingFact};
 use crate::query;
@@ -43,6 +43,7 @@ mod answer;
 mod file;
 mod flush;
 mod foreign;
+mod policy;
 
 pub use answer::StatsCache;
 pub use file::open_log;
@@ -51,6 +52,8 @@ pub use flush::BufferPool;
 // Shared by the submodules (each takes `super::*`).
 use flush::{Batch, FlushOutcome};
 use foreign::FOREIGN_CHECK;
+pub use policy::Policy;
+use policy::{Decision, Gathered, Writing};
 
 /// Answer to a waiter: `Err` holds a short reason when the records could not
 /// be made durable before the daemon gave up (only at shutdown).
@@ -128,8 +131,7 @@ pub struct Link {
     pub events: Events,
 }
 
-/// Records a subscriber may fall behind by before it starts missing some.
-pub const EVENTS_CAPACITY: usize = 16 * 1024;
+pub(crate) use crate::config::tuning::EVENTS_CAPACITY;
 
 /// What connections ask of the writer.
 #[derive(Debug)]
@@ -209,9 +211,8 @@ pub struct ForeignWrite {
 /// Flush policy.
 #[derive(Debug, Clone)]
 pub struct BatcherConfig {
-    pub flush_interval: Duration,
-    pub max_records: u64,
-    pub max_bytes: usize,
+    /// When a batch is written.
+    pub policy: Policy,
     /// At shutdown, how long to keep retrying a failing disk before giving up.
     pub shutdown_retry: Duration,
     /// Where chunk buffers go once their records are durable.
@@ -322,7 +323,7 @@ pub async fn run(
                 }
                 Some(cmd) => w.command(cmd).await,
             },
-            _ = async { match deadline { Some(d) => sleep_until(d.into()).await, None => std::future::pending().await } }, if deadline.is_some() => {}
+            _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } }, if deadline.is_some() => {}
             _ = look.tick() => w.look_for_changes(),
         }
     }
