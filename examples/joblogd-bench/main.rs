@@ -25,7 +25,7 @@
 //! Progress goes to stderr; the report goes to stdout (and, with
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
 
-#[path = "support/mod.rs"]
+#[path = "../support/mod.rs"]
 #[allow(dead_code)] // each example uses some of the helpers
 mod support;
 
