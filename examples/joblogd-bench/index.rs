@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::bench::Bench;
-use crate::daemon::Client;
+use crate::daemon::{Client, Daemon};
 use crate::records::Kind;
 use crate::scan::ScanStats;
 use crate::stats::{Latency, latency};
@@ -200,6 +200,22 @@ impl Bench {
     /// Section 6: baseline memory on an empty log, then the small-record
     /// file's start-up scans, memory and query round trips.
     pub(crate) fn index(&mut self) -> io::Result<IndexStats> {
+        let base = self.index_baseline()?;
+        let n = self.plan.index_records;
+        let log = self.dir.join("ix.json");
+        self.progress(&format!(
+            "index: writing {} small records as a JSON array",
+            thousands(n as f64)
+        ));
+        let t0 = Instant::now();
+        let result = self.index_file(&log, n, t0, base);
+        let _ = fs::remove_file(&log);
+        result
+    }
+
+    /// VmRSS, VmHWM and `index_bytes` of a daemon on an empty log, after
+    /// one `stats`: the baseline of the memory per record.
+    fn index_baseline(&mut self) -> io::Result<(u64, u64, u64)> {
         self.progress("index: daemon on an empty log (memory baseline)");
         let (d, log) = self.start_daemon("ixempty")?;
         let base = (|| {
@@ -213,150 +229,164 @@ impl Bench {
             Ok((rss, hwm, ping["index_bytes"].as_u64().unwrap_or(0)))
         })();
         self.stop_daemon(d, &log, "index: empty log");
-        let (rss_empty, hwm_empty, index_bytes_empty) = base?;
+        base
+    }
 
-        let n = self.plan.index_records;
-        let log = self.dir.join("ix.json");
+    /// Writes the index file of `n` records at `log`, times its start-ups
+    /// and runs the queries on the last warm daemon; `base` is
+    /// [`Bench::index_baseline`]'s.
+    fn index_file(
+        &mut self,
+        log: &Path,
+        n: u64,
+        t0: Instant,
+        base: (u64, u64, u64),
+    ) -> io::Result<IndexStats> {
+        let (rss_empty, hwm_empty, index_bytes_empty) = base;
+        let (file_bytes, failed, videos) = self.prepare_index_file(log, n)?;
+        let prepare_secs = t0.elapsed().as_secs_f64();
         self.progress(&format!(
-            "index: writing {} small records as a JSON array",
-            thousands(n as f64)
+            "index: {:.1} MB, {} failed, {} videos, written and synced in {prepare_secs:.1} s",
+            file_bytes as f64 / 1e6,
+            thousands(failed as f64),
+            thousands(videos as f64)
         ));
-        let t0 = Instant::now();
-        let result = (|| {
-            let (file_bytes, failed, videos) = self.prepare_index_file(&log, n)?;
-            let prepare_secs = t0.elapsed().as_secs_f64();
-            self.progress(&format!(
-                "index: {:.1} MB, {} failed, {} videos, written and synced in {prepare_secs:.1} s",
-                file_bytes as f64 / 1e6,
-                thousands(failed as f64),
-                thousands(videos as f64)
-            ));
-            let label = format!("{} small", thousands(n as f64));
-            let (scan, d) = self.startup_scans(&log, label, (file_bytes, n), prepare_secs, true)?;
-            let d = d.ok_or_else(|| other("no daemon left running for the queries"))?;
-            self.progress("index: round trips");
-            let q = (|| {
-                let mut c = Client::connect(d.socket())?;
-                let v = c.request(STATS)?;
-                let st = &v["stats"];
-                if st["total_jobs"].as_u64() != Some(n) || st["failed"].as_u64() != Some(failed) {
-                    let head: String = v.to_string().chars().take(300).collect();
-                    return Err(other(format!(
-                        "first stats: expected total_jobs {n} and failed {failed}: {head}"
-                    )));
-                }
-                let (rss_full, hwm_full) = d.memory()?;
-                let ping = c.request(PING)?;
-                if ping["records"].as_u64() != Some(n) {
-                    return Err(other(format!("ping: expected {n} records: {ping}")));
-                }
-                let index_bytes = ping["index_bytes"].as_u64().unwrap_or(0);
-                let iters = self.plan.index_stats_iters;
-                let ping = round_trips(&mut c, PING, iters, RTT_CAP, |_| Ok(()))?;
-                let stats =
-                    round_trips(
-                        &mut c,
-                        STATS,
-                        iters,
-                        RTT_CAP,
-                        |v| match v["stats"]["total_jobs"].as_u64() {
-                            Some(t) if t == n => Ok(()),
-                            t => Err(other(format!("total_jobs {t:?}, expected {n}"))),
-                        },
-                    )?;
-                let want = failed.min(100);
-                let failed_100 = round_trips(
-                    &mut c,
-                    FAILED_100,
-                    self.plan.index_failed_iters,
-                    RTT_CAP,
-                    |v| {
-                        let jobs = v["jobs"].as_array().map_or(&[][..], Vec::as_slice);
-                        let all_failed = jobs.iter().all(|j| j["success"] == false);
-                        if v["count"].as_u64() == Some(want)
-                            && v["total"].as_u64() == Some(failed)
-                            && jobs.len() as u64 == want
-                            && all_failed
-                        {
-                            Ok(())
-                        } else {
-                            Err(other(format!(
-                                "count {} total {} jobs {} all failed {all_failed}; expected {want} of {failed}",
-                                v["count"],
-                                v["total"],
-                                jobs.len()
-                            )))
-                        }
-                    },
-                )?;
-                let sort_5 =
-                    round_trips(&mut c, SORT_5, self.plan.index_sort_iters, SORT_CAP, |v| {
-                        let d: Vec<f64> = v["jobs"]
-                            .as_array()
-                            .map_or(&[][..], Vec::as_slice)
-                            .iter()
-                            .filter_map(|j| j["processing_duration"].as_f64())
-                            .collect();
-                        if d.len() == 5.min(n as usize) && d.windows(2).all(|w| w[0] >= w[1]) {
-                            Ok(())
-                        } else {
-                            Err(other(format!("durations {d:?}: expected 5, descending")))
-                        }
-                    })?;
-                let stats_ai = round_trips(
-                    &mut c,
-                    STATS_AI,
-                    self.plan.index_filtered_iters,
-                    SORT_CAP,
-                    |v| {
-                        let st = &v["stats"];
-                        let total = st["total_jobs"].as_u64().unwrap_or(0);
-                        let subjects = st["by_subject"].as_object().map_or(0, |m| m.len());
-                        let stages: Vec<&String> = st["timings"]
-                            .as_object()
-                            .map_or(Vec::new(), |m| m.keys().collect());
-                        if total > 0 && total < n && subjects == 1 && stages == STAGES {
-                            Ok(())
-                        } else {
-                            Err(other(format!(
-                                "total_jobs {total} of {n}, {subjects} subjects, timings {stages:?}; expected one subject and {STAGES:?}"
-                            )))
-                        }
-                    },
-                )?;
-                let (rss_after, _) = d.memory()?;
-                Ok((
-                    rss_full,
-                    hwm_full,
-                    index_bytes,
-                    rss_after,
-                    [ping, stats, failed_100, sort_5, stats_ai],
-                ))
-            })();
-            self.stop_daemon(d, &log, "index: queries");
-            let (rss_full, hwm_full, index_bytes, rss_after, rtts) = q?;
-            let [ping, stats, failed_100, sort_5, stats_ai] = rtts;
-            Ok(IndexStats {
-                records: n,
-                failed,
-                videos,
-                file_bytes,
-                scan,
-                ping,
-                stats,
-                failed_100,
-                sort_5,
-                stats_ai,
-                rss_empty,
-                hwm_empty,
-                index_bytes_empty,
-                rss_full,
-                hwm_full,
-                index_bytes,
-                rss_after,
-            })
-        })();
-        let _ = fs::remove_file(&log);
-        result
+        let label = format!("{} small", thousands(n as f64));
+        let (scan, d) = self.startup_scans(log, label, (file_bytes, n), prepare_secs, true)?;
+        let d = d.ok_or_else(|| other("no daemon left running for the queries"))?;
+        self.progress("index: round trips");
+        let q = self.index_queries(&d, n, failed);
+        self.stop_daemon(d, log, "index: queries");
+        let (rss_full, hwm_full, index_bytes, rss_after, rtts) = q?;
+        let [ping, stats, failed_100, sort_5, stats_ai] = rtts;
+        Ok(IndexStats {
+            records: n,
+            failed,
+            videos,
+            file_bytes,
+            scan,
+            ping,
+            stats,
+            failed_100,
+            sort_5,
+            stats_ai,
+            rss_empty,
+            hwm_empty,
+            index_bytes_empty,
+            rss_full,
+            hwm_full,
+            index_bytes,
+            rss_after,
+        })
+    }
+
+    /// On the daemon left running: the first `stats` (checked against the
+    /// file), memory after it, the timed round trips, and memory after them.
+    fn index_queries(
+        &self,
+        d: &Daemon,
+        n: u64,
+        failed: u64,
+    ) -> io::Result<(u64, u64, u64, u64, [Rtt; 5])> {
+        let mut c = Client::connect(d.socket())?;
+        let v = c.request(STATS)?;
+        let st = &v["stats"];
+        if st["total_jobs"].as_u64() != Some(n) || st["failed"].as_u64() != Some(failed) {
+            let head: String = v.to_string().chars().take(300).collect();
+            return Err(other(format!(
+                "first stats: expected total_jobs {n} and failed {failed}: {head}"
+            )));
+        }
+        let (rss_full, hwm_full) = d.memory()?;
+        let ping = c.request(PING)?;
+        if ping["records"].as_u64() != Some(n) {
+            return Err(other(format!("ping: expected {n} records: {ping}")));
+        }
+        let index_bytes = ping["index_bytes"].as_u64().unwrap_or(0);
+        let rtts = self.query_round_trips(&mut c, n, failed)?;
+        let (rss_after, _) = d.memory()?;
+        Ok((rss_full, hwm_full, index_bytes, rss_after, rtts))
+    }
+
+    /// The timed round trips of [`PING`], [`STATS`], [`FAILED_100`],
+    /// [`SORT_5`] and [`STATS_AI`], every reply checked.
+    fn query_round_trips(&self, c: &mut Client, n: u64, failed: u64) -> io::Result<[Rtt; 5]> {
+        let iters = self.plan.index_stats_iters;
+        let ping = round_trips(c, PING, iters, RTT_CAP, |_| Ok(()))?;
+        let stats = round_trips(c, STATS, iters, RTT_CAP, |v| check_stats(v, n))?;
+        let want = failed.min(100);
+        let failed_100 = round_trips(c, FAILED_100, self.plan.index_failed_iters, RTT_CAP, |v| {
+            check_failed_100(v, want, failed)
+        })?;
+        let sort_5 = round_trips(c, SORT_5, self.plan.index_sort_iters, SORT_CAP, |v| {
+            check_sort_5(v, n)
+        })?;
+        let stats_ai = round_trips(c, STATS_AI, self.plan.index_filtered_iters, SORT_CAP, |v| {
+            check_stats_ai(v, n)
+        })?;
+        Ok([ping, stats, failed_100, sort_5, stats_ai])
+    }
+}
+
+/// The check of a `stats` reply: all `n` records.
+fn check_stats(v: &Value, n: u64) -> io::Result<()> {
+    match v["stats"]["total_jobs"].as_u64() {
+        Some(t) if t == n => Ok(()),
+        t => Err(other(format!("total_jobs {t:?}, expected {n}"))),
+    }
+}
+
+/// The check of a `failed` limit 100 reply: `want` jobs, all failed, of
+/// `failed` in all.
+fn check_failed_100(v: &Value, want: u64, failed: u64) -> io::Result<()> {
+    let jobs = v["jobs"].as_array().map_or(&[][..], Vec::as_slice);
+    let all_failed = jobs.iter().all(|j| j["success"] == false);
+    if v["count"].as_u64() == Some(want)
+        && v["total"].as_u64() == Some(failed)
+        && jobs.len() as u64 == want
+        && all_failed
+    {
+        Ok(())
+    } else {
+        Err(other(format!(
+            "count {} total {} jobs {} all failed {all_failed}; expected {want} of {failed}",
+            v["count"],
+            v["total"],
+            jobs.len()
+        )))
+    }
+}
+
+/// The check of a sorted `jobs` reply: 5 durations (fewer in a smaller
+/// file), descending.
+fn check_sort_5(v: &Value, n: u64) -> io::Result<()> {
+    let d: Vec<f64> = v["jobs"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|j| j["processing_duration"].as_f64())
+        .collect();
+    if d.len() == 5.min(n as usize) && d.windows(2).all(|w| w[0] >= w[1]) {
+        Ok(())
+    } else {
+        Err(other(format!("durations {d:?}: expected 5, descending")))
+    }
+}
+
+/// The check of one subject's `stats`: some but not all of the `n`
+/// records, one subject, and the stage names of [`STAGES`].
+fn check_stats_ai(v: &Value, n: u64) -> io::Result<()> {
+    let st = &v["stats"];
+    let total = st["total_jobs"].as_u64().unwrap_or(0);
+    let subjects = st["by_subject"].as_object().map_or(0, |m| m.len());
+    let stages: Vec<&String> = st["timings"]
+        .as_object()
+        .map_or(Vec::new(), |m| m.keys().collect());
+    if total > 0 && total < n && subjects == 1 && stages == STAGES {
+        Ok(())
+    } else {
+        Err(other(format!(
+            "total_jobs {total} of {n}, {subjects} subjects, timings {stages:?}; expected one subject and {STAGES:?}"
+        )))
     }
 }

@@ -48,17 +48,24 @@ mod util;
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use serde_json::Value;
 
+use crate::ack::AckStats;
 use crate::bench::{Bench, Plan};
+use crate::flush::FlushStats;
+use crate::index::IndexStats;
 use crate::machine::{daemon_provenance, loadavg, machine_info};
 use crate::records::{Gen, Kind};
 use crate::report::{Results, report};
 use crate::report_json::results_json;
+use crate::scan::ScanStats;
+use crate::stats::Latency;
+use crate::throughput::TpRow;
 use crate::util::{TempDir, other, shell_quote};
 
 /// Measures joblogd throughput, ack and flush latency against the real binary.
@@ -129,17 +136,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// A section's outcome as [`Results`] keeps it: the error as its text.
+type Outcome<T> = Result<T, String>;
+
+/// Sets up the run (the daemon binary, the temp dir, the header), runs the
+/// chosen sections in order, and prints and writes the report.
 fn run(args: &Args) -> io::Result<()> {
-    let bin = match &args.daemon {
-        Some(p) => p.clone(),
-        None => support::joblogd_beside(&std::env::current_exe()?),
-    };
-    if !bin.is_file() {
-        return Err(other(format!(
-            "the daemon binary {} is missing; run `cargo build --release` first (or pass --daemon PATH)",
-            bin.display()
-        )));
-    }
+    let bin = daemon_bin(args)?;
     let command = std::env::args()
         .map(|a| shell_quote(&a))
         .collect::<Vec<_>>()
@@ -169,18 +172,47 @@ fn run(args: &Args) -> io::Result<()> {
     );
     eprintln!("{header}\n");
 
-    let line_sizes = {
-        let mut s = Vec::new();
-        let mut mean = |kind: Kind| {
-            s.clear();
-            for i in 0..100u64 {
-                b.rg.line(&mut s, kind, &format!("sz{kind:?}{i:07}"), 3, i);
-            }
-            s.len() as f64 / 100.0
-        };
-        (mean(Kind::Small), mean(Kind::Seed))
-    };
+    let line_sizes = line_sizes(&b.rg);
+    let results = run_sections(&mut b, args, line_sizes);
+    let text = report(&b, &header, &results);
+    println!("{text}");
+    if let Some(dir) = &args.out_dir {
+        write_out(dir, &text, &b, machine, &command, &results)?;
+    }
+    drop(tmp);
+    Ok(())
+}
 
+/// `--daemon`, or the `joblogd` built beside this example; it must exist.
+fn daemon_bin(args: &Args) -> io::Result<PathBuf> {
+    let bin = match &args.daemon {
+        Some(p) => p.clone(),
+        None => support::joblogd_beside(&std::env::current_exe()?),
+    };
+    if !bin.is_file() {
+        return Err(other(format!(
+            "the daemon binary {} is missing; run `cargo build --release` first (or pass --daemon PATH)",
+            bin.display()
+        )));
+    }
+    Ok(bin)
+}
+
+/// Mean line length of small and of seed-sized records, over 100 of each.
+fn line_sizes(rg: &Gen) -> (f64, f64) {
+    let mut s = Vec::new();
+    let mut mean = |kind: Kind| {
+        s.clear();
+        for i in 0..100u64 {
+            rg.line(&mut s, kind, &format!("sz{kind:?}{i:07}"), 3, i);
+        }
+        s.len() as f64 / 100.0
+    };
+    (mean(Kind::Small), mean(Kind::Seed))
+}
+
+/// The sections chosen with `--only` (all without it), run in report order.
+fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
     let sections: Vec<Section> = [
         Section::Throughput,
         Section::Single,
@@ -193,68 +225,33 @@ fn run(args: &Args) -> io::Result<()> {
     .collect();
     let want = |s: Section| sections.contains(&s);
 
-    let mut tp = Vec::new();
-    let mut tp_err = Vec::new();
-    if want(Section::Throughput) {
-        let kinds = [Kind::Small, Kind::Seed]
-            .into_iter()
-            .filter(|k| args.kind.is_empty() || args.kind.contains(k));
-        for kind in kinds {
-            match b.throughput(kind) {
-                Ok(rows) => tp.extend(rows),
-                Err(e) => {
-                    b.progress(&format!("throughput {} FAILED: {e}", kind.label()));
-                    tp_err.push(format!("{}: {e}", kind.label()));
-                }
-            }
-        }
-    }
-
+    let (tp, tp_err) = if want(Section::Throughput) {
+        run_throughput(b, args)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let single = want(Section::Single).then(|| {
         b.progress("single-record writes");
         b.single_writes().map_err(|e| e.to_string())
     });
-
-    let mut acks = Vec::new();
-    let mut floor = None;
-    if want(Section::Ack) {
-        for (clients, per) in [
-            (1, b.plan.ack_sequential),
-            (b.plan.ack_clients, b.plan.ack_per_client),
-        ] {
-            b.progress(&format!("ack latency, {clients} client(s) x {per}"));
-            acks.push(b.ack_latency(clients, per).map_err(|e| e.to_string()));
-        }
-        floor = Some(b.fsync_floor().map_err(|e| e.to_string()));
-    }
-
+    let (acks, floor) = if want(Section::Ack) {
+        run_acks(b)
+    } else {
+        (Vec::new(), None)
+    };
     let big_label = if args.quick { "100 MB" } else { "1 GB" };
-    let mut flush = Vec::new();
-    if want(Section::Flush) {
-        for (target, label) in [(b.plan.small_file, "10 MB"), (b.plan.big_file, big_label)] {
-            let r = b.flush_vs_size(target, label);
-            if let Err(e) = &r {
-                b.progress(&format!("flush {label} FAILED: {e}"));
-            }
-            flush.push(r.map_err(|e| e.to_string()));
-        }
-    }
+    let flush = if want(Section::Flush) {
+        run_flush(b, big_label)
+    } else {
+        Vec::new()
+    };
+    let (index, seed_scan) = if want(Section::Index) {
+        run_index(b, big_label)
+    } else {
+        (None, None)
+    };
 
-    let (mut index, mut seed_scan) = (None, None);
-    if want(Section::Index) {
-        let r = b.index();
-        if let Err(e) = &r {
-            b.progress(&format!("index FAILED: {e}"));
-        }
-        index = Some(r.map_err(|e| e.to_string()));
-        let r = b.seed_scan(big_label);
-        if let Err(e) = &r {
-            b.progress(&format!("seed-sized start-up scan FAILED: {e}"));
-        }
-        seed_scan = Some(r.map_err(|e| e.to_string()));
-    }
-
-    let results = Results {
+    Results {
         sections,
         tp,
         tp_err,
@@ -265,21 +262,91 @@ fn run(args: &Args) -> io::Result<()> {
         index,
         seed_scan,
         line_sizes,
-    };
-    let text = report(&b, &header, &results);
-    println!("{text}");
-    if let Some(dir) = &args.out_dir {
-        fs::create_dir_all(dir)?;
-        fs::write(dir.join("joblogd-bench.txt"), &text)?;
-        let v = results_json(&b, machine, &command, &results);
-        let pretty = serde_json::to_string_pretty(&v).map_err(|e| other(e.to_string()))?;
-        fs::write(dir.join("joblogd-bench.json"), pretty + "\n")?;
-        eprintln!(
-            "wrote {} and {}",
-            dir.join("joblogd-bench.txt").display(),
-            dir.join("joblogd-bench.json").display()
-        );
     }
-    drop(tmp);
+}
+
+/// Sections 1 and 2 for each `--kind`: the rows, and the kinds that failed.
+fn run_throughput(b: &mut Bench, args: &Args) -> (Vec<TpRow>, Vec<String>) {
+    let mut tp = Vec::new();
+    let mut tp_err = Vec::new();
+    let kinds = [Kind::Small, Kind::Seed]
+        .into_iter()
+        .filter(|k| args.kind.is_empty() || args.kind.contains(k));
+    for kind in kinds {
+        match b.throughput(kind) {
+            Ok(rows) => tp.extend(rows),
+            Err(e) => {
+                b.progress(&format!("throughput {} FAILED: {e}", kind.label()));
+                tp_err.push(format!("{}: {e}", kind.label()));
+            }
+        }
+    }
+    (tp, tp_err)
+}
+
+/// Section 4: one client, then several, then the disk floor.
+fn run_acks(b: &mut Bench) -> (Vec<Outcome<AckStats>>, Option<Outcome<Latency>>) {
+    let mut acks = Vec::new();
+    for (clients, per) in [
+        (1, b.plan.ack_sequential),
+        (b.plan.ack_clients, b.plan.ack_per_client),
+    ] {
+        b.progress(&format!("ack latency, {clients} client(s) x {per}"));
+        acks.push(b.ack_latency(clients, per).map_err(|e| e.to_string()));
+    }
+    let floor = Some(b.fsync_floor().map_err(|e| e.to_string()));
+    (acks, floor)
+}
+
+/// Section 5 at 10 MB and at `big_label`.
+fn run_flush(b: &mut Bench, big_label: &'static str) -> Vec<Outcome<FlushStats>> {
+    let mut flush = Vec::new();
+    for (target, label) in [(b.plan.small_file, "10 MB"), (b.plan.big_file, big_label)] {
+        let r = b.flush_vs_size(target, label);
+        if let Err(e) = &r {
+            b.progress(&format!("flush {label} FAILED: {e}"));
+        }
+        flush.push(r.map_err(|e| e.to_string()));
+    }
+    flush
+}
+
+/// Section 6: the index file, then the seed-sized file's start-up scans.
+fn run_index(
+    b: &mut Bench,
+    big_label: &str,
+) -> (Option<Outcome<IndexStats>>, Option<Outcome<ScanStats>>) {
+    let r = b.index();
+    if let Err(e) = &r {
+        b.progress(&format!("index FAILED: {e}"));
+    }
+    let index = Some(r.map_err(|e| e.to_string()));
+    let r = b.seed_scan(big_label);
+    if let Err(e) = &r {
+        b.progress(&format!("seed-sized start-up scan FAILED: {e}"));
+    }
+    let seed_scan = Some(r.map_err(|e| e.to_string()));
+    (index, seed_scan)
+}
+
+/// `--out-dir`: the text report and the results as JSON.
+fn write_out(
+    dir: &Path,
+    text: &str,
+    b: &Bench,
+    machine: Value,
+    command: &str,
+    results: &Results,
+) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::write(dir.join("joblogd-bench.txt"), text)?;
+    let v = results_json(b, machine, command, results);
+    let pretty = serde_json::to_string_pretty(&v).map_err(|e| other(e.to_string()))?;
+    fs::write(dir.join("joblogd-bench.json"), pretty + "\n")?;
+    eprintln!(
+        "wrote {} and {}",
+        dir.join("joblogd-bench.txt").display(),
+        dir.join("joblogd-bench.json").display()
+    );
     Ok(())
 }

@@ -63,11 +63,23 @@ impl Results {
 
 pub(crate) const NOT_RUN: &str = "   not run (--only)";
 
+/// The whole text report: the header, sections 1 to 6, Targets, problems.
 pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{header}");
-    let reps = b.plan.reps;
+    throughput_report(&mut o, b.plan.reps, r);
+    raw_report(&mut o, r);
+    single_report(&mut o, r);
+    ack_report(&mut o, r);
+    let ratio = flush_report(&mut o, b, r);
+    index_report(&mut o, b, r);
+    targets_report(&mut o, r, ratio);
+    problems_report(&mut o, b);
+    o
+}
 
+/// Section 1: fire-and-forget throughput, one line per kind and writer count.
+fn throughput_report(o: &mut String, reps: usize, r: &Results) {
     let _ = writeln!(
         o,
         "\n1. Fire-and-forget throughput, joblogd --fsync always (median of {reps} runs [min-max]; clock: all writers connected -> each writes its lines in 256 KiB write_all calls, closes its write side and reads until joblogd closes -> a final flush on another connection returns)"
@@ -101,7 +113,10 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
     } else {
         let _ = writeln!(o, "{NOT_RUN}");
     }
+}
 
+/// Section 2: the raw ceiling and the write path alone beside joblogd.
+fn raw_report(o: &mut String, r: &Results) {
     let _ = writeln!(
         o,
         "\n2. Raw ceiling: same bytes and writers into an in-process server (thread per connection, write_all to one file under a Mutex, one fdatasync at the end); joblogd's file is larger than its input (pretty-printed, logged_at added), so its disk MB/s is shown too. Write path alone: as many bytes as joblogd's file appended by joblogd's own write path (store::Store, the daemon's defaults) in 8 MiB batches of 256 KiB chunks, no socket, no parsing, no index: what the disk allows that path (the daemon's batches grow past 8 MiB under load, so it can beat this)"
@@ -146,7 +161,10 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
     } else {
         let _ = writeln!(o, "{NOT_RUN}");
     }
+}
 
+/// Section 3: one `write_all` per record.
+fn single_report(o: &mut String, r: &Results) {
     let _ = writeln!(
         o,
         "\n3. Fire-and-forget per-record client cost (1 writer, one write_all per small record)"
@@ -168,7 +186,10 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
             let _ = writeln!(o, "{NOT_RUN}");
         }
     }
+}
 
+/// Section 4: ack latency and the disk floor.
+fn ack_report(o: &mut String, r: &Results) {
     let _ = writeln!(
         o,
         "\n4. Ack latency ({{\"op\":\"log\",\"job\":<small>,\"ack\":true}}, each client one request at a time)"
@@ -216,7 +237,11 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
         }
         None => {}
     }
+}
 
+/// Section 5: flush time vs file size; returns the big file's label and
+/// its flush p50 over the small file's, for the Targets summary.
+fn flush_report(o: &mut String, b: &Bench, r: &Results) -> Option<(&'static str, f64)> {
     let _ = writeln!(
         o,
         "\n5. Flush time vs file size ({} small records + {{\"op\":\"flush\"}} on one connection, {} times after 1 warm-up; nearest-rank p99, so with 50 samples p99 = max)",
@@ -275,7 +300,7 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
             f.label, f.prepare_secs, f.cold_accept_ms, f.warm_accept_ms
         );
     }
-    let ratio = match ok_flush.as_slice() {
+    match ok_flush.as_slice() {
         [small, big] if small.flush_ms.p50 > 0.0 => {
             let p50 = big.flush_ms.p50 / small.flush_ms.p50;
             let p99 = big.flush_ms.p99 / small.flush_ms.p99.max(1e-9);
@@ -287,10 +312,11 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
             Some((big.label, p50))
         }
         _ => None,
-    };
+    }
+}
 
-    index_report(&mut o, b, r);
-
+/// The Targets summary (section 6's lines come from `report_index`).
+fn targets_report(o: &mut String, r: &Results, ratio: Option<(&'static str, f64)>) {
     let _ = writeln!(o, "\nTargets");
     let small: Vec<&TpRow> = r.tp.iter().filter(|t| t.kind == Kind::Small).collect();
     let seed: Vec<&TpRow> = r.tp.iter().filter(|t| t.kind == Kind::Seed).collect();
@@ -353,8 +379,11 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
             let _ = writeln!(o, "   flush ratio: not measured");
         }
     }
-    index_targets(&mut o, r);
+    index_targets(o, r);
+}
 
+/// The problems found, and the total time and load average at the end.
+fn problems_report(o: &mut String, b: &Bench) {
     let _ = writeln!(o, "\nProblems (daemon warnings/errors, failed checks)");
     if b.problems.is_empty() {
         let _ = writeln!(
@@ -371,5 +400,4 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
         b.started.elapsed().as_secs_f64(),
         loadavg()
     );
-    o
 }

@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use crate::bench::Bench;
+use crate::index::IndexStats;
 use crate::records::TRANSCRIPT_CHARS;
-use crate::report::NOT_RUN;
-use crate::report::{Results, fmt_spread, pass};
+use crate::report::{NOT_RUN, Results, fmt_spread, pass};
 use crate::scan::ScanStats;
 use crate::stats::{Latency, spread};
 use crate::util::thousands;
@@ -36,69 +36,79 @@ pub(crate) fn index_report(o: &mut String, b: &Bench, r: &Results) {
         Some(Ok(ix)) => Some(ix),
     };
     if let Some(ix) = ix {
+        index_queries_report(o, ix);
+    }
+    scans_report(o, b, r, ix);
+}
+
+/// Section 6, the index file: its round trips and the memory per record.
+fn index_queries_report(o: &mut String, ix: &IndexStats) {
+    let _ = writeln!(
+        o,
+        "   file: {} records, {}, {} failed, {} distinct video_ids; written and synced in {:.1} s",
+        thousands(ix.records as f64),
+        mb(ix.file_bytes),
+        thousands(ix.failed as f64),
+        thousands(ix.videos as f64),
+        ix.scan.prepare_secs
+    );
+    let _ = writeln!(
+        o,
+        "   {:<72} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "request", "n", "first us", "p50 us", "p99 us", "max us", "mean us", "reply B"
+    );
+    for rt in [
+        &ix.ping,
+        &ix.stats,
+        &ix.failed_100,
+        &ix.sort_5,
+        &ix.stats_ai,
+    ] {
+        let l = rt.latency_us;
         let _ = writeln!(
             o,
-            "   file: {} records, {}, {} failed, {} distinct video_ids; written and synced in {:.1} s",
-            thousands(ix.records as f64),
-            mb(ix.file_bytes),
-            thousands(ix.failed as f64),
-            thousands(ix.videos as f64),
-            ix.scan.prepare_secs
-        );
-        let _ = writeln!(
-            o,
-            "   {:<72} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
-            "request", "n", "first us", "p50 us", "p99 us", "max us", "mean us", "reply B"
-        );
-        for rt in [
-            &ix.ping,
-            &ix.stats,
-            &ix.failed_100,
-            &ix.sort_5,
-            &ix.stats_ai,
-        ] {
-            let l = rt.latency_us;
-            let _ = writeln!(
-                o,
-                "   {:<72} {:>5} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>9}",
-                rt.request,
-                l.n,
-                rt.first_us,
-                l.p50,
-                l.p99,
-                l.max,
-                l.mean,
-                thousands(rt.reply_bytes as f64)
-            );
-        }
-        let ms = |l: Latency| format!("p50 {:.2} ms, p99 {:.2} ms", l.p50 / 1e3, l.p99 / 1e3);
-        let _ = writeln!(
-            o,
-            "   in ms: failed limit 100 {}; jobs sorted limit 5 {}; stats of one subject {} (ping is the round-trip floor of this connection)",
-            ms(ix.failed_100.latency_us),
-            ms(ix.sort_5.latency_us),
-            ms(ix.stats_ai.latency_us)
-        );
-        let _ = writeln!(
-            o,
-            "   memory (VmRSS of /proc/<pid>/status, after start-up and one stats): empty log {}, {} records {} (peak VmHWM {}; empty-log peak {}); after the measured requests {}",
-            mb(ix.rss_empty),
-            thousands(ix.records as f64),
-            mb(ix.rss_full),
-            mb(ix.hwm_full),
-            mb(ix.hwm_empty),
-            mb(ix.rss_after)
-        );
-        let _ = writeln!(
-            o,
-            "   per indexed record: (VmRSS full - VmRSS empty) / records = {:.1} B; ping index_bytes {} / records = {:.1} B (empty log: index_bytes {})",
-            ix.rss_per_record(),
-            thousands(ix.index_bytes as f64),
-            ix.index_bytes_per_record(),
-            thousands(ix.index_bytes_empty as f64)
+            "   {:<72} {:>5} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>9}",
+            rt.request,
+            l.n,
+            rt.first_us,
+            l.p50,
+            l.p99,
+            l.max,
+            l.mean,
+            thousands(rt.reply_bytes as f64)
         );
     }
+    let ms = |l: Latency| format!("p50 {:.2} ms, p99 {:.2} ms", l.p50 / 1e3, l.p99 / 1e3);
+    let _ = writeln!(
+        o,
+        "   in ms: failed limit 100 {}; jobs sorted limit 5 {}; stats of one subject {} (ping is the round-trip floor of this connection)",
+        ms(ix.failed_100.latency_us),
+        ms(ix.sort_5.latency_us),
+        ms(ix.stats_ai.latency_us)
+    );
+    let _ = writeln!(
+        o,
+        "   memory (VmRSS of /proc/<pid>/status, after start-up and one stats): empty log {}, {} records {} (peak VmHWM {}; empty-log peak {}); after the measured requests {}",
+        mb(ix.rss_empty),
+        thousands(ix.records as f64),
+        mb(ix.rss_full),
+        mb(ix.hwm_full),
+        mb(ix.hwm_empty),
+        mb(ix.rss_after)
+    );
+    let _ = writeln!(
+        o,
+        "   per indexed record: (VmRSS full - VmRSS empty) / records = {:.1} B; ping index_bytes {} / records = {:.1} B (empty log: index_bytes {})",
+        ix.rss_per_record(),
+        thousands(ix.index_bytes as f64),
+        ix.index_bytes_per_record(),
+        thousands(ix.index_bytes_empty as f64)
+    );
+}
 
+/// Section 6, the start-up scans of the index file (when it was written)
+/// and of the seed-sized file.
+fn scans_report(o: &mut String, b: &Bench, r: &Results, ix: Option<&IndexStats>) {
     let _ = writeln!(
         o,
         "   start-up scan: took_ms of \"Log file ready.\", {} starts each, median [min-max]; cold = file fdatasync'd and dropped from the page cache (POSIX_FADV_DONTNEED) before each start",
