@@ -1,7 +1,8 @@
 //! `joblogd-bench`: measures the real `joblogd` binary end to end.
 //!
-//! Run `cargo build --release` first, then
-//! `cargo run --release --bin joblogd-bench -- [--quick] [--out-dir DIR]`.
+//! ```text
+//! cargo build --release --bins --examples && ./target/release/examples/joblogd-bench [--quick] [--out-dir DIR]
+//! ```
 //!
 //! Every measurement starts its own daemon (the `joblogd` binary next to this
 //! one) on a socket and log file in a fresh directory under /tmp, and stops it
@@ -24,6 +25,15 @@
 //!
 //! Progress goes to stderr; the report goes to stdout (and, with
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
+//!
+//! This file holds the command line and the run order. The sections are
+//! `throughput` (1 and 2), `single` (3), `ack` (4), `flush` (5), and
+//! `index` and `scan` (6); `peers` holds what joblogd is measured against
+//! without joblogd (the raw ceiling, the write path alone, the disk floor);
+//! `daemon` starts the daemon under test and talks to it; `bench` is the
+//! plan and the context every section shares; `records` generates the job
+//! records; `report`, `report_index` and `report_json` write the report
+//! from the results; `stats`, `machine` and `util` are small helpers.
 
 #[path = "../support/mod.rs"]
 #[allow(dead_code)] // each example uses some of the helpers
