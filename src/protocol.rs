@@ -1,7 +1,8 @@
 //! Wire types shared by every operation: the stable error codes, error and
 //! reply lines, a request's members ([`Fields`], with the shared rules for
-//! filters and paging), and the bare-word shorthand (`ping` for
-//! `{"op":"ping"}`). Which operations exist, and their shapes, is the
+//! filters and paging), the bare-word shorthand (`ping` for
+//! `{"op":"ping"}`) and the one rule that tells a request from a record
+//! ([`is_request`]). Which operations exist, and their shapes, is the
 //! registry's (`ops/registry.rs`); `protocol.md` documents the same.
 
 use crate::query::{Filter, Paging, SortBy};
@@ -256,6 +257,31 @@ impl<'a, 'm> Fields<'a, 'm> {
     }
 }
 
+/// The one rule that tells a request from a record: a line is a request
+/// when it is a bare word ([`bare_word`]) or a JSON object with a
+/// top-level `op` member (its key as decoded, so `"\u006fp"` counts);
+/// everything else is a record. What the protocol ignores around a line
+/// (`trim_line`: a byte order mark, a `\r`) is ignored here too.
+///
+/// The daemon applies this rule on its hot path through the members the
+/// formatter located while printing the line (`RawMeta::has_op`), not by
+/// a second pass; the tests below hold the two to the same answer on
+/// every line the daemon accepts. `joblogctl log` uses this function, so
+/// it never sends as a record what the daemon would take for a request.
+/// A line that is not even an object is no request (the daemon refuses
+/// it as a record).
+pub fn is_request(line: &[u8]) -> bool {
+    let line = crate::conn::lines::trim_line(line);
+    if bare_word(line).is_some() {
+        return true;
+    }
+    let mut fields = Vec::new();
+    crate::json::skim_object(line, &mut fields)
+        && fields.iter().any(|(k, _)| {
+            crate::index::string_bytes(&line[k.clone()]).is_some_and(|s| *s == *b"op")
+        })
+}
+
 /// A bare word on its own line (`ping`, `flush`…) stands for `{"op":word}`.
 /// Returns the word when the trimmed line is one (see below), and not a
 /// JSON literal.
@@ -276,4 +302,65 @@ pub fn bare_word(line: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(w).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::RawMeta;
+    use crate::json::{Formatter, MAX_RECORD_DEPTH};
+
+    /// What the daemon's read half decides for `line` (`conn::read`):
+    /// `None` when it refuses the line as JSON.
+    fn daemon_takes_for_request(line: &[u8]) -> Option<bool> {
+        let line = crate::conn::lines::trim_line(line);
+        if bare_word(line).is_some() {
+            return Some(true);
+        }
+        let mut fmt = Formatter::new();
+        let mut out = Vec::new();
+        let prefix = b",\n  ";
+        fmt.record_within(line, prefix, b"\"t\"", &mut out, MAX_RECORD_DEPTH + 2)
+            .ok()?;
+        Some(RawMeta::from_output(&out, &fmt.fields, prefix.len()).has_op())
+    }
+
+    #[test]
+    fn is_request_agrees_with_the_daemon_on_every_line_it_accepts() {
+        let lines: &[&[u8]] = &[
+            b"ping",
+            b"  flush  ",
+            b"retry-candidates",
+            b"\xEF\xBB\xBFping\r",
+            b"true",
+            b"null",
+            b"NaN",
+            b"{}",
+            b"{\"op\":\"ping\"}",
+            b"{\"op\":1}",
+            b"{\"video_id\":\"a\",\"op\":\"stats\"}",
+            b"{\"\\u006fp\":\"ping\"}",
+            b"{\"ops\":\"ping\"}",
+            b"{\"o\":\"p\",\"x\":{\"op\":\"ping\"}}",
+            b"{\"success\":true,\"timings\":{\"op\":1.5}}",
+            b"\xEF\xBB\xBF{\"op\":\"flush\"}\r",
+            b"{\"video_id\":\"op\"}",
+            b"[{\"op\":\"ping\"}]",
+            b"\"op\"",
+            b"{\"op\":\"ping\"",
+        ];
+        let mut compared = 0;
+        for line in lines {
+            let ours = is_request(line);
+            if let Some(daemon) = daemon_takes_for_request(line) {
+                compared += 1;
+                assert_eq!(ours, daemon, "{}", String::from_utf8_lossy(line));
+            } else {
+                assert!(!ours, "{}", String::from_utf8_lossy(line));
+            }
+        }
+        assert_eq!(compared, 14, "lines the daemon accepts");
+        assert!(is_request(b"{\"\\u006fp\":\"ping\"}"));
+        assert!(!is_request(b"{\"success\":true,\"timings\":{\"op\":1.5}}"));
+    }
 }
