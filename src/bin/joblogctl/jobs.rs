@@ -4,6 +4,30 @@
 use super::*;
 
 pub(super) fn jobs(out: &mut impl Write, socket: &Socket, a: JobsArgs) -> Result<(), Fail> {
+    let mut q = jobs_request(&a);
+    let format = a
+        .format
+        .unwrap_or(if tty() { Format::Table } else { Format::Ndjson });
+    let mut c = Conn::open(socket)?;
+    if format == Format::Csv {
+        return print_csv(out, &mut c, q);
+    }
+    if let Some(f) = &a.fields {
+        q["fields"] = json!(f);
+    }
+    c.send(&q)?;
+    let head = c.answer_head("jobs")?;
+    match format {
+        Format::Json => print_json(out, &mut c)?,
+        Format::Ndjson => print_ndjson(out, &mut c)?,
+        _ => print_table(out, &mut c, &head, a.fields)?,
+    }
+    Ok(())
+}
+
+/// The `jobs` request for the filters, order and page asked for (not
+/// `--fields`, which is added when the format is known).
+fn jobs_request(a: &JobsArgs) -> Value {
     let mut q = json!({"op":"jobs"});
     if a.failed {
         q["success"] = json!(false);
@@ -46,80 +70,85 @@ pub(super) fn jobs(out: &mut impl Write, socket: &Socket, a: JobsArgs) -> Result
             Sort::LoggedAt => "logged_at",
         });
     }
-    let format = a
-        .format
-        .unwrap_or(if tty() { Format::Table } else { Format::Ndjson });
-    let mut c = Conn::open(socket)?;
-    if format == Format::Csv {
-        q["op"] = json!("export_csv");
-        let v = c.ask(q)?;
-        let n = v["bytes"].as_u64().unwrap_or(0) as usize;
-        let mut body = vec![0u8; n];
-        c.r.read_exact(&mut body)?;
-        out.write_all(&body)?;
-        return Ok(());
-    }
-    if let Some(f) = &a.fields {
-        q["fields"] = json!(f);
-    }
-    c.send(&q)?;
-    let head = c.answer_head("jobs")?;
+    q
+}
+
+/// `--format csv`: the same request as an `export_csv`, whose body is
+/// copied out as the daemon wrote it.
+fn print_csv(out: &mut impl Write, c: &mut Conn, mut q: Value) -> Result<(), Fail> {
+    q["op"] = json!("export_csv");
+    let v = c.ask(q)?;
+    let n = v["bytes"].as_u64().unwrap_or(0) as usize;
+    let mut body = vec![0u8; n];
+    c.r.read_exact(&mut body)?;
+    out.write_all(&body)?;
+    Ok(())
+}
+
+/// `--format json`: one JSON array, each record as the log file prints
+/// them (Python's indent=2).
+fn print_json(out: &mut impl Write, c: &mut Conn) -> Result<(), Fail> {
     let bad = |e: joblogd::json::JsonError| Fail(1, format!("joblogctl: bad record in reply: {e}"));
-    match format {
-        Format::Json => {
-            // As the log file prints them: Python's indent=2.
-            let mut fmt = joblogd::json::Formatter::new();
-            let mut text = Vec::new();
-            let mut first = true;
-            c.each_element(|j| {
-                text.clear();
-                text.extend_from_slice(if first { b"[\n  " } else { b",\n  " });
-                first = false;
-                fmt.pretty(j, &mut text).map_err(bad)?;
-                out.write_all(&text)?;
-                Ok(())
-            })?;
-            out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
-        }
-        Format::Ndjson => {
-            // The records as the daemon sent them (compact, as in the
-            // file): a `Value` would sort their keys and rewrite their
-            // numbers (`1e2` as `100.0`, a 30-digit integer rounded).
-            c.each_element(|j| {
-                out.write_all(j)?;
-                out.write_all(b"\n")?;
-                Ok(())
-            })?;
-        }
-        _ => {
-            let headers: Vec<String> = a.fields.clone().unwrap_or_else(|| {
-                [
-                    "logged_at",
-                    "video_id",
-                    "subject",
-                    "stage",
-                    "success",
-                    "processing_duration",
-                    "error",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-            });
-            // A table needs every row for its widths; only the cells are
-            // kept, not the records.
-            let mut rows: Vec<Vec<String>> = Vec::new();
-            c.each_element(|j| {
-                let v: Value = serde_json::from_slice(j)
-                    .map_err(|e| Fail(1, format!("joblogctl: bad record in reply: {e}")))?;
-                rows.push(headers.iter().map(|h| text(&v[h])).collect());
-                Ok(())
-            })?;
-            write!(out, "{}", table(&headers, &rows))?;
-            if tty() {
-                writeln!(out, "{} of {} matching", head["count"], head["total"])?;
-            }
-        }
+    let mut fmt = joblogd::json::Formatter::new();
+    let mut text = Vec::new();
+    let mut first = true;
+    c.each_element(|j| {
+        text.clear();
+        text.extend_from_slice(if first { b"[\n  " } else { b",\n  " });
+        first = false;
+        fmt.pretty(j, &mut text).map_err(bad)?;
+        out.write_all(&text)?;
+        Ok(())
+    })?;
+    out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
+    Ok(())
+}
+
+/// `--format ndjson`: the records as the daemon sent them (compact, as in
+/// the file): a `Value` would sort their keys and rewrite their numbers
+/// (`1e2` as `100.0`, a 30-digit integer rounded).
+fn print_ndjson(out: &mut impl Write, c: &mut Conn) -> Result<(), Fail> {
+    c.each_element(|j| {
+        out.write_all(j)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })
+}
+
+/// `--format table`: the `--fields` asked for (else the usual seven), and
+/// on a terminal how many of how many matching.
+fn print_table(
+    out: &mut impl Write,
+    c: &mut Conn,
+    head: &Value,
+    fields: Option<Vec<String>>,
+) -> Result<(), Fail> {
+    let headers: Vec<String> = fields.unwrap_or_else(|| {
+        [
+            "logged_at",
+            "video_id",
+            "subject",
+            "stage",
+            "success",
+            "processing_duration",
+            "error",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    });
+    // A table needs every row for its widths; only the cells are kept,
+    // not the records.
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    c.each_element(|j| {
+        let v: Value = serde_json::from_slice(j)
+            .map_err(|e| Fail(1, format!("joblogctl: bad record in reply: {e}")))?;
+        rows.push(headers.iter().map(|h| text(&v[h])).collect());
+        Ok(())
+    })?;
+    write!(out, "{}", table(&headers, &rows))?;
+    if tty() {
+        writeln!(out, "{} of {} matching", head["count"], head["total"])?;
     }
     Ok(())
 }

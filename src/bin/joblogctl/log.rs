@@ -11,16 +11,45 @@ use super::*;
 /// word) is not sent: a data file must not run `clear`. An empty line goes
 /// in its place, so the daemon's line numbers stay the file's.
 pub(super) fn log(socket: &Socket, file: &str, ack: bool) -> Result<(), Fail> {
-    let (input, size): (Box<dyn Read>, Option<u64>) = if file == "-" {
+    let (input, size) = open_input(file)?;
+    let Conn { mut w, r } = Conn::open(socket)?;
+    let errors = read_errors(r);
+    let tally = send_lines(&mut w, input, size)?;
+    if ack {
+        w.write_all(b"{\"op\":\"flush\"}\n")?;
+    }
+    w.write_all(b"{\"op\":\"ping\"}\n")?;
+    w.shutdown(std::net::Shutdown::Write)?;
+    let (rejected, closing) = errors
+        .join()
+        .map_err(|_| Fail(1, "joblogctl: reader failed".into()))?;
+    if closing.is_none() {
+        return Err(Fail(
+            1,
+            "joblogctl: the daemon closed the connection before confirming".into(),
+        ));
+    }
+    report(&tally, rejected, ack)
+}
+
+/// The file, or standard input for `-`; a file's size is known, for the
+/// progress shown on a terminal.
+fn open_input(file: &str) -> Result<(Box<dyn Read>, Option<u64>), Fail> {
+    Ok(if file == "-" {
         (Box::new(io::stdin()), None)
     } else {
         let f = File::open(file).map_err(|e| Fail(1, format!("joblogctl: {file}: {e}")))?;
         let size = f.metadata().ok().map(|m| m.len());
         (Box::new(f), size)
-    };
-    let mut c = Conn::open(socket)?;
-    let mut reader = c.r;
-    let errors = std::thread::spawn(move || -> (u64, Option<Value>) {
+    })
+}
+
+/// Reads the replies on a thread of its own, printing each error reply
+/// (a rejected line) as it comes, until the closing ping's reply: how many
+/// lines were rejected, and that reply (`None` if the daemon closed the
+/// connection first).
+fn read_errors(mut reader: BufReader<UnixStream>) -> std::thread::JoinHandle<(u64, Option<Value>)> {
+    std::thread::spawn(move || -> (u64, Option<Value>) {
         let mut rejected = 0;
         let mut line = String::new();
         loop {
@@ -43,23 +72,24 @@ pub(super) fn log(socket: &Socket, file: &str, ack: bool) -> Result<(), Fail> {
                 return (rejected, Some(v));
             }
         }
-    });
+    })
+}
+
+/// What [`send_lines`] sent: `lines` records (blank lines not counted),
+/// and `skipped` requests not sent.
+struct Tally {
+    lines: u64,
+    skipped: u64,
+}
+
+/// Sends the input line by line (a request replaced by an empty line),
+/// with the progress on a terminal when the file is over 1 MiB.
+fn send_lines(w: &mut UnixStream, input: Box<dyn Read>, size: Option<u64>) -> Result<Tally, Fail> {
     let progress = io::stderr().is_terminal() && size.is_some_and(|s| s > 1 << 20);
     let mut input = BufReader::with_capacity(1 << 16, input);
     let (mut lines, mut sent, mut last_pct) = (0u64, 0u64, 101u64);
     let (mut skipped, mut blank) = (0u64, 0u64);
     let mut buf = Vec::new();
-    // The daemon went away mid-file (stopped, restarted): say how far the
-    // file got, not just "Broken pipe".
-    let gone = |lines: u64, e: io::Error| {
-        Fail(
-            1,
-            format!(
-                "joblogctl: the daemon closed the connection after {lines} records were sent ({e}); \
-                 those not confirmed may not be logged: check with `joblogctl jobs`, or send the rest again"
-            ),
-        )
-    };
     loop {
         buf.clear();
         let n = input.read_until(b'\n', &mut buf)?;
@@ -69,13 +99,13 @@ pub(super) fn log(socket: &Socket, file: &str, ack: bool) -> Result<(), Fail> {
         if !buf.ends_with(b"\n") {
             buf.push(b'\n');
         }
-        if is_request(&buf) {
+        if joblogd::protocol::is_request(&buf) {
             skipped += 1;
             eprintln!(
                 "line {}: a request (a top-level \"op\" or a bare word), not a record: not sent",
                 lines + skipped + blank
             );
-            c.w.write_all(b"\n").map_err(|e| gone(lines, e))?;
+            w.write_all(b"\n").map_err(|e| gone(lines, e))?;
             sent += n as u64;
             continue;
         }
@@ -84,7 +114,7 @@ pub(super) fn log(socket: &Socket, file: &str, ack: bool) -> Result<(), Fail> {
         } else {
             lines += 1;
         }
-        c.w.write_all(&buf).map_err(|e| gone(lines, e))?;
+        w.write_all(&buf).map_err(|e| gone(lines, e))?;
         sent += n as u64;
         if progress && let Some(total) = size {
             let pct = sent * 100 / total.max(1);
@@ -97,47 +127,37 @@ pub(super) fn log(socket: &Socket, file: &str, ack: bool) -> Result<(), Fail> {
     if progress {
         eprintln!();
     }
-    if ack {
-        c.w.write_all(b"{\"op\":\"flush\"}\n")?;
-    }
-    c.w.write_all(b"{\"op\":\"ping\"}\n")?;
-    c.w.shutdown(std::net::Shutdown::Write)?;
-    let (rejected, closing) = errors
-        .join()
-        .map_err(|_| Fail(1, "joblogctl: reader failed".into()))?;
-    if closing.is_none() {
-        return Err(Fail(
-            1,
-            "joblogctl: the daemon closed the connection before confirming".into(),
-        ));
-    }
-    let logged = lines.saturating_sub(rejected);
+    Ok(Tally { lines, skipped })
+}
+
+/// The daemon went away mid-file (stopped, restarted): say how far the
+/// file got, not just "Broken pipe".
+fn gone(lines: u64, e: io::Error) -> Fail {
+    Fail(
+        1,
+        format!(
+            "joblogctl: the daemon closed the connection after {lines} records were sent ({e}); \
+             those not confirmed may not be logged: check with `joblogctl jobs`, or send the rest again"
+        ),
+    )
+}
+
+/// The summary on standard error; exit status 1 if any line was not
+/// logged.
+fn report(tally: &Tally, rejected: u64, ack: bool) -> Result<(), Fail> {
+    let logged = tally.lines.saturating_sub(rejected);
     let how = if ack { "logged (on disk)" } else { "logged" };
-    match (rejected, skipped) {
+    match (rejected, tally.skipped) {
         (0, 0) => eprintln!("{how} {logged} records"),
         (r, 0) => eprintln!("{how} {logged} records, {r} rejected"),
         (r, s) => eprintln!("{how} {logged} records, {r} rejected, {s} requests not sent"),
     }
-    if rejected + skipped > 0 {
+    if rejected + tally.skipped > 0 {
         return Err(Fail(
             1,
-            format!("joblogctl: {} lines not logged", rejected + skipped),
+            format!("joblogctl: {} lines not logged", rejected + tally.skipped),
         ));
     }
     Ok(())
 }
 
-/// Would the daemon take this line for a request rather than a record?
-/// (A leading byte order mark is ignored, as the daemon ignores it.)
-pub(super) fn is_request(line: &[u8]) -> bool {
-    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    if joblogd::protocol::bare_word(line).is_some() {
-        return true;
-    }
-    let mut fields = Vec::new();
-    // An object that does not even skim as one is sent, and refused.
-    joblogd::json::skim_object(line, &mut fields)
-        && fields.iter().any(|(k, _)| {
-            joblogd::index::string_bytes(&line[k.clone()]).is_some_and(|s| *s == *b"op")
-        })
-}

@@ -18,16 +18,24 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 mod conn;
+mod export;
 mod jobs;
 mod log;
 mod output;
+mod retry;
+mod snapshot;
 mod stats;
+mod tail;
 
 use conn::*;
+use export::*;
 use jobs::*;
 use log::*;
 use output::*;
+use retry::*;
+use snapshot::*;
 use stats::*;
+use tail::*;
 
 /// Talk to a running joblogd.
 #[derive(Debug, Parser)]
@@ -60,23 +68,7 @@ enum Sort {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Statistics (the old logger's get_statistics, and more).
-    Stats {
-        /// Print the stats object as JSON.
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        subject: Option<String>,
-        #[arg(long, value_name = "ID")]
-        worker: Option<String>,
-        #[arg(long, value_name = "ISO")]
-        since: Option<String>,
-        #[arg(long, value_name = "ISO")]
-        until: Option<String>,
-        /// Count records accepted but not yet written too (a crash would
-        /// take them away); without it, only records in the file.
-        #[arg(long)]
-        pending: bool,
-    },
+    Stats(StatsArgs),
     /// List jobs, filtered, sorted and paged.
     Jobs(JobsArgs),
     /// Videos whose latest attempt failed and may be retried, newest first.
@@ -122,6 +114,25 @@ enum Cmd {
         #[arg(long)]
         pending: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    /// Print the stats object as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long, value_name = "ID")]
+    worker: Option<String>,
+    #[arg(long, value_name = "ISO")]
+    since: Option<String>,
+    #[arg(long, value_name = "ISO")]
+    until: Option<String>,
+    /// Count records accepted but not yet written too (a crash would
+    /// take them away); without it, only records in the file.
+    #[arg(long)]
+    pending: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,141 +230,13 @@ fn run(cmd: Cmd, socket: &Socket) -> Result<(), Fail> {
             let v = Conn::open(socket)?.ask(json!({"op":"clear","confirm":true}))?;
             writeln!(out, "archived to {}", text(&v["archive"]))?;
         }
-        Cmd::Stats {
-            json: as_json,
-            subject,
-            worker,
-            since,
-            until,
-            pending,
-        } => {
-            let mut q = json!({"op":"stats"});
-            if pending {
-                q["include_pending"] = json!(true);
-            }
-            for (k, v) in [
-                ("subject", subject),
-                ("worker_id", worker),
-                ("since", since),
-                ("until", until),
-            ] {
-                if let Some(v) = v {
-                    q[k] = json!(v);
-                }
-            }
-            let v = Conn::open(socket)?.ask(q)?;
-            let s = &v["stats"];
-            if as_json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(s).unwrap_or_default()
-                )?;
-            } else {
-                print_stats(&mut out, s)?;
-            }
-        }
+        Cmd::Stats(a) => stats(&mut out, socket, a)?,
         Cmd::Jobs(a) => jobs(&mut out, socket, a)?,
-        Cmd::RetryCandidates { urls, limit } => {
-            let mut q = json!({"op":"retry_candidates"});
-            if let Some(l) = limit {
-                q["limit"] = json!(l);
-            }
-            let v = Conn::open(socket)?.ask(q)?;
-            let empty = vec![];
-            let cands = v["candidates"].as_array().unwrap_or(&empty);
-            if urls {
-                for c in cands {
-                    if let Some(u) = c["url"].as_str() {
-                        writeln!(out, "{u}")?;
-                    }
-                }
-            } else {
-                let headers: Vec<String> = ["video_id", "url", "stage", "retry_count", "error"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                let rows: Vec<Vec<String>> = cands
-                    .iter()
-                    .map(|c| headers.iter().map(|h| text(&c[h])).collect())
-                    .collect();
-                write!(out, "{}", table(&headers, &rows))?;
-            }
-        }
-        Cmd::ExportCsv { path } => {
-            let mut c = Conn::open(socket)?;
-            let v = c.ask(json!({"op":"export_csv"}))?;
-            let n = v["bytes"].as_u64().unwrap_or(0) as usize;
-            let mut body = vec![0u8; n];
-            c.r.read_exact(&mut body)?;
-            if path.as_os_str() == "-" {
-                out.write_all(&body)?;
-                out.flush()?;
-                return Ok(());
-            }
-            std::fs::write(&path, &body).map_err(|e| cannot_write(&path, &e))?;
-            eprintln!("wrote {n} bytes to {}", path.display());
-        }
+        Cmd::RetryCandidates { urls, limit } => retry_candidates(&mut out, socket, urls, limit)?,
+        Cmd::ExportCsv { path } => export_csv(&mut out, socket, &path)?,
         Cmd::Log { file, ack } => log(socket, &file, ack)?,
-        Cmd::Snapshot { path } => {
-            let mut c = Conn::open(socket)?;
-            let v = c.ask(json!({"op":"snapshot"}))?;
-            let n = v["bytes"].as_u64().unwrap_or(0);
-            if path.as_os_str() == "-" {
-                let copied = io::copy(&mut (&mut c.r).take(n), &mut out)?;
-                out.flush()?;
-                if copied != n {
-                    return Err(Fail(
-                        1,
-                        "joblogctl: the daemon closed the connection mid-snapshot".into(),
-                    ));
-                }
-                return Ok(());
-            }
-            // Written aside and renamed, so PATH is never a partial copy.
-            let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-            let mut f = File::create(&tmp).map_err(|e| cannot_write(&path, &e))?;
-            let copied = io::copy(&mut (&mut c.r).take(n), &mut f)?;
-            if copied != n {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(Fail(
-                    1,
-                    "joblogctl: the daemon closed the connection mid-snapshot".into(),
-                ));
-            }
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path).map_err(|e| cannot_write(&path, &e))?;
-            eprintln!(
-                "wrote {} records ({n} bytes) to {}",
-                v["records"],
-                path.display()
-            );
-        }
-        Cmd::Tail { follow: _, pending } => {
-            let mut c = Conn::open(socket)?;
-            c.ask(json!({"op":"subscribe","include_pending":pending}))?;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if c.r.read_line(&mut line)? == 0 {
-                    return Ok(());
-                }
-                // The record as sent (see `jobs`): not through a `Value`.
-                let v: std::collections::HashMap<&str, &serde_json::value::RawValue> =
-                    serde_json::from_str(&line).unwrap_or_default();
-                if let Some(n) = v.get("missed") {
-                    eprintln!(
-                        "joblogctl: missed {} records (too slow to keep up)",
-                        n.get()
-                    );
-                    continue;
-                }
-                if let Some(record) = v.get("record") {
-                    writeln!(out, "{}", record.get())?;
-                    out.flush()?;
-                }
-            }
-        }
+        Cmd::Snapshot { path } => snapshot(&mut out, socket, &path)?,
+        Cmd::Tail { follow: _, pending } => tail(&mut out, socket, pending)?,
     }
     Ok(())
 }

@@ -2,6 +2,35 @@
 
 use super::*;
 
+pub(super) fn stats(out: &mut impl Write, socket: &Socket, a: StatsArgs) -> Result<(), Fail> {
+    let mut q = json!({"op":"stats"});
+    if a.pending {
+        q["include_pending"] = json!(true);
+    }
+    for (k, v) in [
+        ("subject", a.subject),
+        ("worker_id", a.worker),
+        ("since", a.since),
+        ("until", a.until),
+    ] {
+        if let Some(v) = v {
+            q[k] = json!(v);
+        }
+    }
+    let v = Conn::open(socket)?.ask(q)?;
+    let s = &v["stats"];
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(s).unwrap_or_default()
+        )?;
+    } else {
+        print_stats(out, s)?;
+    }
+    Ok(())
+}
+
 pub(super) fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
     let pct = s["success_rate"].as_f64().unwrap_or(0.0) * 100.0;
     writeln!(out, "{}", bold("Processing Report"))?;
