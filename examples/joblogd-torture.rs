@@ -237,7 +237,7 @@ fn damage(log: &Path, acked: &HashSet<String>, rng: &mut Rng) -> Result<&'static
     // synced, so it may not be durable: damage may start inside that batch
     // (the start-up then keeps the commit before it), unless a record of
     // it was acknowledged, which proves its commit durable.
-    let ends = joblogd::store::commits::committed_ends(log);
+    let ends = joblogd::dev::committed_ends(log);
     let at = |i: usize| {
         ends.get(i)
             .map_or(0, |&e| usize::try_from(e).unwrap_or(usize::MAX))

@@ -12,10 +12,8 @@
 //   printed exactly as without one;
 // - nothing panics, whatever the bytes.
 
-use joblogd::conn::lines::trim_line;
-use joblogd::json::{Formatter, array_elements};
-use joblogd::ops::{parse_bare, parse_request};
-use joblogd::protocol::bare_word;
+use joblogd::Formatter;
+use joblogd::dev::{array_elements, bare_word, parse_bare, parse_request, trim_line};
 use serde_json::Value;
 
 fn has_surrogate_escape(out: &[u8]) -> bool {
@@ -41,7 +39,7 @@ pub fn check_line(data: &[u8]) {
         let mut again = b"kept".to_vec();
         match limited.record(line, b"", b"\"T\"", &mut again) {
             Ok(_) => assert_eq!(&again[4..], &out[..], "a limit changed the output"),
-            Err(joblogd::json::JsonError::TooLarge { .. }) => {
+            Err(joblogd::JsonError::TooLarge { .. }) => {
                 assert_eq!(again, b"kept", "a stopped line left output behind")
             }
             Err(e) => panic!("a limit turned success into {e:?}"),

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 /// The connecting process, as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub pid: Option<i32>,
     pub uid: u32,
     pub gid: u32,
@@ -19,7 +19,7 @@ pub struct Peer {
 /// file anyway, and an operator running `joblogctl` under `sudo` must not
 /// be told `forbidden` by the daemon it administers.
 #[derive(Debug, Clone, Default)]
-pub struct Access {
+pub(crate) struct Access {
     /// Users allowed to connect (root always is).
     pub uids: HashSet<u32>,
     /// Groups allowed to connect (primary or supplementary).
@@ -35,7 +35,7 @@ pub struct Access {
 
 /// The users and groups `--admin-uid` / `--admin-gid` name.
 #[derive(Debug, Clone, Default)]
-pub struct Admins {
+pub(crate) struct Admins {
     pub uids: HashSet<u32>,
     /// Primary or supplementary.
     pub gids: HashSet<u32>,
@@ -58,7 +58,7 @@ const SO_PEERGROUPS: libc::c_int = 59;
 /// group (`usermod -aG joblog …`, as the README says) was refused; and a
 /// client that had exited before its connection was accepted (sent its
 /// records, then quit while the daemon restarted) was refused too.
-pub fn peer_groups(fd: std::os::fd::RawFd) -> Option<Vec<u32>> {
+pub(crate) fn peer_groups(fd: std::os::fd::RawFd) -> Option<Vec<u32>> {
     let mut groups: Vec<libc::gid_t> = vec![0; 64];
     for _ in 0..2 {
         let size = std::mem::size_of::<libc::gid_t>();
@@ -126,13 +126,13 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
 impl Access {
     /// May this peer connect? `groups`: its supplementary groups from
     /// [`peer_groups`], if the kernel told.
-    pub fn allows(&self, p: &Peer, groups: Option<&[u32]>) -> bool {
+    pub(crate) fn allows(&self, p: &Peer, groups: Option<&[u32]>) -> bool {
         p.uid == 0 || in_lists(p, groups, &self.uids, &self.gids)
     }
 
     /// May this peer (already allowed to connect) `clear`? `groups` as
     /// for [`Access::allows`].
-    pub fn may_clear(&self, p: &Peer, groups: Option<&[u32]>) -> bool {
+    pub(crate) fn may_clear(&self, p: &Peer, groups: Option<&[u32]>) -> bool {
         match &self.admins {
             None => true,
             Some(a) => p.uid == 0 || in_lists(p, groups, &a.uids, &a.gids),
@@ -140,7 +140,7 @@ impl Access {
     }
 
     /// Who may clear, for the start-up log line.
-    pub fn describe_admins(&self) -> String {
+    pub(crate) fn describe_admins(&self) -> String {
         match &self.admins {
             None => "everyone allowed to connect".to_string(),
             Some(a) => format!("root, uids {:?}, gids {:?}", a.uids, a.gids),
@@ -149,7 +149,7 @@ impl Access {
 
     /// The `"peer"` member as the formatter appends it (indent=2, inside a
     /// record).
-    pub fn stamp(p: &Peer) -> Vec<u8> {
+    pub(crate) fn stamp(p: &Peer) -> Vec<u8> {
         format!(
             "\"peer\": {{\n      \"pid\": {},\n      \"uid\": {}\n    }}",
             p.pid.map_or_else(|| "null".to_string(), |v| v.to_string()),

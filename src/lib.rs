@@ -19,24 +19,47 @@
 //! - [`access`]: peer credentials, allowed users and groups, admins.
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
 
-// Public: what the binaries, the examples, the fuzz oracle and the tests
-// use. The rest is the daemon's own.
-pub(crate) mod access;
+// The library's surface is what the two binaries use (`run`, `config`,
+// `signals`, `systemd`, and for joblogctl the record printer and the
+// request rule re-exported below), plus `dev` for the fuzz target and the
+// development examples. Everything else is the daemon's own: the modules
+// are `pub(crate)`, and `unreachable_pub` keeps an item from claiming more.
+#![warn(unreachable_pub)]
 
+pub(crate) mod access;
 pub mod config;
-pub mod conn;
-pub mod index;
-pub mod json;
-pub mod ops;
-pub mod protocol;
+pub(crate) mod conn;
+pub(crate) mod index;
+pub(crate) mod json;
+pub(crate) mod ops;
+pub(crate) mod protocol;
 pub(crate) mod query;
 pub(crate) mod server;
 pub(crate) mod shutdown;
 pub mod signals;
-pub mod store;
+pub(crate) mod store;
 pub mod systemd;
 pub(crate) mod time;
 pub(crate) mod writer;
+
+/// joblogctl prints records exactly as the file holds them, and sends as
+/// records only lines the daemon takes for records.
+pub use json::{Formatter, JsonError};
+pub use protocol::is_request;
+
+/// What the fuzz target (`fuzz/oracle.rs`, also built by
+/// `tests/fuzz_corpus.rs`) and the development examples (the bench, the
+/// crash and power-cut harnesses) reach into. Not an API for other
+/// programs: it changes with the daemon.
+#[doc(hidden)]
+pub mod dev {
+    pub use crate::conn::lines::trim_line;
+    pub use crate::json::array_elements;
+    pub use crate::ops::{parse_bare, parse_request};
+    pub use crate::protocol::bare_word;
+    pub use crate::store::commits::committed_ends;
+    pub use crate::store::{FileOptions, FsyncPolicy, PageCache, Store};
+}
 
 use std::future::Future;
 use std::os::fd::OwnedFd;

@@ -103,21 +103,21 @@ impl ProtocolError {
 }
 
 /// Serializes a reply value as one line.
-pub fn reply_line(v: &serde_json::Value) -> Vec<u8> {
+pub(crate) fn reply_line(v: &serde_json::Value) -> Vec<u8> {
     let mut out = serde_json::to_vec(v).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     out.push(b'\n');
     out
 }
 
 /// One member of the request object: decoded key, raw value bytes.
-pub type Member<'a> = (String, &'a [u8]);
+pub(crate) type Member<'a> = (String, &'a [u8]);
 
-pub fn invalid(op: &str, msg: impl std::fmt::Display) -> ProtocolError {
+pub(crate) fn invalid(op: &str, msg: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(ErrorCode::InvalidRequest, format!("{op}: {msg}"))
 }
 
 /// The JSON type of a raw value, by its first byte, for error messages.
-pub fn type_name(v: &[u8]) -> &'static str {
+pub(crate) fn type_name(v: &[u8]) -> &'static str {
     match v.first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",
@@ -130,24 +130,24 @@ pub fn type_name(v: &[u8]) -> &'static str {
 
 /// A request's fields, for its operation's parser, with the shared rules
 /// for the fields several operations take.
-pub struct Fields<'a, 'm> {
+pub(crate) struct Fields<'a, 'm> {
     op: &'m str,
     members: &'m [Member<'a>],
 }
 
 impl<'a, 'm> Fields<'a, 'm> {
     /// The members of a request for the operation `op`.
-    pub fn new(op: &'m str, members: &'m [Member<'a>]) -> Self {
+    pub(crate) fn new(op: &'m str, members: &'m [Member<'a>]) -> Self {
         Fields { op, members }
     }
 
     /// The operation's name, as the request spelled it (`failed`, say).
-    pub fn op(&self) -> &str {
+    pub(crate) fn op(&self) -> &str {
         self.op
     }
 
     /// The raw value of a field, if given.
-    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a [u8]> {
         self.members
             .iter()
             .find(|(k, _)| k == name)
@@ -155,17 +155,17 @@ impl<'a, 'm> Fields<'a, 'm> {
     }
 
     /// An `invalid_request` error naming the operation.
-    pub fn invalid(&self, msg: impl std::fmt::Display) -> ProtocolError {
+    pub(crate) fn invalid(&self, msg: impl std::fmt::Display) -> ProtocolError {
         invalid(self.op, msg)
     }
 
     /// The JSON type of a value, for error messages.
-    pub fn type_name(v: &[u8]) -> &'static str {
+    pub(crate) fn type_name(v: &[u8]) -> &'static str {
         type_name(v)
     }
 
     /// A field parsed as `T`, or an error naming it and the expected type.
-    pub fn typed<T: serde::de::DeserializeOwned>(
+    pub(crate) fn typed<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
         expected: &str,
@@ -193,7 +193,7 @@ impl<'a, 'm> Fields<'a, 'm> {
     }
 
     /// The filter keys ([`FILTER_KEYS`], or the subset `stats` takes).
-    pub fn filter(&self) -> Result<Filter, ProtocolError> {
+    pub(crate) fn filter(&self) -> Result<Filter, ProtocolError> {
         let worker_id = match self.get("worker_id") {
             None => None,
             Some(v)
@@ -225,7 +225,7 @@ impl<'a, 'm> Fields<'a, 'm> {
     }
 
     /// The paging keys ([`PAGING_KEYS`]).
-    pub fn paging(&self) -> Result<Paging, ProtocolError> {
+    pub(crate) fn paging(&self) -> Result<Paging, ProtocolError> {
         let desc = match self
             .typed::<String>("order", "\"asc\" or \"desc\"")?
             .as_deref()

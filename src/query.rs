@@ -108,7 +108,7 @@ fn matches(ix: &Index, r: &Resolved, f: &Filter, idx: usize, e: &Entry) -> bool 
 
 /// Entry numbers of the records among the first `upto` that match, in log
 /// order.
-pub fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
+pub(crate) fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
     let r = resolve(ix, f);
     ix.entries[..upto.min(ix.len())]
         .iter()
@@ -124,7 +124,7 @@ pub fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
 /// incremental counters when the filter is only `success` over the whole
 /// log, else from a count-only pass. With `sort_by` every match is
 /// collected, and [`page`] orders only the ones the page needs.
-pub fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (Vec<u32>, usize) {
+pub(crate) fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (Vec<u32>, usize) {
     if p.sort_by.is_some() {
         return page(ix, select(ix, f, upto), p);
     }
@@ -182,7 +182,7 @@ pub fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (Vec<u32>
 /// in order: they are selected in linear time and only they are sorted.
 /// (A full sort of a million matches stalled ingest for 200-300 ms, since
 /// queries run on the writer.)
-pub fn page(ix: &Index, mut sel: Vec<u32>, p: &Paging) -> (Vec<u32>, usize) {
+pub(crate) fn page(ix: &Index, mut sel: Vec<u32>, p: &Paging) -> (Vec<u32>, usize) {
     let total = sel.len();
     if let Some(by) = p.sort_by {
         let key = |i: u32| {
@@ -226,7 +226,7 @@ pub fn page(ix: &Index, mut sel: Vec<u32>, p: &Paging) -> (Vec<u32>, usize) {
 
 /// Newest-first list of videos whose newest record failed and is not
 /// `is_retryable: false`, among the first `upto` records.
-pub fn retry_candidates(ix: &Index, upto: usize) -> Vec<u32> {
+pub(crate) fn retry_candidates(ix: &Index, upto: usize) -> Vec<u32> {
     (0..upto.min(ix.len()))
         .rev()
         .filter(|&i| {
@@ -238,7 +238,7 @@ pub fn retry_candidates(ix: &Index, upto: usize) -> Vec<u32> {
 }
 
 /// Is `f` empty for `stats` (so the incremental aggregate answers)?
-pub fn is_unfiltered(f: &Filter) -> bool {
+pub(crate) fn is_unfiltered(f: &Filter) -> bool {
     *f == Filter::default()
 }
 
@@ -246,7 +246,7 @@ pub fn is_unfiltered(f: &Filter) -> bool {
 /// in the index, see `conn/requests.rs`), the matching successful records, and the
 /// retry candidates *within* the matching records (the newest matching
 /// record of each video decides), as if the log held only those records.
-pub fn aggregate(ix: &Index, f: &Filter) -> (Aggregate, Vec<u32>, u64) {
+pub(crate) fn aggregate(ix: &Index, f: &Filter) -> (Aggregate, Vec<u32>, u64) {
     let r = resolve(ix, f);
     let mut agg = Aggregate::default();
     let mut successful = Vec::new();
@@ -271,7 +271,7 @@ fn num(v: f64) -> Value {
 }
 
 /// `{count, mean, p50, p95, max}` of a histogram.
-pub fn hist_json(h: &Hist) -> Value {
+pub(crate) fn hist_json(h: &Hist) -> Value {
     json!({
         "count": h.count,
         "mean": h.mean().map_or(Value::Null, num),
@@ -282,7 +282,10 @@ pub fn hist_json(h: &Hist) -> Value {
 }
 
 /// Timing histograms as `{"<stage>": {count, mean, p50, p95, max}}`.
-pub fn timings_json<'a>(ix: &Index, timings: impl Iterator<Item = (&'a Sym, &'a Hist)>) -> Value {
+pub(crate) fn timings_json<'a>(
+    ix: &Index,
+    timings: impl Iterator<Item = (&'a Sym, &'a Hist)>,
+) -> Value {
     let mut v: Vec<(&str, Value)> = timings
         .map(|(s, h)| (ix.syms.name(*s), hist_json(h)))
         .collect();
@@ -292,7 +295,7 @@ pub fn timings_json<'a>(ix: &Index, timings: impl Iterator<Item = (&'a Sym, &'a 
 
 /// The `stats` object. Keys and semantics of the Python logger's
 /// `get_statistics()` first, then the extras.
-pub fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
+pub(crate) fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
     // Objects come out with their keys sorted (serde_json's map is
     // ordered by key), whatever order they are built in.
     let counts = |m: &crate::index::SymMap<u64>| -> Value {

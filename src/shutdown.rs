@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 /// The side that stops: held by the accept loop.
 #[derive(Debug)]
-pub struct Stopper {
+pub(crate) struct Stopper {
     begun: watch::Sender<Option<Instant>>,
     last_call: watch::Sender<bool>,
     grace: Duration,
@@ -25,7 +25,7 @@ pub struct Stopper {
 
 /// The side that is told: one per task, cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     begun: watch::Receiver<Option<Instant>>,
     last_call: watch::Receiver<bool>,
     grace: Duration,
@@ -33,7 +33,7 @@ pub struct Shutdown {
 
 impl Stopper {
     /// A stop not yet begun, whose connections get `grace` to finish.
-    pub fn new(grace: Duration) -> Stopper {
+    pub(crate) fn new(grace: Duration) -> Stopper {
         Stopper {
             begun: watch::channel(None).0,
             last_call: watch::channel(false).0,
@@ -42,7 +42,7 @@ impl Stopper {
     }
 
     /// What a task watches.
-    pub fn watch(&self) -> Shutdown {
+    pub(crate) fn watch(&self) -> Shutdown {
         Shutdown {
             begun: self.begun.subscribe(),
             last_call: self.last_call.subscribe(),
@@ -51,7 +51,7 @@ impl Stopper {
     }
 
     /// The stop begins now (once: a second call changes nothing).
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.begun.send_if_modified(|at| {
             let first = at.is_none();
             at.get_or_insert_with(Instant::now);
@@ -60,36 +60,36 @@ impl Stopper {
     }
 
     /// The grace period has run out.
-    pub fn last_call(&self) {
+    pub(crate) fn last_call(&self) {
         self.last_call.send_replace(true);
     }
 }
 
 impl Shutdown {
     /// When the stop began, if it has.
-    pub fn begun(&self) -> Option<Instant> {
+    pub(crate) fn begun(&self) -> Option<Instant> {
         *self.begun.borrow()
     }
 
     /// Resolves once the stop has begun (at once if it has). A stopper
     /// that is gone counts as a stop.
-    pub async fn wait_begun(&mut self) {
+    pub(crate) async fn wait_begun(&mut self) {
         let _ = self.begun.wait_for(Option::is_some).await;
     }
 
     /// Has the grace period run out?
-    pub fn is_last_call(&self) -> bool {
+    pub(crate) fn is_last_call(&self) -> bool {
         *self.last_call.borrow()
     }
 
     /// Resolves at the last call (at once if it came). A stopper that is
     /// gone counts as one.
-    pub async fn wait_last_call(&mut self) {
+    pub(crate) async fn wait_last_call(&mut self) {
         let _ = self.last_call.wait_for(|l| *l).await;
     }
 
     /// How long connections get to finish once the stop began.
-    pub fn grace(&self) -> Duration {
+    pub(crate) fn grace(&self) -> Duration {
         self.grace
     }
 }

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Broken-down local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalTime {
+pub(crate) struct LocalTime {
     pub year: i32,
     pub month: u32,
     pub day: u32,
@@ -22,7 +22,7 @@ pub struct LocalTime {
 }
 
 impl LocalTime {
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -30,7 +30,7 @@ impl LocalTime {
     }
 
     /// Converts seconds since the epoch to local time.
-    pub fn from_unix(secs: i64, micros: u32) -> Self {
+    pub(crate) fn from_unix(secs: i64, micros: u32) -> Self {
         let t: libc::time_t = secs as libc::time_t;
         // SAFETY: `tm` is plain old data; localtime_r only writes into it and
         // is thread-safe (unlike localtime).
@@ -61,7 +61,7 @@ impl LocalTime {
     }
 
     /// `isoformat()` as Python prints it, inside JSON quotes.
-    pub fn iso_quoted(&self) -> String {
+    pub(crate) fn iso_quoted(&self) -> String {
         let mut s = format!(
             "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
             self.year, self.month, self.day, self.hour, self.minute, self.second
@@ -100,13 +100,13 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// Parses `YYYY-MM-DD[THH:MM[:SS[.ffffff]]]` (what Python's isoformat
 /// prints; a space may stand for `T`; anything after, such as an offset, is
 /// ignored) into naive microseconds since 1970.
-pub fn parse_time(s: &str) -> Option<i64> {
+pub(crate) fn parse_time(s: &str) -> Option<i64> {
     parse_time_bytes(s.as_bytes())
 }
 
 /// [`parse_time`] on bytes (a record's `logged_at` content, not re-checked
 /// as UTF-8: only ASCII digits and separators are accepted anyway).
-pub fn parse_time_bytes(b: &[u8]) -> Option<i64> {
+pub(crate) fn parse_time_bytes(b: &[u8]) -> Option<i64> {
     let num = |r: Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
         part.iter().try_fold(0i64, |n, &c| {
@@ -185,7 +185,7 @@ pub fn parse_time_bytes(b: &[u8]) -> Option<i64> {
 }
 
 /// Formats naive microseconds as Python's `isoformat()`.
-pub fn format_time(micros: i64) -> String {
+pub(crate) fn format_time(micros: i64) -> String {
     let days = micros.div_euclid(86_400_000_000);
     let rest = micros.rem_euclid(86_400_000_000);
     let (y, m, d) = civil_from_days(days);

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use joblogd::store::{FsyncPolicy, PageCache, Store};
+use joblogd::dev::{FsyncPolicy, PageCache, Store};
 
 use crate::bench::Bench;
 use crate::records::Kind;
@@ -107,7 +107,7 @@ pub(crate) fn disk_run(dir: &Path, total: u64, chunk: &[u8]) -> io::Result<Durat
     let (mut store, _) = Store::open(
         &path,
         FsyncPolicy::Always,
-        joblogd::store::FileOptions::default(),
+        joblogd::dev::FileOptions::default(),
         |_, _, _| {},
         |_, _| {},
     )

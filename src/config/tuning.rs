@@ -9,106 +9,106 @@ use std::time::Duration;
 
 // Connections: reading, the chunk handed to the writer, replies.
 /// Read granularity: enough for a few seed-sized records per syscall.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// Replies a connection may have queued before its reading pauses.
-pub const MAX_QUEUED_REPLIES: usize = 256;
+pub(crate) const MAX_QUEUED_REPLIES: usize = 256;
 /// A chunk of formatted records is sent to the writer at this size even in
 /// the middle of a read, to keep per-connection memory small.
-pub const CHUNK_SEND_BYTES: usize = 1 << 20;
+pub(crate) const CHUNK_SEND_BYTES: usize = 1 << 20;
 /// Formatted bytes a connection gathers from reads that are already
 /// possible before it hands its chunk to the writer.
-pub const HANDOFF_BYTES: usize = 256 << 10;
+pub(crate) const HANDOFF_BYTES: usize = 256 << 10;
 /// At shutdown, read at most this much more of what a client already sent
 /// (more than a socket buffer can hold; a safety net only).
-pub const DRAIN_LIMIT: usize = 64 << 20;
+pub(crate) const DRAIN_LIMIT: usize = 64 << 20;
 /// Permits are taken ahead in pieces of this size (or the budget's
 /// sixteenth, if smaller): one semaphore operation per piece, not per
 /// record.
-pub const PERMIT_PIECE: usize = 64 << 10;
+pub(crate) const PERMIT_PIECE: usize = 64 << 10;
 /// Depth of the connection → writer channel, in messages (each message is a
 /// read's worth of records). Bytes are bounded separately by the budget.
-pub const COMMAND_QUEUE: usize = 1024;
+pub(crate) const COMMAND_QUEUE: usize = 1024;
 /// After the grace period, how long connections get to hand over the
 /// records they have read (no waiting for the budget or for replies then).
-pub const LAST_CALL: Duration = Duration::from_secs(2);
+pub(crate) const LAST_CALL: Duration = Duration::from_secs(2);
 
 // Records.
 /// Deepest nesting accepted in a record received from a client. Python's own
 /// decoder gives up near 1000; 128 matches serde_json's limit used for
 /// requests, and keeps the indentation of the output bounded.
-pub const MAX_RECORD_DEPTH: usize = 128;
+pub(crate) const MAX_RECORD_DEPTH: usize = 128;
 /// Python's decoder recurses; this is far beyond what it reads.
-pub const FILE_DEPTH: usize = 10_000;
+pub(crate) const FILE_DEPTH: usize = 10_000;
 /// Distinct timing names `stats` keeps figures for. Timing names are a
 /// pipeline's stages (a handful); a client that puts ids into them (`"t_<video
 /// id>"`) would otherwise grow the index by a histogram and a name per
 /// record, and every `stats` reply with it. Values under later names are
 /// counted in `timings_untracked` instead.
-pub const MAX_TIMING_NAMES: usize = 1024;
+pub(crate) const MAX_TIMING_NAMES: usize = 1024;
 
 // The writer: indexing, subscribers, other writers of the file.
 /// Records handed from the scan to the indexing thread at a time, in
 /// bytes (see `writer::file`).
-pub const INDEX_BATCH_BYTES: usize = 1 << 20;
+pub(crate) const INDEX_BATCH_BYTES: usize = 1 << 20;
 /// ... or this many records, whichever comes first: large records add only
 /// their facts (about 200 bytes each) and tiny ones barely any bytes, so
 /// the byte count alone would let a batch grow with the file. Small in
 /// unit tests, so that their files cross many batch boundaries.
-pub const INDEX_BATCH_RECORDS: usize = if cfg!(test) { 100 } else { 4096 };
+pub(crate) const INDEX_BATCH_RECORDS: usize = if cfg!(test) { 100 } else { 4096 };
 /// Records this long or longer go to the indexing thread as their facts
 /// (computed on the scanning thread) rather than as their bytes: copying a
 /// seed-sized record would cost more than the indexing saved.
-pub const DETACH_AT: usize = 4096;
+pub(crate) const DETACH_AT: usize = 4096;
 /// How often the writer looks for another process's change to the file
 /// while no flush does (a flush always looks first).
-pub const FOREIGN_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const FOREIGN_CHECK: Duration = Duration::from_secs(1);
 /// The daemon's own records lost to another writer are named in the
 /// warning up to this many; the count is always whole.
-pub const LOST_NAMED: usize = 20;
+pub(crate) const LOST_NAMED: usize = 20;
 /// Records a subscriber may fall behind by before it starts missing some.
-pub const EVENTS_CAPACITY: usize = 16 * 1024;
+pub(crate) const EVENTS_CAPACITY: usize = 16 * 1024;
 
 // The file: writing, reading at start-up, settling.
 /// A large batch is written in pieces of this size (see
 /// `store::append`).
-pub const WRITE_PIECE: usize = 4 << 20;
+pub(crate) const WRITE_PIECE: usize = 4 << 20;
 /// At most this many buffers per `pwritev` (the kernel's `IOV_MAX`).
-pub const MAX_IOVECS: usize = 1024;
+pub(crate) const MAX_IOVECS: usize = 1024;
 /// Bytes read per step of the start-up scan; a record larger than this
 /// grows the window to hold it whole.
-pub const SCAN_CHUNK: usize = 1 << 20;
+pub(crate) const SCAN_CHUNK: usize = 1 << 20;
 /// `Store::settle`: how often it looks, how long the file must stay
 /// unchanged (ending like an array, or not), and how long it waits at most.
-pub const SETTLE_POLL: Duration = Duration::from_millis(20);
-pub const SETTLE_QUIET: Duration = Duration::from_millis(100);
-pub const SETTLE_QUIET_DAMAGED: Duration = Duration::from_secs(1);
-pub const SETTLE_MAX: Duration = Duration::from_secs(30);
+pub(crate) const SETTLE_POLL: Duration = Duration::from_millis(20);
+pub(crate) const SETTLE_QUIET: Duration = Duration::from_millis(100);
+pub(crate) const SETTLE_QUIET_DAMAGED: Duration = Duration::from_secs(1);
+pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(30);
 /// How often a long log-file scan reports its progress.
-pub const SCAN_REPORT_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const SCAN_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// How much each report extends the service manager's timeout: several
 /// reports' worth, so one slow moment (a cold disk) does not get the
 /// service killed.
-pub const SCAN_EXTEND: Duration = Duration::from_secs(30);
+pub(crate) const SCAN_EXTEND: Duration = Duration::from_secs(30);
 
 // Answers read back from the file.
 /// Flush the socket buffer at about this size while streaming.
-pub const STREAM_CHUNK: usize = 64 * 1024;
+pub(crate) const STREAM_CHUNK: usize = 64 * 1024;
 /// Most bytes one `pread` of `ops::read::Windowed` fetches (a larger record is read
 /// alone, whole). Held per connection while it streams an answer, so it is
 /// kept small: 1,024 connections answering at once hold 256 MiB at most.
-pub const READ_WINDOW: u64 = 256 << 10;
+pub(crate) const READ_WINDOW: u64 = 256 << 10;
 /// Records at most this far apart share one `pread`: copying a gap of a
 /// few records costs less than another system call, and with the page
 /// cache dropped (`--page-cache drop`) each `pread` of a record not cached
 /// is a disk read of its own.
-pub const READ_GAP: u64 = 16 << 10;
+pub(crate) const READ_GAP: u64 = 16 << 10;
 
 // The index's string cache.
 /// Distinct spellings each map of `Interner::by_hash` remembers; past it
 /// (unique error messages, say) values take the decoding path uncached, so
 /// the maps never grow with the log.
-pub const RAW_CACHE_MAX: usize = 4096;
+pub(crate) const RAW_CACHE_MAX: usize = 4096;
 /// Longest spelling `Interner::by_hash` keeps.
-pub const RAW_CACHE_SPELLING: usize = 256;
+pub(crate) const RAW_CACHE_SPELLING: usize = 256;
 /// Longest spelling a `index::NameRef` carries with it.
-pub const INLINE_SPELLING: usize = 24;
+pub(crate) const INLINE_SPELLING: usize = 24;

@@ -27,7 +27,7 @@ use crate::time::LocalTime;
 use crate::writer::{Command, Durable, Ingest, Link, Query, RecordMeta};
 use lines::{Frame, Lines, READ_CHUNK, trim_line};
 
-pub mod lines;
+pub(crate) mod lines;
 mod read;
 mod requests;
 mod write;
@@ -49,7 +49,7 @@ fn print_guard(max_record: usize) -> usize {
 }
 
 /// Separator before each record in the array, as indent=2 prints it.
-pub const RECORD_PREFIX: &[u8] = b",\n  ";
+pub(crate) const RECORD_PREFIX: &[u8] = b",\n  ";
 
 /// What every connection shares, in parts each side uses on its own: the
 /// read half takes records within [`Limits`] and the [`Budget`] and hands
@@ -57,7 +57,7 @@ pub const RECORD_PREFIX: &[u8] = b",\n  ";
 /// the same link and shows [`About`] in `ping`; the accept loop consults
 /// `access`.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub writer: Link,
     pub budget: Budget,
     pub limits: Limits,
@@ -71,7 +71,7 @@ pub struct Shared {
 /// A line's and a record's size limits (`--max-line-bytes`,
 /// `--max-record-bytes`).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_line: usize,
     /// The most a record (or a `log_batch`'s jobs together) may take as
     /// stored.
@@ -82,13 +82,13 @@ pub struct Limits {
 /// connection's accepted records hold permits of until they are durable;
 /// see [`crate::writer`].
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     pub permits: Arc<Semaphore>,
     pub total: usize,
 }
 
 impl Budget {
-    pub fn new(total: usize) -> Budget {
+    pub(crate) fn new(total: usize) -> Budget {
         Budget {
             permits: Arc::new(Semaphore::new(total)),
             total,
@@ -98,7 +98,7 @@ impl Budget {
 
 /// What `ping` shows of the daemon itself, beside the writer's counters.
 #[derive(Debug)]
-pub struct About {
+pub(crate) struct About {
     pub version: &'static str,
     pub started: Instant,
     /// Which socket file is ours, for `socket_at_path`.
@@ -148,7 +148,7 @@ enum Reply {
 }
 
 /// Serves one connection until the client closes it (or shutdown drains it).
-pub async fn handle(
+pub(crate) async fn handle(
     stream: UnixStream,
     shared: Arc<Shared>,
     shutdown: Shutdown,

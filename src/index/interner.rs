@@ -4,14 +4,14 @@
 use super::*;
 
 /// An interned string's id.
-pub type Sym = u32;
+pub(crate) type Sym = u32;
 
 /// FxHash (rustc's): a multiply-rotate hash, several times cheaper than
 /// SipHash for the short keys here. No DoS concern: the maps are keyed by
 /// interned ids and low-cardinality strings, and an attacker able to write
 /// records could only slow its own `stats`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FxHasher(pub(super) u64);
+pub(crate) struct FxHasher(pub(super) u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
@@ -46,15 +46,15 @@ impl FxHasher {
 }
 
 /// `HashMap` hasher state for [`FxHasher`].
-pub type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
 /// A map keyed by interned id.
-pub type SymMap<V> = HashMap<Sym, V, FxBuild>;
+pub(crate) type SymMap<V> = HashMap<Sym, V, FxBuild>;
 
 /// Small-cardinality strings (stages, subjects, workers, error types,
 /// timing names) stored once.
 #[derive(Debug, Default)]
-pub struct Interner {
+pub(crate) struct Interner {
     /// By decoded name. SipHash (std's seeded default), not FxHash: the
     /// names come from clients, and FxHash of strings that differ only
     /// past their first bytes collides in the low bits that pick a slot.
@@ -88,7 +88,7 @@ pub(super) enum NameKind {
 }
 
 impl Interner {
-    pub fn intern(&mut self, s: &str) -> Sym {
+    pub(crate) fn intern(&mut self, s: &str) -> Sym {
         if let Some(&id) = self.ids.get(s) {
             return id;
         }
@@ -99,7 +99,7 @@ impl Interner {
         id
     }
 
-    pub fn get(&self, s: &str) -> Option<Sym> {
+    pub(crate) fn get(&self, s: &str) -> Option<Sym> {
         self.ids.get(s).copied()
     }
 
@@ -136,7 +136,7 @@ impl Interner {
         id
     }
 
-    pub fn name(&self, id: Sym) -> &str {
+    pub(crate) fn name(&self, id: Sym) -> &str {
         self.names.get(id as usize).map_or("", |s| s)
     }
 }

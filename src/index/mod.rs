@@ -24,13 +24,13 @@ mod python;
 mod record;
 mod stats;
 
-pub use interner::{FxBuild, FxHasher, Interner, Sym, SymMap};
-pub use python::{error_type, group_key, number, string, string_bytes, truthy};
-pub use record::{
-    F_HAS_DURATION, F_HAS_VIDEO, F_NOT_RETRYABLE, F_SUCCESS, Facts, KEYS, NameRef, RawMeta,
-    TimingFact, facts, facts_detached,
+pub(crate) use interner::{FxHasher, Interner, Sym, SymMap};
+pub(crate) use python::{error_type, group_key, number, string, string_bytes, truthy};
+pub(crate) use record::{
+    F_HAS_DURATION, F_HAS_VIDEO, F_NOT_RETRYABLE, F_SUCCESS, Facts, NameRef, RawMeta, TimingFact,
+    facts, facts_detached,
 };
-pub use stats::{Aggregate, Hist, MAX_TIMING_NAMES, Tally, last_of_each};
+pub(crate) use stats::{Aggregate, Hist, MAX_TIMING_NAMES, Tally, last_of_each};
 
 // Shared by the submodules (each takes `super::*`).
 use crate::json::minify;
@@ -39,7 +39,7 @@ use interner::NameKind;
 
 /// One record: 64 bytes (checked by a test).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Byte offset of the record's `{` in the file.
     pub offset: u64,
     /// `logged_at` as naive microseconds since 1970 (no time zone, as
@@ -61,7 +61,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.flags & F_SUCCESS != 0
     }
 }
@@ -77,7 +77,7 @@ fn hash_video(s: &[u8]) -> u64 {
 
 /// The index of one log file.
 #[derive(Debug, Default)]
-pub struct Index {
+pub(crate) struct Index {
     pub entries: Vec<Entry>,
     /// Newest record (entry number) of each video.
     pub latest: HashMap<VideoKey, u32, FixedState>,
@@ -94,7 +94,7 @@ pub struct Index {
 /// `BuildHasher` with no per-process seed (see [`hash_video`]): the keys are
 /// already hashes.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FixedState;
+pub(crate) struct FixedState;
 
 impl BuildHasher for FixedState {
     type Hasher = IdentityHasher;
@@ -105,16 +105,16 @@ impl BuildHasher for FixedState {
 
 /// Passes a u64 key through: the keys are hashes already.
 #[derive(Debug, Default)]
-pub struct IdentityHasher(u64);
+pub(crate) struct IdentityHasher(u64);
 
 /// A `video_id` hash as the key of [`Index::latest`]: two `u32` halves, so
 /// a map slot (key and entry number) is 12 bytes rather than the 16 a
 /// `(u64, u32)` pads to. With a slot per video that is 4 bytes per record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VideoKey([u32; 2]);
+pub(crate) struct VideoKey([u32; 2]);
 
 impl VideoKey {
-    pub fn new(hash: u64) -> Self {
+    pub(crate) fn new(hash: u64) -> Self {
         VideoKey([hash as u32, (hash >> 32) as u32])
     }
 }
@@ -139,23 +139,29 @@ impl Hasher for IdentityHasher {
     }
 }
 
-pub fn is_candidate(e: &Entry) -> bool {
+pub(crate) fn is_candidate(e: &Entry) -> bool {
     !e.success() && e.flags & F_NOT_RETRYABLE == 0
 }
 
 impl Index {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Adds the record at `offset` whose bytes are `rec` (read only to name
     /// a stage, subject, worker, error or timing not seen before) and whose
     /// facts were computed by [`facts`]; `timings` is its range of the list.
-    pub fn push_facts(&mut self, offset: u64, rec: &[u8], f: &Facts, timings: &[TimingFact]) {
+    pub(crate) fn push_facts(
+        &mut self,
+        offset: u64,
+        rec: &[u8],
+        f: &Facts,
+        timings: &[TimingFact],
+    ) {
         let len = u32::try_from(rec.len()).unwrap_or(u32::MAX);
         self.push_facts_at(offset, len, rec, f, timings);
     }
@@ -163,7 +169,7 @@ impl Index {
     /// [`Index::push_facts`] for a record `len` bytes long whose long name
     /// spellings are in `spellings` (see [`facts_detached`]), not in its
     /// own bytes.
-    pub fn push_facts_at(
+    pub(crate) fn push_facts_at(
         &mut self,
         offset: u64,
         len: u32,
@@ -216,7 +222,7 @@ impl Index {
     }
 
     /// Adds a record at `offset` in the file (the start-up scan).
-    pub fn add(&mut self, offset: u64, rec: &[u8], meta: &RawMeta) {
+    pub(crate) fn add(&mut self, offset: u64, rec: &[u8], meta: &RawMeta) {
         let mut fmt = self.fmt_scratch.take().unwrap_or_default();
         let mut timings = std::mem::take(&mut self.facts_scratch);
         timings.clear();
@@ -226,7 +232,7 @@ impl Index {
         self.facts_scratch = timings;
     }
 
-    pub fn push(&mut self, e: Entry, timings: &[(Sym, f64)]) {
+    pub(crate) fn push(&mut self, e: Entry, timings: &[(Sym, f64)]) {
         let idx = self.entries.len() as u32;
         self.all.add(&e, timings);
         if e.flags & F_HAS_VIDEO != 0 {
@@ -243,19 +249,19 @@ impl Index {
     }
 
     /// Is entry `idx` the newest record of its video (or has no video)?
-    pub fn is_latest(&self, idx: usize) -> bool {
+    pub(crate) fn is_latest(&self, idx: usize) -> bool {
         let e = &self.entries[idx];
         e.flags & F_HAS_VIDEO == 0
             || self.latest.get(&VideoKey::new(e.video)) == Some(&(idx as u32))
     }
 
     /// Bytes of memory held, roughly: for the `ping` and the bench.
-    pub fn memory_bytes(&self) -> usize {
+    pub(crate) fn memory_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.latest.capacity() * (std::mem::size_of::<(VideoKey, u32)>() + 1)
     }
 
-    pub fn video_hash(id: &str) -> u64 {
+    pub(crate) fn video_hash(id: &str) -> u64 {
         hash_video(id.as_bytes())
     }
 }

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Python truthiness of a JSON value.
-pub fn truthy(v: &[u8]) -> bool {
+pub(crate) fn truthy(v: &[u8]) -> bool {
     match v.first() {
         None | Some(b'n' | b'f') => false,
         Some(b't') => true,
@@ -18,7 +18,7 @@ pub fn truthy(v: &[u8]) -> bool {
 }
 
 /// A JSON number's value.
-pub fn number(v: &[u8]) -> Option<f64> {
+pub(crate) fn number(v: &[u8]) -> Option<f64> {
     match v.first() {
         Some(b'-' | b'0'..=b'9') => {
             simple_decimal(v).or_else(|| std::str::from_utf8(v).ok()?.parse().ok())
@@ -69,7 +69,7 @@ pub(super) fn simple_decimal(v: &[u8]) -> Option<f64> {
 }
 
 /// A JSON string's content, decoded; `None` if `v` is not a string.
-pub fn string(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn string(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     if v.first() != Some(&b'"') || v.len() < 2 {
         return None;
     }
@@ -87,7 +87,7 @@ pub fn string(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
 /// A JSON string's content as bytes, decoded only when it holds an escape;
 /// `None` if `v` is not a string. The content of a string the formatter
 /// accepted is valid UTF-8, so no check is repeated here.
-pub fn string_bytes(v: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+pub(crate) fn string_bytes(v: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     if v.first() != Some(&b'"') || v.len() < 2 {
         return None;
     }
@@ -101,7 +101,7 @@ pub fn string_bytes(v: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
 /// How a value names a group (`stages`, `by_subject`, `by_worker`): a
 /// string's content, anything else its JSON text (compact), missing or null
 /// `"null"` — as Python's `json.dumps` turns dict keys into strings.
-pub fn group_key(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
+pub(crate) fn group_key(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
     match v {
         None => "null".into(),
         Some(v) => match string(v) {
@@ -114,7 +114,7 @@ pub fn group_key(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
 /// The error type of a failed record: the text before the first `:` (not
 /// trimmed), the whole text without one, `"Unknown error"` when missing or
 /// null, and the JSON text of a non-string.
-pub fn error_type(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
+pub(crate) fn error_type(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
     match v {
         None | Some(b"null") => "Unknown error".into(),
         Some(v) => match string(v) {

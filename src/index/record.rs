@@ -7,7 +7,7 @@ use super::*;
 
 /// Top-level keys the index reads. The order is the index into
 /// [`RawMeta::ranges`].
-pub const KEYS: [&str; 12] = [
+pub(crate) const KEYS: [&str; 12] = [
     "video_id",
     "success",
     "stage",
@@ -147,22 +147,22 @@ impl RawMeta {
 }
 
 /// Entry flags.
-pub const F_SUCCESS: u8 = 1;
+pub(crate) const F_SUCCESS: u8 = 1;
 
 /// `is_retryable` is exactly `false`.
-pub const F_NOT_RETRYABLE: u8 = 2;
+pub(crate) const F_NOT_RETRYABLE: u8 = 2;
 
 /// The record has a string `video_id` (hashed into `video`).
-pub const F_HAS_VIDEO: u8 = 4;
+pub(crate) const F_HAS_VIDEO: u8 = 4;
 
 /// `processing_duration` is a truthy number.
-pub const F_HAS_DURATION: u8 = 8;
+pub(crate) const F_HAS_DURATION: u8 = 8;
 
 /// A raw JSON value that names a group (or an error), located in its record
 /// (`start`, `len` relative to the record's first byte; `len` 0 = absent,
 /// which reads as `null`) and hashed where the record was formatted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NameRef {
+pub(crate) struct NameRef {
     pub hash: u64,
     pub start: u32,
     pub len: u32,
@@ -240,7 +240,7 @@ pub(super) fn fmix64(mut h: u64) -> u64 {
 /// start-up scan. The single writer then only resolves names to symbols
 /// and pushes the entry ([`Index::push_facts`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Facts {
+pub(crate) struct Facts {
     pub logged_at: i64,
     pub duration: f64,
     pub video: u64,
@@ -254,7 +254,7 @@ pub struct Facts {
 
 /// One named timing of a successful record.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TimingFact {
+pub(crate) struct TimingFact {
     /// The timing's key (a JSON string), located in the record.
     pub name: NameRef,
     pub value: f64,
@@ -263,7 +263,7 @@ pub struct TimingFact {
 /// Computes the [`Facts`] of record `rec` (its fields located in `meta`),
 /// appending its timings to `timings`. `scratch` parses the `timings`
 /// object.
-pub fn facts(
+pub(crate) fn facts(
     rec: &[u8],
     meta: &RawMeta,
     scratch: &mut Formatter,
@@ -332,7 +332,7 @@ pub fn facts(
 /// located there, so [`Index::push_facts_at`] can take `spellings` in
 /// place of the record. Copying a few names costs less than copying a
 /// large record.
-pub fn facts_detached(
+pub(crate) fn facts_detached(
     rec: &[u8],
     meta: &RawMeta,
     scratch: &mut Formatter,

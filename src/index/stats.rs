@@ -7,7 +7,7 @@ use super::*;
 /// read from it (the mean of its bucket) is within 0.8% of the exact value, at a memory cost that
 /// does not grow with the number of values. Mean and max are exact.
 #[derive(Debug, Clone, Default)]
-pub struct Hist {
+pub(crate) struct Hist {
     /// Per bucket: how many values, and their sum (so a bucket reads back
     /// as the mean of its values: exact when they are all equal). Sparse:
     /// a timing name seen once costs one bucket.
@@ -36,7 +36,7 @@ impl Hist {
         }
     }
 
-    pub fn add(&mut self, v: f64) {
+    pub(crate) fn add(&mut self, v: f64) {
         if !v.is_finite() {
             return;
         }
@@ -55,7 +55,7 @@ impl Hist {
     }
 
     /// Nearest-rank percentile `p` in 0..=100, or None when empty.
-    pub fn percentile(&self, p: f64) -> Option<f64> {
+    pub(crate) fn percentile(&self, p: f64) -> Option<f64> {
         if self.count == 0 {
             return None;
         }
@@ -70,7 +70,7 @@ impl Hist {
         Some(self.max)
     }
 
-    pub fn mean(&self) -> Option<f64> {
+    pub(crate) fn mean(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum / self.count as f64)
     }
 }
@@ -80,7 +80,7 @@ impl Hist {
 /// Python's `json.load` (and so the Python logger's statistics) keeps it.
 /// Linear: a record may repeat one name hundreds of thousands of times
 /// (a quadratic pass over such a record held the writer for 30 s).
-pub fn last_of_each<T, K: std::hash::Hash + Eq + ?Sized>(
+pub(crate) fn last_of_each<T, K: std::hash::Hash + Eq + ?Sized>(
     items: &mut Vec<T>,
     key: impl Fn(&T) -> &K,
 ) {
@@ -113,16 +113,16 @@ pub fn last_of_each<T, K: std::hash::Hash + Eq + ?Sized>(
 
 /// Counters for [`Aggregate`]'s `by_subject` / `by_worker`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub total: u64,
     pub successful: u64,
 }
 
-pub use crate::config::tuning::MAX_TIMING_NAMES;
+pub(crate) use crate::config::tuning::MAX_TIMING_NAMES;
 
 /// Everything `stats` reports, over some set of records.
 #[derive(Debug, Clone, Default)]
-pub struct Aggregate {
+pub(crate) struct Aggregate {
     pub total: u64,
     pub successful: u64,
     /// Sum and count of truthy durations of successful records.
@@ -148,7 +148,7 @@ pub struct Aggregate {
 impl Aggregate {
     /// Adds one record. `timings` are the record's `(name, value)` pairs
     /// (only used for successful records).
-    pub fn add(&mut self, e: &Entry, timings: &[(Sym, f64)]) {
+    pub(crate) fn add(&mut self, e: &Entry, timings: &[(Sym, f64)]) {
         self.total += 1;
         *self.stages.entry(e.stage).or_insert(0) += 1;
         let ok = u64::from(e.success());

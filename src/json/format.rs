@@ -83,7 +83,7 @@ fn within_limit(printed: usize, limit: usize) -> Result<(), JsonError> {
 /// `k == word`, compared as one fixed-size value rather than by a call to
 /// `memcmp`: it runs for every top-level member of every record.
 #[inline(always)]
-pub fn is_word<const N: usize>(k: &[u8], word: &[u8; N]) -> bool {
+pub(crate) fn is_word<const N: usize>(k: &[u8], word: &[u8; N]) -> bool {
     <&[u8; N]>::try_from(k).is_ok_and(|k| k == word)
 }
 

@@ -28,14 +28,16 @@ mod sink;
 mod skim;
 mod value;
 
-pub use format::{Formatted, Formatter, TopField, is_word};
-pub use sink::{Discard, Sink};
-pub use skim::{SkimmedField, array_elements, skim_array, skim_object};
+pub use format::Formatter;
+pub(crate) use format::{TopField, is_word};
+pub(crate) use sink::{Discard, Sink};
+pub use skim::array_elements;
+pub(crate) use skim::{SkimmedField, skim_array, skim_object};
 
 // Shared by the submodules (each takes `super::*`).
 use lex::*;
 
-pub use value::{minify, minify_into};
+pub(crate) use value::{minify, minify_into};
 
 pub(crate) use crate::config::tuning::MAX_RECORD_DEPTH;
 

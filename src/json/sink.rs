@@ -5,16 +5,12 @@ use super::*;
 
 /// Where the printer writes. `Vec<u8>` collects the pretty-printed bytes;
 /// [`Discard`] validates only (the start-up scan of an existing file).
-pub trait Sink {
+pub(crate) trait Sink {
     fn push(&mut self, b: u8);
     fn extend(&mut self, s: &[u8]);
     fn len(&self) -> usize;
-    fn truncate(&mut self, len: usize);
     /// Bytes written so far in `r` (empty for a sink that keeps nothing).
     fn written(&self, r: Range<usize>) -> &[u8];
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
     /// Copies the run of plain string bytes at `i` (up to the first `"`,
     /// `\` or byte below 0x20, or the end of the input) and returns where it
     /// ends and whether it holds bytes >= 0x80 (to be checked as UTF-8).
@@ -105,9 +101,6 @@ impl Sink for Vec<u8> {
         Vec::len(self)
     }
     #[inline(always)]
-    fn truncate(&mut self, len: usize) {
-        Vec::truncate(self, len)
-    }
     fn written(&self, r: Range<usize>) -> &[u8] {
         self.get(r).unwrap_or_default()
     }
@@ -115,7 +108,7 @@ impl Sink for Vec<u8> {
 
 /// A sink that keeps nothing: validation only.
 #[derive(Default)]
-pub struct Discard;
+pub(crate) struct Discard;
 
 impl Sink for Discard {
     #[inline(always)]
@@ -127,7 +120,6 @@ impl Sink for Discard {
         0
     }
     #[inline(always)]
-    fn truncate(&mut self, _: usize) {}
     fn written(&self, _: Range<usize>) -> &[u8] {
         &[]
     }

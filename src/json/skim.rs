@@ -46,7 +46,7 @@ pub fn array_elements(input: &[u8]) -> Result<Vec<Range<usize>>, JsonError> {
 /// A top-level member found by [`skim_object`]: the raw key (with its
 /// quotes) and the value, in input coordinates, like [`TopField::key_in`]
 /// and [`TopField::value_in`].
-pub type SkimmedField = (Range<usize>, Range<usize>);
+pub(crate) type SkimmedField = (Range<usize>, Range<usize>);
 
 /// Locates the members of a top-level object without validating it. For
 /// bytes that are one valid JSON object, `out` ends up holding exactly the
@@ -56,7 +56,7 @@ pub type SkimmedField = (Range<usize>, Range<usize>);
 /// log, which were validated on their way in or by the start-up scan:
 /// invalid content inside a value goes unnoticed. Returns `false` (and
 /// `out` is not to be used) for bytes not even shaped like an object.
-pub fn skim_object(input: &[u8], out: &mut Vec<SkimmedField>) -> bool {
+pub(crate) fn skim_object(input: &[u8], out: &mut Vec<SkimmedField>) -> bool {
     out.clear();
     let mut i = skip_ws(input, 0);
     if input.get(i) != Some(&b'{') {
@@ -95,7 +95,7 @@ pub fn skim_object(input: &[u8], out: &mut Vec<SkimmedField>) -> bool {
 /// Locates the elements of an array without validating it, as
 /// [`skim_object`] locates an object's members (same caveats). Returns
 /// `false` for bytes not shaped like an array.
-pub fn skim_array(input: &[u8], out: &mut Vec<Range<usize>>) -> bool {
+pub(crate) fn skim_array(input: &[u8], out: &mut Vec<Range<usize>>) -> bool {
     out.clear();
     let mut i = skip_ws(input, 0);
     if input.get(i) != Some(&b'[') {

@@ -2,7 +2,7 @@
 //! numbers as `null`, as the file and the answers need them.
 
 /// JSON text without the whitespace between tokens.
-pub fn minify(v: &[u8]) -> Vec<u8> {
+pub(crate) fn minify(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     minify_into(v, &mut out);
     out
@@ -11,7 +11,7 @@ pub fn minify(v: &[u8]) -> Vec<u8> {
 /// Appends `v` without the whitespace between tokens (strings untouched,
 /// but for raw control bytes, which only a damaged record holds: escaped).
 /// The output never holds a raw newline, whatever `v` is.
-pub fn minify_into(v: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn minify_into(v: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < v.len() {
         let b = v[i];

@@ -4,7 +4,7 @@
 use super::Request;
 use crate::protocol::{ErrorCode, Fields, ProtocolError};
 
-pub fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
+pub(crate) fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     match f.typed::<bool>("confirm", "a boolean")? {
         Some(true) => Ok(Request::Clear),
         _ => Err(ProtocolError::new(

@@ -14,7 +14,7 @@ use crate::index;
 use crate::json::SkimmedField;
 
 /// Columns of `export_csv`, in order, as the Python logger's `export_csv`.
-pub const CSV_COLUMNS: [&str; 13] = [
+pub(crate) const CSV_COLUMNS: [&str; 13] = [
     "video_id",
     "video_title",
     "url",
@@ -118,7 +118,7 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 }
 
 /// `{"op":"export_csv", filter…, paging…}`.
-pub fn parse<'a>(
+pub(crate) fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
 ) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
     Ok(super::Request::Query(super::Query::ExportCsv {
@@ -128,7 +128,7 @@ pub fn parse<'a>(
 }
 
 /// The page of durable matching records, on the writer.
-pub fn run(
+pub(crate) fn run(
     view: &super::View<'_>,
     filter: &crate::query::Filter,
     paging: &crate::query::Paging,

@@ -3,6 +3,6 @@
 use super::Request;
 use crate::protocol::{Fields, ProtocolError};
 
-pub fn parse<'a>(_: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
+pub(crate) fn parse<'a>(_: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     Ok(Request::Flush)
 }

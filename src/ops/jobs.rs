@@ -27,7 +27,7 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 
 /// `jobs` and its aliases: `failed` and `successful` imply `success` (and
 /// refuse it given), `by_stage` needs `stage`.
-pub fn parse<'a>(
+pub(crate) fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
 ) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
     let mut filter = f.filter()?;
@@ -60,7 +60,7 @@ pub fn parse<'a>(
 }
 
 /// The page of durable matching records, on the writer.
-pub fn run(
+pub(crate) fn run(
     view: &super::View<'_>,
     filter: &crate::query::Filter,
     paging: &crate::query::Paging,

@@ -17,7 +17,7 @@ fn ack(f: &Fields<'_, '_>) -> Result<bool, ProtocolError> {
 }
 
 /// `{"op":"log","job":{…},"ack":…}`.
-pub fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
+pub(crate) fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     let ack = ack(f)?;
     match f.get("job") {
         Some(v) if v.first() == Some(&b'{') => Ok(Request::Log { jobs: vec![v], ack }),
@@ -30,7 +30,7 @@ pub fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
 }
 
 /// `{"op":"log_batch","jobs":[…],"ack":…}`.
-pub fn parse_batch<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
+pub(crate) fn parse_batch<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     let ack = ack(f)?;
     match f.get("jobs") {
         Some(v) if v.first() == Some(&b'[') => {

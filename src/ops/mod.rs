@@ -32,30 +32,31 @@ use crate::query::{Filter, Paging};
 
 mod registry;
 
-pub use registry::{OPERATIONS, Operation, Request, parse_bare, parse_request};
+pub(crate) use registry::Request;
+pub use registry::{parse_bare, parse_request};
 
-pub mod clear;
-pub mod export_csv;
-pub mod flush;
-pub mod jobs;
-pub mod log;
-pub mod ping;
+pub(crate) mod clear;
+pub(crate) mod export_csv;
+pub(crate) mod flush;
+pub(crate) mod jobs;
+pub(crate) mod log;
+pub(crate) mod ping;
 mod read;
-pub mod retry_candidates;
-pub mod snapshot;
-pub mod stats;
-pub mod subscribe;
+pub(crate) mod retry_candidates;
+pub(crate) mod snapshot;
+pub(crate) mod stats;
+pub(crate) mod subscribe;
 
 /// A record's place in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub offset: u64,
     pub len: u32,
 }
 
 /// What an operation reads on the writer: the index, and the file as the
 /// writer has it (the connection reads records back through `reader`).
-pub struct View<'w> {
+pub(crate) struct View<'w> {
     pub index: &'w crate::index::Index,
     pub reader: &'w Arc<File>,
     /// Records in the file and durable: index entries from here on are
@@ -67,7 +68,7 @@ pub struct View<'w> {
 
 impl View<'_> {
     /// Where the records `idxs` are in the file.
-    pub fn spans(&self, idxs: &[u32]) -> Vec<Span> {
+    pub(crate) fn spans(&self, idxs: &[u32]) -> Vec<Span> {
         idxs.iter()
             .map(|&i| {
                 let e = &self.index.entries[i as usize];
@@ -110,7 +111,7 @@ pub enum Query {
 /// read handle, so the connection streams them without the writer holding
 /// their bytes.
 #[derive(Debug)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The whole reply line of an unfiltered `stats`, shared with the cache.
     StatsLine(Arc<[u8]>),
     Stats {
@@ -152,7 +153,7 @@ pub enum Answer {
 /// Answers a query over the writer's index and file: each operation's
 /// `run`. (The writer answers an unfiltered `stats` itself, from its
 /// running aggregate and cache, before it gets here.)
-pub fn run(view: &View<'_>, q: Query) -> Answer {
+pub(crate) fn run(view: &View<'_>, q: Query) -> Answer {
     match q {
         Query::Stats { filter, .. } => stats::run(view, &filter),
         Query::Jobs {
@@ -173,7 +174,7 @@ pub fn run(view: &View<'_>, q: Query) -> Answer {
 /// Reading the file or writing to the client failed; the connection cannot
 /// carry on in a known state. A [`Answer::Failed`] is the caller's to
 /// reply to (with its line number); here it is an error.
-pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, answer: Answer) -> std::io::Result<()> {
+pub(crate) async fn write<W: AsyncWrite + Unpin>(w: &mut W, answer: Answer) -> std::io::Result<()> {
     match answer {
         Answer::StatsLine(line) => w.write_all(&line).await,
         Answer::Stats {

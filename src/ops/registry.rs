@@ -47,7 +47,7 @@ const STATS_KEYS: &[&str] = &["subject", "worker_id", "since", "until"];
 /// One operation in the registry: its name, the fields it takes besides
 /// `op` (in groups, as several share the filter and paging keys), and the
 /// parser in its own file under `ops/`.
-pub struct Operation {
+pub(crate) struct Operation {
     pub name: &'static str,
     pub fields: &'static [&'static [&'static str]],
     pub parse: for<'a> fn(&Fields<'a, '_>) -> Result<Request<'a>, ProtocolError>,
@@ -66,7 +66,7 @@ const LIMIT: &[&[&str]] = &[&["limit"]];
 /// Every operation the daemon knows: the one list of names and shapes
 /// (adding an operation is a line here, its file under `ops/`, and its
 /// `Request` variant).
-pub const OPERATIONS: &[Operation] = &[
+pub(crate) const OPERATIONS: &[Operation] = &[
     op("log", &[&["job", "ack"]], super::log::parse),
     op("log_batch", &[&["jobs", "ack"]], super::log::parse_batch),
     op("flush", &[], super::flush::parse),

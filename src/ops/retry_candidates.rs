@@ -34,7 +34,7 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 }
 
 /// `{"op":"retry_candidates","limit":…}`.
-pub fn parse<'a>(
+pub(crate) fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
 ) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
     Ok(super::Request::Query(super::Query::RetryCandidates {
@@ -43,7 +43,7 @@ pub fn parse<'a>(
 }
 
 /// The durable candidates, at most `limit` of them, on the writer.
-pub fn run(view: &super::View<'_>, limit: Option<usize>) -> super::Answer {
+pub(crate) fn run(view: &super::View<'_>, limit: Option<usize>) -> super::Answer {
     let all = crate::query::retry_candidates(view.index, view.durable);
     let total = all.len();
     let page = &all[..limit.unwrap_or(total).min(total)];

@@ -36,14 +36,14 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 }
 
 /// `{"op":"snapshot"}`.
-pub fn parse<'a>(
+pub(crate) fn parse<'a>(
     _: &crate::protocol::Fields<'a, '_>,
 ) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
     Ok(super::Request::Query(super::Query::Snapshot))
 }
 
 /// The durable prefix of the file, on the writer.
-pub fn run(view: &super::View<'_>) -> super::Answer {
+pub(crate) fn run(view: &super::View<'_>) -> super::Answer {
     super::Answer::Snapshot {
         reader: view.reader.clone(),
         end: view.durable_end,

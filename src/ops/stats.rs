@@ -90,7 +90,7 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 }
 
 /// `{"op":"stats", filter…, "include_pending":…}`.
-pub fn parse<'a>(
+pub(crate) fn parse<'a>(
     f: &crate::protocol::Fields<'a, '_>,
 ) -> Result<super::Request<'a>, crate::protocol::ProtocolError> {
     Ok(super::Request::Query(super::Query::Stats {
@@ -105,7 +105,7 @@ pub fn parse<'a>(
 /// records, with the successful durable ones whose timings the connection
 /// reads back ([`write`]). (Unfiltered `stats` is the writer's own running
 /// aggregate, cached: `writer/answer.rs`.)
-pub fn run(view: &super::View<'_>, filter: &crate::query::Filter) -> super::Answer {
+pub(crate) fn run(view: &super::View<'_>, filter: &crate::query::Filter) -> super::Answer {
     let (agg, successful, candidates) = crate::query::aggregate(view.index, filter);
     let readable: Vec<u32> = successful
         .into_iter()

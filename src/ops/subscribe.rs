@@ -4,7 +4,7 @@
 use super::Request;
 use crate::protocol::{Fields, ProtocolError};
 
-pub fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
+pub(crate) fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError> {
     Ok(Request::Subscribe {
         include_pending: f
             .typed::<bool>("include_pending", "a boolean")?

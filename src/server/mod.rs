@@ -13,10 +13,10 @@ use tokio::task::JoinSet;
 use crate::access::Peer;
 use crate::conn::{self, Shared};
 
-pub mod socket;
+pub(crate) mod socket;
 
 use socket::rebind_now;
-pub use socket::{BindError, Bound, SocketFile, adopt, bind, lock_socket};
+pub(crate) use socket::{BindError, Bound, SocketFile, adopt, bind, lock_socket};
 
 use crate::config::tuning::LAST_CALL;
 
@@ -100,7 +100,7 @@ async fn drain(mut conns: JoinSet<()>, stopper: &crate::shutdown::Stopper, grace
 /// connection to finish (read what its client already sent, answer it) and
 /// waits up to `grace` for them. Returns the bound socket, so the caller
 /// decides when the file goes away (after the final flush).
-pub async fn serve(
+pub(crate) async fn serve(
     mut bound: Bound,
     shared: Arc<Shared>,
     max_connections: usize,

@@ -80,7 +80,7 @@ impl std::error::Error for BindError {}
 /// The socket's lock, taken before anything else so that a second daemon on
 /// the same socket stops before touching the log file.
 #[derive(Debug)]
-pub struct SocketLock {
+pub(crate) struct SocketLock {
     path: PathBuf,
     _file: File,
 }
@@ -89,7 +89,7 @@ pub struct SocketLock {
 ///
 /// # Errors
 /// [`BindError::InUse`] if another daemon holds it.
-pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
+pub(crate) fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
     let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
     if let Some(dir) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|source| BindError::Io {
@@ -137,7 +137,7 @@ pub fn lock_socket(socket: &Path) -> Result<SocketLock, BindError> {
 /// The socket file a daemon bound, known by device and inode; shared with
 /// `ping` and the status reports, and updated when SIGHUP binds again.
 #[derive(Debug, Clone, Default)]
-pub struct SocketFile {
+pub(crate) struct SocketFile {
     path: PathBuf,
     id: Arc<std::sync::Mutex<Option<(u64, u64)>>>,
     /// Passed by systemd, which owns the file: always "there".
@@ -163,20 +163,20 @@ impl SocketFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Is the file at the path the socket we bound (not gone, and not
     /// another process's socket bound there since)?
-    pub fn is_at_path(&self) -> bool {
+    pub(crate) fn is_at_path(&self) -> bool {
         self.activated || (self.id().is_some() && file_id(&self.path) == self.id())
     }
 }
 
 /// A bound listener; removes its socket file when dropped.
 #[derive(Debug)]
-pub struct Bound {
+pub(crate) struct Bound {
     listener: Listener,
     /// The socket file we bound (its path, device and inode): only that
     /// file is ours to report as present or to remove.
@@ -191,7 +191,7 @@ pub struct Bound {
 ///
 /// # Errors
 /// [`BindError::NotASocket`] if the path holds anything else.
-pub fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
+pub(crate) fn bind(lock: SocketLock, mode: u32) -> Result<Bound, BindError> {
     let path = lock.path.clone();
     let (listener, id) = listen(&path, mode)?;
     Ok(Bound {
@@ -320,7 +320,7 @@ pub(super) fn is_live(path: &Path) -> bool {
 ///
 /// # Errors
 /// The descriptor is not a usable listening socket.
-pub fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindError> {
+pub(crate) fn adopt(fd: std::os::fd::OwnedFd, configured: &Path) -> Result<Bound, BindError> {
     let listener = Listener::try_from(fd).map_err(|source| BindError::Io {
         path: configured.to_owned(),
         action: "adopt the socket passed by systemd for",
@@ -346,23 +346,23 @@ impl Bound {
         &self.listener
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.file.path
     }
 
     /// The socket came from systemd.
-    pub fn is_activated(&self) -> bool {
+    pub(crate) fn is_activated(&self) -> bool {
         self.lock.is_none()
     }
 
     /// Is our socket file still at its path? (Someone may delete it; then
     /// new clients cannot connect until SIGHUP binds it again.)
-    pub fn at_path(&self) -> bool {
+    pub(crate) fn at_path(&self) -> bool {
         self.file.is_at_path()
     }
 
     /// A handle on which socket file is ours, for `ping` and status.
-    pub fn file(&self) -> SocketFile {
+    pub(crate) fn file(&self) -> SocketFile {
         self.file.clone()
     }
 
@@ -370,7 +370,7 @@ impl Bound {
     ///
     /// # Errors
     /// As [`bind`].
-    pub fn rebind(&mut self) -> Result<bool, BindError> {
+    pub(crate) fn rebind(&mut self) -> Result<bool, BindError> {
         if self.at_path() {
             return Ok(false);
         }
@@ -381,7 +381,7 @@ impl Bound {
     }
 
     /// The group of the socket file: workers in it may connect by default.
-    pub fn group(&self) -> Option<u32> {
+    pub(crate) fn group(&self) -> Option<u32> {
         use std::os::unix::fs::MetadataExt;
         fs::metadata(&self.file.path).ok().map(|m| m.gid())
     }

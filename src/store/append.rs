@@ -55,7 +55,7 @@ pub(super) fn start_writeback(file: &File, at: u64, len: usize) {
 }
 
 /// Held while a batch is being written and synced; see [`crate::signals`].
-pub static WRITE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static WRITE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Store {
     /// Writes `tail` at `at`, cuts the file there, syncs.

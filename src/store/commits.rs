@@ -62,13 +62,13 @@ const SLOT_CRC_AT: usize = 124;
 const CLEAN: u32 = 1;
 
 /// The sidecar of the log at `log`: `<log>.meta`.
-pub fn path_for(log: &Path) -> PathBuf {
+pub(crate) fn path_for(log: &Path) -> PathBuf {
     PathBuf::from(format!("{}.meta", log.display()))
 }
 
 /// One commit slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Commit {
+pub(crate) struct Commit {
     pub number: u64,
     pub start: u64,
     pub end: u64,
@@ -136,7 +136,7 @@ fn le32(s: &[u8], at: usize) -> u32 {
 
 /// What a sidecar said at start-up.
 #[derive(Debug, Clone, Default)]
-pub struct Found {
+pub(crate) struct Found {
     pub log_id: [u8; 16],
     /// Slots whose checksum holds, newest first.
     pub commits: Vec<Commit>,
@@ -154,14 +154,14 @@ pub struct Found {
 /// protection off just after a power cut; an inode number is reused at
 /// once by a new file, its birth time is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
+pub(crate) struct FileId {
     dev: u64,
     ino: u64,
     born: (i64, u32),
 }
 
 impl FileId {
-    pub fn of(m: &fs::Metadata) -> FileId {
+    pub(crate) fn of(m: &fs::Metadata) -> FileId {
         let born = m
             .created()
             .ok()
@@ -202,7 +202,7 @@ impl FileId {
 /// there is none, when it is damaged, or when it belongs to another file
 /// (the log was rotated, deleted or replaced while it stayed behind): the
 /// log is then trusted as a file from the Python logger is.
-pub fn read(log: &Path, id: FileId) -> Option<Found> {
+pub(crate) fn read(log: &Path, id: FileId) -> Option<Found> {
     let mut buf = vec![0u8; SIZE];
     let f = File::open(path_for(log)).ok()?;
     f.read_exact_at(&mut buf, 0).ok()?;
@@ -242,7 +242,7 @@ pub fn committed_ends(log: &Path) -> Vec<u64> {
 
 /// How much of the log the sidecar vouches for at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Trust {
+pub(crate) struct Trust {
     /// Records ending past this offset are not kept (they were never
     /// committed); `None`: every complete record is kept.
     pub limit: Option<u64>,
@@ -264,7 +264,7 @@ pub struct Trust {
 ///   lost bytes that were durable, or was changed while no daemon ran:
 ///   only the records before the oldest commit's batch are kept by their
 ///   syntax, and everything from there on is set aside.
-pub fn trust(found: Option<&Found>, file: &File, now: super::Stamp) -> Trust {
+pub(crate) fn trust(found: Option<&Found>, file: &File, now: super::Stamp) -> Trust {
     let Some(found) = found.filter(|f| !f.commits.is_empty()) else {
         return Trust::default();
     };
@@ -330,7 +330,7 @@ fn matches(file: &File, c: &Commit, len: u64) -> bool {
 /// The open sidecar of the live log, which the store commits each durable
 /// batch to.
 #[derive(Debug)]
-pub struct Commits {
+pub(crate) struct Commits {
     path: PathBuf,
     file: File,
     log_id: [u8; 16],
@@ -412,7 +412,7 @@ impl Commits {
     ///
     /// # Errors
     /// It could not be created, written or synced.
-    pub fn create(at: &Path, log: &File, mode: u32, sync: bool) -> io::Result<Commits> {
+    pub(crate) fn create(at: &Path, log: &File, mode: u32, sync: bool) -> io::Result<Commits> {
         let m = log.metadata()?;
         let mut log_id = [0u8; 16];
         random(&mut log_id)?;
@@ -449,7 +449,7 @@ impl Commits {
     ///
     /// # Errors
     /// It could not be opened for writing.
-    pub fn resume(log: &Path, found: &Found, mode: u32, sync: bool) -> io::Result<Commits> {
+    pub(crate) fn resume(log: &Path, found: &Found, mode: u32, sync: bool) -> io::Result<Commits> {
         let path = path_for(log);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         // As the log's: `--file-mode` may have changed since.
@@ -475,7 +475,7 @@ impl Commits {
     /// # Errors
     /// A write or either sync failed: the batch must not count as durable,
     /// and its number is used again by the next commit.
-    pub fn commit_batch(
+    pub(crate) fn commit_batch(
         &mut self,
         start: u64,
         end: u64,
@@ -522,7 +522,7 @@ impl Commits {
     ///
     /// # Errors
     /// The write or sync failed.
-    pub fn commit(
+    pub(crate) fn commit(
         &mut self,
         start: u64,
         end: u64,
@@ -560,17 +560,17 @@ impl Commits {
         self.file.write_all_at(&c.encode(), slot)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Follows a rename of the sidecar (the caller's).
-    pub fn moved_to(&mut self, path: PathBuf) {
+    pub(crate) fn moved_to(&mut self, path: PathBuf) {
         self.path = path;
     }
 
     /// The random id of this log, kept for as long as the file lives.
-    pub fn log_id(&self) -> [u8; 16] {
+    pub(crate) fn log_id(&self) -> [u8; 16] {
         self.log_id
     }
 }

@@ -31,7 +31,7 @@ const TABLE: [u32; 256] = {
 /// A running CRC-32C: feed the pieces of a batch in order, then
 /// [`Crc32c::finish`].
 #[derive(Debug, Clone, Copy)]
-pub struct Crc32c(u32);
+pub(super) struct Crc32c(u32);
 
 impl Default for Crc32c {
     fn default() -> Self {
@@ -40,7 +40,7 @@ impl Default for Crc32c {
 }
 
 impl Crc32c {
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(super) fn update(&mut self, bytes: &[u8]) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("sse4.2") {
             // SAFETY: the CPU has SSE 4.2, checked just above.
@@ -50,13 +50,13 @@ impl Crc32c {
         self.0 = table(self.0, bytes);
     }
 
-    pub fn finish(self) -> u32 {
+    pub(super) fn finish(self) -> u32 {
         !self.0
     }
 }
 
 /// CRC-32C of `bytes`.
-pub fn of(bytes: &[u8]) -> u32 {
+pub(super) fn of(bytes: &[u8]) -> u32 {
     let mut c = Crc32c::default();
     c.update(bytes);
     c.finish()

@@ -15,7 +15,7 @@ use super::*;
 /// means no fault.
 /// Tests flip it to prove that failed writes are never acknowledged and
 /// are rewritten whole.
-pub static FAULT_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+pub(crate) static FAULT_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fault {

@@ -34,15 +34,15 @@ use crate::json::{Formatter, JsonError};
 mod append;
 mod aside;
 mod clear;
-pub mod commits;
+pub(crate) mod commits;
 mod crc32c;
 mod fault;
 mod lock;
 mod open;
 mod scan;
 
-pub use append::WRITE_LOCK;
-pub use fault::FAULT_FILE;
+pub(crate) use append::WRITE_LOCK;
+pub(crate) use fault::FAULT_FILE;
 
 // Shared by the submodules (each takes `super::*`).
 use append::start_writeback;
@@ -172,7 +172,7 @@ pub struct ScannedRecord {
 /// daemon's own writes are followed by a new stamp. One `fstat` compares
 /// them, so checking costs nothing measurable per flush.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     pub len: u64,
     /// Seconds and nanoseconds.
     pub mtime: (i64, i64),
@@ -247,7 +247,7 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 }
 
 /// `YYYYmmddTHHMMSS` in local time, for names of files set aside.
-pub fn file_timestamp() -> String {
+pub(crate) fn file_timestamp() -> String {
     let t = crate::time::LocalTime::now();
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}",

@@ -17,7 +17,7 @@ use crate::ops;
 /// so the line then describes an index holding all of that connection's
 /// records.
 #[derive(Debug, Default)]
-pub struct StatsCache {
+pub(crate) struct StatsCache {
     /// Bumped by the writer after every change to the index.
     generation: AtomicU64,
     /// The reply line, with the generation it describes.
@@ -26,7 +26,7 @@ pub struct StatsCache {
 
 impl StatsCache {
     /// The reply line, if it describes the index as it is now.
-    pub fn current(&self) -> Option<Arc<[u8]>> {
+    pub(crate) fn current(&self) -> Option<Arc<[u8]>> {
         let g = self.generation.load(Ordering::Acquire);
         let line = self.line.lock().ok()?;
         match line.as_ref() {

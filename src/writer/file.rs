@@ -63,7 +63,7 @@ pub(super) fn hand_over(
 ///
 /// # Errors
 /// As [`Store::open`].
-pub fn open_log(
+pub(crate) fn open_log(
     path: &std::path::Path,
     fsync: crate::store::FsyncPolicy,
     page_cache: crate::store::PageCache,

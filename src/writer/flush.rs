@@ -12,7 +12,7 @@ use super::*;
 /// total bytes by the unflushed-bytes budget: it holds at most what the
 /// batches in flight held.
 #[derive(Debug, Default)]
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     /// The buffers and the sum of their capacities.
     inner: std::sync::Mutex<(Vec<Vec<u8>>, usize)>,
     /// Capacity kept at most, in all.
@@ -23,7 +23,7 @@ impl BufferPool {
     /// Buffers larger than this (a huge line's) are not kept.
     const MAX_ONE: usize = 2 << 20;
 
-    pub fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         BufferPool {
             inner: Default::default(),
             max_bytes,
@@ -31,7 +31,7 @@ impl BufferPool {
     }
 
     /// An empty buffer: a pooled one if any, else a new one of `capacity`.
-    pub fn take(&self, capacity: usize) -> Vec<u8> {
+    pub(crate) fn take(&self, capacity: usize) -> Vec<u8> {
         if let Ok(mut g) = self.inner.lock()
             && let Some(v) = g.0.pop()
         {
@@ -42,7 +42,7 @@ impl BufferPool {
     }
 
     /// Keeps `v` for reuse if there is room.
-    pub fn give(&self, mut v: Vec<u8>) {
+    pub(crate) fn give(&self, mut v: Vec<u8>) {
         if v.capacity() < 4096 || v.capacity() > Self::MAX_ONE {
             return;
         }

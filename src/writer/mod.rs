@@ -37,7 +37,7 @@ use crate::index::{Facts, Index, RawMeta, TimingFact};
 use crate::query;
 use crate::store::{Store, StoreError};
 
-pub use crate::ops::{Answer, Query};
+pub(crate) use crate::ops::{Answer, Query};
 
 mod answer;
 mod file;
@@ -45,24 +45,24 @@ mod flush;
 mod foreign;
 mod policy;
 
-pub use answer::StatsCache;
-pub use file::open_log;
-pub use flush::BufferPool;
+pub(crate) use answer::StatsCache;
+pub(crate) use file::open_log;
+pub(crate) use flush::BufferPool;
 
 // Shared by the submodules (each takes `super::*`).
 use flush::{Batch, FlushOutcome};
 use foreign::FOREIGN_CHECK;
-pub use policy::Policy;
+pub(crate) use policy::Policy;
 use policy::{Decision, Gathered, Writing};
 
 /// Answer to a waiter: `Err` holds a short reason when the records could not
 /// be made durable before the daemon gave up (only at shutdown).
-pub type Durable = Result<(), String>;
+pub(crate) type Durable = Result<(), String>;
 
 /// Where one record sits inside an [`Ingest`]'s `data`, with what it
 /// contributes to the index.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordMeta {
+pub(crate) struct RecordMeta {
     pub start: u32,
     pub len: u32,
     /// Where its indexed fields are.
@@ -75,7 +75,7 @@ pub struct RecordMeta {
 /// Records from one connection, already pretty-printed and framed (each
 /// preceded by `,\n  `).
 #[derive(Debug)]
-pub struct Ingest {
+pub(crate) struct Ingest {
     pub data: Vec<u8>,
     /// One per record, in order.
     pub records: Vec<RecordMeta>,
@@ -98,13 +98,13 @@ pub struct Ingest {
 /// default: a crash cannot take back what a subscriber saw), and as they
 /// are accepted (`"include_pending": true`).
 #[derive(Debug, Clone)]
-pub struct Events {
+pub(crate) struct Events {
     pub durable: tokio::sync::broadcast::Sender<Arc<[u8]>>,
     pub accepted: tokio::sync::broadcast::Sender<Arc<[u8]>>,
 }
 
 impl Events {
-    pub fn new() -> Events {
+    pub(crate) fn new() -> Events {
         Events {
             durable: tokio::sync::broadcast::channel(EVENTS_CAPACITY).0,
             accepted: tokio::sync::broadcast::channel(EVENTS_CAPACITY).0,
@@ -121,7 +121,7 @@ impl Default for Events {
 /// What the connections hold of the writer: the way to it, the buffers it
 /// hands back, the record feeds and the cached `stats` line it keeps.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     pub tx: mpsc::Sender<Command>,
     /// Chunk buffers to reuse (the writer hands them back).
     pub pool: Arc<BufferPool>,
@@ -135,7 +135,7 @@ pub(crate) use crate::config::tuning::EVENTS_CAPACITY;
 
 /// What connections ask of the writer.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     Ingest(Ingest),
     /// Answer once everything accepted before is durable.
     Flush(oneshot::Sender<Durable>),
@@ -210,7 +210,7 @@ pub struct ForeignWrite {
 
 /// Flush policy.
 #[derive(Debug, Clone)]
-pub struct BatcherConfig {
+pub(crate) struct BatcherConfig {
     /// When a batch is written.
     pub policy: Policy,
     /// At shutdown, how long to keep retrying a failing disk before giving up.
@@ -259,7 +259,7 @@ struct Writer {
 ///
 /// # Errors
 /// None at run time; a read handle on the file is needed to start.
-pub async fn run(
+pub(crate) async fn run(
     store: Store,
     index: Index,
     mut rx: mpsc::Receiver<Command>,

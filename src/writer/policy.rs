@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 /// The limits a batch is written at (from the options).
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub flush_interval: Duration,
     pub max_records: u64,
     pub max_bytes: usize,

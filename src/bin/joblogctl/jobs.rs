@@ -88,8 +88,8 @@ fn print_csv(out: &mut impl Write, c: &mut Conn, mut q: Value) -> Result<(), Fai
 /// `--format json`: one JSON array, each record as the log file prints
 /// them (Python's indent=2).
 fn print_json(out: &mut impl Write, c: &mut Conn) -> Result<(), Fail> {
-    let bad = |e: joblogd::json::JsonError| Fail(1, format!("joblogctl: bad record in reply: {e}"));
-    let mut fmt = joblogd::json::Formatter::new();
+    let bad = |e: joblogd::JsonError| Fail(1, format!("joblogctl: bad record in reply: {e}"));
+    let mut fmt = joblogd::Formatter::new();
     let mut text = Vec::new();
     let mut first = true;
     c.each_element(|j| {

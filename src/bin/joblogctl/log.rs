@@ -99,7 +99,7 @@ fn send_lines(w: &mut UnixStream, input: Box<dyn Read>, size: Option<u64>) -> Re
         if !buf.ends_with(b"\n") {
             buf.push(b'\n');
         }
-        if joblogd::protocol::is_request(&buf) {
+        if joblogd::is_request(&buf) {
             skipped += 1;
             eprintln!(
                 "line {}: a request (a top-level \"op\" or a bare word), not a record: not sent",
@@ -160,4 +160,3 @@ fn report(tally: &Tally, rejected: u64, ack: bool) -> Result<(), Fail> {
     }
     Ok(())
 }
-
