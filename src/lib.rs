@@ -3,14 +3,17 @@
 //! to one crash-safe JSON array file.
 //!
 //! Layout (see ARCHITECTURE.md for the invariants):
-//! - [`config`]: command line and validated settings.
+//! - [`config`]: command line and validated settings; `config::tuning`, the
+//!   compile-time tuning constants.
 //! - [`server`]: socket lock, bind, accept loop, shutdown fan-out.
 //! - [`conn`]: one connection: lines in (framed by [`conn::lines`]), records
 //!   to the writer, replies out.
-//! - [`protocol`]: the registry of operations, request parsing, replies,
-//!   error codes; [`ops`]: each operation's parsing, query and answer.
+//! - [`protocol`]: the wire types, error codes and the one rule that tells
+//!   a request from a record; [`ops`]: the registry of operations and each
+//!   operation's parsing, query and answer.
 //! - [`json`]: one-pass validation and Python-compatible pretty-printing.
-//! - [`writer`]: the single writer task: batching, flush policy, acks.
+//! - [`writer`]: the single writer task: batching, the flush policy
+//!   (`writer::policy`), acks.
 //! - [`store`]: the data file: open, lock, scan, recover, append.
 //! - [`time`]: `logged_at` timestamps as Python prints them.
 //! - [`signals`]: SIGTERM/SIGINT into a future, SIGHUP into a channel;
