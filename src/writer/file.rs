@@ -2,7 +2,6 @@
 //! reopening it after a rotation (SIGHUP), and `clear`.
 
 use super::*;
-use std::time::Instant;
 
 pub(super) use crate::config::tuning::{DETACH_AT, INDEX_BATCH_BYTES, INDEX_BATCH_RECORDS};
 

@@ -27,11 +27,11 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::sleep_until;
 
 use crate::index::{Facts, Index, RawMeta, TimingFact};
 use crate::query;
@@ -323,7 +323,7 @@ pub(crate) async fn run(
                 }
                 Some(cmd) => w.command(cmd).await,
             },
-            _ = async { match deadline { Some(d) => sleep_until(d).await, None => std::future::pending().await } }, if deadline.is_some() => {}
+            _ = async { match deadline { Some(d) => sleep_until(d.into()).await, None => std::future::pending().await } }, if deadline.is_some() => {}
             _ = look.tick() => w.look_for_changes(),
         }
     }

@@ -3,6 +3,11 @@
 //! so that it is tested on its own, and the writer's loop only does what
 //! it says (start a write, or sleep until the instant it names).
 //!
+//! The clock is a parameter (`now`), so the tests say what time it is and
+//! need no real waiting and no paused runtime clock (tokio's `test-util`
+//! would, as a dev-dependency, also be compiled into the examples' build
+//! of the daemon, and it slows every `Instant::now` there).
+//!
 //! A batch is written when the first of these comes: a client waits for it
 //! (an `ack`, a `flush`, a query that needs durable records), it holds
 //! `--batch-max-records` records or `--batch-max-bytes` bytes, its first
@@ -10,9 +15,7 @@
 //! while a write is in flight (one at a time, in order), and not before
 //! the backoff after a failed write has passed.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The limits a batch is written at (from the options).
 #[derive(Debug, Clone, Copy)]
@@ -108,26 +111,43 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The tests' clock: it moves only when told to.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn new() -> Clock {
+            Clock(Instant::now())
+        }
+        fn now(&self) -> Instant {
+            self.0
+        }
+        fn advance(&mut self, by: Duration) {
+            self.0 += by;
+        }
+    }
+
     /// A batch waits for its interval from its first record, then goes.
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_goes_when_its_first_record_is_an_interval_old() {
-        let t0 = Instant::now();
+    #[test]
+    fn a_batch_goes_when_its_first_record_is_an_interval_old() {
+        let mut clock = Clock::new();
+        let t0 = clock.now();
         let b = gathered(1, t0);
         assert_eq!(POLICY.decide(&b, &IDLE, t0), Decision::WakeAt(t0 + ms(10)));
-        tokio::time::advance(ms(9)).await;
-        let now = Instant::now();
+        clock.advance(ms(9));
+        let now = clock.now();
         assert_eq!(POLICY.decide(&b, &IDLE, now), Decision::WakeAt(t0 + ms(10)));
-        tokio::time::advance(ms(1)).await;
-        assert_eq!(POLICY.decide(&b, &IDLE, Instant::now()), Decision::Write);
+        clock.advance(ms(1));
+        assert_eq!(POLICY.decide(&b, &IDLE, clock.now()), Decision::Write);
         // Records arriving later do not postpone it.
         let b = gathered(50, t0);
-        assert_eq!(POLICY.decide(&b, &IDLE, Instant::now()), Decision::Write);
+        assert_eq!(POLICY.decide(&b, &IDLE, clock.now()), Decision::Write);
     }
 
     /// A full batch, or one a client waits for, goes at once.
-    #[tokio::test(start_paused = true)]
-    async fn a_full_or_awaited_batch_goes_at_once() {
-        let t0 = Instant::now();
+    #[test]
+    fn a_full_or_awaited_batch_goes_at_once() {
+        let clock = Clock::new();
+        let t0 = clock.now();
         assert_eq!(
             POLICY.decide(&gathered(100, t0), &IDLE, t0),
             Decision::Write
@@ -158,17 +178,18 @@ mod tests {
 
     /// One write at a time: nothing starts while one is in flight, however
     /// due; an empty batch never starts one.
-    #[tokio::test(start_paused = true)]
-    async fn nothing_starts_while_a_write_is_in_flight_or_nothing_is_gathered() {
-        let t0 = Instant::now();
+    #[test]
+    fn nothing_starts_while_a_write_is_in_flight_or_nothing_is_gathered() {
+        let mut clock = Clock::new();
+        let t0 = clock.now();
         let busy = Writing {
             in_flight: true,
             closing: true,
             ..IDLE
         };
-        tokio::time::advance(ms(50)).await;
+        clock.advance(ms(50));
         assert_eq!(
-            POLICY.decide(&gathered(500, t0), &busy, Instant::now()),
+            POLICY.decide(&gathered(500, t0), &busy, clock.now()),
             Decision::Wait
         );
         let empty = Gathered {
@@ -179,17 +200,15 @@ mod tests {
             closing: true,
             ..IDLE
         };
-        assert_eq!(
-            POLICY.decide(&empty, &closing, Instant::now()),
-            Decision::Wait
-        );
+        assert_eq!(POLICY.decide(&empty, &closing, clock.now()), Decision::Wait);
     }
 
     /// After a failed write the batch waits out the backoff, even when a
     /// client waits for it or the writer is closing, then goes.
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_write_is_retried_only_after_its_backoff() {
-        let t0 = Instant::now();
+    #[test]
+    fn a_failed_write_is_retried_only_after_its_backoff() {
+        let mut clock = Clock::new();
+        let t0 = clock.now();
         let backing_off = Writing {
             retry_at: Some(t0 + ms(50)),
             closing: true,
@@ -203,14 +222,14 @@ mod tests {
             POLICY.decide(&awaited, &backing_off, t0),
             Decision::WakeAt(t0 + ms(50))
         );
-        tokio::time::advance(ms(49)).await;
+        clock.advance(ms(49));
         assert_eq!(
-            POLICY.decide(&awaited, &backing_off, Instant::now()),
+            POLICY.decide(&awaited, &backing_off, clock.now()),
             Decision::WakeAt(t0 + ms(50))
         );
-        tokio::time::advance(ms(1)).await;
+        clock.advance(ms(1));
         assert_eq!(
-            POLICY.decide(&awaited, &backing_off, Instant::now()),
+            POLICY.decide(&awaited, &backing_off, clock.now()),
             Decision::Write
         );
     }
