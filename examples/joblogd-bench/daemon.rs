@@ -33,6 +33,16 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(bin: &Path, socket: &Path, log_file: &Path) -> io::Result<Daemon> {
+        Daemon::start_with(bin, socket, log_file, "always")
+    }
+
+    /// [`Daemon::start`] with another `--fsync` policy.
+    pub(crate) fn start_with(
+        bin: &Path,
+        socket: &Path,
+        log_file: &Path,
+        fsync: &str,
+    ) -> io::Result<Daemon> {
         let _ = fs::remove_file(socket);
         let t0 = Instant::now();
         let mut child = Command::new(bin)
@@ -40,7 +50,7 @@ impl Daemon {
             .arg(socket)
             .arg("--log-file")
             .arg(log_file)
-            .args(["--fsync", "always"])
+            .args(["--fsync", fsync])
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
@@ -90,6 +100,10 @@ impl Daemon {
         }
         d.accept_after = t0.elapsed();
         Ok(d)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn socket(&self) -> &Path {

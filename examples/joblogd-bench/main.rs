@@ -20,8 +20,12 @@
 //!    socket), resident memory per indexed record, and the start-up scan
 //!    rate (cold and warm) of that file and of a ~1 GB seed-sized one.
 //!
+//! 7. writers as separate processes (1, 8, 64 and 256) and as threads,
+//!    joblogd (`--fsync never` and default) beside a line copier and
+//!    syslog-ng, with each server's CPU per record (`procs.rs`).
+//!
 //! `--only index` (or any comma-separated list of `throughput`, `single`,
-//! `ack`, `flush`, `index`) runs just those sections.
+//! `ack`, `flush`, `index`, `peers`) runs just those sections.
 //!
 //! Progress goes to stderr; the report goes to stdout (and, with
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
@@ -46,10 +50,12 @@ mod flush;
 mod index;
 mod machine;
 mod peers;
+mod procs;
 mod records;
 mod report;
 mod report_index;
 mod report_json;
+mod report_peers;
 mod scan;
 mod single;
 mod stats;
@@ -103,7 +109,8 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
     kind: Vec<Kind>,
 
-    /// Throughput section: these writer counts [default: 1,8,64].
+    /// Throughput and peers sections: these writer counts [default: 1,8,64
+    /// for throughput, 1,8,64,256 for peers].
     #[arg(long, value_delimiter = ',', value_name = "N")]
     writers: Vec<usize>,
 }
@@ -121,6 +128,8 @@ enum Section {
     Flush,
     /// 6: index queries, memory and start-up scan rate.
     Index,
+    /// 7: writer processes and threads against a line copier and syslog-ng.
+    Peers,
 }
 
 impl Section {
@@ -131,11 +140,16 @@ impl Section {
             Section::Ack => "ack",
             Section::Flush => "flush",
             Section::Index => "index",
+            Section::Peers => "peers",
         }
     }
 }
 
 fn main() -> ExitCode {
+    // The writer and copier processes of section 7 are this program too.
+    if let Some(code) = procs::child_main() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,6 +176,7 @@ fn run(args: &Args) -> io::Result<()> {
     let mut plan = Plan::new(args.quick);
     if !args.writers.is_empty() {
         plan.writer_counts = args.writers.clone();
+        plan.peer_writer_counts = args.writers.clone();
     }
     let mut b = Bench {
         bin,
@@ -229,6 +244,7 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         Section::Ack,
         Section::Flush,
         Section::Index,
+        Section::Peers,
     ]
     .into_iter()
     .filter(|s| args.only.is_empty() || args.only.contains(s))
@@ -261,7 +277,15 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         (None, None)
     };
 
+    let (peers, peers_err) = if want(Section::Peers) {
+        run_peers(b, args)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+
     Results {
+        peers,
+        peers_err,
         sections,
         tp,
         tp_err,
@@ -292,6 +316,28 @@ fn run_throughput(b: &mut Bench, args: &Args) -> (Vec<TpRow>, Vec<String>) {
         }
     }
     (tp, tp_err)
+}
+
+/// Section 7 for each `--kind`: the rows, and the kinds that failed.
+fn run_peers(b: &mut Bench, args: &Args) -> (Vec<procs::PeerRow>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    if procs::syslog_ng_binary().is_none() {
+        b.progress("section 7: syslog-ng is not installed (Debian's syslog-ng-core); its rows are left out");
+    }
+    let kinds = [Kind::Small, Kind::Seed]
+        .into_iter()
+        .filter(|k| args.kind.is_empty() || args.kind.contains(k));
+    for kind in kinds {
+        match b.peers(kind) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                b.progress(&format!("peers {} FAILED: {e}", kind.label()));
+                errors.push(format!("{}: {e}", kind.label()));
+            }
+        }
+    }
+    (rows, errors)
 }
 
 /// Section 4: one client, then several, then the disk floor.

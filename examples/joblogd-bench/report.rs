@@ -53,6 +53,8 @@ pub(crate) struct Results {
     pub(crate) index: Option<Result<IndexStats, String>>,
     pub(crate) seed_scan: Option<Result<ScanStats, String>>,
     pub(crate) line_sizes: (f64, f64),
+    pub(crate) peers: Vec<crate::procs::PeerRow>,
+    pub(crate) peers_err: Vec<String>,
 }
 
 impl Results {
@@ -73,6 +75,14 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
     ack_report(&mut o, r);
     let ratio = flush_report(&mut o, b, r);
     index_report(&mut o, b, r);
+    if r.ran(Section::Peers) {
+        crate::report_peers::peers_report(&mut o, b.plan.reps, &r.peers, &r.peers_err);
+    } else {
+        let _ = writeln!(
+            o,
+            "\n7. Writer processes and threads against the peers\n{NOT_RUN}"
+        );
+    }
     targets_report(&mut o, r, ratio);
     problems_report(&mut o, b);
     o
@@ -380,6 +390,7 @@ fn targets_report(o: &mut String, r: &Results, ratio: Option<(&'static str, f64)
         }
     }
     index_targets(o, r);
+    crate::report_peers::peers_targets(o, &r.peers);
 }
 
 /// The problems found, and the total time and load average at the end.

@@ -17,6 +17,8 @@ pub(crate) fn results_json(b: &Bench, machine: Value, command: &str, r: &Results
         "mean_line_bytes": {"small": r.line_sizes.0, "seed": r.line_sizes.1},
         "throughput": r.tp.iter().map(TpRow::to_json).collect::<Vec<_>>(),
         "throughput_errors": r.tp_err,
+        "peers": r.peers.iter().map(crate::procs::PeerRow::to_json).collect::<Vec<_>>(),
+        "peers_errors": r.peers_err,
         "sections": r.sections.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "single_record_writes": match &r.single {
             Some(Ok(s)) => json!({"records": s.records, "client_ns_per_record": s.client_ns_per_record, "total_seconds": s.total_secs}),
