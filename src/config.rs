@@ -89,9 +89,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "always")]
     pub fsync: FsyncPolicy,
 
-    /// `drop`: once a batch is durable, let the kernel reuse the page-cache
-    /// pages it was written through (the log is written once, rarely read;
-    /// only with `--fsync always`); `keep`: leave them cached.
+    /// `drop`: once a batch is written back, let the kernel reuse the
+    /// page-cache pages it was written through (the log is written once,
+    /// rarely read; with `--fsync never` the write-back is started at once,
+    /// not waited for); `keep`: leave them cached.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "drop")]
     pub page_cache: PageCache,
 

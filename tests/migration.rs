@@ -275,7 +275,16 @@ fn bytes_written_past_a_gap_after_a_cut_are_copied_aside() {
         "{:?}",
         String::from_utf8_lossy(&copy)
     );
-    assert!(read_log(&d.log).is_empty());
-    let p = d.request("ping");
+    // The copy is complete before the log is started anew: wait for the
+    // writer to have done both (its `ping` comes after), then look.
+    let t0 = std::time::Instant::now();
+    let p = loop {
+        let p = d.request("ping");
+        if p["records_truncated"] == 20 || t0.elapsed() > Duration::from_secs(5) {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(p["records_truncated"], 20, "{p}");
+    assert!(read_log(&d.log).is_empty());
 }

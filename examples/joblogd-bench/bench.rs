@@ -22,6 +22,9 @@ pub(crate) struct Plan {
     pub(crate) peer_small_total: usize,
     pub(crate) peer_seed_total: usize,
     pub(crate) peer_writer_counts: Vec<usize>,
+    /// Section 8: distinct records in each half, acks per measurement.
+    pub(crate) growth_half: u64,
+    pub(crate) growth_acks: usize,
     pub(crate) reps: usize,
     pub(crate) single_records: usize,
     pub(crate) ack_sequential: usize,
@@ -51,6 +54,8 @@ impl Plan {
             peer_small_total: if quick { 40_000 } else { 160_000 },
             peer_seed_total: if quick { 3_600 } else { 14_500 },
             peer_writer_counts: vec![1, 8, 64, 256],
+            growth_half: if quick { 250_000 } else { 1_000_000 },
+            growth_acks: if quick { 1_000 } else { 2_000 },
             reps: 3,
             single_records: if quick { 20_000 } else { 100_000 },
             ack_sequential: if quick { 400 } else { 2_000 },

@@ -24,8 +24,11 @@
 //!    joblogd (`--fsync never` and default) beside a line copier and
 //!    syslog-ng, with each server's CPU per record (`procs.rs`).
 //!
+//! 8. memory growth per record between 1M and 2M records whose names are
+//!    all distinct, and ack latency beside a loop of queries (`growth.rs`).
+//!
 //! `--only index` (or any comma-separated list of `throughput`, `single`,
-//! `ack`, `flush`, `index`, `peers`) runs just those sections.
+//! `ack`, `flush`, `index`, `peers`, `growth`) runs just those sections.
 //!
 //! Progress goes to stderr; the report goes to stdout (and, with
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
@@ -47,6 +50,7 @@ mod ack;
 mod bench;
 mod daemon;
 mod flush;
+mod growth;
 mod index;
 mod machine;
 mod peers;
@@ -130,6 +134,8 @@ enum Section {
     Index,
     /// 7: writer processes and threads against a line copier and syslog-ng.
     Peers,
+    /// 8: memory growth with distinct values, and acks beside queries.
+    Growth,
 }
 
 impl Section {
@@ -141,6 +147,7 @@ impl Section {
             Section::Flush => "flush",
             Section::Index => "index",
             Section::Peers => "peers",
+            Section::Growth => "growth",
         }
     }
 }
@@ -245,6 +252,7 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         Section::Flush,
         Section::Index,
         Section::Peers,
+        Section::Growth,
     ]
     .into_iter()
     .filter(|s| args.only.is_empty() || args.only.contains(s))
@@ -283,7 +291,16 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         (Vec::new(), Vec::new())
     };
 
+    let growth = want(Section::Growth).then(|| {
+        let r = b.growth();
+        if let Err(e) = &r {
+            b.progress(&format!("growth FAILED: {e}"));
+        }
+        r.map_err(|e| e.to_string())
+    });
+
     Results {
+        growth,
         peers,
         peers_err,
         sections,

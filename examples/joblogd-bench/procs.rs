@@ -25,6 +25,11 @@
 //! - joblogd with `--fsync never`, and with its default (`fdatasync` per
 //!   batch).
 //!
+//! Each run starts a fresh server after `sync(2)`, and removes what the
+//! server wrote when it stops, so no run pays for an earlier one's dirty
+//! pages; the peers take turns within each repetition, and each
+//! repetition starts with the next peer.
+//!
 //! The clock starts when every writer is connected and ready, and stops
 //! when the server holds every record: for joblogd when a `flush` sent
 //! after the last writer finished returns (then `ping` must count every
@@ -382,7 +387,9 @@ impl Server {
         }
     }
 
-    fn stop(self) -> Vec<String> {
+    /// Stops the server and removes what it wrote (its dirty pages would
+    /// otherwise be written back during the next runs).
+    fn stop(self, d_log: Option<PathBuf>) -> Vec<String> {
         match self {
             Server::Copier { mut child, out } | Server::SyslogNg { mut child, out } => {
                 // SAFETY: signalling our own child, not yet reaped.
@@ -393,7 +400,14 @@ impl Server {
                 let _ = fs::remove_file(out);
                 Vec::new()
             }
-            Server::Joblogd(d) => d.stop("section 7"),
+            Server::Joblogd(d) => {
+                let problems = d.stop("section 7");
+                if let Some(log) = d_log {
+                    let _ = fs::remove_file(&log);
+                    let _ = fs::remove_file(log.with_extension("json.meta"));
+                }
+                problems
+            }
         }
     }
 }
@@ -486,7 +500,7 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(30);
         while UnixStream::connect(&socket).is_err() {
             if Instant::now() > deadline {
-                server.stop();
+                server.stop(None);
                 return Err(other(format!(
                     "{} did not accept connections",
                     peer.label()
@@ -508,6 +522,11 @@ impl Bench {
         records: u64,
         bytes: u64,
     ) -> io::Result<(f64, f64)> {
+        // Every run starts with no dirty pages of earlier runs (the peers
+        // without fsync leave theirs to the kernel's write-back, which
+        // would otherwise fall on whichever server runs next).
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
         let (server, socket) = self.start_server(peer, shares.len())?;
         let result = (|| {
             let mut ctl = match &server {
@@ -539,7 +558,7 @@ impl Bench {
             }
             Ok((took.as_secs_f64(), cpu))
         })();
-        let problems = server.stop();
+        let problems = server.stop(Some(self.dir.join("peer.json")));
         for p in &problems {
             self.progress(&format!("PROBLEM {p}"));
         }
@@ -582,10 +601,13 @@ impl Bench {
                         cpu: Vec::new(),
                     })
                     .collect();
-                // Peers alternate within each repetition, so a slow moment
-                // of the machine does not fall on one of them only.
+                // Peers alternate within each repetition, each repetition
+                // starting one peer later, so neither a slow moment of the
+                // machine nor the peer before falls on one of them only.
+                let n = these.len();
                 for rep in 0..self.plan.reps {
-                    for row in &mut these {
+                    for k in 0..n {
+                        let row = &mut these[(k + rep) % n];
                         let (secs, cpu) =
                             self.peer_run(row.peer, mode, &shares, &bufs, total as u64, bytes)?;
                         self.progress(&format!(

@@ -53,6 +53,7 @@ pub(crate) struct Results {
     pub(crate) index: Option<Result<IndexStats, String>>,
     pub(crate) seed_scan: Option<Result<ScanStats, String>>,
     pub(crate) line_sizes: (f64, f64),
+    pub(crate) growth: Option<Result<crate::growth::GrowthStats, String>>,
     pub(crate) peers: Vec<crate::procs::PeerRow>,
     pub(crate) peers_err: Vec<String>,
 }
@@ -83,6 +84,7 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
             "\n7. Writer processes and threads against the peers\n{NOT_RUN}"
         );
     }
+    crate::report_peers::growth_report(&mut o, r.growth.as_ref());
     targets_report(&mut o, r, ratio);
     problems_report(&mut o, b);
     o
@@ -391,6 +393,7 @@ fn targets_report(o: &mut String, r: &Results, ratio: Option<(&'static str, f64)
     }
     index_targets(o, r);
     crate::report_peers::peers_targets(o, &r.peers);
+    crate::report_peers::growth_targets(o, r.growth.as_ref());
 }
 
 /// The problems found, and the total time and load average at the end.

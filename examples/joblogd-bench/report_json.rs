@@ -19,6 +19,11 @@ pub(crate) fn results_json(b: &Bench, machine: Value, command: &str, r: &Results
         "throughput_errors": r.tp_err,
         "peers": r.peers.iter().map(crate::procs::PeerRow::to_json).collect::<Vec<_>>(),
         "peers_errors": r.peers_err,
+        "growth": match &r.growth {
+            Some(Ok(g)) => g.to_json(),
+            Some(Err(e)) => err(e),
+            None => Value::Null,
+        },
         "sections": r.sections.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "single_record_writes": match &r.single {
             Some(Ok(s)) => json!({"records": s.records, "client_ns_per_record": s.client_ns_per_record, "total_seconds": s.total_secs}),

@@ -1,9 +1,12 @@
-//! Section 7's text: for each writer mode and record kind, one line per
-//! writer count with every peer's records/s (median [min-max]) and server
-//! CPU per record, the ratios to syslog-ng, and the section's targets.
+//! Sections 7 and 8 in text. Section 7: for each writer mode and record
+//! kind, one line per peer with its records/s (median [min-max]) and
+//! server CPU per record at each writer count, the ratios to the better
+//! syslog-ng, and the section's targets. Section 8: memory growth per
+//! record and ack latency beside queries, with their targets.
 
 use std::fmt::Write as _;
 
+use crate::growth::GrowthStats;
 use crate::procs::{Mode, Peer, PeerRow};
 use crate::records::Kind;
 use crate::report::pass;
@@ -30,7 +33,7 @@ fn best_syslog_ng<'a>(rows: &[&'a PeerRow]) -> Option<&'a PeerRow> {
 pub(crate) fn peers_report(o: &mut String, reps: usize, rows: &[PeerRow], errors: &[String]) {
     let _ = writeln!(
         o,
-        "\n7. Writer processes and threads against the peers (median of {reps} runs [min-max], peers alternating within each run; clock: every writer connected and ready -> each sends its share (processes: one write_all of it; threads: 256 KiB write_all calls), closes its write side and reads until the server closes -> the server holds every record: joblogd's flush returns, the others' file holds every byte; cpu = the server's utime + stime per record)"
+        "\n7. Writer processes and threads against the peers (median of {reps} runs [min-max], peers alternating within each run, in turn first; sync(2) before each run; clock: every writer connected and ready -> each sends its share (processes: one write_all of it; threads: 256 KiB write_all calls), closes its write side and reads until the server closes -> the server holds every record: joblogd's flush returns, the others' file holds every byte; cpu = the server's utime + stime per record)"
     );
     for mode in [Mode::Processes, Mode::Threads] {
         for kind in [Kind::Small, Kind::Seed] {
@@ -155,4 +158,71 @@ pub(crate) fn peers_targets(o: &mut String, rows: &[PeerRow]) {
         }
         let _ = writeln!(o, "{own}");
     }
+}
+
+/// Section 8's text.
+pub(crate) fn growth_report(o: &mut String, g: Option<&Result<GrowthStats, String>>) {
+    let _ = writeln!(
+        o,
+        "\n8. Index growth with distinct names, and acks beside queries (records whose video id, subject, worker id and error text are all distinct, sent through the socket by 8 writer threads in two halves; one client's acked `log` requests one at a time, alone and while another client loops a filtered `stats` and `jobs` sorted by duration with limit 5)"
+    );
+    match g {
+        None => {
+            let _ = writeln!(o, "   not run (--only)");
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(o, "   FAILED: {e}");
+        }
+        Some(Ok(g)) => {
+            let mb = |b: u64| b as f64 / 1e6;
+            let _ = writeln!(
+                o,
+                "   VmRSS {:.1} MB at {} records, {:.1} MB at {}: {:.1} B per record more; index_bytes {:.1} MB, {:.1} MB: {:.1} B per record",
+                mb(g.rss[0]),
+                g.records[0],
+                mb(g.rss[1]),
+                g.records[1],
+                g.rss_per_record(),
+                mb(g.index_bytes[0]),
+                mb(g.index_bytes[1]),
+                g.index_per_record()
+            );
+            let l = |x: &crate::stats::Latency| {
+                format!(
+                    "p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+                    x.p50, x.p99, x.max
+                )
+            };
+            let _ = writeln!(
+                o,
+                "   ack latency at {} records: alone {}; beside queries {} ({} queries meanwhile)",
+                g.records[1],
+                l(&g.ack_alone),
+                l(&g.ack_with_queries),
+                g.queries
+            );
+        }
+    }
+}
+
+/// Section 8's targets: at most 100 B of VmRSS per record more, with
+/// `index_bytes` within 10% of it; ack p99 beside queries within 2x of
+/// alone.
+pub(crate) fn growth_targets(o: &mut String, g: Option<&Result<GrowthStats, String>>) {
+    let Some(Ok(g)) = g else {
+        return;
+    };
+    let (rss, ib) = (g.rss_per_record(), g.index_per_record());
+    let _ = writeln!(
+        o,
+        "   <= 100 B VmRSS growth per distinct record: {rss:.1} B {}; index_bytes within 10% of it: {ib:.1} B {}",
+        pass(rss <= 100.0),
+        pass((ib - rss).abs() <= 0.1 * rss)
+    );
+    let ratio = g.ack_with_queries.p99 / g.ack_alone.p99.max(1.0);
+    let _ = writeln!(
+        o,
+        "   ack p99 beside queries within 2x of alone: {ratio:.2}x {}",
+        pass(ratio <= 2.0)
+    );
 }

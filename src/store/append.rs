@@ -293,11 +293,23 @@ impl Store {
         // Stamped now, not after the sync: a change by someone else while
         // it runs must show at the next look, not be taken for ours.
         self.restamp();
+        let start = self.content_end;
         self.sync_and_commit(parts, end, count, fault)?;
-        if self.fsync == FsyncPolicy::Always && self.page_cache == PageCache::Drop {
+        match (self.fsync, self.page_cache) {
             // The batch ends with the closing `\n]`: the next append
             // starts 2 bytes before `end`.
-            self.drop_cached(end.saturating_sub(2));
+            (FsyncPolicy::Always, PageCache::Drop) => self.drop_cached(end.saturating_sub(2)),
+            // Nothing waits for the disk, but the pages are still reused:
+            // this batch's write-back starts now (not waited for), and the
+            // pages of the batches before it, written back meanwhile, go
+            // back to the kernel (those still dirty are skipped by it).
+            // Writing into never-used pages instead cost about 1.5 us more
+            // system time per small record.
+            (FsyncPolicy::Never, PageCache::Drop) => {
+                start_writeback(&self.file, start, (end - start) as usize);
+                self.drop_cached(start);
+            }
+            (_, PageCache::Keep) => {}
         }
         Ok(())
     }

@@ -72,8 +72,10 @@ pub enum PageCache {
     /// rarely read, so it should not push the workers' files out of the
     /// cache, and the freed pages are reused, still warm, by the next
     /// flush (3x cheaper writes than into never-used pages; see
-    /// docs/performance.md). Only with `--fsync always`: dirty pages are not
-    /// dropped.
+    /// docs/performance.md). With `--fsync never`, each batch's write-back
+    /// is started at once (not waited for) and the pages of the batches
+    /// before it are dropped once written back (the kernel keeps dirty
+    /// ones).
     Drop,
     /// Leave them cached (reading records back never touches the disk).
     Keep,
