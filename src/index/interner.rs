@@ -99,6 +99,31 @@ impl Interner {
         id
     }
 
+    /// Bytes held: each name's text once (an `Arc<str>`: two counts and
+    /// the text, one allocation), the list and the map that find it, and
+    /// the spelling caches.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let texts: usize = self
+            .names
+            .iter()
+            .map(|n| super::alloc_bytes(16 + n.len()))
+            .sum();
+        let spellings: usize = self
+            .by_hash
+            .iter()
+            .map(|m| {
+                super::map_bytes(m)
+                    + m.values()
+                        .map(|(_, s)| super::alloc_bytes(s.len()))
+                        .sum::<usize>()
+            })
+            .sum();
+        texts
+            + self.names.capacity() * std::mem::size_of::<std::sync::Arc<str>>()
+            + super::map_bytes(&self.ids)
+            + spellings
+    }
+
     pub(crate) fn get(&self, s: &str) -> Option<Sym> {
         self.ids.get(s).copied()
     }

@@ -91,6 +91,22 @@ pub(crate) struct Index {
     facts_scratch: Vec<TimingFact>,
 }
 
+/// Bytes a hash map's table takes: hashbrown keeps a power of two of
+/// buckets at most 7/8 full, each a slot and a control byte.
+pub(crate) fn map_bytes<K, V, S>(m: &HashMap<K, V, S>) -> usize {
+    if m.capacity() == 0 {
+        return 0;
+    }
+    let buckets = (m.capacity() * 8 / 7).next_power_of_two();
+    buckets * (std::mem::size_of::<(K, V)>() + 1)
+}
+
+/// Bytes one heap allocation of `n` bytes takes with glibc's malloc (its
+/// 8-byte header, 16-byte granules, 32 bytes at least).
+pub(crate) fn alloc_bytes(n: usize) -> usize {
+    ((n + 8).div_ceil(16) * 16).max(32)
+}
+
 /// `BuildHasher` with no per-process seed (see [`hash_video`]): the keys are
 /// already hashes.
 #[derive(Debug, Default, Clone, Copy)]
@@ -256,9 +272,17 @@ impl Index {
     }
 
     /// Bytes of memory held, roughly: for the `ping` and the bench.
+    /// What the index holds in memory, as the allocator sees it: the
+    /// entries, the newest-per-video map, every name kept (its text and its
+    /// slots in the maps that find it) and the aggregates' per-name
+    /// tallies. `ping`'s `index_bytes`; the bench holds it to the daemon's
+    /// VmRSS growth (section 8). Names are what grows past the entries
+    /// when every record brings new ones.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.latest.capacity() * (std::mem::size_of::<(VideoKey, u32)>() + 1)
+            + map_bytes(&self.latest)
+            + self.syms.memory_bytes()
+            + self.all.memory_bytes()
     }
 
     pub(crate) fn video_hash(id: &str) -> u64 {

@@ -146,6 +146,20 @@ pub(crate) struct Aggregate {
 }
 
 impl Aggregate {
+    /// Bytes of its per-name maps (a timing histogram counted by its
+    /// buckets).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        use super::map_bytes;
+        let hists: usize = self.timings.values().map(|h| h.buckets.len() * 64).sum();
+        map_bytes(&self.error_types)
+            + map_bytes(&self.stages)
+            + map_bytes(&self.by_subject)
+            + map_bytes(&self.by_worker)
+            + map_bytes(&self.timings)
+            + hists
+            + self.duration.buckets.len() * 64
+    }
+
     /// Adds one record. `timings` are the record's `(name, value)` pairs
     /// (only used for successful records).
     pub(crate) fn add(&mut self, e: &Entry, timings: &[(Sym, f64)]) {
