@@ -106,6 +106,56 @@ fn matches(ix: &Index, r: &Resolved, f: &Filter, idx: usize, e: &Entry) -> bool 
     true
 }
 
+/// A filter ready to test entries: its names resolved once. Valid while
+/// the index only grows (names are never forgotten); a scan over a
+/// replaced index starts again (`ops::Scan`).
+pub(crate) struct Matcher {
+    r: Resolved,
+    f: Filter,
+}
+
+impl Matcher {
+    pub(crate) fn new(ix: &Index, f: &Filter) -> Matcher {
+        Matcher {
+            r: resolve(ix, f),
+            f: f.clone(),
+        }
+    }
+
+    pub(crate) fn matches(&self, ix: &Index, idx: usize) -> bool {
+        matches(ix, &self.r, &self.f, idx, &ix.entries[idx])
+    }
+}
+
+/// A filtered `stats` gathered entry by entry: the aggregate of the
+/// matches, the successful ones (whose timings are read back), and each
+/// video's newest match (for the retry candidates among them).
+#[derive(Default)]
+pub(crate) struct StatsFold {
+    agg: Aggregate,
+    successful: Vec<u32>,
+    latest: std::collections::HashMap<u64, bool>,
+}
+
+impl StatsFold {
+    pub(crate) fn add(&mut self, ix: &Index, i: usize) {
+        let e = &ix.entries[i];
+        self.agg.add(e, &[]);
+        if e.success() {
+            self.successful.push(i as u32);
+        }
+        if e.flags & crate::index::F_HAS_VIDEO != 0 {
+            self.latest.insert(e.video, is_candidate(e));
+        }
+    }
+
+    /// The aggregate, the successful matches and the retry candidates.
+    pub(crate) fn finish(self) -> (Aggregate, Vec<u32>, u64) {
+        let candidates = self.latest.values().filter(|c| **c).count() as u64;
+        (self.agg, self.successful, candidates)
+    }
+}
+
 /// Entry numbers of the records among the first `upto` that match, in log
 /// order.
 pub(crate) fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
@@ -185,35 +235,15 @@ pub(crate) fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (V
 pub(crate) fn page(ix: &Index, mut sel: Vec<u32>, p: &Paging) -> (Vec<u32>, usize) {
     let total = sel.len();
     if let Some(by) = p.sort_by {
-        let key = |i: u32| {
-            let e = &ix.entries[i as usize];
-            match by {
-                SortBy::Duration => e.duration,
-                SortBy::LoggedAt => e.logged_at as f64,
-            }
-        };
-        let ascending = |a: &u32, b: &u32| {
-            let (ka, kb) = (key(*a), key(*b));
-            let by_key = match (ka.is_nan(), kb.is_nan()) {
-                (true, true) => std::cmp::Ordering::Equal,
-                (true, false) => std::cmp::Ordering::Less,
-                (false, true) => std::cmp::Ordering::Greater,
-                _ => ka.total_cmp(&kb),
-            };
-            by_key.then(a.cmp(b))
-        };
-        let order = |a: &u32, b: &u32| {
-            let o = ascending(a, b);
-            if p.desc { o.reverse() } else { o }
-        };
+        let order = sort_order(ix, by, p.desc);
         let keep = p.limit.map_or(total, |l| p.offset.saturating_add(l));
         if keep < total {
             if keep > 0 {
-                sel.select_nth_unstable_by(keep - 1, order);
+                sel.select_nth_unstable_by(keep - 1, &order);
             }
             sel.truncate(keep);
         }
-        sel.sort_unstable_by(order);
+        sel.sort_unstable_by(&order);
     } else if p.desc {
         sel.reverse();
     }
@@ -222,6 +252,58 @@ pub(crate) fn page(ix: &Index, mut sel: Vec<u32>, p: &Paging) -> (Vec<u32>, usiz
         .map_or(sel.len(), |l| p.offset.saturating_add(l).min(sel.len()));
     let start = p.offset.min(end);
     (sel[start..end].to_vec(), total)
+}
+
+/// Keeps of `sel` only the entries a page of `p` can show, as [`page`]
+/// would choose them: the first `offset + limit` in the sort order, or in
+/// log order (the last ones for `desc`). Lets a scan hold `O(offset +
+/// limit)` entries rather than every match, pruning when `sel` has grown
+/// to twice that (so the whole scan is `O(n)`).
+pub(crate) fn prune_to_page(ix: &Index, sel: &mut Vec<u32>, p: &Paging) {
+    let Some(limit) = p.limit else {
+        return;
+    };
+    let keep = p.offset.saturating_add(limit);
+    if sel.len() < keep.saturating_mul(2).max(1024) {
+        return;
+    }
+    match p.sort_by {
+        Some(by) if keep > 0 => {
+            sel.select_nth_unstable_by(keep - 1, sort_order(ix, by, p.desc));
+            sel.truncate(keep);
+        }
+        Some(_) => sel.clear(),
+        None if p.desc => {
+            sel.drain(..sel.len() - keep);
+        }
+        None => sel.truncate(keep),
+    }
+}
+
+/// The total order of a sorted page (see [`page`]).
+fn sort_order(
+    ix: &Index,
+    by: SortBy,
+    desc: bool,
+) -> impl Fn(&u32, &u32) -> std::cmp::Ordering + '_ {
+    move |a: &u32, b: &u32| {
+        let key = |i: u32| {
+            let e = &ix.entries[i as usize];
+            match by {
+                SortBy::Duration => e.duration,
+                SortBy::LoggedAt => e.logged_at as f64,
+            }
+        };
+        let (ka, kb) = (key(*a), key(*b));
+        let by_key = match (ka.is_nan(), kb.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            _ => ka.total_cmp(&kb),
+        };
+        let o = by_key.then(a.cmp(b));
+        if desc { o.reverse() } else { o }
+    }
 }
 
 /// Newest-first list of videos whose newest record failed and is not
@@ -247,23 +329,14 @@ pub(crate) fn is_unfiltered(f: &Filter) -> bool {
 /// retry candidates *within* the matching records (the newest matching
 /// record of each video decides), as if the log held only those records.
 pub(crate) fn aggregate(ix: &Index, f: &Filter) -> (Aggregate, Vec<u32>, u64) {
-    let r = resolve(ix, f);
-    let mut agg = Aggregate::default();
-    let mut successful = Vec::new();
-    let mut latest: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
-    for (i, e) in ix.entries.iter().enumerate() {
-        if matches(ix, &r, f, i, e) {
-            agg.add(e, &[]);
-            if e.success() {
-                successful.push(i as u32);
-            }
-            if e.flags & crate::index::F_HAS_VIDEO != 0 {
-                latest.insert(e.video, is_candidate(e));
-            }
+    let m = Matcher::new(ix, f);
+    let mut fold = StatsFold::default();
+    for i in 0..ix.len() {
+        if m.matches(ix, i) {
+            fold.add(ix, i);
         }
     }
-    let candidates = latest.values().filter(|c| **c).count() as u64;
-    (agg, successful, candidates)
+    fold.finish()
 }
 
 fn num(v: f64) -> Value {

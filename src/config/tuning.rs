@@ -103,6 +103,11 @@ pub(crate) const READ_WINDOW: u64 = 256 << 10;
 /// is a disk read of its own.
 pub(crate) const READ_GAP: u64 = 16 << 10;
 
+/// Entries a query's scan reads per turn of the writer (about a
+/// millisecond's work at most): what waits for the writer meanwhile (a
+/// chunk of records, a batch to write, an ack) waits at most that long.
+pub(crate) const QUERY_SLICE: usize = 4 * 1024;
+
 // The index's string cache.
 /// Distinct spellings each map of `Interner::by_hash` remembers; past it
 /// (unique error messages, say) values take the decoding path uncached, so

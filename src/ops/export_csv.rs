@@ -134,8 +134,13 @@ pub(crate) fn run(
     paging: &crate::query::Paging,
 ) -> super::Answer {
     let (page, _) = crate::query::select_page(view.index, filter, paging, view.durable);
+    answer(view, &page)
+}
+
+/// The answer for the records `page`.
+pub(crate) fn answer(view: &super::View<'_>, page: &[u32]) -> super::Answer {
     super::Answer::Csv {
         reader: view.reader.clone(),
-        spans: view.spans(&page),
+        spans: view.spans(page),
     }
 }

@@ -67,9 +67,19 @@ pub(crate) fn run(
     fields: Option<Vec<String>>,
 ) -> super::Answer {
     let (page, total) = crate::query::select_page(view.index, filter, paging, view.durable);
+    answer(view, &page, total, fields)
+}
+
+/// The answer for the records `page` of `total` matches.
+pub(crate) fn answer(
+    view: &super::View<'_>,
+    page: &[u32],
+    total: usize,
+    fields: Option<Vec<String>>,
+) -> super::Answer {
     super::Answer::Jobs {
         reader: view.reader.clone(),
-        spans: view.spans(&page),
+        spans: view.spans(page),
         total,
         fields,
     }

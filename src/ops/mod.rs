@@ -34,6 +34,7 @@ mod registry;
 
 pub(crate) use registry::Request;
 pub use registry::{parse_bare, parse_request};
+pub(crate) use scan::Scan;
 
 pub(crate) mod clear;
 pub(crate) mod export_csv;
@@ -43,6 +44,7 @@ pub(crate) mod log;
 pub(crate) mod ping;
 mod read;
 pub(crate) mod retry_candidates;
+mod scan;
 pub(crate) mod snapshot;
 pub(crate) mod stats;
 pub(crate) mod subscribe;

@@ -106,7 +106,15 @@ pub(crate) fn parse<'a>(
 /// reads back ([`write`]). (Unfiltered `stats` is the writer's own running
 /// aggregate, cached: `writer/answer.rs`.)
 pub(crate) fn run(view: &super::View<'_>, filter: &crate::query::Filter) -> super::Answer {
-    let (agg, successful, candidates) = crate::query::aggregate(view.index, filter);
+    answer(view, crate::query::aggregate(view.index, filter))
+}
+
+/// The answer of a filtered `stats` from its aggregate, its successful
+/// matches and its retry candidates (gathered at once or by a scan).
+pub(crate) fn answer(
+    view: &super::View<'_>,
+    (agg, successful, candidates): (crate::index::Aggregate, Vec<u32>, u64),
+) -> super::Answer {
     let readable: Vec<u32> = successful
         .into_iter()
         .filter(|&i| (i as usize) < view.durable)

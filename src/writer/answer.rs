@@ -2,6 +2,7 @@
 //! an unfiltered `stats` that connections answer from themselves.
 
 use super::*;
+use crate::config::tuning::QUERY_SLICE;
 use crate::ops;
 
 /// The unfiltered `stats` reply, shared with the connections so that they
@@ -94,4 +95,80 @@ impl Writer {
             q => ops::run(&view, q),
         }
     }
+
+    /// Answers `q` at once if it is cheap, else starts a scan that
+    /// [`Writer::scan_slice`] advances between the writer's other work.
+    pub(super) fn ask(&mut self, q: Query, reply: oneshot::Sender<Answer>) {
+        let unfiltered = matches!(&q, Query::Stats { filter, .. } if query::is_unfiltered(filter));
+        let durable = self.status.records as usize;
+        // A `stats` covers every accepted record (it is asked after
+        // `flush_now`, unless it includes pending ones); the others the
+        // durable ones.
+        let upto = match &q {
+            Query::Stats { .. } => self.index.len(),
+            _ => durable,
+        };
+        if !unfiltered && ops::Scan::wanted(&q) {
+            self.scans.push_back(Scanning {
+                scan: ops::Scan::new(q, &self.index, upto),
+                epoch: self.index_epoch,
+                durable,
+                durable_end: self.durable_end,
+                reader: Arc::clone(&self.reader),
+                reply,
+            });
+            return;
+        }
+        let _ = reply.send(self.query(q));
+    }
+
+    /// One slice of the oldest scan; a scan not yet done goes to the back,
+    /// so several take turns.
+    pub(super) fn scan_slice(&mut self) {
+        let Some(mut s) = self.scans.pop_front() else {
+            return;
+        };
+        if s.epoch != self.index_epoch {
+            // The index was replaced: start again over the new one, with
+            // the file as it is now.
+            s.epoch = self.index_epoch;
+            s.durable = self.status.records as usize;
+            s.durable_end = self.durable_end;
+            s.reader = Arc::clone(&self.reader);
+            let upto = match s.scan.covers_pending() {
+                true => self.index.len(),
+                false => s.durable,
+            };
+            s.scan = s.scan.restart(&self.index, upto);
+        }
+        if !s.scan.step(&self.index, QUERY_SLICE) {
+            self.scans.push_back(s);
+            return;
+        }
+        let view = crate::ops::View {
+            index: &self.index,
+            reader: &s.reader,
+            durable: s.durable,
+            durable_end: s.durable_end,
+        };
+        let _ = s.reply.send(s.scan.finish(&view));
+    }
+
+    /// Every scan to its end (the writer is stopping).
+    pub(super) fn finish_scans(&mut self) {
+        while !self.scans.is_empty() {
+            self.scan_slice();
+        }
+    }
+}
+
+/// A scan under way, with what the query saw of the file when it came.
+pub(super) struct Scanning {
+    scan: ops::Scan,
+    /// [`Writer::index_epoch`] it runs over.
+    epoch: u64,
+    durable: usize,
+    durable_end: u64,
+    reader: Arc<File>,
+    reply: oneshot::Sender<Answer>,
 }

@@ -273,6 +273,7 @@ impl Writer {
         );
         self.idle = Some(store);
         self.index = index;
+        self.index_epoch += 1;
         // A change to the old file no longer matters: it was taken over
         // (or reported) before the reopen, and the new file is new.
         self.changed = false;
@@ -305,6 +306,7 @@ impl Writer {
         match (res, reader) {
             (Ok(archive), Some(Ok(reader))) => {
                 self.index = Index::default();
+                self.index_epoch += 1;
                 self.cfg.stats.changed();
                 self.reader = Arc::new(reader);
                 tracing::info!(archive = %archive.display(), "Log cleared; previous file archived.");

@@ -206,6 +206,7 @@ impl Writer {
             end += chunk.len() as u64 - skip;
         }
         self.index = index;
+        self.index_epoch += 1;
         self.logical_end = end;
         self.cfg.stats.changed();
     }

@@ -243,6 +243,11 @@ struct Writer {
     /// index knows each record's offset before it is flushed.
     logical_end: u64,
     reader: Arc<File>,
+    /// Queries being answered a slice at a time (`ops::Scan`).
+    scans: std::collections::VecDeque<answer::Scanning>,
+    /// Bumped whenever the index is replaced (a `clear`, a take-over, a
+    /// reopen): a scan over the old one starts again.
+    index_epoch: u64,
     /// The blocking task that writes a batch panicked (a broken invariant
     /// in the store), seen by [`Writer::settle`]: the store went with it,
     /// so the writer stops as when the main loop sees the panic, rather
@@ -301,6 +306,9 @@ pub(crate) async fn run(
                 break;
             }
         }
+        // One slice of a query's scan per turn: what came meanwhile (a
+        // chunk, a batch's end) is served between two slices.
+        w.scan_slice();
         let deadline = w.next_deadline(now);
         tokio::select! {
             biased;
@@ -325,8 +333,12 @@ pub(crate) async fn run(
             },
             _ = async { match deadline { Some(d) => sleep_until(d.into()).await, None => std::future::pending().await } }, if deadline.is_some() => {}
             _ = look.tick() => w.look_for_changes(),
+            // A scan waits: nothing else is ready, so on to its next slice
+            // (after the runtime has looked at its timers and I/O).
+            () = tokio::task::yield_now(), if !w.scans.is_empty() => {}
         }
     }
+    w.finish_scans();
     if let Some(Err(e)) = w.idle.as_mut().map(Store::close) {
         tracing::error!(error = %e, "Final sync failed.");
     }
@@ -363,6 +375,8 @@ impl Writer {
             index,
             events,
             reader,
+            scans: Default::default(),
+            index_epoch: 0,
             failed: false,
             changed: false,
         }
@@ -402,7 +416,7 @@ impl Writer {
                     let _ = reply.send(Answer::Failed(msg));
                     return;
                 }
-                let _ = reply.send(self.query(q));
+                self.ask(q, reply);
             }
             Command::Clear(reply, indexed) => {
                 let res = self.clear().await;
