@@ -53,15 +53,24 @@ pub(crate) type SymMap<V> = HashMap<Sym, V, FxBuild>;
 
 /// Small-cardinality strings (stages, subjects, workers, error types,
 /// timing names) stored once.
+///
+/// Every name's text is kept once, end to end in one string (`text`, with
+/// each name's end in `ends`), and found by a 64-bit keyed hash of it
+/// (`by_name`): about 40 bytes besides the text, where a string of its own
+/// and a map keyed by it took about 115. That matters when every record
+/// brings new names (a worker id or an error text per record).
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    /// By decoded name. SipHash (std's seeded default), not FxHash: the
-    /// names come from clients, and FxHash of strings that differ only
-    /// past their first bytes collides in the low bits that pick a slot.
-    ids: HashMap<std::sync::Arc<str>, Sym>,
-    /// By symbol. The same allocation as the map's key: a name is kept
-    /// once (many distinct error texts each cost their text once).
-    names: Vec<std::sync::Arc<str>>,
+    /// Every name, end to end; name `i` is `text[ends[i - 1]..ends[i]]`.
+    text: String,
+    ends: Vec<u64>,
+    /// By the keyed hash of the decoded name. SipHash (std's seeded
+    /// default), not FxHash: the names come from clients, and a client
+    /// must not be able to make two names share a hash. A name whose hash
+    /// is already another's (by chance: 2^-64 a pair) goes to `collided`.
+    by_name: HashMap<u64, Sym, FixedState>,
+    collided: HashMap<Box<str>, Sym>,
+    keys: std::collections::hash_map::RandomState,
     /// Names already resolved, by [`NameRef::hash`] of their raw JSON
     /// spelling: `[group keys, error types]`. The common case (the same few
     /// stages, subjects, workers, timing names and errors in every record)
@@ -89,24 +98,40 @@ pub(super) enum NameKind {
 
 impl Interner {
     pub(crate) fn intern(&mut self, s: &str) -> Sym {
-        if let Some(&id) = self.ids.get(s) {
+        let h = self.keys.hash_one(s);
+        if let Some(id) = self.find(h, s) {
             return id;
         }
-        let id = self.names.len() as Sym;
-        let name: std::sync::Arc<str> = s.into();
-        self.names.push(std::sync::Arc::clone(&name));
-        self.ids.insert(name, id);
+        let id = self.ends.len() as Sym;
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u64);
+        match self.by_name.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(s.into(), id);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+        }
         id
     }
 
-    /// Bytes held: each name's text once (an `Arc<str>`: two counts and
-    /// the text, one allocation), the list and the map that find it, and
-    /// the spelling caches.
+    /// The symbol of `s`, whose keyed hash is `h`.
+    fn find(&self, h: u64, s: &str) -> Option<Sym> {
+        match self.by_name.get(&h) {
+            Some(&id) if self.name(id) == s => Some(id),
+            Some(_) => self.collided.get(s).copied(),
+            None => None,
+        }
+    }
+
+    /// Bytes held: the names' text, their ends, the maps that find them,
+    /// and the spelling caches.
     pub(crate) fn memory_bytes(&self) -> usize {
-        let texts: usize = self
-            .names
-            .iter()
-            .map(|n| super::alloc_bytes(16 + n.len()))
+        let collided: usize = self
+            .collided
+            .keys()
+            .map(|k| super::alloc_bytes(k.len()))
             .sum();
         let spellings: usize = self
             .by_hash
@@ -118,14 +143,16 @@ impl Interner {
                         .sum::<usize>()
             })
             .sum();
-        texts
-            + self.names.capacity() * std::mem::size_of::<std::sync::Arc<str>>()
-            + super::map_bytes(&self.ids)
+        self.text.capacity()
+            + self.ends.capacity() * std::mem::size_of::<u64>()
+            + super::map_bytes(&self.by_name)
+            + super::map_bytes(&self.collided)
+            + collided
             + spellings
     }
 
     pub(crate) fn get(&self, s: &str) -> Option<Sym> {
-        self.ids.get(s).copied()
+        self.find(self.keys.hash_one(s), s)
     }
 
     /// [`Interner::resolve`] for a name already known, `None` for a new one
@@ -162,7 +189,13 @@ impl Interner {
     }
 
     pub(crate) fn name(&self, id: Sym) -> &str {
-        self.names.get(id as usize).map_or("", |s| s)
+        let i = id as usize;
+        let Some(&end) = self.ends.get(i) else {
+            return "";
+        };
+        // `i - 1` is in range: `ends` holds `i`.
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start as usize..end as usize).unwrap_or("")
     }
 }
 
@@ -171,5 +204,32 @@ pub(super) fn decoded(kind: NameKind, raw: &[u8]) -> std::borrow::Cow<'_, str> {
     match kind {
         NameKind::Group => group_key(Some(raw)),
         NameKind::Error => error_type(Some(raw)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names are found again by their text, and two names whose hashes
+    /// meet are both kept apart (the second in `collided`).
+    #[test]
+    fn names_are_kept_once_and_colliding_hashes_stay_apart() {
+        let mut ix = Interner::default();
+        let a = ix.intern("alpha");
+        let e = ix.intern("");
+        assert_eq!(ix.intern("alpha"), a);
+        assert_eq!((ix.name(a), ix.name(e)), ("alpha", ""));
+        assert_eq!(ix.get("beta"), None);
+        // Make "beta" hash where "alpha" already is.
+        let h = ix.keys.hash_one("beta");
+        ix.by_name.insert(h, a);
+        let b = ix.intern("beta");
+        assert_ne!(a, b);
+        assert_eq!(ix.get("beta"), Some(b));
+        assert_eq!(ix.intern("beta"), b);
+        assert_eq!(ix.name(b), "beta");
+        assert_eq!(ix.collided.len(), 1);
+        assert_eq!(ix.name(99), "");
     }
 }
