@@ -35,6 +35,8 @@ pub enum ErrorCode {
     WriteFailed,
     /// The daemon is stopping and no longer takes this request.
     ShuttingDown,
+    /// `read` named a log that is no longer the live one.
+    LogChanged,
 }
 
 impl ErrorCode {
@@ -52,6 +54,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::WriteFailed => "write_failed",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::LogChanged => "log_changed",
         }
     }
 }

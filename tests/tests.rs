@@ -49,6 +49,9 @@ mod access;
 // Readers during ingest; snapshots.
 mod readers;
 
+// `read`: durable records by position, for a forwarder.
+mod read;
+
 // Load with misbehaving clients.
 mod load;
 

@@ -108,6 +108,11 @@ pub(crate) const READ_GAP: u64 = 16 << 10;
 /// chunk of records, a batch to write, an ack) waits at most that long.
 pub(crate) const QUERY_SLICE: usize = 4 * 1024;
 
+/// `read`'s page of records when the client names none, and the most it
+/// may ask for (one reply holds them, built as it streams).
+pub(crate) const READ_DEFAULT_LIMIT: usize = 1_000;
+pub(crate) const READ_MAX_LIMIT: usize = 100_000;
+
 // The index's string cache.
 /// Distinct spellings each map of `Interner::by_hash` remembers; past it
 /// (unique error messages, say) values take the decoding path uncached, so

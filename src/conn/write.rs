@@ -163,6 +163,7 @@ pub(super) async fn write_side(
             Reply::Ping { line } => ping_reply(&shared.writer, &shared.about, line).await,
             Reply::Query { flush, query, line } => match ask(tx, flush, query).await {
                 Err(e) => e.reply(line),
+                Ok(crate::ops::Answer::Refused(e)) => e.reply(line),
                 Ok(crate::ops::Answer::Failed(msg)) => {
                     ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line)
                 }

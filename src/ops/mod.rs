@@ -43,6 +43,7 @@ pub(crate) mod jobs;
 pub(crate) mod log;
 pub(crate) mod ping;
 mod read;
+pub(crate) mod read_records;
 pub(crate) mod retry_candidates;
 mod scan;
 pub(crate) mod snapshot;
@@ -66,6 +67,8 @@ pub(crate) struct View<'w> {
     pub durable: usize,
     /// Where the durable records end in the file.
     pub durable_end: u64,
+    /// The live log's id (`ping`'s `log_id`).
+    pub log_id: &'w str,
 }
 
 impl View<'_> {
@@ -107,6 +110,12 @@ pub enum Query {
     },
     /// The durable prefix of the file, to copy.
     Snapshot,
+    /// Durable records by position (`read`).
+    Read {
+        log_id: Option<String>,
+        from_seq: u64,
+        limit: usize,
+    },
 }
 
 /// What a query returns. Records are returned as spans of the file plus a
@@ -150,6 +159,17 @@ pub(crate) enum Answer {
     /// The question could not be answered as asked (durable-only `stats`
     /// while writes fail): the message, for a `write_failed` reply.
     Failed(String),
+    /// The question is refused as asked (`read` of a log no longer live):
+    /// the error to reply.
+    Refused(crate::protocol::ProtocolError),
+    /// `read`: records from position `from_seq` on.
+    Read {
+        reader: Arc<File>,
+        spans: Vec<Span>,
+        from_seq: u64,
+        log_id: String,
+        durable: u64,
+    },
 }
 
 /// Answers a query over the writer's index and file: each operation's
@@ -166,6 +186,11 @@ pub(crate) fn run(view: &View<'_>, q: Query) -> Answer {
         Query::ExportCsv { filter, paging } => export_csv::run(view, &filter, &paging),
         Query::RetryCandidates { limit } => retry_candidates::run(view, limit),
         Query::Snapshot => snapshot::run(view),
+        Query::Read {
+            log_id,
+            from_seq,
+            limit,
+        } => read_records::run(view, log_id.as_deref(), from_seq, limit),
     }
 }
 
@@ -200,6 +225,14 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(w: &mut W, answer: Answer) -> s
             end,
             records,
         } => snapshot::write(w, &reader, end, records).await,
+        Answer::Read {
+            reader,
+            spans,
+            from_seq,
+            log_id,
+            durable,
+        } => read_records::write(w, &reader, &spans, (from_seq, &log_id, durable)).await,
         Answer::Failed(msg) => Err(std::io::Error::other(msg)),
+        Answer::Refused(e) => Err(std::io::Error::other(e.message)),
     }
 }

@@ -82,6 +82,11 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     op("clear", &[&["confirm"]], super::clear::parse),
     op("subscribe", PENDING, super::subscribe::parse),
     op("snapshot", &[], super::snapshot::parse),
+    op(
+        "read",
+        &[&["log_id", "from_seq", "limit"]],
+        super::read_records::parse,
+    ),
 ];
 
 /// An [`OPERATIONS`] entry, on one line.

@@ -57,7 +57,7 @@ impl Scan {
             Query::Jobs { filter, paging, .. } | Query::ExportCsv { filter, paging } => {
                 !filter.latest_per_video && reads_every_entry(filter, paging)
             }
-            Query::RetryCandidates { .. } | Query::Snapshot => false,
+            Query::RetryCandidates { .. } | Query::Snapshot | Query::Read { .. } => false,
         }
     }
 
@@ -73,7 +73,7 @@ impl Scan {
                 },
             ),
             // Not wanted: an empty scan, answered at its end by `run`.
-            Query::RetryCandidates { .. } | Query::Snapshot => (
+            Query::RetryCandidates { .. } | Query::Snapshot | Query::Read { .. } => (
                 &Filter::default(),
                 Fold::Select {
                     hits: Vec::new(),
@@ -183,6 +183,7 @@ mod tests {
             reader,
             durable: ix.len(),
             durable_end: ix.len() as u64 * 100,
+            log_id: "test",
         }
     }
 

@@ -76,6 +76,7 @@ impl Writer {
             // Records beyond this are accepted but not yet in the file.
             durable: self.status.records as usize,
             durable_end: self.durable_end,
+            log_id: &self.status.log_id,
         };
         match q {
             // Durable-only (the default): asked after `flush_now`, so the
@@ -150,6 +151,7 @@ impl Writer {
             reader: &s.reader,
             durable: s.durable,
             durable_end: s.durable_end,
+            log_id: &self.status.log_id,
         };
         let _ = s.reply.send(s.scan.finish(&view));
     }

@@ -1,0 +1,111 @@
+//! `read`: the durable records of the live log by position, for a
+//! forwarder that ships every record exactly once. Each record comes with
+//! its `seq`, its 0-based position in the log; a client keeps `next_seq`
+//! and asks again from there. The cost is that of the records sent,
+//! wherever `from_seq` is (the index finds a record by its position), and
+//! nothing is flushed for it: a reader sees what is durable, never a
+//! record a crash could still take back.
+//!
+//! `log_id` names the log the client is reading (`ping` shows the live
+//! one): a client that names another (the log was cleared or rotated
+//! meanwhile) gets `log_changed` with the live `log_id`, rather than the
+//! positions of another file. Archives are not served yet.
+
+use std::fs::File;
+use std::io;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Span;
+use super::read::Windowed;
+use crate::config::tuning::{READ_DEFAULT_LIMIT, READ_MAX_LIMIT};
+use crate::protocol::{ErrorCode, ProtocolError};
+
+/// `{"op":"read","log_id":…,"from_seq":N,"limit":L}`: `from_seq` defaults
+/// to 0, `limit` to [`READ_DEFAULT_LIMIT`] and is at most
+/// [`READ_MAX_LIMIT`].
+pub(crate) fn parse<'a>(
+    f: &crate::protocol::Fields<'a, '_>,
+) -> Result<super::Request<'a>, ProtocolError> {
+    let limit = f
+        .typed::<usize>("limit", "a non-negative integer")?
+        .unwrap_or(READ_DEFAULT_LIMIT);
+    if limit > READ_MAX_LIMIT {
+        return Err(f.invalid(format!(
+            "field `limit` must be at most {READ_MAX_LIMIT}, got {limit}"
+        )));
+    }
+    Ok(super::Request::Query(super::Query::Read {
+        log_id: f.typed::<String>("log_id", "a string")?,
+        from_seq: f
+            .typed::<u64>("from_seq", "a non-negative integer")?
+            .unwrap_or(0),
+        limit,
+    }))
+}
+
+/// The durable records `from_seq..from_seq + limit`, on the writer.
+pub(crate) fn run(
+    view: &super::View<'_>,
+    log_id: Option<&str>,
+    from_seq: u64,
+    limit: usize,
+) -> super::Answer {
+    if let Some(id) = log_id
+        && id != view.log_id
+    {
+        return super::Answer::Refused(ProtocolError::new(
+            ErrorCode::LogChanged,
+            format!(
+                "log {id} is no longer the live log (cleared or rotated); the live log is {}: read it from seq 0",
+                view.log_id
+            ),
+        ));
+    }
+    let durable = view.durable as u64;
+    let from = from_seq.min(durable);
+    let to = from.saturating_add(limit as u64).min(durable);
+    let idxs: Vec<u32> = (from..to).map(|i| i as u32).collect();
+    super::Answer::Read {
+        reader: view.reader.clone(),
+        spans: view.spans(&idxs),
+        from_seq,
+        log_id: view.log_id.to_string(),
+        durable,
+    }
+}
+
+/// Writes `{"ok":true,"log_id":…,"from_seq":N,"next_seq":M,"durable":D,
+/// "records":[{"seq":N,"record":{…}},…]}`, each record minified.
+pub(super) async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    reader: &File,
+    spans: &[Span],
+    (from_seq, log_id, durable): (u64, &str, u64),
+) -> io::Result<()> {
+    // Where to ask from next: past what this reply holds.
+    let next = from_seq + spans.len() as u64;
+    let mut out = format!(
+        "{{\"ok\":true,\"log_id\":{},\"from_seq\":{from_seq},\"next_seq\":{next},\"durable\":{durable},\"records\":[",
+        serde_json::to_string(log_id).unwrap_or_default()
+    )
+    .into_bytes();
+    let mut recs = Windowed::new(reader, spans);
+    let mut seq = from_seq;
+    // A read of up to READ_WINDOW bytes may go to the disk.
+    while let Some(rec) = tokio::task::block_in_place(|| recs.next_record())? {
+        if seq > from_seq {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!("{{\"seq\":{seq},\"record\":").as_bytes());
+        crate::json::minify_into(rec, &mut out);
+        out.push(b'}');
+        seq += 1;
+        if out.len() >= crate::config::tuning::STREAM_CHUNK {
+            w.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    out.extend_from_slice(b"]}\n");
+    w.write_all(&out).await
+}

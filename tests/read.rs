@@ -1,0 +1,124 @@
+//! `read`: durable records by position, for a forwarder.
+
+use serde_json::Value;
+
+use crate::util::{Client, Daemon, TempDir};
+
+fn seqs(reply: &Value) -> Vec<u64> {
+    reply["records"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no records: {reply}"))
+        .iter()
+        .map(|r| r["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// Records come with their position, a page at a time from any position,
+/// each as it is in the file; `next_seq` is where to ask from next.
+#[test]
+fn read_pages_through_the_log_by_position() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for i in 0..10 {
+        let r = d.request(&format!(
+            r#"{{"op":"log","job":{{"video_id":"r{i}","n":{i}}},"ack":true}}"#
+        ));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let log_id = d.request("ping")["log_id"]
+        .as_str()
+        .expect("log_id")
+        .to_owned();
+    let first = d.request(&format!(r#"{{"op":"read","log_id":"{log_id}","limit":4}}"#));
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(seqs(&first), [0, 1, 2, 3]);
+    assert_eq!(
+        (first["next_seq"].as_u64(), first["durable"].as_u64()),
+        (Some(4), Some(10))
+    );
+    assert_eq!(first["records"][2]["record"]["video_id"], "r2");
+    assert!(
+        first["records"][2]["record"]["logged_at"].is_string(),
+        "{first}"
+    );
+    let last = d.request(r#"{"op":"read","from_seq":8,"limit":100}"#);
+    assert_eq!(seqs(&last), [8, 9]);
+    assert_eq!(last["next_seq"], 10);
+    let past = d.request(r#"{"op":"read","from_seq":10}"#);
+    assert_eq!(seqs(&past), Vec::<u64>::new());
+    assert_eq!(past["next_seq"], 10);
+    assert_eq!(past["log_id"], log_id.as_str());
+}
+
+/// Records not yet durable are not served, and nothing is flushed for a
+/// reader: they come once they are written.
+#[test]
+fn read_serves_only_durable_records_and_flushes_nothing() {
+    let dir = TempDir::new();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--flush-interval-ms",
+            "600000",
+            "--batch-max-records",
+            "1000000",
+        ],
+    );
+    let mut c = Client::new(d.connect());
+    for i in 0..5 {
+        c.send(&format!(r#"{{"video_id":"p{i}"}}"#));
+    }
+    // `ping` on the same connection: every record above is accepted.
+    c.send("ping");
+    let ping = c.reply();
+    assert_eq!(
+        (ping["pending"].as_u64(), ping["records"].as_u64()),
+        (Some(5), Some(0)),
+        "{ping}"
+    );
+    let r = d.request(r#"{"op":"read"}"#);
+    assert_eq!(seqs(&r), Vec::<u64>::new(), "{r}");
+    assert_eq!(r["durable"], 0);
+    assert_eq!(d.request("ping")["pending"], 5, "read flushed the batch");
+    assert_eq!(d.request("flush")["ok"], true);
+    assert_eq!(seqs(&d.request(r#"{"op":"read"}"#)), [0, 1, 2, 3, 4]);
+}
+
+/// A reader naming a log that is no longer live (after `clear`) is told
+/// so, with the live log's id; bad fields are refused.
+#[test]
+fn read_of_a_log_no_longer_live_is_log_changed() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"video_id":"a"},"ack":true}"#)["ok"],
+        true
+    );
+    let old = d.request("ping")["log_id"]
+        .as_str()
+        .expect("log_id")
+        .to_owned();
+    assert_eq!(d.request(r#"{"op":"clear","confirm":true}"#)["ok"], true);
+    let live = d.request("ping")["log_id"]
+        .as_str()
+        .expect("log_id")
+        .to_owned();
+    assert_ne!(old, live);
+    let r = d.request(&format!(r#"{{"op":"read","log_id":"{old}"}}"#));
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["error"]["code"], "log_changed", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap_or("").contains(&live),
+        "{r}"
+    );
+    for bad in [
+        r#"{"op":"read","from_seq":-1}"#,
+        r#"{"op":"read","limit":"many"}"#,
+        r#"{"op":"read","limit":100001}"#,
+        r#"{"op":"read","log_id":7}"#,
+        r#"{"op":"read","seq":1}"#,
+    ] {
+        let r = d.request(bad);
+        assert_eq!(r["error"]["code"], "invalid_request", "{bad}: {r}");
+    }
+}
