@@ -353,7 +353,11 @@ mod tests {
             b"{\"op\":\"ping\"",
         ];
         let mut compared = 0;
-        for line in lines {
+        let variants: Vec<Vec<u8>> = lines
+            .iter()
+            .flat_map(|l| [b"".as_slice(), b"\n", b"\r\n"].map(|end| [*l, end].concat()))
+            .collect();
+        for line in variants.iter().map(Vec::as_slice) {
             let ours = is_request(line);
             if let Some(daemon) = daemon_takes_for_request(line) {
                 compared += 1;
@@ -362,7 +366,7 @@ mod tests {
                 assert!(!ours, "{}", String::from_utf8_lossy(line));
             }
         }
-        assert_eq!(compared, 14, "lines the daemon accepts");
+        assert_eq!(compared, 3 * 14, "lines the daemon accepts");
         assert!(is_request(b"{\"\\u006fp\":\"ping\"}"));
         assert!(!is_request(b"{\"success\":true,\"timings\":{\"op\":1.5}}"));
     }

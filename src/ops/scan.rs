@@ -96,11 +96,16 @@ impl Scan {
         }
     }
 
-    /// Whether it covers accepted records not yet durable (a `stats`: asked
-    /// after every accepted record was written, or asking for pending ones)
-    /// or only the durable ones.
+    /// Whether it covers accepted records not yet durable (a `stats` with
+    /// `include_pending`) or only the durable ones.
     pub(crate) fn covers_pending(&self) -> bool {
-        matches!(self.query, Query::Stats { .. })
+        matches!(
+            self.query,
+            Query::Stats {
+                include_pending: true,
+                ..
+            }
+        )
     }
 
     /// The same query from the start, over a replaced index.
@@ -331,6 +336,18 @@ mod tests {
             include_pending: false,
         };
         assert!(!Scan::wanted(&latest));
+        // Restarted over a replaced index, a durable-only `stats` still
+        // covers the durable records only; one with pending ones all.
+        let ix = index(10);
+        let stats = |include_pending| Query::Stats {
+            filter: Filter {
+                subject: Some("S1".into()),
+                ..Filter::default()
+            },
+            include_pending,
+        };
+        assert!(!Scan::new(stats(false), &ix, 10).covers_pending());
+        assert!(Scan::new(stats(true), &ix, 10).covers_pending());
         assert!(!Scan::wanted(&Query::Snapshot));
     }
 }

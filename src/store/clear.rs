@@ -160,6 +160,7 @@ impl Store {
         self.file_len = 2;
         self.content_end = 1;
         self.dropped_to = 0;
+        self.prev_batch_start = 0;
         self.restamp();
         Ok(archive)
     }

@@ -211,6 +211,12 @@ pub struct Store {
     /// ([`PageCache::Drop`]); starts at the end of what we took over, so
     /// history read at start-up is left alone.
     dropped_to: u64,
+    /// With `--fsync never`, where the last batch began: its pages are
+    /// dropped after the next batch, once their write-back (started when
+    /// it was written) has had a batch's time to finish (the kernel keeps
+    /// pages still dirty or under write-back, and `dropped_to` moves past
+    /// them all the same).
+    prev_batch_start: u64,
     /// The commit sidecar `<file>.meta`: each durable batch is recorded
     /// there before it is acknowledged (see [`commits`]).
     commits: Commits,
@@ -279,6 +285,7 @@ impl Store {
     pub fn set_page_cache(&mut self, page_cache: PageCache) {
         self.page_cache = page_cache;
         self.dropped_to = self.content_end - self.content_end % PAGE;
+        self.prev_batch_start = self.dropped_to;
     }
 
     pub fn page_cache(&self) -> PageCache {

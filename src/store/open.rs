@@ -109,6 +109,7 @@ impl Store {
             fsync,
             page_cache: PageCache::Keep,
             dropped_to: 0,
+            prev_batch_start: 0,
             commits,
         };
         let mut recovery = store.adopt(len, trust.limit, &mut on_record, &mut on_copy)?;
@@ -283,6 +284,7 @@ impl Store {
             recovery.corrupt_copy.get_or_insert(copy);
         }
         self.dropped_to = self.content_end - self.content_end % PAGE;
+        self.prev_batch_start = self.dropped_to;
         Ok(recovery)
     }
 

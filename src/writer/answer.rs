@@ -117,6 +117,7 @@ impl Writer {
                 durable_end: self.durable_end,
                 reader: Arc::clone(&self.reader),
                 reply,
+                restarted: false,
             });
             return;
         }
@@ -124,14 +125,20 @@ impl Writer {
     }
 
     /// One slice of the oldest scan; a scan not yet done goes to the back,
-    /// so several take turns.
+    /// so several take turns. A scan whose client has gone is dropped.
     pub(super) fn scan_slice(&mut self) {
         let Some(mut s) = self.scans.pop_front() else {
             return;
         };
+        if s.reply.is_closed() {
+            return;
+        }
+        let mut slice = QUERY_SLICE;
         if s.epoch != self.index_epoch {
             // The index was replaced: start again over the new one, with
-            // the file as it is now.
+            // the file as it is now. A second restart runs to the end at
+            // once, so replacements coming faster than a scan (an old
+            // logger rewriting the file after every job) cannot starve it.
             s.epoch = self.index_epoch;
             s.durable = self.status.records as usize;
             s.durable_end = self.durable_end;
@@ -141,8 +148,12 @@ impl Writer {
                 false => s.durable,
             };
             s.scan = s.scan.restart(&self.index, upto);
+            if s.restarted {
+                slice = usize::MAX;
+            }
+            s.restarted = true;
         }
-        if !s.scan.step(&self.index, QUERY_SLICE) {
+        if !s.scan.step(&self.index, slice) {
             self.scans.push_back(s);
             return;
         }
@@ -173,4 +184,6 @@ pub(super) struct Scanning {
     durable_end: u64,
     reader: Arc<File>,
     reply: oneshot::Sender<Answer>,
+    /// It started again once already (see [`Writer::scan_slice`]).
+    restarted: bool,
 }

@@ -288,6 +288,8 @@ pub(crate) async fn run(
 
     loop {
         if w.failed {
+            // The index still holds: queries already asked get their answer.
+            w.finish_scans();
             return (None, w.status);
         }
         // (After a failed take-over, not before its backoff has passed:
@@ -320,6 +322,7 @@ pub(crate) async fn run(
                         // The blocking task panicked: a broken invariant in
                         // the store. Nothing sane is left to write with.
                         tracing::error!(error = %e, "Writer task failed; stopping.");
+                        w.finish_scans();
                         return (None, w.status);
                     }
                 }
