@@ -122,3 +122,52 @@ fn read_of_a_log_no_longer_live_is_log_changed() {
         assert_eq!(r["error"]["code"], "invalid_request", "{bad}: {r}");
     }
 }
+
+/// A log cut underneath the daemon (`copytruncate`) starts its positions
+/// again: it gets a new `log_id`, so a reader by position is told
+/// `log_changed` instead of skipping the new records.
+#[test]
+fn a_log_cut_underneath_gets_a_new_log_id() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for i in 0..5 {
+        let r = d.request(&format!(
+            r#"{{"op":"log","job":{{"video_id":"c{i}"}},"ack":true}}"#
+        ));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let old = d.request("ping")["log_id"]
+        .as_str()
+        .expect("log_id")
+        .to_owned();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d.log)
+        .and_then(|f| f.set_len(0))
+        .expect("cut the log");
+    let t0 = std::time::Instant::now();
+    let ping = loop {
+        let p = d.request("ping");
+        if p["truncations"] == 1 || t0.elapsed() > std::time::Duration::from_secs(10) {
+            break p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(ping["truncations"], 1, "{ping}");
+    let new = ping["log_id"].as_str().expect("log_id");
+    assert_ne!(new, old, "{ping}");
+    let r = d.request(&format!(r#"{{"op":"read","log_id":"{old}","from_seq":5}}"#));
+    assert_eq!(r["error"]["code"], "log_changed", "{r}");
+    assert_eq!(
+        d.request(r#"{"op":"log","job":{"video_id":"after"},"ack":true}"#)["ok"],
+        true
+    );
+    let r = d.request(&format!(r#"{{"op":"read","log_id":"{new}"}}"#));
+    assert_eq!(seqs(&r), [0], "{r}");
+    assert_eq!(r["records"][0]["record"]["video_id"], "after");
+    // The new identity outlives a restart.
+    let log = d.log.clone();
+    assert!(d.stop().success());
+    let d = Daemon::start_with(dir.path().join("s2.sock"), log, &dir, &[]);
+    assert_eq!(d.request("ping")["log_id"], new);
+}

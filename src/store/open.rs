@@ -121,6 +121,20 @@ impl Store {
         Ok((store, recovery))
     }
 
+    /// Gives the log a new identity: a new sidecar with a fresh `log_id`,
+    /// recording the file as it is now. For a file whose records no longer
+    /// continue the old positions (cut underneath, or rewritten with
+    /// records lost): a reader by position (`read`) must start again, and
+    /// learns so from the new `log_id`.
+    ///
+    /// # Errors
+    /// The new sidecar could not be created or put in place.
+    pub fn renew_identity(&mut self) -> Result<(), StoreError> {
+        let mode = self.options.mode;
+        self.commits = open_commits(&self.path, &self.file, None, mode, self.fsync)?;
+        self.commit_taken_over()
+    }
+
     /// Records in the sidecar that the file, as it is now, is the daemon's
     /// (a commit that vouches for no bytes of its own; see [`commits`]).
     pub(super) fn commit_taken_over(&mut self) -> Result<(), StoreError> {

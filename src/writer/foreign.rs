@@ -134,7 +134,23 @@ impl Writer {
         } else {
             self.report_foreign_write(&lost, taken_in, copy);
         }
-        if let Some(store) = self.idle.as_ref() {
+        // Positions no longer continue the old ones: a new identity, so a
+        // reader by position starts again rather than skip records.
+        let renumbered = (recovery.created && durable > 0) || !lost.is_empty();
+        if let Some(store) = self.idle.as_mut() {
+            if renumbered {
+                match store.renew_identity() {
+                    Ok(()) => tracing::warn!(
+                        log_id = %store.log_id(),
+                        "The log's records no longer continue their old positions; it has a new log_id."
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "Cannot give the renumbered log a new log_id; readers by position keep the old one."
+                    ),
+                }
+                self.status.log_id = store.log_id();
+            }
             self.status.records = store.records();
             self.status.file_bytes = store.len();
             self.durable_end = store.content_end();
