@@ -48,6 +48,9 @@ fn read_pages_through_the_log_by_position() {
     assert_eq!(seqs(&past), Vec::<u64>::new());
     assert_eq!(past["next_seq"], 10);
     assert_eq!(past["log_id"], log_id.as_str());
+    // Past the end: no reply gives such a position; serving it would skip.
+    let beyond = d.request(r#"{"op":"read","from_seq":11}"#);
+    assert_eq!(beyond["error"]["code"], "invalid_request", "{beyond}");
 }
 
 /// Records not yet durable are not served, and nothing is flushed for a

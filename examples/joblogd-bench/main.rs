@@ -109,7 +109,8 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
     only: Vec<Section>,
 
-    /// Throughput section: only these record kinds [default: small,seed].
+    /// Throughput and peers sections: only these record kinds [default:
+    /// small,seed].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
     kind: Vec<Kind>,
 

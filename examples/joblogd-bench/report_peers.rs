@@ -151,10 +151,15 @@ pub(crate) fn peers_targets(o: &mut String, rows: &[PeerRow]) {
             "   {} writer processes, joblogd default at 64+ writers >= 0.8x its 1-writer figure:",
             kind.label()
         );
+        let mut measured = false;
         for &w in counts.iter().filter(|&&w| w >= 64) {
             if let (Some(one), Some(many)) = (one, median_rate(find(&at(w), Peer::Joblogd))) {
                 let _ = write!(own, " x{w} {:.2} {};", many / one, pass(many >= 0.8 * one));
+                measured = true;
             }
+        }
+        if !measured {
+            own.push_str(" not measured (needs 1 and 64+ writers)");
         }
         let _ = writeln!(o, "{own}");
     }

@@ -57,12 +57,22 @@ pub(crate) fn run(
         return super::Answer::Refused(ProtocolError::new(
             ErrorCode::LogChanged,
             format!(
-                "log {id} is no longer the live log (cleared or rotated); the live log is {}: read it from seq 0",
+                "log {id} is not the live log (it was cleared, rotated or renumbered, or never was one); the live log is {}: read it from seq 0",
                 view.log_id
             ),
         ));
     }
     let durable = view.durable as u64;
+    if from_seq > durable {
+        // Never a position a reply gave: a checkpoint from elsewhere, or
+        // a mistake; serving from there would skip the records before it.
+        return super::Answer::Refused(ProtocolError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "read: from_seq {from_seq} is past the end of the log ({durable} durable records); next_seq never is"
+            ),
+        ));
+    }
     let from = from_seq.min(durable);
     let to = from.saturating_add(limit as u64).min(durable);
     let idxs: Vec<u32> = (from..to).map(|i| i as u32).collect();
