@@ -174,3 +174,95 @@ fn a_log_cut_underneath_gets_a_new_log_id() {
     let d = Daemon::start_with(dir.path().join("s2.sock"), log, &dir, &[]);
     assert_eq!(d.request("ping")["log_id"], new);
 }
+
+fn log_acked(d: &Daemon, id: &str) {
+    let r = d.request(&format!(
+        r#"{{"op":"log","job":{{"video_id":"{id}"}},"ack":true}}"#
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+/// `subscribe` from a position: the durable records from there, then new
+/// ones as they become durable, each once, in order, with its `seq`.
+#[test]
+fn subscribe_from_a_position_gets_the_backlog_then_new_records_once() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for i in 0..5 {
+        log_acked(&d, &format!("b{i}"));
+    }
+    let mut sub = Client::new(d.connect());
+    sub.reply_timeout(std::time::Duration::from_secs(20));
+    sub.send(r#"{"op":"subscribe","from_seq":2}"#);
+    let ok = sub.reply();
+    assert_eq!(
+        (ok["ok"].as_bool(), ok["from_seq"].as_u64()),
+        (Some(true), Some(2)),
+        "{ok}"
+    );
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let r = sub.reply();
+        got.push((
+            r["seq"].as_u64().expect("seq"),
+            r["record"]["video_id"].clone(),
+        ));
+    }
+    assert_eq!(got, [(2, "b2".into()), (3, "b3".into()), (4, "b4".into())]);
+    for i in 5..8 {
+        log_acked(&d, &format!("b{i}"));
+    }
+    for i in 5..8u64 {
+        let r = sub.reply();
+        assert_eq!(r["seq"], i, "{r}");
+        assert_eq!(r["record"]["video_id"], format!("b{i}"));
+    }
+    // A plain subscriber's lines carry the position too.
+    let mut plain = Client::new(d.connect());
+    plain.send("subscribe");
+    assert_eq!(plain.reply()["subscribed"], true);
+    log_acked(&d, "b8");
+    assert_eq!(plain.reply()["seq"], 8);
+    assert_eq!(sub.reply()["seq"], 8);
+}
+
+/// A subscriber following a log that is cleared is told `log_changed`,
+/// as is one that names a log no longer live; bad combinations are
+/// refused.
+#[test]
+fn subscribe_from_a_position_ends_with_log_changed_when_the_log_is_replaced() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    log_acked(&d, "x0");
+    let old = d.request("ping")["log_id"]
+        .as_str()
+        .expect("log_id")
+        .to_owned();
+    let mut sub = Client::new(d.connect());
+    sub.reply_timeout(std::time::Duration::from_secs(20));
+    sub.send(&format!(
+        r#"{{"op":"subscribe","from_seq":0,"log_id":"{old}"}}"#
+    ));
+    assert_eq!(sub.reply()["subscribed"], true);
+    assert_eq!(sub.reply()["seq"], 0);
+    log_acked(&d, "x1");
+    assert_eq!(sub.reply()["seq"], 1);
+    assert_eq!(d.request(r#"{"op":"clear","confirm":true}"#)["ok"], true);
+    log_acked(&d, "y0");
+    let r = sub.reply();
+    assert_eq!(r["error"]["code"], "log_changed", "{r}");
+    let stale = d.request(&format!(
+        r#"{{"op":"subscribe","from_seq":0,"log_id":"{old}"}}"#
+    ));
+    assert_eq!(stale["error"]["code"], "log_changed", "{stale}");
+    let beyond = d.request(r#"{"op":"subscribe","from_seq":5}"#);
+    assert_eq!(beyond["error"]["code"], "invalid_request", "{beyond}");
+    for bad in [
+        r#"{"op":"subscribe","from_seq":0,"include_pending":true}"#,
+        r#"{"op":"subscribe","log_id":"abc"}"#,
+        r#"{"op":"subscribe","from_seq":-1}"#,
+    ] {
+        let r = d.request(bad);
+        assert_eq!(r["error"]["code"], "invalid_request", "{bad}: {r}");
+    }
+}

@@ -249,6 +249,12 @@ impl Client {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?} is not JSON: {e}"))
     }
 
+    /// Gives up on a reply after `t` (a test that waits for a line that
+    /// never comes fails instead of hanging).
+    pub fn reply_timeout(&mut self, t: Duration) {
+        self.r.get_ref().set_read_timeout(Some(t)).expect("timeout");
+    }
+
     pub fn half_close(&mut self) {
         self.w
             .shutdown(std::net::Shutdown::Write)

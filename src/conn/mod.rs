@@ -134,6 +134,14 @@ enum Reply {
     },
     /// The connection follows new records from here on.
     Subscribed(tokio::sync::broadcast::Receiver<Arc<[u8]>>),
+    /// The connection follows the log from `from_seq`: its durable
+    /// records, then new ones.
+    SubscribedFrom {
+        events: tokio::sync::broadcast::Receiver<Arc<[u8]>>,
+        from_seq: u64,
+        log_id: Option<String>,
+        line: u64,
+    },
     /// `ping`: the writer's status, asked for when the earlier replies are
     /// out.
     Ping {

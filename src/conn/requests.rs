@@ -24,7 +24,10 @@ pub(super) async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, P
         Request::Query(q @ Query::Read { .. }) => query_reply(s, no, q, false).await,
         // Read back from the file: this connection's records first.
         Request::Query(q) => query_reply(s, no, q, true).await,
-        Request::Subscribe { include_pending } => subscribe(s, include_pending).await,
+        Request::Subscribe {
+            include_pending,
+            from,
+        } => subscribe(s, no, include_pending, from).await,
         Request::Clear => clear(s, no).await,
     }
 }
@@ -155,14 +158,31 @@ pub(super) async fn stats(
 }
 
 /// `subscribe`: the connection follows new records from here on.
-pub(super) async fn subscribe(s: &mut Session, include_pending: bool) {
+/// With `from`, the durable records from that position first: the feed is
+/// joined before the backlog is read, so nothing falls between the two
+/// (see `write::follow_from`).
+pub(super) async fn subscribe(
+    s: &mut Session,
+    no: u64,
+    include_pending: bool,
+    from: Option<(u64, Option<String>)>,
+) {
     send_chunk(s, None).await;
     let rx = if include_pending {
         s.shared.writer.events.accepted.subscribe()
     } else {
         s.shared.writer.events.durable.subscribe()
     };
-    queue(s, Reply::Subscribed(rx)).await;
+    let reply = match from {
+        None => Reply::Subscribed(rx),
+        Some((from_seq, log_id)) => Reply::SubscribedFrom {
+            events: rx,
+            from_seq,
+            log_id,
+            line: no,
+        },
+    };
+    queue(s, reply).await;
 }
 
 /// `clear`, for a client allowed to (decided at connect).

@@ -3,6 +3,7 @@
 //! streamed, subscribers followed.
 
 use super::*;
+use crate::config::tuning::READ_DEFAULT_LIMIT;
 
 /// Streams new records (`{"record":…}` lines) until the subscriber goes
 /// away or the daemon stops. A subscriber that fell behind the ring gets
@@ -173,6 +174,26 @@ pub(super) async fn write_side(
                     continue;
                 }
             },
+            Reply::SubscribedFrom {
+                mut events,
+                from_seq,
+                log_id,
+                line,
+            } => {
+                if !broken {
+                    let from = Cursor {
+                        next: from_seq,
+                        log_id,
+                        line,
+                    };
+                    if let Err(e) = follow_from(&mut w, &mut events, tx, from, &mut shutdown).await
+                    {
+                        tracing::debug!(error = %e, "Subscriber gone.");
+                    }
+                }
+                broken = true;
+                continue;
+            }
             Reply::Subscribed(mut events) => {
                 let ok = reply_line(&serde_json::json!({"ok": true, "subscribed": true}));
                 if broken || w.write_all(&ok).await.is_err() || w.flush().await.is_err() {
@@ -219,5 +240,134 @@ pub(super) async fn write_side(
     if !broken {
         let _ = w.flush().await;
         let _ = w.shutdown().await;
+    }
+}
+
+/// Where a subscriber from a position is: the next position it gets, the
+/// log it follows (the live one's id, once the first page named it), and
+/// its request's line, for an error.
+pub(super) struct Cursor {
+    next: u64,
+    log_id: Option<String>,
+    line: u64,
+}
+
+/// What a page of the backlog did.
+enum Paged {
+    /// Records were written; more may follow.
+    More,
+    /// Nothing left: the backlog is caught up.
+    Done,
+    /// The subscription ended (an error line was written).
+    End,
+}
+
+/// The position of an event line (`{"seq":N,…`).
+fn seq_of(line: &[u8]) -> Option<u64> {
+    let digits = line.strip_prefix(b"{\"seq\":")?;
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
+}
+
+/// One page of the backlog, as `read` gives it, written as subscriber
+/// lines; with `limit` 0, only whether the log is still the one followed.
+async fn page(
+    w: &mut BufWriter<OwnedWriteHalf>,
+    tx: &mpsc::Sender<Command>,
+    c: &mut Cursor,
+    limit: usize,
+) -> std::io::Result<Paged> {
+    let q = Query::Read {
+        log_id: c.log_id.clone(),
+        from_seq: c.next,
+        limit,
+    };
+    match ask(tx, None, q).await {
+        Ok(crate::ops::Answer::Read {
+            reader,
+            spans,
+            log_id,
+            ..
+        }) => {
+            c.log_id.get_or_insert(log_id);
+            if spans.is_empty() {
+                return Ok(Paged::Done);
+            }
+            crate::ops::read_records::write_lines(w, &reader, &spans, c.next).await?;
+            c.next += spans.len() as u64;
+            Ok(Paged::More)
+        }
+        Ok(crate::ops::Answer::Refused(e)) | Err(e) => {
+            w.write_all(&e.reply(c.line)).await?;
+            Ok(Paged::End)
+        }
+        Ok(_) => Ok(Paged::End),
+    }
+}
+
+/// `subscribe` with `from_seq`: the log's durable records from there, a
+/// page at a time (as `read` reads them), then the feed of new durable
+/// records: each record once, in order, as `{"seq":N,"record":{…}}`. The
+/// feed was joined before the first page was read, so a record made
+/// durable meanwhile is in one or the other, and one in both is skipped
+/// by its position. A gap in the feed (this subscriber fell behind the
+/// ring) goes back to reading pages. A position going back once caught
+/// up means the log may have been replaced (cleared, renumbered): a `read`
+/// of the log followed tells, and `log_changed` ends the subscription.
+pub(super) async fn follow_from(
+    w: &mut BufWriter<OwnedWriteHalf>,
+    events: &mut tokio::sync::broadcast::Receiver<Arc<[u8]>>,
+    tx: &mpsc::Sender<Command>,
+    mut c: Cursor,
+    shutdown: &mut Shutdown,
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    // A log no longer live, or a position past its end, is the only
+    // reply.
+    if matches!(page(w, tx, &mut c, 0).await?, Paged::End) {
+        return w.flush().await;
+    }
+    let ok = reply_line(&serde_json::json!({"ok": true, "subscribed": true, "from_seq": c.next}));
+    w.write_all(&ok).await?;
+    'pages: loop {
+        loop {
+            match page(w, tx, &mut c, READ_DEFAULT_LIMIT).await? {
+                Paged::More => {}
+                Paged::Done => break,
+                Paged::End => return w.flush().await,
+            }
+        }
+        w.flush().await?;
+        let mut caught_up = false;
+        loop {
+            let next = tokio::select! {
+                next = events.recv() => next,
+                // Nothing more is sent once the stop began (see `follow`).
+                () = shutdown.wait_begun() => return w.flush().await,
+            };
+            let line = match next {
+                Ok(line) => line,
+                Err(RecvError::Lagged(_)) => continue 'pages,
+                Err(RecvError::Closed) => return w.flush().await,
+            };
+            let Some(seq) = seq_of(&line) else {
+                continue;
+            };
+            if seq > c.next {
+                continue 'pages;
+            }
+            if seq < c.next {
+                if caught_up && matches!(page(w, tx, &mut c, 0).await?, Paged::End) {
+                    return w.flush().await;
+                }
+                continue;
+            }
+            w.write_all(&line).await?;
+            c.next += 1;
+            caught_up = true;
+            if events.is_empty() {
+                w.flush().await?;
+            }
+        }
     }
 }

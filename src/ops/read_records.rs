@@ -119,3 +119,28 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     out.extend_from_slice(b"]}\n");
     w.write_all(&out).await
 }
+
+/// Writes the records of `spans`, positions from `from_seq` on, one line
+/// each as a subscriber gets them: `{"seq":N,"record":{…}}` (what
+/// `subscribe` with `from_seq` sends before the new records).
+pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    reader: &File,
+    spans: &[Span],
+    from_seq: u64,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    let mut recs = Windowed::new(reader, spans);
+    let mut seq = from_seq;
+    while let Some(rec) = tokio::task::block_in_place(|| recs.next_record())? {
+        out.extend_from_slice(format!("{{\"seq\":{seq},\"record\":").as_bytes());
+        crate::json::minify_into(rec, &mut out);
+        out.extend_from_slice(b"}\n");
+        seq += 1;
+        if out.len() >= crate::config::tuning::STREAM_CHUNK {
+            w.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    w.write_all(&out).await
+}

@@ -24,6 +24,9 @@ pub enum Request<'a> {
     /// as they are accepted with `include_pending`.
     Subscribe {
         include_pending: bool,
+        /// From this position of the log named (the live one without
+        /// `log_id`): its durable records first, then the new ones.
+        from: Option<(u64, Option<String>)>,
     },
 }
 
@@ -59,8 +62,6 @@ const JOBS: &[&[&str]] = &[&["fields"], FILTER_KEYS, PAGING_KEYS];
 
 const STATS: &[&[&str]] = &[&["include_pending"], STATS_KEYS];
 
-const PENDING: &[&[&str]] = &[&["include_pending"]];
-
 const LIMIT: &[&[&str]] = &[&["limit"]];
 
 /// Every operation the daemon knows: the one list of names and shapes
@@ -80,7 +81,11 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     op("retry_candidates", LIMIT, super::retry_candidates::parse),
     op("export_csv", FILTERED, super::export_csv::parse),
     op("clear", &[&["confirm"]], super::clear::parse),
-    op("subscribe", PENDING, super::subscribe::parse),
+    op(
+        "subscribe",
+        &[&["include_pending", "from_seq", "log_id"]],
+        super::subscribe::parse,
+    ),
     op("snapshot", &[], super::snapshot::parse),
     op(
         "read",
@@ -173,7 +178,13 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
         Request::Ping => Ok(Request::Ping),
         Request::Query(q) => Ok(Request::Query(q)),
         Request::Clear => Ok(Request::Clear),
-        Request::Subscribe { include_pending } => Ok(Request::Subscribe { include_pending }),
+        Request::Subscribe {
+            include_pending,
+            from,
+        } => Ok(Request::Subscribe {
+            include_pending,
+            from,
+        }),
         Request::Log { .. } => Err(invalid(word, "needs a job; send it as a JSON object")),
     }
 }

@@ -472,8 +472,10 @@ impl Writer {
                 None => self.index.add(offset, rec, &r.fields),
             }
             if accepted || durable {
-                let mut line = Vec::with_capacity(rec.len() + 12);
-                line.extend_from_slice(b"{\"record\":");
+                // The record's position: it was just indexed, at the end.
+                let seq = self.index.len().saturating_sub(1);
+                let mut line = Vec::with_capacity(rec.len() + 32);
+                line.extend_from_slice(format!("{{\"seq\":{seq},\"record\":").as_bytes());
                 crate::json::minify_into(rec, &mut line);
                 line.extend_from_slice(b"}\n");
                 let line: Arc<[u8]> = Arc::from(line);
