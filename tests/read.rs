@@ -266,3 +266,38 @@ fn subscribe_from_a_position_ends_with_log_changed_when_the_log_is_replaced() {
         assert_eq!(r["error"]["code"], "invalid_request", "{bad}: {r}");
     }
 }
+
+/// A log rotated away (renamed, then SIGHUP) takes its sidecar along: the
+/// rotated file keeps its `log_id`, and the new file at the path gets its
+/// own.
+#[test]
+fn a_rotated_log_keeps_its_log_id_beside_it() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    log_acked(&d, "before");
+    let old = d.request("ping")["log_id"]
+        .as_str()
+        .expect("log_id")
+        .to_owned();
+    let rotated = d.log.with_extension("json.1");
+    std::fs::rename(&d.log, &rotated).expect("rotate");
+    d.signal(libc::SIGHUP);
+    let t0 = std::time::Instant::now();
+    let ping = loop {
+        let p = d.request("ping");
+        if p["log_file_at_path"] == true || t0.elapsed() > std::time::Duration::from_secs(10) {
+            break p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(ping["log_file_at_path"], true, "{ping}");
+    let new = ping["log_id"].as_str().expect("log_id").to_owned();
+    assert_ne!(new, old);
+    // The sidecar's header holds the log_id at bytes 16..32.
+    let id_of = |meta: &std::path::Path| -> String {
+        let b = std::fs::read(meta).unwrap_or_else(|e| panic!("{}: {e}", meta.display()));
+        b[16..32].iter().map(|x| format!("{x:02x}")).collect()
+    };
+    assert_eq!(id_of(&rotated.with_extension("1.meta")), old);
+    assert_eq!(id_of(&d.log.with_extension("json.meta")), new);
+}

@@ -191,3 +191,38 @@ impl Store {
         Ok(file)
     }
 }
+
+impl Store {
+    /// The log file was renamed away underneath the daemon (a rotation,
+    /// then SIGHUP): moves its sidecar beside it, `<its new name>.meta`,
+    /// so the rotated file keeps its `log_id` and the file that takes the
+    /// path gets a sidecar of its own. The new name is the one the open
+    /// file has now (`/proc/self/fd`). Best effort: a deleted file, or a
+    /// sidecar that cannot follow, stays as it is (the new file's sidecar
+    /// then replaces it). Returns where it went.
+    pub fn sidecar_follows_the_file(&mut self) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let now = fs::read_link(format!("/proc/self/fd/{}", self.file.as_raw_fd())).ok()?;
+        if now == self.path || now.to_string_lossy().ends_with(" (deleted)") {
+            return None;
+        }
+        let from = self.commits.path().to_owned();
+        let to = commits::path_for(&now);
+        match rename_noreplace(&from, &to).and_then(|()| sync_dir(&to)) {
+            Ok(()) => {
+                let _ = sync_dir(&from);
+                self.commits.moved_to(to.clone());
+                Some(to)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    sidecar = %from.display(),
+                    to = %to.display(),
+                    error = %e,
+                    "Cannot move the rotated log's sidecar beside it; the rotated file keeps no log_id."
+                );
+                None
+            }
+        }
+    }
+}

@@ -253,6 +253,10 @@ impl Writer {
         }
         let path = store.path().to_owned();
         let (fsync, page_cache, options) = (store.fsync(), store.page_cache(), store.options());
+        // The rotated file takes its sidecar (and so its `log_id`) along.
+        if let Some(to) = self.idle.as_mut().and_then(Store::sidecar_follows_the_file) {
+            tracing::info!(sidecar = %to.display(), "The rotated log's sidecar moved beside it.");
+        }
         let opened =
             tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache, options))
                 .await
