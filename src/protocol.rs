@@ -64,6 +64,9 @@ impl ErrorCode {
 pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `log_changed`: the live log's id, as a field of the error, so
+    /// that a reader need not parse the message (which may change).
+    pub log_id: Option<String>,
 }
 
 impl ProtocolError {
@@ -71,6 +74,7 @@ impl ProtocolError {
         Self {
             code,
             message: message.into(),
+            log_id: None,
         }
     }
 
@@ -96,12 +100,11 @@ impl ProtocolError {
 
     /// The reply line: `{"ok":false,"error":{"code":…,"message":…},"line":N}`.
     pub fn reply(&self, line: u64) -> Vec<u8> {
-        let v = serde_json::json!({
-            "ok": false,
-            "error": {"code": self.code.as_str(), "message": self.message},
-            "line": line,
-        });
-        reply_line(&v)
+        let mut error = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(id) = &self.log_id {
+            error["log_id"] = id.as_str().into();
+        }
+        reply_line(&serde_json::json!({"ok": false, "error": error, "line": line}))
     }
 }
 

@@ -114,6 +114,7 @@ fn read_of_a_log_no_longer_live_is_log_changed() {
         r["error"]["message"].as_str().unwrap_or("").contains(&live),
         "{r}"
     );
+    assert_eq!(r["error"]["log_id"], live.as_str(), "{r}");
     for bad in [
         r#"{"op":"read","from_seq":-1}"#,
         r#"{"op":"read","limit":"many"}"#,

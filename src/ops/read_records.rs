@@ -54,13 +54,15 @@ pub(crate) fn run(
     if let Some(id) = log_id
         && id != view.log_id
     {
-        return super::Answer::Refused(ProtocolError::new(
+        let mut e = ProtocolError::new(
             ErrorCode::LogChanged,
             format!(
                 "log {id} is not the live log (it was cleared, rotated or renumbered, or never was one); the live log is {}: read it from seq 0",
                 view.log_id
             ),
-        ));
+        );
+        e.log_id = Some(view.log_id.to_string());
+        return super::Answer::Refused(e);
     }
     let durable = view.durable as u64;
     if from_seq > durable {
