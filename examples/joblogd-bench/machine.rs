@@ -46,13 +46,33 @@ pub(crate) fn daemon_provenance(bin: &Path) -> String {
     .lines()
     .map(|l| l.trim().to_owned())
     .collect();
-    let age = fs::metadata(bin)
-        .and_then(|m| m.modified())
-        .ok()
+    let built = fs::metadata(bin).and_then(|m| m.modified()).ok();
+    let age = built
         .and_then(|t| t.elapsed().ok())
         .map_or_else(|| "?".into(), |d| format!("{:.0} s", d.as_secs_f64()));
+    // A binary older than the last commit to the daemon's sources is not
+    // the daemon the header names.
+    let last_commit = git(&[
+        "log",
+        "-1",
+        "--format=%ct",
+        "--",
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+    ])
+    .and_then(|t| t.parse::<u64>().ok());
+    let built_at = built
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let stale = match (built_at, last_commit) {
+        (Some(b), Some(c)) if b < c => {
+            "; WARNING: the binary is older than the last commit to the daemon's sources (rebuild it)"
+        }
+        _ => "",
+    };
     format!(
-        "work tree at {head}; uncommitted daemon sources: {}; binary built {age} ago",
+        "work tree at {head}; uncommitted daemon sources: {}; binary built {age} ago{stale}",
         if dirty.is_empty() {
             "none".to_owned()
         } else {
