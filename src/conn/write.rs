@@ -342,7 +342,9 @@ pub(super) async fn follow_from(
         loop {
             let next = tokio::select! {
                 next = events.recv() => next,
-                // Nothing more is sent once the stop began (see `follow`).
+                // The stream ends when the stop begins: a subscriber from a
+                // position resumes from the last `seq` it got, so nothing
+                // queued need be sent first (as `follow` does).
                 () = shutdown.wait_begun() => return w.flush().await,
             };
             let line = match next {
