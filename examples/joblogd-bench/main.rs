@@ -48,6 +48,7 @@ mod support;
 
 mod ack;
 mod bench;
+mod children;
 mod daemon;
 mod flush;
 mod growth;
@@ -155,7 +156,7 @@ impl Section {
 
 fn main() -> ExitCode {
     // The writer and copier processes of section 7 are this program too.
-    if let Some(code) = procs::child_main() {
+    if let Some(code) = children::child_main() {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let args = Args::parse();

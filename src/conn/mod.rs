@@ -133,14 +133,11 @@ enum Reply {
         line: u64,
     },
     /// The connection follows new records from here on.
-    Subscribed(tokio::sync::broadcast::Receiver<Arc<[u8]>>),
-    /// The connection follows the log from `from_seq`: its durable
-    /// records, then new ones.
-    SubscribedFrom {
+    /// With `from`, from that position of the log: its durable records
+    /// first, then new ones.
+    Subscribed {
         events: tokio::sync::broadcast::Receiver<Arc<[u8]>>,
-        from_seq: u64,
-        log_id: Option<String>,
-        line: u64,
+        from: Option<Cursor>,
     },
     /// `ping`: the writer's status, asked for when the earlier replies are
     /// out.

@@ -173,16 +173,8 @@ pub(super) async fn subscribe(
     } else {
         s.shared.writer.events.durable.subscribe()
     };
-    let reply = match from {
-        None => Reply::Subscribed(rx),
-        Some((from_seq, log_id)) => Reply::SubscribedFrom {
-            events: rx,
-            from_seq,
-            log_id,
-            line: no,
-        },
-    };
-    queue(s, reply).await;
+    let from = from.map(|(from_seq, log_id)| Cursor::new(from_seq, log_id, no));
+    queue(s, Reply::Subscribed { events: rx, from }).await;
 }
 
 /// `clear`, for a client allowed to (decided at connect).

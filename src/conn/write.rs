@@ -5,7 +5,8 @@
 use super::*;
 use crate::config::tuning::READ_DEFAULT_LIMIT;
 
-/// Streams new records (`{"record":…}` lines) until the subscriber goes
+/// Says `{"ok":true,"subscribed":true}`, then streams new records
+/// (`{"seq":N,"record":…}` lines) until the subscriber goes
 /// away or the daemon stops. A subscriber that fell behind the ring gets
 /// `{"missed":N}` and carries on from the oldest record still there. When
 /// shutdown begins the stream ends after the records already queued for
@@ -17,6 +18,11 @@ pub(super) async fn follow(
     shutdown: &mut Shutdown,
 ) -> std::io::Result<()> {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    w.write_all(&reply_line(
+        &serde_json::json!({"ok": true, "subscribed": true}),
+    ))
+    .await?;
+    w.flush().await?;
     loop {
         let next = tokio::select! {
             next = events.recv() => next,
@@ -174,35 +180,17 @@ pub(super) async fn write_side(
                     continue;
                 }
             },
-            Reply::SubscribedFrom {
-                mut events,
-                from_seq,
-                log_id,
-                line,
-            } => {
+            Reply::Subscribed { mut events, from } => {
                 if !broken {
-                    let from = Cursor {
-                        next: from_seq,
-                        log_id,
-                        line,
+                    let res = match from {
+                        None => follow(&mut w, &mut events, &mut shutdown).await,
+                        Some(c) => follow_from(&mut w, &mut events, tx, c, &mut shutdown).await,
                     };
-                    if let Err(e) = follow_from(&mut w, &mut events, tx, from, &mut shutdown).await
-                    {
+                    if let Err(e) = res {
                         tracing::debug!(error = %e, "Subscriber gone.");
                     }
                 }
-                broken = true;
-                continue;
-            }
-            Reply::Subscribed(mut events) => {
-                let ok = reply_line(&serde_json::json!({"ok": true, "subscribed": true}));
-                if broken || w.write_all(&ok).await.is_err() || w.flush().await.is_err() {
-                    broken = true;
-                    continue;
-                }
-                if let Err(e) = follow(&mut w, &mut events, &mut shutdown).await {
-                    tracing::debug!(error = %e, "Subscriber gone.");
-                }
+                // The connection takes no further requests.
                 broken = true;
                 continue;
             }
@@ -250,6 +238,12 @@ pub(super) struct Cursor {
     next: u64,
     log_id: Option<String>,
     line: u64,
+}
+
+impl Cursor {
+    pub(super) fn new(next: u64, log_id: Option<String>, line: u64) -> Cursor {
+        Cursor { next, log_id, line }
+    }
 }
 
 /// What a page of the backlog did.

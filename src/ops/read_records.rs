@@ -97,27 +97,12 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     // Where to ask from next: past what this reply holds.
     let next = from_seq + spans.len() as u64;
-    let mut out = format!(
+    let head = format!(
         "{{\"ok\":true,\"log_id\":{},\"from_seq\":{from_seq},\"next_seq\":{next},\"durable\":{durable},\"records\":[",
         serde_json::to_string(log_id).unwrap_or_default()
     )
     .into_bytes();
-    let mut recs = Windowed::new(reader, spans);
-    let mut seq = from_seq;
-    // A read of up to READ_WINDOW bytes may go to the disk.
-    while let Some(rec) = tokio::task::block_in_place(|| recs.next_record())? {
-        if seq > from_seq {
-            out.push(b',');
-        }
-        out.extend_from_slice(format!("{{\"seq\":{seq},\"record\":").as_bytes());
-        crate::json::minify_into(rec, &mut out);
-        out.push(b'}');
-        seq += 1;
-        if out.len() >= crate::config::tuning::STREAM_CHUNK {
-            w.write_all(&out).await?;
-            out.clear();
-        }
-    }
+    let mut out = positioned(w, head, reader, spans, from_seq, b",", b"").await?;
     out.extend_from_slice(b"]}\n");
     w.write_all(&out).await
 }
@@ -131,18 +116,38 @@ pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
     spans: &[Span],
     from_seq: u64,
 ) -> io::Result<()> {
-    let mut out = Vec::new();
+    let out = positioned(w, Vec::new(), reader, spans, from_seq, b"", b"\n").await?;
+    w.write_all(&out).await
+}
+
+/// Appends to `out` each record of `spans` as `{"seq":N,"record":{…}}`
+/// (minified), `between` two of them and `after` each, writing `out` to
+/// `w` in pieces of about `STREAM_CHUNK`; returns what is left of it.
+async fn positioned<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut out: Vec<u8>,
+    reader: &File,
+    spans: &[Span],
+    from_seq: u64,
+    between: &[u8],
+    after: &[u8],
+) -> io::Result<Vec<u8>> {
     let mut recs = Windowed::new(reader, spans);
     let mut seq = from_seq;
+    // A read of up to READ_WINDOW bytes may go to the disk.
     while let Some(rec) = tokio::task::block_in_place(|| recs.next_record())? {
+        if seq > from_seq {
+            out.extend_from_slice(between);
+        }
         out.extend_from_slice(format!("{{\"seq\":{seq},\"record\":").as_bytes());
         crate::json::minify_into(rec, &mut out);
-        out.extend_from_slice(b"}\n");
+        out.push(b'}');
+        out.extend_from_slice(after);
         seq += 1;
         if out.len() >= crate::config::tuning::STREAM_CHUNK {
             w.write_all(&out).await?;
             out.clear();
         }
     }
-    w.write_all(&out).await
+    Ok(out)
 }

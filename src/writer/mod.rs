@@ -299,14 +299,10 @@ pub(crate) async fn run(
         }
         let now = Instant::now();
         w.maybe_start_flush(now, closed);
-        if closed && w.inflight.is_none() {
-            if w.current.is_empty() {
-                break;
-            }
-            if closed_at.is_some_and(|t| now >= t + w.cfg.shutdown_retry) {
-                w.give_up();
-                break;
-            }
+        if let Some(t) = closed_at
+            && w.closing_done(t, now)
+        {
+            break;
         }
         // One slice of a query's scan per turn: what came meanwhile (a
         // chunk, a batch's end) is served between two slices.
@@ -322,8 +318,7 @@ pub(crate) async fn run(
                         // The blocking task panicked: a broken invariant in
                         // the store. Nothing sane is left to write with.
                         tracing::error!(error = %e, "Writer task failed; stopping.");
-                        w.finish_scans();
-                        return (None, w.status);
+                        w.failed = true;
                     }
                 }
             }
@@ -349,6 +344,23 @@ pub(crate) async fn run(
 }
 
 impl Writer {
+    /// Closing since `closed_at`: done once nothing is left to write, or
+    /// once the disk has kept failing for `shutdown_retry` (the waiters are
+    /// then told).
+    fn closing_done(&mut self, closed_at: Instant, now: Instant) -> bool {
+        if self.inflight.is_some() {
+            return false;
+        }
+        if self.current.is_empty() {
+            return true;
+        }
+        if now >= closed_at + self.cfg.shutdown_retry {
+            self.give_up();
+            return true;
+        }
+        false
+    }
+
     /// The writer of `store`, whose records `index` holds.
     fn new(
         store: Store,
