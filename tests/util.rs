@@ -282,6 +282,24 @@ pub fn read_log(path: &Path) -> Vec<Value> {
     }
 }
 
+/// The log once it parses: a read that lands while the daemon writes (or,
+/// on a failing disk, tries a batch again and cuts it back) sees the
+/// array's end open, as README's Guarantees allow, and reads again; past
+/// a few seconds the file must parse.
+pub fn read_log_settled(path: &Path) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let bytes = fs::read(path).expect("read log");
+        if let Ok(Value::Array(a)) = serde_json::from_slice::<Value>(&bytes) {
+            return a;
+        }
+        if Instant::now() > deadline {
+            return read_log(path);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Polls until the log holds `n` records. A poll that lands while the
 /// daemon is appending sees the array open (the closing bracket is
 /// rewritten by every flush) and simply polls again; past the deadline the
