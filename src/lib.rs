@@ -176,6 +176,10 @@ pub async fn run(
             socket_file: bound.file(),
         },
         access,
+        archived: ops::read_records::Archived {
+            live: config.log_file.clone(),
+            found: Default::default(),
+        },
         connections: Default::default(),
     });
     let shutdown = stop_when(shutdown, writer_gone);

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// `read` named a log that is no longer the live one.
     LogChanged,
+    /// `read` named an archived log that could not be read back.
+    ReadFailed,
 }
 
 impl ErrorCode {
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::WriteFailed => "write_failed",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::LogChanged => "log_changed",
+            ErrorCode::ReadFailed => "read_failed",
         }
     }
 }

@@ -87,27 +87,56 @@ fn read_serves_only_durable_records_and_flushes_nothing() {
     assert_eq!(seqs(&d.request(r#"{"op":"read"}"#)), [0, 1, 2, 3, 4]);
 }
 
-/// A reader naming a log that is no longer live (after `clear`) is told
-/// so, with the live log's id; bad fields are refused.
+/// A log that `clear` archived is still read by its `log_id`, from the
+/// archive, and names the log that followed it; two clears while a reader
+/// is behind chain three logs with nothing skipped. Once the archive is
+/// gone, a reader is told `log_changed`, with the live log's id; bad
+/// fields are refused.
 #[test]
-fn read_of_a_log_no_longer_live_is_log_changed() {
+fn read_of_an_archived_log_is_served_from_the_archive_then_log_changed() {
     let dir = TempDir::new();
     let d = Daemon::start(&dir, &[]);
-    assert_eq!(
-        d.request(r#"{"op":"log","job":{"video_id":"a"},"ack":true}"#)["ok"],
-        true
-    );
-    let old = d.request("ping")["log_id"]
-        .as_str()
-        .expect("log_id")
-        .to_owned();
+    let id = |d: &Daemon| {
+        d.request("ping")["log_id"]
+            .as_str()
+            .expect("log_id")
+            .to_owned()
+    };
+    log_acked(&d, "a0");
+    log_acked(&d, "a1");
+    let first = id(&d);
+    let cleared = d.request(r#"{"op":"clear","confirm":true}"#);
+    let archive = cleared["archive"].as_str().expect("archive").to_owned();
+    log_acked(&d, "b0");
+    let second = id(&d);
     assert_eq!(d.request(r#"{"op":"clear","confirm":true}"#)["ok"], true);
-    let live = d.request("ping")["log_id"]
-        .as_str()
-        .expect("log_id")
-        .to_owned();
-    assert_ne!(old, live);
-    let r = d.request(&format!(r#"{{"op":"read","log_id":"{old}"}}"#));
+    let live = id(&d);
+    assert!(first != second && second != live);
+    // From the first archive, a page at a time, then on to the next log.
+    let r = d.request(&format!(
+        r#"{{"op":"read","log_id":"{first}","from_seq":1,"limit":5}}"#
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(seqs(&r), [1]);
+    assert_eq!(r["records"][0]["record"]["video_id"], "a1", "{r}");
+    assert_eq!(
+        (r["durable"].as_u64(), r["next_seq"].as_u64()),
+        (Some(2), Some(2)),
+        "{r}"
+    );
+    assert_eq!(r["archive"], archive.as_str(), "{r}");
+    assert_eq!(r["next_log_id"], second.as_str(), "{r}");
+    let r = d.request(&format!(r#"{{"op":"read","log_id":"{second}"}}"#));
+    assert_eq!(seqs(&r), [0], "{r}");
+    assert_eq!(r["records"][0]["record"]["video_id"], "b0", "{r}");
+    assert_eq!(r["next_log_id"], live.as_str(), "{r}");
+    let past = d.request(&format!(
+        r#"{{"op":"read","log_id":"{second}","from_seq":2}}"#
+    ));
+    assert_eq!(past["error"]["code"], "invalid_request", "{past}");
+    // The archive removed: its records are nowhere to be served.
+    std::fs::remove_file(&archive).expect("remove the archive");
+    let r = d.request(&format!(r#"{{"op":"read","log_id":"{first}"}}"#));
     assert_eq!(r["ok"], false, "{r}");
     assert_eq!(r["error"]["code"], "log_changed", "{r}");
     assert!(
@@ -301,4 +330,10 @@ fn a_rotated_log_keeps_its_log_id_beside_it() {
     };
     assert_eq!(id_of(&rotated.with_extension("1.meta")), old);
     assert_eq!(id_of(&d.log.with_extension("json.meta")), new);
+    // A reader behind finishes the rotated file, then goes on with the new.
+    let r = d.request(&format!(r#"{{"op":"read","log_id":"{old}"}}"#));
+    assert_eq!(seqs(&r), [0], "{r}");
+    assert_eq!(r["records"][0]["record"]["video_id"], "before", "{r}");
+    assert_eq!(r["archive"], rotated.display().to_string(), "{r}");
+    assert_eq!(r["next_log_id"], new.as_str(), "{r}");
 }

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub about: About,
     /// Who may connect, who may `clear`, and whether to stamp records.
     pub access: crate::access::Access,
+    /// Logs put aside, for `read`s that name one.
+    pub archived: crate::ops::read_records::Archived,
     /// Connections being served, to decide who computes index facts.
     pub connections: std::sync::atomic::AtomicUsize,
 }

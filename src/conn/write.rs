@@ -126,6 +126,35 @@ pub(super) async fn ask(
     }
 }
 
+/// A query's answer: the writer's, or for a `read` of a log that is no
+/// longer live, its archive's (read here, off the writer).
+async fn answer(
+    shared: &Shared,
+    flush: Option<oneshot::Receiver<Durable>>,
+    query: Query,
+) -> Result<crate::ops::Answer, ProtocolError> {
+    let archived = match &query {
+        Query::Read {
+            log_id: Some(id),
+            from_seq,
+            limit,
+        } => Some((id.clone(), *from_seq, *limit)),
+        _ => None,
+    };
+    let answer = ask(&shared.writer.tx, flush, query).await?;
+    match (answer, archived) {
+        (crate::ops::Answer::Refused(e), Some((id, from, limit)))
+            if e.code == ErrorCode::LogChanged =>
+        {
+            let served = tokio::task::block_in_place(|| {
+                crate::ops::read_records::from_archive(&shared.archived, &id, from, limit)
+            });
+            served.unwrap_or(Ok(crate::ops::Answer::Refused(e)))
+        }
+        (answer, _) => Ok(answer),
+    }
+}
+
 /// Writes an answer (flushing the socket's buffer when nothing else is
 /// queued); false when the connection is broken from then on.
 pub(super) async fn send_answer(
@@ -168,7 +197,7 @@ pub(super) async fn write_side(
         let bytes = match r {
             Reply::Now(b) => b,
             Reply::Ping { line } => ping_reply(&shared.writer, &shared.about, line).await,
-            Reply::Query { flush, query, line } => match ask(tx, flush, query).await {
+            Reply::Query { flush, query, line } => match answer(&shared, flush, query).await {
                 Err(e) => e.reply(line),
                 Ok(crate::ops::Answer::Refused(e)) => e.reply(line),
                 Ok(crate::ops::Answer::Failed(msg)) => {

@@ -169,6 +169,8 @@ pub(crate) enum Answer {
         from_seq: u64,
         log_id: String,
         durable: u64,
+        /// Set when served from an archive, not the live log.
+        archive: Option<read_records::ArchiveNote>,
     },
 }
 
@@ -231,7 +233,11 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(w: &mut W, answer: Answer) -> s
             from_seq,
             log_id,
             durable,
-        } => read_records::write(w, &reader, &spans, (from_seq, &log_id, durable)).await,
+            archive,
+        } => {
+            let at = (from_seq, &*log_id, durable);
+            read_records::write(w, &reader, &spans, at, archive.as_ref()).await
+        }
         Answer::Failed(msg) => Err(std::io::Error::other(msg)),
         Answer::Refused(e) => Err(std::io::Error::other(e.message)),
     }

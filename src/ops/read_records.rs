@@ -7,12 +7,18 @@
 //! record a crash could still take back.
 //!
 //! `log_id` names the log the client is reading (`ping` shows the live
-//! one): a client that names another (the log was cleared or rotated
-//! meanwhile) gets `log_changed` with the live `log_id`, rather than the
-//! positions of another file. Archives are not served yet.
+//! one). A log that `clear` archived or a rotation renamed keeps its
+//! `log_id` in the sidecar that went with it, and is served from that file
+//! ([`from_archive`], off the writer: an archive never changes), with
+//! `archive` (its path) and `next_log_id` (the log that took its place,
+//! to go on with from seq 0) in the reply. Any other `log_id` (the
+//! archive was removed, or the file was cut underneath the daemon and
+//! renumbered) gets `log_changed` with the live `log_id`.
 
 use std::fs::File;
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -84,22 +90,98 @@ pub(crate) fn run(
         from_seq,
         log_id: view.log_id.to_string(),
         durable,
+        archive: None,
     }
 }
 
+/// The archived logs beside the live one, for `read`s that name one.
+#[derive(Debug)]
+pub(crate) struct Archived {
+    /// The live log's path: archives are looked for beside it.
+    pub live: PathBuf,
+    pub found: crate::store::Archives,
+}
+
+/// An archive's part of a `read` reply.
+#[derive(Debug)]
+pub(crate) struct ArchiveNote {
+    pub path: String,
+    /// The log that took its place, when its sidecar names one.
+    pub next_log_id: Option<String>,
+}
+
+/// A `read` of `log_id`, which the writer found is not the live log:
+/// served from its archive if there is one (`None` if not). Blocking:
+/// lists the directory and, the first time, reads the archive through.
+///
+/// # Errors
+/// `from_seq` is past the archive's end (`invalid_request`), or the
+/// archive could not be read (`read_failed`).
+pub(crate) fn from_archive(
+    archived: &Archived,
+    log_id: &str,
+    from_seq: u64,
+    limit: usize,
+) -> Option<Result<super::Answer, ProtocolError>> {
+    let archive = match archived.found.find(&archived.live, log_id) {
+        Ok(a) => a?,
+        Err(e) => {
+            return Some(Err(ProtocolError::new(
+                ErrorCode::ReadFailed,
+                format!("read: the archive of log {log_id} could not be read: {e}"),
+            )));
+        }
+    };
+    let durable = archive.records.len() as u64;
+    if from_seq > durable {
+        return Some(Err(ProtocolError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "read: from_seq {from_seq} is past the end of archived log {log_id} ({durable} records); next_seq never is"
+            ),
+        )));
+    }
+    let to = from_seq.saturating_add(limit as u64).min(durable);
+    let spans = archive.records[from_seq as usize..to as usize]
+        .iter()
+        .map(|&(offset, len)| super::Span { offset, len })
+        .collect();
+    Some(Ok(super::Answer::Read {
+        reader: Arc::clone(&archive.file),
+        spans,
+        from_seq,
+        log_id: archive.log_id.clone(),
+        durable,
+        archive: Some(ArchiveNote {
+            path: archive.path.display().to_string(),
+            next_log_id: archive.successor.clone(),
+        }),
+    }))
+}
+
 /// Writes `{"ok":true,"log_id":…,"from_seq":N,"next_seq":M,"durable":D,
-/// "records":[{"seq":N,"record":{…}},…]}`, each record minified.
+/// "records":[{"seq":N,"record":{…}},…]}`, each record minified; for an
+/// archive `"archive":PATH,"next_log_id":ID|null` after `log_id`.
 pub(super) async fn write<W: AsyncWrite + Unpin>(
     w: &mut W,
     reader: &File,
     spans: &[Span],
     (from_seq, log_id, durable): (u64, &str, u64),
+    archive: Option<&ArchiveNote>,
 ) -> io::Result<()> {
     // Where to ask from next: past what this reply holds.
     let next = from_seq + spans.len() as u64;
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let archived = archive.map_or_else(String::new, |a| {
+        format!(
+            ",\"archive\":{},\"next_log_id\":{}",
+            text(&a.path),
+            a.next_log_id.as_deref().map_or_else(|| "null".into(), text)
+        )
+    });
     let head = format!(
-        "{{\"ok\":true,\"log_id\":{},\"from_seq\":{from_seq},\"next_seq\":{next},\"durable\":{durable},\"records\":[",
-        serde_json::to_string(log_id).unwrap_or_default()
+        "{{\"ok\":true,\"log_id\":{}{archived},\"from_seq\":{from_seq},\"next_seq\":{next},\"durable\":{durable},\"records\":[",
+        text(log_id)
     )
     .into_bytes();
     let mut out = positioned(w, head, reader, spans, from_seq, b",", b"").await?;

@@ -139,6 +139,13 @@ impl Store {
                 return Err(io_err(&fresh_meta, "create")(e));
             }
         };
+        // The archive names the log that follows it, for a reader by
+        // position that drains it later (`read`, the forwarder).
+        if let Err(e) = self.commits.seal(commits.log_id()) {
+            let _ = fs::remove_file(&fresh);
+            let _ = fs::remove_file(&fresh_meta);
+            return Err(io_err(self.commits.path(), "write")(e));
+        }
         let live_meta = commits::path_for(&self.path);
         let mut steps = vec![(self.path.clone(), archive.clone())];
         if live_meta.exists() {
@@ -200,6 +207,18 @@ impl Store {
     /// file has now (`/proc/self/fd`). Best effort: a deleted file, or a
     /// sidecar that cannot follow, stays as it is (the new file's sidecar
     /// then replaces it). Returns where it went.
+    /// Names `successor` (the new log at the path) in this rotated log's
+    /// sidecar, so that a reader by position goes on from it to the new
+    /// log (see [`commits::Commits::seal`]).
+    ///
+    /// # Errors
+    /// The sidecar could not be written or synced.
+    pub fn seal(&mut self, successor: &Store) -> Result<(), StoreError> {
+        self.commits
+            .seal(successor.commits.log_id())
+            .map_err(io_err(self.commits.path(), "write"))
+    }
+
     pub fn sidecar_follows_the_file(&mut self) -> Option<PathBuf> {
         use std::os::fd::AsRawFd;
         let now = fs::read_link(format!("/proc/self/fd/{}", self.file.as_raw_fd())).ok()?;

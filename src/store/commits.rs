@@ -30,10 +30,14 @@
 //!       from the first record's separator to the end of its last record
 //!   24  records (u64): records in the log after this batch
 //!   32  CRC-32C of the file's bytes start..end (u32)
-//!   36  flags (u32): 1 = written as the daemon stopped cleanly
+//!   36  flags (u32): 1 = written as the daemon stopped cleanly,
+//!       2 = the log was archived and the log at bytes 64..80 follows it
 //!   40  length (u64), 48 mtime seconds (i64), 56 mtime nanoseconds (i64)
 //!       of the file when it stopped cleanly
-//!   64..124 reserved (zero)
+//!   64  successor: the `log_id` of the log that took this one's place
+//!       (flag 2), so a reader by position goes from an archive to the
+//!       next log without skipping one
+//!   80..124 reserved (zero)
 //!  124  CRC-32C of bytes 0..124
 //! ```
 //!
@@ -60,6 +64,7 @@ const SIZE: usize = 3 * SECTOR;
 const HEADER_CRC_AT: usize = 60;
 const SLOT_CRC_AT: usize = 124;
 const CLEAN: u32 = 1;
+const SUCCEEDED: u32 = 2;
 
 /// The sidecar of the log at `log`: `<log>.meta`.
 pub(crate) fn path_for(log: &Path) -> PathBuf {
@@ -78,6 +83,9 @@ pub(crate) struct Commit {
     /// mtime then, to tell at the next start whether anyone changed it
     /// while no daemon was watching.
     pub clean: Option<super::Stamp>,
+    /// The `log_id` of the log that took this one's place, once it was
+    /// archived (`clear`) or rotated (see [`Commits::seal`]).
+    pub successor: Option<[u8; 16]>,
 }
 
 impl Commit {
@@ -88,12 +96,18 @@ impl Commit {
         s[16..24].copy_from_slice(&self.end.to_le_bytes());
         s[24..32].copy_from_slice(&self.records.to_le_bytes());
         s[32..36].copy_from_slice(&self.crc.to_le_bytes());
+        let mut flags = 0;
         if let Some(st) = self.clean {
-            s[36..40].copy_from_slice(&CLEAN.to_le_bytes());
+            flags |= CLEAN;
             s[40..48].copy_from_slice(&st.len.to_le_bytes());
             s[48..56].copy_from_slice(&st.mtime.0.to_le_bytes());
             s[56..64].copy_from_slice(&st.mtime.1.to_le_bytes());
         }
+        if let Some(next) = self.successor {
+            flags |= SUCCEEDED;
+            s[64..80].copy_from_slice(&next);
+        }
+        s[36..40].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32c::of(&s[..SLOT_CRC_AT]);
         s[SLOT_CRC_AT..SLOT_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         s
@@ -111,6 +125,11 @@ impl Commit {
             len: le64(s, 40),
             mtime: (le64(s, 48) as i64, le64(s, 56) as i64),
         });
+        let successor = (le32(s, 36) & SUCCEEDED != 0).then(|| {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&s[64..80]);
+            id
+        });
         Some(Commit {
             number: le64(s, 0),
             start: le64(s, 8),
@@ -118,6 +137,7 @@ impl Commit {
             records: le64(s, 24),
             crc: le32(s, 32),
             clean,
+            successor,
         })
     }
 }
@@ -555,9 +575,40 @@ impl Commits {
             records,
             crc,
             clean,
+            successor: None,
         };
-        let slot = SECTOR as u64 * (1 + self.next % 2);
+        self.write_commit(&c)
+    }
+
+    fn write_commit(&self, c: &Commit) -> io::Result<()> {
+        let slot = SECTOR as u64 * (1 + c.number % 2);
         self.file.write_all_at(&c.encode(), slot)
+    }
+
+    /// Names the log that took this one's place (`clear`, or a rotation
+    /// then SIGHUP): the newest commit again, with `successor`, synced.
+    /// A reader that drained this log as an archive goes on with that one
+    /// from position 0, and skips no log between.
+    ///
+    /// # Errors
+    /// The sidecar could not be read, written or synced.
+    pub(crate) fn seal(&mut self, successor: [u8; 16]) -> io::Result<()> {
+        let mut slots = vec![0u8; 2 * SECTOR];
+        self.file.read_exact_at(&mut slots, SECTOR as u64)?;
+        let newest = slots
+            .chunks_exact(SECTOR)
+            .filter_map(Commit::decode)
+            .max_by_key(|c| c.number)
+            .unwrap_or_default();
+        let c = Commit {
+            number: self.next,
+            successor: Some(successor),
+            ..newest
+        };
+        self.write_commit(&c)?;
+        self.file.sync_data()?;
+        self.next += 1;
+        Ok(())
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -609,10 +660,17 @@ mod tests {
                 len: 5002,
                 mtime: (1_700_000_000, 123),
             }),
+            successor: Some([0xA5; 16]),
         };
         let s = c.encode();
         assert_eq!(Commit::decode(&s), Some(c));
-        for at in [0, 17, 40, 123, 124] {
+        let plain = Commit {
+            successor: None,
+            clean: None,
+            ..c
+        };
+        assert_eq!(Commit::decode(&plain.encode()), Some(plain));
+        for at in [0, 17, 40, 70, 123, 124] {
             let mut torn = s;
             torn[at] ^= 0x10;
             assert_eq!(Commit::decode(&torn), None, "byte {at} flipped");

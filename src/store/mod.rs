@@ -32,6 +32,7 @@ use crate::index::RawMeta;
 use crate::json::{Formatter, JsonError};
 
 mod append;
+mod archives;
 mod aside;
 mod clear;
 pub(crate) mod commits;
@@ -42,6 +43,7 @@ mod open;
 mod scan;
 
 pub(crate) use append::WRITE_LOCK;
+pub(crate) use archives::Archives;
 pub(crate) use fault::FAULT_FILE;
 
 // Shared by the submodules (each takes `super::*`).

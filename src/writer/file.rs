@@ -254,7 +254,8 @@ impl Writer {
         let path = store.path().to_owned();
         let (fsync, page_cache, options) = (store.fsync(), store.page_cache(), store.options());
         // The rotated file takes its sidecar (and so its `log_id`) along.
-        if let Some(to) = self.idle.as_mut().and_then(Store::sidecar_follows_the_file) {
+        let followed = self.idle.as_mut().and_then(Store::sidecar_follows_the_file);
+        if let Some(to) = &followed {
             tracing::info!(sidecar = %to.display(), "The rotated log's sidecar moved beside it.");
         }
         let opened =
@@ -264,6 +265,12 @@ impl Writer {
                 .map_err(|e| e.to_string())?;
         let (store, index) = opened;
         let reader = store.reader().map_err(|e| e.to_string())?;
+        // The rotated log names the new one, for a reader draining it.
+        if followed.is_some()
+            && let Some(Err(e)) = self.idle.as_mut().map(|old| old.seal(&store))
+        {
+            tracing::warn!(error = %e, "Cannot name the new log in the rotated log's sidecar; a reader of the rotated log goes on with the live log when it is done.");
+        }
         // The old file is complete, synced and closed as it drops here.
         self.status.records = store.records();
         self.status.log_id = store.log_id();
