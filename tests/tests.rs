@@ -72,3 +72,6 @@ mod migration;
 
 // The shipped units booted for real: systemd as PID 1 in private namespaces.
 mod systemd_boot;
+
+// The central store: `joblogctl forward` into a real PostgreSQL.
+mod central;

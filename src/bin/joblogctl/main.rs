@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 mod conn;
 mod export;
+mod forward;
 mod jobs;
 mod log;
 mod output;
@@ -46,6 +47,11 @@ struct Cli {
     /// systemd units' /run/joblogd/joblogd.sock].
     #[arg(long, global = true, env = "JOBLOGD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
+
+    /// The central PostgreSQL that `forward` ships records to: a URL
+    /// (postgresql://user@host/db) or libpq key=value pairs.
+    #[arg(long, global = true, env = "JOBLOGD_DATABASE", value_name = "URL")]
+    database: Option<String>,
 
     #[command(subcommand)]
     cmd: Cmd,
@@ -114,6 +120,9 @@ enum Cmd {
         #[arg(long)]
         pending: bool,
     },
+    /// Ship every durable record to a central PostgreSQL, exactly once
+    /// (a long-running forwarder, one per host; needs --database).
+    Forward(forward::ForwardArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -198,7 +207,7 @@ fn main() -> ExitCode {
         }
     };
     let socket = Socket::resolve(cli.socket.clone());
-    match run(cli.cmd, &socket) {
+    match run(cli.cmd, &socket, cli.database.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
             if !msg.is_empty() {
@@ -209,7 +218,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Cmd, socket: &Socket) -> Result<(), Fail> {
+fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
     let mut out = Stdout(io::stdout().lock());
     match cmd {
         Cmd::Ping => {
@@ -237,6 +246,7 @@ fn run(cmd: Cmd, socket: &Socket) -> Result<(), Fail> {
         Cmd::Log { file, ack } => log(socket, &file, ack)?,
         Cmd::Snapshot { path } => snapshot(&mut out, socket, &path)?,
         Cmd::Tail { follow: _, pending } => tail(&mut out, socket, pending)?,
+        Cmd::Forward(a) => forward::forward(socket, database, a)?,
     }
     Ok(())
 }

@@ -1,0 +1,362 @@
+//! `joblogctl forward`: ships every durable record of this host's logs to
+//! a central PostgreSQL, exactly once.
+//!
+//! The forwarder is a client of the daemon like any other (`read`, by
+//! position) and of the database (tokio-postgres). Each turn is one
+//! database transaction:
+//!
+//! 1. lock this host's checkpoint row (`SELECT … FOR UPDATE`: a second
+//!    forwarder of the same host waits here, so two take turns and never
+//!    send the same records);
+//! 2. `read` from the daemon the records from the checkpoint on;
+//! 3. insert them (one statement for the batch) and move the checkpoint
+//!    past them;
+//! 4. commit.
+//!
+//! A crash anywhere before the commit leaves both the rows and the
+//! checkpoint as they were, and the next turn sends the same records
+//! again; a crash after it sends the next ones. Rows are inserted with `ON
+//! CONFLICT DO NOTHING`, so a checkpoint set back by hand, or a record
+//! resent under the same `record_id`, is stored once all the same.
+//!
+//! The daemon never waits for the forwarder: it only answers `read`s of
+//! what is already durable. When the database is down or unreachable the
+//! forwarder retries with backoff (0.5 s doubling to 30 s) and the
+//! records wait in the log; when the live log is cleared or rotated while
+//! the forwarder is behind, it finishes the archive (the daemon serves
+//! it by its `log_id`) and goes on with the log that followed it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::*;
+
+mod central;
+mod utc;
+
+use central::Central;
+
+/// The central schema: `--init` runs it; also shipped as `sql/central.sql`.
+pub(super) const SCHEMA: &str = include_str!("../../../../sql/central.sql");
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ForwardArgs {
+    /// Create the central tables (sql/central.sql) if they are missing,
+    /// then exit.
+    #[arg(long)]
+    init: bool,
+    /// This host's name in the central store [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    host_id: Option<String>,
+    /// Records per transaction (and per `read`).
+    #[arg(long, default_value_t = 2000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: u32,
+    /// How long to wait before asking again when the forwarder has caught
+    /// up with the log.
+    #[arg(long, default_value_t = 250, value_name = "MS")]
+    poll_interval_ms: u64,
+    /// Forward what is durable now, then exit (for a one-off drain).
+    #[arg(long)]
+    once: bool,
+    /// Test seam: abort after inserting the Nth batch, before its commit.
+    #[arg(long, hide = true, value_name = "N")]
+    fault_abort_before_commit: Option<u64>,
+}
+
+/// Runs the forwarder (or, with `--init`, creates the schema).
+pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -> Result<(), Fail> {
+    let Some(url) = database else {
+        return Err(Fail(
+            2,
+            "joblogctl forward: give the central database with --database URL (or JOBLOGD_DATABASE)"
+                .into(),
+        ));
+    };
+    let config = central::config(url)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    if a.init {
+        return rt.block_on(async {
+            let c = Central::connect(&config).await.map_err(|e| Fail(1, e))?;
+            c.init().await.map_err(|e| Fail(1, e))?;
+            println!("joblogctl forward: the central tables are in place");
+            Ok(())
+        });
+    }
+    let host = match a.host_id.clone() {
+        Some(h) if !h.is_empty() => h,
+        Some(_) => return Err(Fail(2, "joblogctl forward: --host-id is empty".into())),
+        None => host_name()?,
+    };
+    let mut f = Forwarder {
+        socket,
+        daemon: None,
+        host,
+        batch: a.batch as usize,
+        batches: 0,
+        abort_at: a.fault_abort_before_commit,
+    };
+    rt.block_on(f.run(&config, Duration::from_millis(a.poll_interval_ms), a.once))
+}
+
+/// The host's name, the default `--host-id`.
+fn host_name() -> Result<String, Fail> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if rc == 0 && !h.is_empty() => Ok(h.to_string()),
+        _ => Err(Fail(
+            2,
+            "joblogctl forward: cannot tell this host's name; give --host-id".into(),
+        )),
+    }
+}
+
+/// Waits between attempts after a failure: 0.5 s, doubling to 30 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MOST: Duration = Duration::from_secs(30);
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MOST);
+    }
+}
+
+/// What one turn did.
+enum Turn {
+    /// Records stored (or the checkpoint moved on to the next log).
+    Moved,
+    /// Nothing new: caught up with the live log.
+    CaughtUp,
+}
+
+/// Why a turn failed, which decides what is retried.
+enum Failed {
+    /// The database: reconnect.
+    Database(String),
+    /// The daemon: connect again.
+    Daemon(String),
+    /// Nothing to retry (the schema is missing).
+    Fatal(String),
+}
+
+struct Forwarder<'s> {
+    socket: &'s Socket,
+    daemon: Option<Conn>,
+    host: String,
+    batch: usize,
+    /// Batches inserted, for the fault seam.
+    batches: u64,
+    abort_at: Option<u64>,
+}
+
+/// A `read` reply.
+#[derive(Deserialize)]
+struct ReadReply {
+    ok: bool,
+    log_id: Option<String>,
+    archive: Option<String>,
+    next_log_id: Option<String>,
+    next_seq: Option<u64>,
+    durable: Option<u64>,
+    #[serde(default)]
+    records: Vec<Positioned>,
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct Positioned {
+    seq: u64,
+    record: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+    log_id: Option<String>,
+}
+
+impl Forwarder<'_> {
+    async fn run(
+        &mut self,
+        config: &tokio_postgres::Config,
+        poll: Duration,
+        once: bool,
+    ) -> Result<(), Fail> {
+        let mut backoff = Backoff(Backoff::FIRST);
+        let mut central: Option<Central> = None;
+        loop {
+            let c = match central.as_mut() {
+                Some(c) => c,
+                None => match Central::connect(config).await {
+                    Ok(c) => {
+                        eprintln!("joblogctl forward: connected to the central database");
+                        central.insert(c)
+                    }
+                    Err(e) => {
+                        eprintln!("joblogctl forward: {e}; retrying");
+                        backoff.wait().await;
+                        continue;
+                    }
+                },
+            };
+            match self.turn(c).await {
+                Ok(Turn::Moved) => backoff = Backoff(Backoff::FIRST),
+                Ok(Turn::CaughtUp) if once => return Ok(()),
+                Ok(Turn::CaughtUp) => {
+                    backoff = Backoff(Backoff::FIRST);
+                    tokio::time::sleep(poll).await;
+                }
+                Err(Failed::Fatal(e)) => return Err(Fail(1, format!("joblogctl forward: {e}"))),
+                Err(Failed::Database(e)) => {
+                    eprintln!("joblogctl forward: the central database: {e}; reconnecting");
+                    central = None;
+                    backoff.wait().await;
+                }
+                Err(Failed::Daemon(e)) => {
+                    eprintln!("joblogctl forward: the daemon: {e}; retrying");
+                    self.daemon = None;
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// One transaction: lock the checkpoint, read from it, store, move it.
+    async fn turn(&mut self, c: &mut Central) -> Result<Turn, Failed> {
+        let tx = c.begin().await?;
+        let (log_id, from) = match Central::checkpoint(&tx, &self.host).await? {
+            Some(at) => at,
+            None => {
+                let live = self.live_log_id()?;
+                Central::start_checkpoint(&tx, &self.host, &live).await?
+            }
+        };
+        let reply = self.read(&log_id, from)?;
+        if !reply.ok {
+            let e = reply.error.unwrap_or(ErrorBody {
+                code: "unknown".into(),
+                message: String::new(),
+                log_id: None,
+            });
+            if e.code != "log_changed" {
+                return Err(Failed::Daemon(format!("{}: {}", e.code, e.message)));
+            }
+            // Neither live nor an archive beside it: the records from
+            // `from` on are gone from this host (moved away, removed, or
+            // cut underneath the daemon). Say so loudly, and go on.
+            let live = match e.log_id {
+                Some(l) => l,
+                None => self.live_log_id()?,
+            };
+            eprintln!(
+                "joblogctl forward: ERROR: log {log_id} is neither live nor an archive beside it \
+                 ({}); its records from seq {from} on cannot be forwarded. Going on with the live \
+                 log {live} from seq 0.",
+                e.message
+            );
+            Central::move_checkpoint(&tx, &self.host, &live, 0).await?;
+            tx.commit().await.map_err(central::db)?;
+            return Ok(Turn::Moved);
+        }
+        let next = reply.next_seq.unwrap_or(from);
+        let drained = reply.archive.is_some() && Some(next) == reply.durable;
+        let n = reply.records.len();
+        if n > 0 {
+            let rows = central::Rows::of(&reply.records);
+            let stored = Central::insert(&tx, &self.host, &log_id, &rows).await?;
+            if stored < n as u64 {
+                eprintln!(
+                    "joblogctl forward: {} of {n} records of log {log_id} were already stored \
+                     (same place, or same record_id) and were not stored again",
+                    n as u64 - stored
+                );
+            }
+            self.batches += 1;
+            if self.abort_at == Some(self.batches) {
+                eprintln!("joblogctl forward: fault seam: aborting before the commit");
+                std::process::abort();
+            }
+        }
+        let moved_on = if drained {
+            let successor = match reply.next_log_id {
+                Some(s) => s,
+                None => self.live_log_id()?,
+            };
+            eprintln!(
+                "joblogctl forward: archive {} (log {log_id}) is forwarded; going on with log {successor}",
+                reply.archive.as_deref().unwrap_or("")
+            );
+            Central::move_checkpoint(&tx, &self.host, &successor, 0).await?;
+            true
+        } else {
+            if n > 0 {
+                Central::move_checkpoint(&tx, &self.host, &log_id, next).await?;
+            }
+            false
+        };
+        tx.commit().await.map_err(central::db)?;
+        Ok(if n > 0 || moved_on {
+            Turn::Moved
+        } else {
+            Turn::CaughtUp
+        })
+    }
+
+    fn daemon(&mut self) -> Result<&mut Conn, Failed> {
+        if self.daemon.is_none() {
+            let c = Conn::open(self.socket).map_err(|Fail(_, m)| Failed::Daemon(m))?;
+            self.daemon = Some(c);
+        }
+        self.daemon
+            .as_mut()
+            .ok_or_else(|| Failed::Daemon("not connected".into()))
+    }
+
+    /// The live log's id (`ping`).
+    fn live_log_id(&mut self) -> Result<String, Failed> {
+        let c = self.daemon()?;
+        let v = tokio::task::block_in_place(|| c.ask(json!({"op":"ping"})))
+            .map_err(|Fail(_, m)| Failed::Daemon(m))?;
+        v["log_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Failed::Daemon("ping gave no log_id".into()))
+    }
+
+    fn read(&mut self, log_id: &str, from: u64) -> Result<ReadReply, Failed> {
+        let limit = self.batch;
+        let c = self.daemon()?;
+        tokio::task::block_in_place(|| {
+            c.send(&json!({"op":"read","log_id":log_id,"from_seq":from,"limit":limit}))
+                .map_err(|Fail(_, m)| Failed::Daemon(m))?;
+            let mut line = String::new();
+            match c.r.read_line(&mut line) {
+                Ok(0) => return Err(Failed::Daemon("it closed the connection".into())),
+                Ok(_) => {}
+                Err(e) => return Err(Failed::Daemon(e.to_string())),
+            }
+            let reply: ReadReply = serde_json::from_str(&line)
+                .map_err(|e| Failed::Daemon(format!("a reply that does not parse: {e}")))?;
+            if reply.ok && reply.log_id.as_deref() != Some(log_id) {
+                return Err(Failed::Daemon(format!(
+                    "asked for log {log_id}, answered with log {:?}",
+                    reply.log_id
+                )));
+            }
+            Ok(reply)
+        })
+    }
+}

@@ -1,0 +1,411 @@
+//! `joblogctl forward`: every host's records in a real PostgreSQL, each
+//! exactly once, through clears, rotations, kills, a crash between the
+//! insert and the commit, two forwarders of one host, a rewound
+//! checkpoint and a database outage.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{Daemon, TempDir, wait_until};
+
+mod pg;
+
+use pg::Postgres;
+
+fn ctl() -> &'static str {
+    env!("CARGO_BIN_EXE_joblogctl")
+}
+
+/// `joblogctl forward --database URL ARGS…` against the daemon `d`, to
+/// the end.
+fn forward(d: &Daemon, pg: &Postgres, args: &[&str]) -> Output {
+    Command::new(ctl())
+        .env("JOBLOGD_SOCKET", &d.socket)
+        .args(["forward", "--database", &pg.url])
+        .args(args)
+        .output()
+        .expect("joblogctl forward")
+}
+
+fn init(d: &Daemon, pg: &Postgres) {
+    let out = forward(d, pg, &["--init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running forwarder, killed when dropped.
+struct Forwarder(Child);
+
+impl Forwarder {
+    fn start(d: &Daemon, pg: &Postgres, host: &str, batch: &str) -> Forwarder {
+        Forwarder(
+            Command::new(ctl())
+                .env("JOBLOGD_SOCKET", &d.socket)
+                .args(["forward", "--database", &pg.url, "--host-id", host])
+                .args(["--batch", batch, "--poll-interval-ms", "20"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn joblogctl forward"),
+        )
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Logs `jobs` in one acknowledged `log_batch`.
+fn log_batch(d: &Daemon, jobs: &[Value]) {
+    let r = d.request(&json!({"op":"log_batch","jobs":jobs,"ack":true}).to_string());
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+/// `n` jobs of `host`, numbered from `from`: every third fails.
+fn jobs(host: &str, from: usize, n: usize) -> Vec<Value> {
+    (from..from + n)
+        .map(|i| {
+            let failed = i % 3 == 0;
+            let subject = ["AI", "Maths", "History"][i % 3];
+            json!({
+                "video_id": format!("{host}-{i}"),
+                "subject": subject,
+                "success": !failed,
+                "error": failed.then_some("timeout"),
+                "error_type": failed.then_some("TimeoutError"),
+                "processing_duration": i as f64 / 10.0,
+            })
+        })
+        .collect()
+}
+
+/// Every log of `host` in the central table holds exactly positions
+/// `0..n-1` once each; returns the records stored for the host.
+fn assert_positions_exact(pg: &Postgres, host: &str) -> i64 {
+    let rows = pg.psql(&format!(
+        "SELECT log_id, count(*), count(DISTINCT seq), min(seq), max(seq) \
+         FROM joblog_records WHERE host_id = '{host}' GROUP BY log_id"
+    ));
+    let mut total = 0;
+    for row in rows.lines() {
+        let f: Vec<&str> = row.split('|').collect();
+        let n: i64 = f[1].parse().expect("count");
+        assert_eq!(f[2], f[1], "a position twice in log {}: {row}", f[0]);
+        assert_eq!(
+            (f[3], f[4].parse::<i64>().expect("max")),
+            ("0", n - 1),
+            "positions of log {} are not 0..{}: {row}",
+            f[0],
+            n - 1
+        );
+        total += n;
+    }
+    total
+}
+
+/// Waits until the central table holds `n` records of `host`.
+fn wait_for_rows(pg: &Postgres, host: &str, n: i64) {
+    let t0 = Instant::now();
+    loop {
+        let have = pg.count(&format!(
+            "SELECT count(*) FROM joblog_records WHERE host_id = '{host}'"
+        ));
+        if have >= n {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "host {host}: {have} of {n} records in the central table after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Renames the live log away and sends SIGHUP, as logrotate does;
+/// waits until the daemon writes a new file at the path.
+fn rotate(d: &Daemon, n: usize) {
+    std::fs::rename(&d.log, d.log.with_extension(format!("json.{n}"))).expect("rotate");
+    d.signal(libc::SIGHUP);
+    wait_until("the daemon reopens the log path", || {
+        d.request("ping")["log_file_at_path"] == true
+    });
+}
+
+/// Two hosts, each logging in phases; on host a the log is cleared and
+/// rotated while two forwarders of that host run side by side and are
+/// killed and restarted between phases. Every record arrives once, at its
+/// position, and the central counts equal what each host logged.
+#[test]
+fn every_record_arrives_once_through_clears_rotations_kills_and_two_forwarders() {
+    let Some(pg) = Postgres::start() else { return };
+    let (da, db) = (TempDir::new(), TempDir::new());
+    let a = Daemon::start(&da, &[]);
+    let b = Daemon::start(&db, &[]);
+    init(&a, &pg);
+    let mut fa = [
+        Forwarder::start(&a, &pg, "a", "7"),
+        Forwarder::start(&a, &pg, "a", "13"),
+    ];
+    let mut fb = Forwarder::start(&b, &pg, "b", "50");
+    let (phases, per) = (6, 60);
+    for phase in 0..phases {
+        log_batch(&a, &jobs("a", phase * per, per));
+        log_batch(&b, &jobs("b", phase * per, per));
+        match phase {
+            1 | 4 => {
+                let r = a.request(r#"{"op":"clear","confirm":true}"#);
+                assert_eq!(r["ok"], true, "{r}");
+            }
+            2 => rotate(&a, phase),
+            _ => {}
+        }
+        // A forwarder killed at a moment that differs each phase, then
+        // started again.
+        std::thread::sleep(Duration::from_millis(5 + 17 * phase as u64));
+        let k = phase % 2;
+        fa[k].kill9();
+        fa[k] = Forwarder::start(&a, &pg, "a", if k == 0 { "7" } else { "13" });
+        if phase == 3 {
+            fb.kill9();
+            fb = Forwarder::start(&b, &pg, "b", "50");
+        }
+    }
+    let total = (phases * per) as i64;
+    wait_for_rows(&pg, "a", total);
+    wait_for_rows(&pg, "b", total);
+    // A little longer: nothing more may arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    for host in ["a", "b"] {
+        assert_eq!(assert_positions_exact(&pg, host), total, "host {host}");
+        let distinct = pg.count(&format!(
+            "SELECT count(DISTINCT record->>'video_id') FROM joblog_records WHERE host_id = '{host}'"
+        ));
+        assert_eq!(distinct, total, "host {host}: a record stored twice");
+    }
+    // Host a went through two clears and a rotation: four logs.
+    assert_eq!(
+        pg.count("SELECT count(DISTINCT log_id) FROM joblog_records WHERE host_id = 'a'"),
+        4
+    );
+    // Host b's log was never cleared: its own stats and the central
+    // table's agree.
+    let local = b.request("stats");
+    let central = pg.psql(
+        "SELECT count(*), count(*) FILTER (WHERE (record->>'success')::boolean), \
+         count(*) FILTER (WHERE NOT (record->>'success')::boolean) \
+         FROM joblog_records WHERE host_id = 'b'",
+    );
+    assert_eq!(
+        central,
+        format!(
+            "{}|{}|{}",
+            local["stats"]["total_jobs"], local["stats"]["successful"], local["stats"]["failed"]
+        ),
+        "{local}"
+    );
+    let checkpoint = pg.psql("SELECT replace(log_id::text, '-', ''), next_seq FROM joblog_checkpoints WHERE host_id = 'a'");
+    let live = a.request("ping");
+    assert_eq!(
+        checkpoint,
+        format!(
+            "{}|{}",
+            live["log_id"].as_str().unwrap_or(""),
+            live["records"]
+        ),
+        "host a's checkpoint is the live log's end"
+    );
+}
+
+/// A forwarder that dies after its insert and before its commit stores
+/// nothing of that batch; the next one stores it, once.
+#[test]
+fn a_crash_between_the_insert_and_the_commit_loses_and_repeats_nothing() {
+    let Some(pg) = Postgres::start() else { return };
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    init(&d, &pg);
+    log_batch(&d, &jobs("c", 0, 45));
+    let out = forward(
+        &d,
+        &pg,
+        &[
+            "--host-id",
+            "c",
+            "--batch",
+            "10",
+            "--once",
+            "--fault-abort-before-commit",
+            "2",
+        ],
+    );
+    assert!(!out.status.success(), "the fault seam aborts");
+    // The first batch was committed, the second rolled back with the
+    // crash.
+    assert_eq!(pg.count("SELECT count(*) FROM joblog_records"), 10);
+    assert_eq!(pg.psql("SELECT next_seq FROM joblog_checkpoints"), "10");
+    let out = forward(&d, &pg, &["--host-id", "c", "--batch", "10", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(assert_positions_exact(&pg, "c"), 45);
+}
+
+/// A checkpoint set back by hand (a restored backup, an operator's
+/// mistake) sends records again, and the central table keeps each once.
+#[test]
+fn a_rewound_checkpoint_stores_nothing_twice() {
+    let Some(pg) = Postgres::start() else { return };
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    init(&d, &pg);
+    log_batch(&d, &jobs("r", 0, 30));
+    let once = || {
+        let out = forward(&d, &pg, &["--host-id", "r", "--once"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    once();
+    pg.psql("UPDATE joblog_checkpoints SET next_seq = 5");
+    log_batch(&d, &jobs("r", 30, 5));
+    let said = once();
+    assert!(said.contains("25 of 30 records"), "{said}");
+    assert_eq!(assert_positions_exact(&pg, "r"), 35);
+    assert_eq!(pg.psql("SELECT next_seq FROM joblog_checkpoints"), "35");
+}
+
+/// While the database is down, workers log and get their acks as ever;
+/// the forwarder retries and, once it is back, catches up.
+#[test]
+fn a_database_outage_holds_up_no_worker_and_loses_nothing() {
+    let Some(pg) = Postgres::start() else { return };
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    init(&d, &pg);
+    let _f = Forwarder::start(&d, &pg, "o", "25");
+    log_batch(&d, &jobs("o", 0, 50));
+    wait_for_rows(&pg, "o", 50);
+    pg.stop_now();
+    let t0 = Instant::now();
+    for i in 0..10 {
+        log_batch(&d, &jobs("o", 50 + i * 20, 20));
+    }
+    // Acknowledged without the database: nothing waited for it.
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "logging took {:?} while the database was down",
+        t0.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    pg.start_again();
+    wait_for_rows(&pg, "o", 250);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(assert_positions_exact(&pg, "o"), 250);
+}
+
+/// `logged_at`, local time without an offset, is stored in UTC with the
+/// host's zone: summer and winter time, and the repeated hour of the
+/// autumn change read as its first occurrence.
+#[test]
+fn logged_at_is_stored_in_utc_with_the_hosts_zone() {
+    if !Path::new("/usr/share/zoneinfo/Europe/Berlin").exists() {
+        eprintln!("SKIPPED: no time zone data (Debian's tzdata package)");
+        return;
+    }
+    let Some(pg) = Postgres::start() else { return };
+    let dir = TempDir::new();
+    // A log the Python logger wrote (its own `logged_at`), taken over.
+    let times = [
+        ("2026-07-01T12:00:00.250000", "2026-07-01 10:00:00.25+00"),
+        ("2026-01-15T08:30:00", "2026-01-15 07:30:00+00"),
+        (
+            "2026-10-25T02:30:00.000001",
+            "2026-10-25 00:30:00.000001+00",
+        ),
+        ("2026-10-25T03:30:00", "2026-10-25 02:30:00+00"),
+    ];
+    let records: Vec<Value> = times
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| json!({"video_id": format!("t{i}"), "logged_at": t}))
+        .chain([json!({"video_id": "no-time", "logged_at": "soon"})])
+        .collect();
+    let log = dir.join("log.json");
+    std::fs::write(&log, serde_json::to_string_pretty(&records).expect("json")).expect("write");
+    let d = Daemon::start(&dir, &[]);
+    init(&d, &pg);
+    let out = Command::new(ctl())
+        .env("JOBLOGD_SOCKET", &d.socket)
+        .env("TZ", "Europe/Berlin")
+        .args([
+            "forward",
+            "--database",
+            &pg.url,
+            "--host-id",
+            "tz",
+            "--once",
+        ])
+        .output()
+        .expect("forward");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = pg.psql(
+        "SET TIME ZONE 'UTC'; SELECT record->>'video_id', coalesce(logged_at_utc::text, 'NULL') \
+         FROM joblog_records ORDER BY seq",
+    );
+    let want: Vec<String> = times
+        .iter()
+        .enumerate()
+        .map(|(i, (_, utc))| format!("t{i}|{utc}"))
+        .chain(["no-time|NULL".to_string()])
+        .collect();
+    assert_eq!(
+        stored
+            .lines()
+            .skip_while(|l| *l == "SET")
+            .collect::<Vec<_>>(),
+        want
+    );
+}
+
+/// Without `--database` the forwarder says what it needs, as a usage
+/// error; a database without the tables says how to create them.
+#[test]
+fn forward_explains_a_missing_database_and_missing_tables() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let out = Command::new(ctl())
+        .env("JOBLOGD_SOCKET", &d.socket)
+        .env_remove("JOBLOGD_DATABASE")
+        .args(["forward", "--once"])
+        .output()
+        .expect("forward");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--database URL"));
+    let Some(pg) = Postgres::start() else { return };
+    let out = forward(&d, &pg, &["--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--init"), "{err}");
+}
