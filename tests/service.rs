@@ -84,6 +84,76 @@ fn units_pass_systemd_analyze_verify_and_security() {
     assert!(socket.contains("SocketMode=0660"));
 }
 
+/// The forwarder's unit passes systemd's checks, runs `joblogctl forward`
+/// on the socket the socket unit listens on, takes the database from its
+/// environment file, and is not restarted in a loop over a configuration
+/// error (joblogctl's usage exit code).
+#[test]
+fn the_forwarder_unit_passes_systemd_analyze_verify_and_security() {
+    if !have("systemd-analyze") {
+        eprintln!("SKIPPED: systemd-analyze not installed (apt-get install systemd)");
+        return;
+    }
+    let dir = TempDir::new();
+    let (_, socket) = units(&dir);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = fs::read_to_string(format!("{root}/systemd/joblogd-forward.service")).unwrap();
+    let ctl = env!("CARGO_BIN_EXE_joblogctl");
+    fs::write(
+        dir.join("joblogd-forward.service"),
+        unit.replace("/usr/local/bin/joblogctl", ctl),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "joblogd-forward.service"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "joblogd-forward.service"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no score in:\n{text}"));
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+    let exec = setting(&unit, "ExecStart=").expect("ExecStart");
+    let listen = setting(&socket, "ListenStream=").expect("ListenStream");
+    assert!(
+        exec.ends_with(&format!("joblogctl forward --socket {listen}")),
+        "{exec}"
+    );
+    assert_eq!(
+        setting(&unit, "RestartPreventExitStatus=").as_deref(),
+        Some("2")
+    );
+    assert!(setting(&unit, "EnvironmentFile=").is_some());
+    // The exit code the unit does not restart on is the one joblogctl
+    // gives when the database is not configured.
+    let out = Command::new(ctl)
+        .args([
+            "forward",
+            "--socket",
+            &dir.join("none.sock").display().to_string(),
+        ])
+        .env_remove("JOBLOGD_DATABASE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 /// One `Key=` setting of a unit (its first line with that key).
 fn setting(unit: &str, key: &str) -> Option<String> {
     unit.lines()
