@@ -125,7 +125,8 @@ pub async fn run(
         None => Some(server::lock_socket(&config.socket).map_err(Error::Bind)?),
     };
 
-    let (store, index) = open_log(&config).await?;
+    let ids = Arc::new(index::RecordIds::default());
+    let (store, index) = open_log(&config, Arc::clone(&ids)).await?;
 
     let bound = match (startup.activated, lock) {
         (Some(fd), _) => server::adopt(fd, &config.socket).map_err(Error::Bind)?,
@@ -139,15 +140,18 @@ pub async fn run(
     let records = store.records();
     let pool = Arc::new(writer::BufferPool::new(config.max_pending_bytes));
     let stats = Arc::new(writer::StatsCache::default());
-    let (writer_gone, writer_done_rx) = start_writer(
-        store,
-        index,
-        rx,
-        &config,
-        Arc::clone(&pool),
-        Arc::clone(&stats),
-        events.clone(),
-    )?;
+    let batcher = BatcherConfig {
+        policy: writer::Policy {
+            flush_interval: config.flush_interval,
+            max_records: config.batch_max_records,
+            max_bytes: config.batch_max_bytes,
+        },
+        shutdown_retry: config.shutdown_timeout,
+        pool: Arc::clone(&pool),
+        stats: Arc::clone(&stats),
+        ids: Arc::clone(&ids),
+    };
+    let (writer_gone, writer_done_rx) = start_writer(store, index, rx, batcher, events.clone())?;
     // The socket accepts and the log is indexed: ready.
     systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
     let (rebind_tx, rebind_rx) = mpsc::unbounded_channel();
@@ -176,6 +180,7 @@ pub async fn run(
             socket_file: bound.file(),
         },
         access,
+        ids,
         archived: ops::read_records::Archived {
             live: config.log_file.clone(),
             found: Default::default(),
@@ -198,7 +203,10 @@ pub async fn run(
 
 /// Opens (creates, repairs) the log file and indexes it, on the blocking
 /// pool.
-async fn open_log(config: &Config) -> Result<(store::Store, index::Index), Error> {
+async fn open_log(
+    config: &Config,
+    ids: Arc<index::RecordIds>,
+) -> Result<(store::Store, index::Index), Error> {
     if let Some(f) = &config.fault_file {
         tracing::warn!(fault_file = %f.display(), "Fault injection enabled (test seam).");
         let _ = store::FAULT_FILE.set(f.clone());
@@ -210,7 +218,7 @@ async fn open_log(config: &Config) -> Result<(store::Store, index::Index), Error
         mode: config.file_mode,
         allow_unlocked_fs: config.allow_unlocked_fs,
     };
-    tokio::task::spawn_blocking(move || writer::open_log(&path, fsync, page_cache, options))
+    tokio::task::spawn_blocking(move || writer::open_log(&path, fsync, page_cache, options, &ids))
         .await
         .map_err(|e| Error::Writer(e.to_string()))?
         .map_err(Error::Store)
@@ -274,28 +282,11 @@ fn start_writer(
     store: store::Store,
     index: index::Index,
     rx: mpsc::Receiver<writer::Command>,
-    config: &Config,
-    pool: Arc<writer::BufferPool>,
-    stats: Arc<writer::StatsCache>,
+    batcher: BatcherConfig,
     events: writer::Events,
 ) -> Result<(Arc<tokio::sync::Notify>, WriterDone), Error> {
-    let writer = spawn_writer(writer::run(
-        store,
-        index,
-        rx,
-        BatcherConfig {
-            policy: writer::Policy {
-                flush_interval: config.flush_interval,
-                max_records: config.batch_max_records,
-                max_bytes: config.batch_max_bytes,
-            },
-            shutdown_retry: config.shutdown_timeout,
-            pool,
-            stats,
-        },
-        events,
-    ))
-    .map_err(|e| Error::Writer(format!("cannot start the writer thread: {e}")))?;
+    let writer = spawn_writer(writer::run(store, index, rx, batcher, events))
+        .map_err(|e| Error::Writer(format!("cannot start the writer thread: {e}")))?;
     let writer_gone = Arc::new(tokio::sync::Notify::new());
     let (writer_done_tx, writer_done_rx) = oneshot::channel();
     let gone = Arc::clone(&writer_gone);

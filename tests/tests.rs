@@ -75,3 +75,6 @@ mod systemd_boot;
 
 // The central store: `joblogctl forward` into a real PostgreSQL.
 mod central;
+
+// `record_id`: a record sent again is not written twice.
+mod dedup;

@@ -21,11 +21,12 @@ logger), so a spooled record keeps the time it was logged. Failures are
 reported through the ``logging`` module (logger ``joblog_client``).
 Queries do need the daemon and raise ``JobLogUnavailable`` without it.
 
-Delivery: a record acknowledged by the daemon is on disk. A record whose
-acknowledgement was lost (the daemon was killed after reading it, or
-stalled past the timeout) is spooled and sent again, so it can appear
-twice; a graceful restart (SIGTERM) answers everything it read, so nothing
-is duplicated. The spool is only sent to a daemon that has just answered a
+Delivery: a record acknowledged by the daemon is on disk. Each record is
+given a ``record_id`` (a UUIDv7, unless the job has one), kept in the
+record. A record whose acknowledgement was lost (the daemon was killed
+after reading it, or stalled past the timeout) is spooled and sent again
+with the same id, and the daemon, which already holds it, answers it as a
+duplicate instead of writing it twice. The spool is only sent to a daemon that has just answered a
 ``ping``, so a stalled daemon is not sent the same records again and again.
 """
 
@@ -43,6 +44,7 @@ import stat
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from datetime import datetime
 from pathlib import Path
@@ -326,11 +328,21 @@ def _encode(record):
         return json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":")).encode("ascii")
 
 
+def _uuid7():
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random
+    bits, so ids sort roughly by time and never repeat."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) \
+        | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
+
+
 def _stamp_and_encode(jobs):
-    """The jobs as the lines sent (and spooled), each given ``logged_at``
-    now unless it has one (one value for the whole call, added last, as
-    the old logger did), so a record that waits in the spool keeps the
-    time it was logged. A job that cannot be serialized (a broken
+    """The jobs as the lines sent (and spooled), each given a ``record_id``
+    unless it has one, then ``logged_at`` now unless it has one (one value
+    for the whole call, added last, as the old logger did), so a record
+    that waits in the spool keeps its id and the time it was logged. A job that cannot be serialized (a broken
     ``to_json()``, a circular reference, a tuple key) is logged as an error
     and left out: it never costs the others."""
     stamp = datetime.now().isoformat()
@@ -338,6 +350,8 @@ def _stamp_and_encode(jobs):
     for job in jobs:
         try:
             record = _as_dict(job)
+            if isinstance(record, dict) and "record_id" not in record:
+                record = {**record, "record_id": _uuid7()}
             if isinstance(record, dict) and "logged_at" not in record:
                 record = {**record, "logged_at": stamp}
             parts.append(_encode(record))

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub about: About,
     /// Who may connect, who may `clear`, and whether to stamp records.
     pub access: crate::access::Access,
+    /// Record ids the log holds: a record sent again is not written twice.
+    pub ids: Arc<crate::index::RecordIds>,
     /// Logs put aside, for `read`s that name one.
     pub archived: crate::ops::read_records::Archived,
     /// Connections being served, to decide who computes index facts.

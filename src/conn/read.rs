@@ -108,6 +108,14 @@ pub(super) async fn take_record(
     let Some(start) = cover_record(s, mark).await else {
         return;
     };
+    // A record the log already holds (sent again after a lost ack) is
+    // dropped here; with no reply to give, it is only counted (`ping`).
+    if let Some(id) = fields.record_id(&s.chunk[start..])
+        && !s.shared.ids.admit(id)
+    {
+        s.chunk.truncate(start - RECORD_PREFIX.len());
+        return;
+    }
     // With other clients connected too, the single writer is the
     // one to spare: index facts are computed here, in parallel.
     // A lone connection leaves them to the otherwise idle writer,

@@ -80,14 +80,19 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
             }
         }
     }
-    let n = jobs.len() as u64;
+    let (data, metas, duplicates) = without_duplicates(&s.shared.ids, data, metas);
+    let n = metas.len() as u64;
     s.chunk = data;
     s.chunk_records = metas;
     s.chunk_timings = timings;
     // (The old, empty chunk buffer is dropped: a log request is rare
     // next to plain records.)
     s.chunk_coerced = coerced;
-    let ok = reply_line(&serde_json::json!({"ok": true, "logged": n}));
+    let ok = if duplicates > 0 {
+        reply_line(&serde_json::json!({"ok": true, "logged": n, "duplicates": duplicates}))
+    } else {
+        reply_line(&serde_json::json!({"ok": true, "logged": n}))
+    };
     if ack {
         let (tx, rx) = oneshot::channel();
         if send_chunk(s, Some(tx)).await {
@@ -100,6 +105,43 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
     } else {
         queue(s, Reply::Now(stopping_error().reply(no))).await;
     }
+}
+
+/// The jobs of a `log` request whose `record_id` the log does not hold
+/// yet (their ids noted now), and how many it held. Only once every job
+/// was formatted: a request refused as a whole notes no id, so sending
+/// it again logs it.
+fn without_duplicates(
+    ids: &crate::index::RecordIds,
+    data: Vec<u8>,
+    metas: Vec<RecordMeta>,
+) -> (Vec<u8>, Vec<RecordMeta>, u64) {
+    let id_of = |m: &RecordMeta| {
+        let start = m.start as usize;
+        m.fields.record_id(&data[start..start + m.len as usize])
+    };
+    if !metas.iter().any(|m| id_of(m).is_some()) {
+        return (data, metas, 0);
+    }
+    let mut kept = Vec::with_capacity(data.len());
+    let mut kept_metas = Vec::with_capacity(metas.len());
+    let mut duplicates = 0;
+    for m in &metas {
+        if let Some(id) = id_of(m)
+            && !ids.admit(id)
+        {
+            duplicates += 1;
+            continue;
+        }
+        let (start, end) = (m.start as usize, (m.start + m.len) as usize);
+        let at = kept.len() + RECORD_PREFIX.len();
+        kept.extend_from_slice(&data[start - RECORD_PREFIX.len()..end]);
+        kept_metas.push(RecordMeta {
+            start: at as u32,
+            ..*m
+        });
+    }
+    (kept, kept_metas, duplicates)
 }
 
 /// `flush`: answered once everything accepted before is durable.

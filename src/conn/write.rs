@@ -60,7 +60,12 @@ pub(super) async fn follow(
 }
 
 /// The `ping` reply for the writer's status `st`.
-pub(super) fn ping_line(about: &About, st: &crate::writer::Status) -> Vec<u8> {
+pub(super) fn ping_line(
+    about: &About,
+    st: &crate::writer::Status,
+    ids: &crate::index::RecordIds,
+) -> Vec<u8> {
+    let (record_ids, record_ids_bytes) = ids.size();
     let v = serde_json::json!({
         "ok": true,
         "version": about.version,
@@ -86,6 +91,9 @@ pub(super) fn ping_line(about: &About, st: &crate::writer::Status) -> Vec<u8> {
         })),
         "last_error": st.last_error,
         "index_bytes": st.index_bytes,
+        "record_ids": record_ids,
+        "record_ids_bytes": record_ids_bytes,
+        "duplicates": ids.duplicates(),
         "log_file_at_path": st.log_file_at_path,
         "socket_at_path": about.socket_file.is_at_path(),
     });
@@ -93,14 +101,15 @@ pub(super) fn ping_line(about: &About, st: &crate::writer::Status) -> Vec<u8> {
 }
 
 /// `ping`'s reply: the writer's status, asked for now.
-pub(super) async fn ping_reply(writer: &Link, about: &About, line: u64) -> Vec<u8> {
+pub(super) async fn ping_reply(shared: &Shared, line: u64) -> Vec<u8> {
+    let writer = &shared.writer;
     let (stx, srx) = oneshot::channel();
     let status = match writer.tx.send(Command::Status(stx)).await {
         Ok(()) => srx.await.ok(),
         Err(_) => None,
     };
     match status {
-        Some(st) => ping_line(about, &st),
+        Some(st) => ping_line(&shared.about, &st, &shared.ids),
         None => stopping_error().reply(line),
     }
 }
@@ -196,7 +205,7 @@ pub(super) async fn write_side(
     while let Some(r) = rx.recv().await {
         let bytes = match r {
             Reply::Now(b) => b,
-            Reply::Ping { line } => ping_reply(&shared.writer, &shared.about, line).await,
+            Reply::Ping { line } => ping_reply(&shared, line).await,
             Reply::Query { flush, query, line } => match answer(&shared, flush, query).await {
                 Err(e) => e.reply(line),
                 Ok(crate::ops::Answer::Refused(e)) => e.reply(line),

@@ -19,11 +19,13 @@ use std::ops::Range;
 
 use crate::json::{Formatter, TopField, is_word};
 
+mod ids;
 mod interner;
 mod python;
 mod record;
 mod stats;
 
+pub(crate) use ids::RecordIds;
 pub(crate) use interner::{FxHasher, Interner, Sym, SymMap};
 pub(crate) use python::{error_type, group_key, number, string, string_bytes, truthy};
 pub(crate) use record::{

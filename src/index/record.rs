@@ -7,7 +7,7 @@ use super::*;
 
 /// Top-level keys the index reads. The order is the index into
 /// [`RawMeta::ranges`].
-pub(crate) const KEYS: [&str; 12] = [
+pub(crate) const KEYS: [&str; 13] = [
     "video_id",
     "success",
     "stage",
@@ -20,6 +20,7 @@ pub(crate) const KEYS: [&str; 12] = [
     "is_retryable",
     "timings",
     "op",
+    "record_id",
 ];
 
 pub(super) const VIDEO_ID: usize = 0;
@@ -46,6 +47,10 @@ pub(super) const TIMINGS: usize = 10;
 
 /// Not indexed: it tells a request from a record, in the same pass.
 pub(super) const OP: usize = 11;
+
+/// Not indexed either: a record the log already holds is not written
+/// twice (see [`super::RecordIds`]).
+pub(super) const RECORD_ID: usize = 12;
 
 /// Where the indexed fields' values are inside one record's bytes
 /// (`start..start+len`, len 0 = absent). Found by the formatter while it
@@ -78,6 +83,7 @@ impl RawMeta {
                 (12, Some(b'i')) if is_word(key, b"is_retryable") => IS_RETRYABLE,
                 (7, Some(b't')) if is_word(key, b"timings") => TIMINGS,
                 (2, Some(b'o')) if is_word(key, b"op") => OP,
+                (9, Some(b'r')) if is_word(key, b"record_id") => RECORD_ID,
                 _ => continue,
             };
             m.ranges[k] = (v.start as u32, (v.end - v.start) as u32);
@@ -131,6 +137,13 @@ impl RawMeta {
             })
             .collect();
         Self::collect(decoded.iter().map(|(k, v)| (k.as_ref(), v.clone())))
+    }
+
+    /// The raw value of the record's top-level `record_id` (its JSON text,
+    /// quotes included), if it has one; `record` is the record's bytes.
+    pub fn record_id<'r>(&self, record: &'r [u8]) -> Option<&'r [u8]> {
+        let (start, len) = self.ranges[RECORD_ID];
+        (len > 0).then(|| record.get(start as usize..(start + len) as usize))?
     }
 
     /// The object has a top-level `op`: it is a request, not a record.

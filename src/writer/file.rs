@@ -67,6 +67,7 @@ pub(crate) fn open_log(
     fsync: crate::store::FsyncPolicy,
     page_cache: crate::store::PageCache,
     options: crate::store::FileOptions,
+    ids: &crate::index::RecordIds,
 ) -> Result<(Store, Index), StoreError> {
     let t0 = Instant::now();
     // Shared by the two callbacks below (only one runs at a time).
@@ -91,6 +92,9 @@ pub(crate) fn open_log(
             fsync,
             options,
             |rec, bytes, meta| {
+                if let Some(id) = meta.record_id(bytes) {
+                    ids.note(id);
+                }
                 if !indexer_gone {
                     hand_over(&mut batch, &mut scratch, rec.offset, bytes, meta);
                     if batch.bytes.len() >= INDEX_BATCH_BYTES
@@ -253,13 +257,14 @@ impl Writer {
         }
         let path = store.path().to_owned();
         let (fsync, page_cache, options) = (store.fsync(), store.page_cache(), store.options());
+        let ids = Arc::clone(&self.cfg.ids);
         // The rotated file takes its sidecar (and so its `log_id`) along.
         let followed = self.idle.as_mut().and_then(Store::sidecar_follows_the_file);
         if let Some(to) = &followed {
             tracing::info!(sidecar = %to.display(), "The rotated log's sidecar moved beside it.");
         }
         let opened =
-            tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache, options))
+            tokio::task::spawn_blocking(move || open_log(&path, fsync, page_cache, options, &ids))
                 .await
                 .map_err(|e| format!("writer task failed: {e}"))?
                 .map_err(|e| e.to_string())?;
@@ -412,6 +417,7 @@ mod tests {
             FsyncPolicy::Always,
             PageCache::Keep,
             crate::store::FileOptions::default(),
+            &crate::index::RecordIds::default(),
         )
         .unwrap();
         assert_eq!(parallel.entries.len(), 3000);

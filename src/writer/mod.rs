@@ -219,6 +219,8 @@ pub(crate) struct BatcherConfig {
     pub pool: Arc<BufferPool>,
     /// The unfiltered `stats` reply, kept current here.
     pub stats: Arc<StatsCache>,
+    /// Record ids, filled again from a file reopened at SIGHUP.
+    pub ids: Arc<crate::index::RecordIds>,
 }
 
 /// The writer's state between commands.
