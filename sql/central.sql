@@ -44,3 +44,56 @@ CREATE TABLE IF NOT EXISTS joblog_checkpoints (
     next_seq   bigint      NOT NULL CHECK (next_seq >= 0),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- For SQL users: the answers `joblogctl --database` gives, as views. The
+-- rules are the Python logger's (and the daemon's): a value counts as a
+-- success when Python would call it true; an error's type is the text
+-- before its first ':'; a video is a retry candidate when its newest
+-- record (by logged_at_utc, across hosts) failed and does not say
+-- "is_retryable": false.
+CREATE OR REPLACE FUNCTION joblog_truthy(v jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(v)
+        WHEN 'boolean' THEN v::text::boolean
+        WHEN 'number' THEN v::text::numeric <> 0
+        WHEN 'string' THEN v #>> '{}' <> ''
+        WHEN 'array' THEN jsonb_array_length(v) > 0
+        WHEN 'object' THEN v <> '{}'::jsonb
+        ELSE false
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION joblog_error_type(v jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN v IS NULL OR jsonb_typeof(v) = 'null' THEN 'Unknown error'
+        WHEN jsonb_typeof(v) = 'string' THEN split_part(v #>> '{}', ':', 1)
+        ELSE v::text
+    END
+$$;
+
+CREATE OR REPLACE VIEW joblog_stats_by_host AS
+    SELECT host_id,
+           count(*) AS total_jobs,
+           count(*) FILTER (WHERE joblog_truthy(record->'success')) AS successful,
+           count(*) FILTER (WHERE NOT joblog_truthy(record->'success')) AS failed,
+           min(logged_at_utc) AS first_logged_at_utc,
+           max(logged_at_utc) AS last_logged_at_utc
+    FROM joblog_records GROUP BY host_id;
+
+CREATE OR REPLACE VIEW joblog_error_types AS
+    SELECT joblog_error_type(record->'error') AS error_type, count(*) AS count
+    FROM joblog_records WHERE NOT joblog_truthy(record->'success')
+    GROUP BY 1;
+
+CREATE OR REPLACE VIEW joblog_latest_per_video AS
+    SELECT DISTINCT ON (record->>'video_id') *
+    FROM joblog_records WHERE record ? 'video_id'
+    ORDER BY record->>'video_id', logged_at_utc DESC NULLS LAST, host_id DESC, log_id DESC, seq DESC;
+
+CREATE OR REPLACE VIEW joblog_retry_candidates AS
+    SELECT host_id, record->>'video_id' AS video_id, record->>'url' AS url,
+           record->>'stage' AS stage, record->'error' AS error, logged_at_utc
+    FROM joblog_latest_per_video
+    WHERE NOT joblog_truthy(record->'success')
+      AND record->'is_retryable' IS DISTINCT FROM 'false'::jsonb;

@@ -58,6 +58,7 @@ pub use protocol::is_request;
 pub mod dev {
     pub use crate::conn::lines::trim_line;
     pub use crate::json::array_elements;
+    pub use crate::ops::offline::answer as answer_offline;
     pub use crate::ops::{parse_bare, parse_request};
     pub use crate::protocol::bare_word;
     pub use crate::store::commits::committed_ends;

@@ -409,3 +409,118 @@ fn forward_explains_a_missing_database_and_missing_tables() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--init"), "{err}");
 }
+
+/// `joblogctl --database URL` with the arguments `args`; its stdout.
+fn ctl_central(pg: &Postgres, args: &[&str]) -> String {
+    let out = Command::new(ctl())
+        .env_remove("JOBLOGD_SOCKET")
+        .args(["--database", &pg.url])
+        .args(args)
+        .output()
+        .expect("joblogctl");
+    assert!(
+        out.status.success(),
+        "joblogctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `stats`, `jobs`, `retry-candidates` and `export-csv` with `--database`
+/// answer over every host's records in the daemon's shapes: the counts
+/// are the sums of the hosts', and a video that failed on one host and
+/// later succeeded on another is no retry candidate.
+#[test]
+fn the_same_questions_are_answered_cluster_wide() {
+    let Some(pg) = Postgres::start() else { return };
+    let (da, db) = (TempDir::new(), TempDir::new());
+    let a = Daemon::start(&da, &[]);
+    let b = Daemon::start(&db, &[]);
+    init(&a, &pg);
+    let job = |v: &str, ok: bool, err: &str| json!({"video_id": v, "success": ok, "error": (!ok).then_some(err), "url": format!("https://x/{v}"), "subject": "AI", "processing_duration": 2.5});
+    // x fails on a, then succeeds on b; y fails on both; z fails on b.
+    log_batch(
+        &a,
+        &[
+            job("x", false, "Timeout: slow"),
+            job("y", false, "Quota: none"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    log_batch(
+        &b,
+        &[
+            job("x", true, ""),
+            job("y", false, "Timeout: again"),
+            job("z", false, "Quota: none"),
+        ],
+    );
+    for (d, host) in [(&a, "a"), (&b, "b")] {
+        let out = forward(d, &pg, &["--host-id", host, "--once"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let central: Value =
+        serde_json::from_str(&ctl_central(&pg, &["stats", "--json"])).expect("stats json");
+    let (sa, sb) = (
+        a.request("stats")["stats"].clone(),
+        b.request("stats")["stats"].clone(),
+    );
+    for key in ["total_jobs", "successful", "failed", "total_files_created"] {
+        let sum = sa[key].as_i64().unwrap_or(0) + sb[key].as_i64().unwrap_or(0);
+        assert_eq!(central[key].as_i64(), Some(sum), "{key}: {central}");
+    }
+    assert_eq!(
+        central["error_types"],
+        json!({"Timeout": 2, "Quota": 2}),
+        "{central}"
+    );
+    assert_eq!(central["retry_candidates"], 2, "{central}");
+    assert_eq!(central["by_subject"]["AI"]["total"], 5, "{central}");
+    // Retry candidates: y (newest attempt on b failed) and z, not x.
+    let urls = ctl_central(&pg, &["retry-candidates", "--urls"]);
+    let mut urls: Vec<&str> = urls.lines().collect();
+    urls.sort_unstable();
+    assert_eq!(urls, ["https://x/y", "https://x/z"]);
+    // jobs: records with their host.
+    let failed = ctl_central(&pg, &["jobs", "--failed", "--format", "ndjson"]);
+    let hosts: Vec<(String, String)> = failed
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("ndjson");
+            (
+                v["video_id"].as_str().unwrap_or("").into(),
+                v["host_id"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(hosts.len(), 4, "{failed}");
+    assert!(hosts.contains(&("x".into(), "a".into())), "{hosts:?}");
+    assert!(hosts.contains(&("z".into(), "b".into())), "{hosts:?}");
+    let csv = ctl_central(&pg, &["export-csv", "-"]);
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    // The schema's views give the same answers to SQL users (and --init
+    // may be run again).
+    init(&a, &pg);
+    assert_eq!(
+        pg.psql("SELECT string_agg(video_id || '@' || host_id, ',' ORDER BY video_id) FROM joblog_retry_candidates"),
+        "y@b,z@b"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(error_type || '=' || count, ',' ORDER BY error_type) FROM joblog_error_types"),
+        "Quota=2,Timeout=2"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(concat_ws('|', host_id, total_jobs, successful, failed), ',' ORDER BY host_id) FROM joblog_stats_by_host"),
+        "a|2|0|2,b|3|1|2"
+    );
+    // The daemon's own commands are not answered from the database.
+    let out = Command::new(ctl())
+        .args(["--database", &pg.url, "flush"])
+        .output()
+        .expect("joblogctl");
+    assert_eq!(out.status.code(), Some(2));
+}

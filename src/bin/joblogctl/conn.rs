@@ -10,6 +10,8 @@ use super::*;
 pub(super) struct Socket {
     candidates: Vec<PathBuf>,
     explicit: bool,
+    /// `--database`: queries are answered from the central store instead.
+    pub(super) database: Option<String>,
 }
 
 impl Socket {
@@ -18,6 +20,7 @@ impl Socket {
             Some(p) => Socket {
                 candidates: vec![p],
                 explicit: true,
+                database: None,
             },
             None => {
                 let mut candidates = vec![joblogd::config::default_socket()];
@@ -28,6 +31,7 @@ impl Socket {
                 Socket {
                     candidates,
                     explicit: false,
+                    database: None,
                 }
             }
         }
@@ -43,6 +47,9 @@ impl Conn {
     /// Connects to the first candidate that accepts; if none does, the
     /// error names every path tried and why, and what to do about it.
     pub(super) fn open(socket: &Socket) -> Result<Conn, Fail> {
+        if let Some(url) = &socket.database {
+            return database::open(url);
+        }
         let mut tried = Vec::new();
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };

@@ -14,10 +14,11 @@ use std::process::ExitCode;
 
 use std::os::unix::fs::MetadataExt;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 mod conn;
+mod database;
 mod export;
 mod forward;
 mod jobs;
@@ -48,8 +49,10 @@ struct Cli {
     #[arg(long, global = true, env = "JOBLOGD_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
 
-    /// The central PostgreSQL that `forward` ships records to: a URL
-    /// (postgresql://user@host/db) or libpq key=value pairs.
+    /// The central PostgreSQL: `forward` ships records to it, and `stats`,
+    /// `jobs`, `retry-candidates` and `export-csv` answer from it, over
+    /// every host's records. A URL (postgresql://user@host/db) or libpq
+    /// key=value pairs.
     #[arg(long, global = true, env = "JOBLOGD_DATABASE", value_name = "URL")]
     database: Option<String>,
 
@@ -199,14 +202,37 @@ impl From<io::Error> for Fail {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let socket = Socket::resolve(cli.socket.clone());
+    // JOBLOGD_DATABASE in the environment (the forwarder's unit sets it)
+    // does not turn the daemon's commands away; --database given does.
+    let given = matches.value_source("database") == Some(clap::parser::ValueSource::CommandLine);
+    let mut socket = Socket::resolve(cli.socket.clone());
+    if let Some(url) = &cli.database {
+        match &cli.cmd {
+            Cmd::Forward(_) => {}
+            Cmd::Stats(_) | Cmd::Jobs(_) | Cmd::RetryCandidates { .. } | Cmd::ExportCsv { .. } => {
+                socket.database = Some(url.clone());
+            }
+            _ if !given => {}
+            _ => {
+                eprintln!(
+                    "joblogctl: --database answers stats, jobs, retry-candidates and export-csv \
+                     (and is where forward ships to); this command talks to the daemon: drop \
+                     --database"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
     match run(cli.cmd, &socket, cli.database.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {

@@ -7,7 +7,7 @@ use super::{Fail, Failed, Positioned};
 
 /// Parses `--database`: a URL (`postgresql://user@host:port/db`) or
 /// `key=value` pairs, as libpq takes them.
-pub(super) fn config(url: &str) -> Result<Config, Fail> {
+pub(crate) fn config(url: &str) -> Result<Config, Fail> {
     let c: Config = url
         .parse()
         .map_err(|e| Fail(2, format!("joblogctl: --database: {e}")))?;

@@ -38,6 +38,8 @@ mod utc;
 
 use central::Central;
 
+pub(crate) use central::config as database_config;
+
 /// The central schema: `--init` runs it; also shipped as `sql/central.sql`.
 pub(super) const SCHEMA: &str = include_str!("../../../../sql/central.sql");
 
