@@ -13,6 +13,8 @@ pub struct Postgres {
     bin: PathBuf,
     /// Run the server's programs as this user (as root).
     user: Option<&'static str>,
+    /// Serve TCP on this address too, inside this network namespace.
+    tcp: Option<(String, String)>,
     /// `--database` for joblogctl.
     pub url: String,
 }
@@ -31,6 +33,17 @@ impl Postgres {
     /// A new server with an empty database `joblog`; `None` (with the
     /// reason printed) when PostgreSQL is not installed here.
     pub fn start() -> Option<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// A server that also listens on TCP at `addr` inside the network
+    /// namespace `netns` (clients in `net` may connect, without a
+    /// password), besides its Unix socket.
+    pub fn start_in(netns: &str, addr: &str, net: &str) -> Option<Postgres> {
+        Self::start_with(Some((netns.to_string(), addr.to_string(), net.to_string())))
+    }
+
+    fn start_with(tcp: Option<(String, String, String)>) -> Option<Postgres> {
         let Some(bin) = binaries() else {
             eprintln!(
                 "SKIPPED: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); \
@@ -57,6 +70,7 @@ impl Postgres {
             dir,
             bin,
             user,
+            tcp: tcp.as_ref().map(|(ns, addr, _)| (ns.clone(), addr.clone())),
         };
         let data = pg.data();
         let out = pg.run(
@@ -77,6 +91,12 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((_, _, net)) = &tcp {
+            let hba = pg.dir.join("data/pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            text.push_str(&format!("host all all {net} trust\n"));
+            std::fs::write(&hba, text).expect("pg_hba.conf");
+        }
         pg.start_again();
         let out = pg.psql_on("postgres", "CREATE DATABASE joblog");
         assert!(out.contains("CREATE DATABASE") || out.is_empty(), "{out}");
@@ -89,14 +109,18 @@ impl Postgres {
 
     fn run(&self, program: &str, args: &[&str]) -> Output {
         let exe = self.bin.join(program);
-        let mut c = match self.user {
-            Some(u) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", u, "--"]).arg(&exe);
+        let mut c = match &self.tcp {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]);
                 c
             }
-            None => Command::new(&exe),
+            None => Command::new("env"),
         };
+        if let Some(u) = self.user {
+            c.args(["runuser", "-u", u, "--"]);
+        }
+        c.arg(&exe);
         c.args(args)
             .output()
             .unwrap_or_else(|e| panic!("{program}: {e}"))
@@ -104,8 +128,9 @@ impl Postgres {
 
     /// Starts (again) the server, waiting until it accepts connections.
     pub fn start_again(&self) {
+        let listen = self.tcp.as_ref().map_or("", |(_, addr)| addr.as_str());
         let opts = format!(
-            "-c listen_addresses='' -c unix_socket_directories={} -c fsync=off \
+            "-c listen_addresses='{listen}' -c unix_socket_directories={} -c fsync=off \
              -c full_page_writes=off -c max_connections=40",
             self.dir.path().display()
         );
@@ -161,5 +186,105 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Two network namespaces joined by a veth pair: a database "host"
+/// (10.203.77.1) and a logging "host" (10.203.77.2), whose link can be
+/// cut and healed. Removed when dropped. Needs root.
+pub struct NetPair {
+    pub db: String,
+    pub host: String,
+    link: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl NetPair {
+    pub const DB_ADDR: &'static str = "10.203.77.1";
+    pub const NET: &'static str = "10.203.77.0/30";
+
+    /// `None` (the reason printed) when namespaces cannot be made here.
+    pub fn new() -> Option<NetPair> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+            return None;
+        }
+        let id = std::process::id();
+        let pair = NetPair {
+            db: format!("jl-db-{id}"),
+            host: format!("jl-h-{id}"),
+            link: format!("jlvh{id}"),
+        };
+        let peer = format!("jlvd{id}");
+        let steps: [Vec<&str>; 10] = [
+            vec!["netns", "add", &pair.db],
+            vec!["netns", "add", &pair.host],
+            vec![
+                "link", "add", &pair.link, "netns", &pair.host, "type", "veth", "peer", "name",
+                &peer, "netns", &pair.db,
+            ],
+            vec![
+                "-n",
+                &pair.db,
+                "addr",
+                "add",
+                "10.203.77.1/30",
+                "dev",
+                &peer,
+            ],
+            vec![
+                "-n",
+                &pair.host,
+                "addr",
+                "add",
+                "10.203.77.2/30",
+                "dev",
+                &pair.link,
+            ],
+            vec!["-n", &pair.db, "link", "set", "lo", "up"],
+            vec!["-n", &pair.host, "link", "set", "lo", "up"],
+            vec!["-n", &pair.db, "link", "set", &peer, "up"],
+            vec!["-n", &pair.host, "link", "set", &pair.link, "up"],
+            vec!["-n", &pair.host, "route", "show"],
+        ];
+        for step in &steps {
+            if let Err(e) = ip(step) {
+                eprintln!("SKIPPED: cannot make the test's network namespaces: {e}");
+                return None;
+            }
+        }
+        Some(pair)
+    }
+
+    /// The link goes down: packets between the two hosts are dropped.
+    pub fn cut(&self) {
+        ip(&["-n", &self.host, "link", "set", &self.link, "down"]).expect("cut the link");
+    }
+
+    pub fn heal(&self) {
+        ip(&["-n", &self.host, "link", "set", &self.link, "up"]).expect("heal the link");
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.host]);
+        let _ = ip(&["netns", "del", &self.db]);
     }
 }

@@ -23,6 +23,23 @@ pub(crate) fn config(url: &str) -> Result<Config, Fail> {
     Ok(c)
 }
 
+/// Bounds what a lost network can hold up, unless the URL says otherwise:
+/// connecting, and data left unacknowledged (`tcp_user_timeout`), to
+/// `limit`; keepalive probes after 10 s idle, so a peer gone quiet is
+/// noticed between batches too.
+pub(super) fn bound(c: &mut Config, limit: std::time::Duration) {
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(limit);
+    }
+    if c.get_tcp_user_timeout().is_none() {
+        c.tcp_user_timeout(limit);
+    }
+    // (2 hours is the library's default: the URL did not set it.)
+    if c.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
+        c.keepalives_idle(std::time::Duration::from_secs(10).min(limit));
+    }
+}
+
 /// A database error, with what PostgreSQL said.
 pub(super) fn db(e: tokio_postgres::Error) -> Failed {
     let missing = e

@@ -63,6 +63,12 @@ pub(super) struct ForwardArgs {
     /// Forward what is durable now, then exit (for a one-off drain).
     #[arg(long)]
     once: bool,
+    /// How long connecting, or one batch's transaction, may take before
+    /// the connection is given up and made again (a network partition
+    /// otherwise holds a connection for TCP's own timeout, many minutes).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    db_timeout: u64,
     /// Test seam: abort after inserting the Nth batch, before its commit.
     #[arg(long, hide = true, value_name = "N")]
     fault_abort_before_commit: Option<u64>,
@@ -77,7 +83,9 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
                 .into(),
         ));
     };
-    let config = central::config(url)?;
+    let mut config = central::config(url)?;
+    let limit = Duration::from_secs(a.db_timeout);
+    central::bound(&mut config, limit);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -102,6 +110,7 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
         batch: a.batch as usize,
         batches: 0,
         abort_at: a.fault_abort_before_commit,
+        limit,
     };
     rt.block_on(f.run(&config, Duration::from_millis(a.poll_interval_ms), a.once))
 }
@@ -161,6 +170,8 @@ struct Forwarder<'s> {
     /// Batches inserted, for the fault seam.
     batches: u64,
     abort_at: Option<u64>,
+    /// `--db-timeout`: the most one turn may take.
+    limit: Duration,
 }
 
 /// A `read` reply.
@@ -214,7 +225,15 @@ impl Forwarder<'_> {
                     }
                 },
             };
-            match self.turn(c).await {
+            let limit = self.limit;
+            let turn = match tokio::time::timeout(limit, self.turn(c)).await {
+                Ok(t) => t,
+                Err(_) => Err(Failed::Database(format!(
+                    "no answer within {} s (--db-timeout)",
+                    limit.as_secs()
+                ))),
+            };
+            match turn {
                 Ok(Turn::Moved) => backoff = Backoff(Backoff::FIRST),
                 Ok(Turn::CaughtUp) if once => return Ok(()),
                 Ok(Turn::CaughtUp) => {
