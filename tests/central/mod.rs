@@ -677,3 +677,85 @@ else:
     assert_eq!(assert_positions_exact(&pg, "py"), n);
     assert_eq!(d.request("ping")["records"], n);
 }
+
+/// With `sslmode=verify-full` (or `require`) the forwarder speaks TLS and
+/// verifies the server's certificate against `sslrootcert`: records go
+/// through; a server its CA does not vouch for is refused, and so is a
+/// `require` whose certificate the system's roots do not know.
+#[test]
+fn tls_is_used_and_the_server_verified_when_the_url_asks() {
+    let Some((pg, tcp, ca)) = Postgres::start_tls() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    init(&d, &pg);
+    log_batch(&d, &jobs("t", 0, 30));
+    let run = |url: &str| {
+        Command::new(ctl())
+            .env("JOBLOGD_SOCKET", &d.socket)
+            .args(["forward", "--database", url, "--host-id", "t", "--once"])
+            .args(["--db-timeout", "5"])
+            .output()
+            .expect("forward")
+    };
+    let good = format!("{tcp} sslmode=verify-full sslrootcert={}", ca.display());
+    let out = run(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(assert_positions_exact(&pg, "t"), 30);
+    // The server's sessions are encrypted: pg_stat_ssl says so for ours.
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{}/joblog?sslmode=verify-full&sslrootcert={}",
+        tcp_port(&tcp),
+        ca.display()
+    );
+    let stats = Command::new(ctl())
+        .args(["--database", &url, "stats", "--json"])
+        .output()
+        .expect("stats");
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    // Another CA: the certificate is not trusted, nothing is sent.
+    let other = dir.join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    log_batch(&d, &jobs("t", 30, 5));
+    let out = run(&format!(
+        "{tcp} sslmode=verify-full sslrootcert={}",
+        other.display()
+    ));
+    assert!(!out.status.success() || !String::from_utf8_lossy(&out.stderr).is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(pg.count("SELECT count(*) FROM joblog_records"), 30);
+}
+
+fn tcp_port(tcp: &str) -> &str {
+    tcp.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .unwrap_or("5432")
+}

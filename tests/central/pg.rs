@@ -15,6 +15,10 @@ pub struct Postgres {
     user: Option<&'static str>,
     /// Serve TCP on this address too, inside this network namespace.
     tcp: Option<(String, String)>,
+    /// The server's port (its Unix socket's name too), and settings
+    /// added to its command line.
+    port: u16,
+    extra: String,
     /// `--database` for joblogctl.
     pub url: String,
 }
@@ -71,6 +75,8 @@ impl Postgres {
             bin,
             user,
             tcp: tcp.as_ref().map(|(ns, addr, _)| (ns.clone(), addr.clone())),
+            port: 5432,
+            extra: String::new(),
         };
         let data = pg.data();
         let out = pg.run(
@@ -131,8 +137,10 @@ impl Postgres {
         let listen = self.tcp.as_ref().map_or("", |(_, addr)| addr.as_str());
         let opts = format!(
             "-c listen_addresses='{listen}' -c unix_socket_directories={} -c fsync=off \
-             -c full_page_writes=off -c max_connections=40",
-            self.dir.path().display()
+             -c full_page_writes=off -c max_connections=40 -c port={} {}",
+            self.dir.path().display(),
+            self.port,
+            self.extra
         );
         let log = self.dir.join("server.log").display().to_string();
         let out = self.run(
@@ -147,6 +155,55 @@ impl Postgres {
         );
     }
 
+    /// A server that also takes TLS connections on 127.0.0.1 (a free
+    /// port), with a certificate for `127.0.0.1` and `localhost` signed by
+    /// a CA made for the test; returns the server, its TCP `--database`
+    /// base (`host=127.0.0.1 port=P user=postgres dbname=joblog`) and the
+    /// CA's PEM file.
+    pub fn start_tls() -> Option<(Postgres, String, PathBuf)> {
+        let mut pg = Self::start()?;
+        let dir = pg.dir.path().to_owned();
+        let sh = |script: &str| {
+            let out = Command::new("sh")
+                .args(["-ec", script])
+                .current_dir(&dir)
+                .output()
+                .expect("sh");
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=joblog-test-ca             -keyout ca.key -out ca.pem 2>/dev/null",
+        );
+        sh(
+            "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key             -out server.csr 2>/dev/null &&             printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext &&             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial             -days 2 -extfile san.ext -out server.pem 2>/dev/null && chmod 0600 server.key",
+        );
+        if pg.user.is_some() {
+            sh("chown postgres server.key server.pem");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        pg.stop_now();
+        pg.port = port;
+        pg.extra = format!(
+            "-c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key \
+             -c listen_addresses=127.0.0.1",
+            d = dir.display()
+        );
+        pg.url = format!(
+            "host={} port={port} user=postgres dbname=joblog",
+            dir.display()
+        );
+        pg.start_again();
+        let tcp = format!("host=127.0.0.1 port={port} user=postgres dbname=joblog");
+        Some((pg, tcp, dir.join("ca.pem")))
+    }
+
     /// Stops the server at once, as a crash or a lost host would.
     pub fn stop_now(&self) {
         let _ = self.run(
@@ -159,6 +216,7 @@ impl Postgres {
         let out = Command::new("psql")
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.dir.path())
+            .args(["-p", &self.port.to_string()])
             .args(["-U", "postgres", "-d", db, "-c", sql])
             .output()
             .expect("psql");

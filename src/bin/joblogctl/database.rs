@@ -16,8 +16,9 @@ use super::*;
 /// Connects to the central database, fetches every record and returns a
 /// connection that answers queries over them.
 pub(super) fn open(url: &str) -> Result<Conn, Fail> {
-    let config = forward::database_config(url)?;
-    let records = fetch(&config).map_err(|e| {
+    let mut target = pg::target(url)?;
+    target.bound(std::time::Duration::from_secs(30));
+    let records = fetch(&target).map_err(|e| {
         Fail(
             3,
             format!("joblogctl: cannot read the central database: {e}"),
@@ -34,17 +35,13 @@ pub(super) fn open(url: &str) -> Result<Conn, Fail> {
 }
 
 /// Every record, with its `host_id`, oldest first.
-fn fetch(config: &tokio_postgres::Config) -> Result<Vec<String>, String> {
+fn fetch(target: &pg::Target) -> Result<Vec<String>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let (client, conn) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(conn);
+        let client = target.connect().await?;
         let text = |e: tokio_postgres::Error| match e.as_db_error() {
             Some(d) => format!("{}: {}", d.code().code(), d.message()),
             None => e.to_string(),
@@ -65,8 +62,6 @@ fn fetch(config: &tokio_postgres::Config) -> Result<Vec<String>, String> {
         {
             records.push(with_host(row.get(0), row.get(1)));
         }
-        drop(client);
-        let _ = driver.await;
         Ok(records)
     })
 }

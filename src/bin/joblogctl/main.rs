@@ -24,6 +24,7 @@ mod forward;
 mod jobs;
 mod log;
 mod output;
+mod pg;
 mod retry;
 mod snapshot;
 mod stats;

@@ -1,44 +1,9 @@
 //! The central database's side of forwarding: the connection, the
 //! checkpoint row and the batch insert (schema in `sql/central.sql`).
 
-use tokio_postgres::{Client, Config, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 
-use super::{Fail, Failed, Positioned};
-
-/// Parses `--database`: a URL (`postgresql://user@host:port/db`) or
-/// `key=value` pairs, as libpq takes them.
-pub(crate) fn config(url: &str) -> Result<Config, Fail> {
-    let c: Config = url
-        .parse()
-        .map_err(|e| Fail(2, format!("joblogctl: --database: {e}")))?;
-    if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(Fail(
-            2,
-            "joblogctl: --database asks for TLS (sslmode=require), which this build of joblogctl \
-             does not have yet; connect over a Unix socket or a trusted network with \
-             sslmode=disable or prefer"
-                .into(),
-        ));
-    }
-    Ok(c)
-}
-
-/// Bounds what a lost network can hold up, unless the URL says otherwise:
-/// connecting, and data left unacknowledged (`tcp_user_timeout`), to
-/// `limit`; keepalive probes after 10 s idle, so a peer gone quiet is
-/// noticed between batches too.
-pub(super) fn bound(c: &mut Config, limit: std::time::Duration) {
-    if c.get_connect_timeout().is_none() {
-        c.connect_timeout(limit);
-    }
-    if c.get_tcp_user_timeout().is_none() {
-        c.tcp_user_timeout(limit);
-    }
-    // (2 hours is the library's default: the URL did not set it.)
-    if c.get_keepalives_idle() == std::time::Duration::from_secs(2 * 60 * 60) {
-        c.keepalives_idle(std::time::Duration::from_secs(10).min(limit));
-    }
-}
+use super::{Failed, Positioned};
 
 /// A database error, with what PostgreSQL said.
 pub(super) fn db(e: tokio_postgres::Error) -> Failed {
@@ -62,18 +27,11 @@ pub(super) struct Central {
 }
 
 impl Central {
-    /// Connects; the connection's own task runs on the runtime.
-    pub(super) async fn connect(config: &Config) -> Result<Central, String> {
-        let (client, conn) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to the central database: {e}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                eprintln!("joblogctl: the central database connection ended: {e}");
-            }
-        });
-        Ok(Central { client })
+    /// Connects to `target`.
+    pub(super) async fn connect(target: &crate::pg::Target) -> Result<Central, String> {
+        Ok(Central {
+            client: target.connect().await?,
+        })
     }
 
     /// Creates what is missing of the schema.

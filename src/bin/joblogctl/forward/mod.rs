@@ -38,8 +38,6 @@ mod utc;
 
 use central::Central;
 
-pub(crate) use central::config as database_config;
-
 /// The central schema: `--init` runs it; also shipped as `sql/central.sql`.
 pub(super) const SCHEMA: &str = include_str!("../../../../sql/central.sql");
 
@@ -60,7 +58,8 @@ pub(super) struct ForwardArgs {
     /// up with the log.
     #[arg(long, default_value_t = 250, value_name = "MS")]
     poll_interval_ms: u64,
-    /// Forward what is durable now, then exit (for a one-off drain).
+    /// Forward what is durable now, then exit (for a one-off drain); the
+    /// first failure ends it (exit 1) instead of being retried.
     #[arg(long)]
     once: bool,
     /// How long connecting, or one batch's transaction, may take before
@@ -83,16 +82,16 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
                 .into(),
         ));
     };
-    let mut config = central::config(url)?;
+    let mut target = crate::pg::target(url)?;
     let limit = Duration::from_secs(a.db_timeout);
-    central::bound(&mut config, limit);
+    target.bound(limit);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     if a.init {
         return rt.block_on(async {
-            let c = Central::connect(&config).await.map_err(|e| Fail(1, e))?;
+            let c = Central::connect(&target).await.map_err(|e| Fail(1, e))?;
             c.init().await.map_err(|e| Fail(1, e))?;
             println!("joblogctl forward: the central tables are in place");
             Ok(())
@@ -112,7 +111,7 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
         abort_at: a.fault_abort_before_commit,
         limit,
     };
-    rt.block_on(f.run(&config, Duration::from_millis(a.poll_interval_ms), a.once))
+    rt.block_on(f.run(&target, Duration::from_millis(a.poll_interval_ms), a.once))
 }
 
 /// The host's name, the default `--host-id`.
@@ -204,7 +203,7 @@ struct ErrorBody {
 impl Forwarder<'_> {
     async fn run(
         &mut self,
-        config: &tokio_postgres::Config,
+        target: &crate::pg::Target,
         poll: Duration,
         once: bool,
     ) -> Result<(), Fail> {
@@ -213,11 +212,12 @@ impl Forwarder<'_> {
         loop {
             let c = match central.as_mut() {
                 Some(c) => c,
-                None => match Central::connect(config).await {
+                None => match Central::connect(target).await {
                     Ok(c) => {
                         eprintln!("joblogctl forward: connected to the central database");
                         central.insert(c)
                     }
+                    Err(e) if once => return Err(Fail(1, format!("joblogctl forward: {e}"))),
                     Err(e) => {
                         eprintln!("joblogctl forward: {e}; retrying");
                         backoff.wait().await;
@@ -241,6 +241,11 @@ impl Forwarder<'_> {
                     tokio::time::sleep(poll).await;
                 }
                 Err(Failed::Fatal(e)) => return Err(Fail(1, format!("joblogctl forward: {e}"))),
+                // A one-off drain stops at the first failure: what was
+                // committed stays, and running it again goes on from there.
+                Err(Failed::Database(e) | Failed::Daemon(e)) if once => {
+                    return Err(Fail(1, format!("joblogctl forward: {e}")));
+                }
                 Err(Failed::Database(e)) => {
                     eprintln!("joblogctl forward: the central database: {e}; reconnecting");
                     central = None;
