@@ -337,3 +337,66 @@ fn a_rotated_log_keeps_its_log_id_beside_it() {
     assert_eq!(r["archive"], rotated.display().to_string(), "{r}");
     assert_eq!(r["next_log_id"], new.as_str(), "{r}");
 }
+
+/// `logs` lists what can be read by position: the archives beside the
+/// live log in the order they were made (through the chain their
+/// sidecars record), then the live log.
+#[test]
+fn logs_lists_the_archives_oldest_first_then_the_live_log() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let id = |d: &Daemon| {
+        d.request("ping")["log_id"]
+            .as_str()
+            .expect("log_id")
+            .to_owned()
+    };
+    let mut ids = Vec::new();
+    for (i, step) in ["clear", "rotate", "clear"].iter().enumerate() {
+        for k in 0..=i {
+            log_acked(&d, &format!("{step}-{k}"));
+        }
+        ids.push(id(&d));
+        if *step == "clear" {
+            assert_eq!(d.request(r#"{"op":"clear","confirm":true}"#)["ok"], true);
+        } else {
+            std::fs::rename(&d.log, d.log.with_extension("json.1")).expect("rotate");
+            d.signal(libc::SIGHUP);
+            crate::util::wait_until("the log is reopened", || {
+                d.request("ping")["log_file_at_path"] == true
+            });
+        }
+    }
+    log_acked(&d, "live");
+    ids.push(id(&d));
+    // Another daemon's live log in the same directory is no archive of
+    // ours, even named like one (it is locked while that daemon runs).
+    let other = Daemon::start_with(dir.join("s2.sock"), dir.join("log.other.json"), &dir, &[]);
+    log_acked(&other, "theirs");
+    let r = d.request("logs");
+    assert_eq!(r["ok"], true, "{r}");
+    let logs = r["logs"].as_array().expect("logs");
+    let got: Vec<&str> = logs
+        .iter()
+        .map(|l| l["log_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        got,
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{r}"
+    );
+    let records: Vec<u64> = logs
+        .iter()
+        .map(|l| l["records"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(records, [1, 2, 3, 1], "{r}");
+    assert_eq!(logs[0]["next_log_id"], ids[1].as_str(), "{r}");
+    assert_eq!(logs[3]["live"], true, "{r}");
+    assert!(
+        logs[1]["archive"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(".json.1"),
+        "{r}"
+    );
+}

@@ -148,6 +148,10 @@ enum Reply {
     Ping {
         line: u64,
     },
+    /// `logs`: the archives beside the live log and the live one.
+    Logs {
+        line: u64,
+    },
     /// Sent once the records are durable.
     WhenDurable {
         rx: oneshot::Receiver<Durable>,

@@ -15,6 +15,10 @@ pub(super) async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, P
         Request::Log { jobs, ack } => log_jobs(s, no, &jobs, ack).await,
         Request::Flush => flush(s, no).await,
         Request::Ping => ping(s, no).await,
+        Request::Logs => {
+            send_chunk(s, None).await;
+            queue(s, Reply::Logs { line: no }).await;
+        }
         Request::Query(Query::Stats {
             filter,
             include_pending,

@@ -114,6 +114,22 @@ pub(super) async fn ping_reply(shared: &Shared, line: u64) -> Vec<u8> {
     }
 }
 
+/// `logs`'s reply: the live log from the writer's status, the archives
+/// from the directory (listed here, off the writer).
+pub(super) async fn logs_reply(shared: &Shared, line: u64) -> Vec<u8> {
+    let (stx, srx) = oneshot::channel();
+    let status = match shared.writer.tx.send(Command::Status(stx)).await {
+        Ok(()) => srx.await.ok(),
+        Err(_) => None,
+    };
+    match status {
+        Some(st) => tokio::task::block_in_place(|| {
+            crate::ops::logs::reply(&shared.archived.live, &st.log_id, st.records, line)
+        }),
+        None => stopping_error().reply(line),
+    }
+}
+
 /// Asks the writer a query, once `flush` (if any) says every record
 /// accepted before it is durable.
 pub(super) async fn ask(
@@ -206,6 +222,7 @@ pub(super) async fn write_side(
         let bytes = match r {
             Reply::Now(b) => b,
             Reply::Ping { line } => ping_reply(&shared, line).await,
+            Reply::Logs { line } => logs_reply(&shared, line).await,
             Reply::Query { flush, query, line } => match answer(&shared, flush, query).await {
                 Err(e) => e.reply(line),
                 Ok(crate::ops::Answer::Refused(e)) => e.reply(line),

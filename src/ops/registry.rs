@@ -16,6 +16,8 @@ pub enum Request<'a> {
     },
     Flush,
     Ping,
+    /// The logs that can be read by position, oldest first.
+    Logs,
     /// A question answered from the index (`stats`, `jobs` and its
     /// aliases, `export_csv`, `retry_candidates`, `snapshot`).
     Query(super::Query),
@@ -87,6 +89,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         super::subscribe::parse,
     ),
     op("snapshot", &[], super::snapshot::parse),
+    op("logs", &[], super::logs::parse),
     op(
         "read",
         &[&["log_id", "from_seq", "limit"]],
@@ -176,6 +179,7 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
     match parse_request(&[("op".to_string(), quoted.as_bytes())])? {
         Request::Flush => Ok(Request::Flush),
         Request::Ping => Ok(Request::Ping),
+        Request::Logs => Ok(Request::Logs),
         Request::Query(q) => Ok(Request::Query(q)),
         Request::Clear => Ok(Request::Clear),
         Request::Subscribe {

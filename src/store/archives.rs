@@ -69,14 +69,53 @@ fn hex(id: &[u8; 16]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Lists the directory of `live` for a sidecar of `log_id` that belongs
-/// to the file beside it (not the live log's own), and scans that file.
-fn locate(live: &Path, log_id: &str) -> io::Result<Option<Archive>> {
+/// A log put aside, as its sidecar describes it (not scanned).
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub log_id: String,
+    pub path: PathBuf,
+    /// Records in it, as its newest commit counts them.
+    pub records: u64,
+    pub successor: Option<String>,
+}
+
+/// Every log beside the live log at `live` whose sidecar belongs to the
+/// file next to it, in no particular order.
+///
+/// # Errors
+/// The directory could not be listed.
+pub(crate) fn list(live: &Path) -> io::Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    for (log, found) in sidecars(live)? {
+        let Some(newest) = found.commits.first() else {
+            continue;
+        };
+        out.push(Listed {
+            log_id: hex(&found.log_id),
+            path: log,
+            records: newest.records,
+            successor: newest.successor.as_ref().map(hex),
+        });
+    }
+    Ok(out)
+}
+
+/// The logs beside `live` with a sidecar of their own (header intact and
+/// naming the file next to it), not the live log's: those named as this
+/// log's archives and rotations are (`<stem>.…`: `processing_log.<ts>.json`,
+/// `processing_log.json.1`), and not locked by a daemon writing them (a
+/// second daemon's live log in the same directory is no archive of ours).
+fn sidecars(live: &Path) -> io::Result<Vec<(PathBuf, commits::Found)>> {
+    let stem = live
+        .file_stem()
+        .map(|s| format!("{}.", s.to_string_lossy()))
+        .unwrap_or_default();
     let dir = match live.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let own = commits::path_for(live);
+    let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let meta_path = entry?.path();
         let Some(log) = meta_path
@@ -86,7 +125,10 @@ fn locate(live: &Path, log_id: &str) -> io::Result<Option<Archive>> {
         else {
             continue;
         };
-        if meta_path == own || log == live {
+        let ours = log
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&stem));
+        if meta_path == own || log == live || !ours || written_by_a_daemon(&log) {
             continue;
         }
         let Ok(m) = fs::metadata(&log) else {
@@ -94,32 +136,45 @@ fn locate(live: &Path, log_id: &str) -> io::Result<Option<Archive>> {
         };
         // Only a sidecar whose header belongs to this very file: one left
         // behind by a file deleted since names records no longer there.
-        let Some(found) = commits::read(&log, FileId::of(&m)).filter(|f| f.header_ok) else {
-            continue;
-        };
-        if hex(&found.log_id) != log_id {
-            continue;
+        if let Some(found) = commits::read(&log, FileId::of(&m)).filter(|f| f.header_ok) {
+            out.push((log, found));
         }
-        let Some(newest) = found.commits.first().copied() else {
-            continue;
-        };
-        let file = File::open(&log)?;
-        let mut records = Vec::new();
-        // Up to what the newest commit vouches for, as a start-up keeps.
-        scan::scan(
-            &file,
-            Some(newest.end),
-            &mut |r: ScannedRecord, _: &[u8], _: &RawMeta| {
-                records.push((r.offset, r.len as u32));
-            },
-        )?;
-        return Ok(Some(Archive {
-            log_id: log_id.to_string(),
-            path: log,
-            file: Arc::new(file),
-            records,
-            successor: newest.successor.as_ref().map(hex),
-        }));
     }
-    Ok(None)
+    Ok(out)
+}
+
+/// Is `log` locked (a daemon's live log)? A daemon holds an exclusive
+/// lock on the log it writes for as long as it runs.
+fn written_by_a_daemon(log: &Path) -> bool {
+    File::open(log).is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
+}
+
+/// Finds the sidecar of `log_id` beside `live` and scans its file.
+fn locate(live: &Path, log_id: &str) -> io::Result<Option<Archive>> {
+    let Some((log, found)) = sidecars(live)?
+        .into_iter()
+        .find(|(_, f)| hex(&f.log_id) == log_id)
+    else {
+        return Ok(None);
+    };
+    let Some(newest) = found.commits.first().copied() else {
+        return Ok(None);
+    };
+    let file = File::open(&log)?;
+    let mut records = Vec::new();
+    // Up to what the newest commit vouches for, as a start-up keeps.
+    scan::scan(
+        &file,
+        Some(newest.end),
+        &mut |r: ScannedRecord, _: &[u8], _: &RawMeta| {
+            records.push((r.offset, r.len as u32));
+        },
+    )?;
+    Ok(Some(Archive {
+        log_id: log_id.to_string(),
+        path: log,
+        file: Arc::new(file),
+        records,
+        successor: newest.successor.as_ref().map(hex),
+    }))
 }

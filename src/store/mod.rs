@@ -43,7 +43,7 @@ mod open;
 mod scan;
 
 pub(crate) use append::WRITE_LOCK;
-pub(crate) use archives::Archives;
+pub(crate) use archives::{Archives, Listed, list as list_archives};
 pub(crate) use fault::FAULT_FILE;
 
 // Shared by the submodules (each takes `super::*`).

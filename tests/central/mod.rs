@@ -759,3 +759,41 @@ fn tcp_port(tcp: &str) -> &str {
         .find_map(|kv| kv.strip_prefix("port="))
         .unwrap_or("5432")
 }
+
+/// A host forwarded for the first time ships its history too: the
+/// archives beside the log, oldest first, then the live log
+/// (`--start-at live` skips them).
+#[test]
+fn a_new_forwarder_ships_the_archives_made_before_it_then_the_live_log() {
+    let Some(pg) = Postgres::start() else { return };
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    init(&d, &pg);
+    log_batch(&d, &jobs("h", 0, 10));
+    assert_eq!(d.request(r#"{"op":"clear","confirm":true}"#)["ok"], true);
+    log_batch(&d, &jobs("h", 10, 5));
+    assert_eq!(d.request(r#"{"op":"clear","confirm":true}"#)["ok"], true);
+    log_batch(&d, &jobs("h", 15, 3));
+    let out = forward(&d, &pg, &["--host-id", "old", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(assert_positions_exact(&pg, "old"), 18);
+    assert_eq!(
+        pg.count("SELECT count(DISTINCT log_id) FROM joblog_records WHERE host_id = 'old'"),
+        3
+    );
+    let out = forward(
+        &d,
+        &pg,
+        &["--host-id", "new", "--once", "--start-at", "live"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(assert_positions_exact(&pg, "new"), 3);
+}

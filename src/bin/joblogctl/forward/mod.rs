@@ -68,9 +68,20 @@ pub(super) struct ForwardArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     db_timeout: u64,
+    /// Where a host forwarded for the first time starts: `oldest`, the
+    /// first of the archives beside the log (its whole history), or
+    /// `live`, the live log's first record.
+    #[arg(long, value_enum, default_value_t = StartAt::Oldest)]
+    start_at: StartAt,
     /// Test seam: abort after inserting the Nth batch, before its commit.
     #[arg(long, hide = true, value_name = "N")]
     fault_abort_before_commit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum StartAt {
+    Oldest,
+    Live,
 }
 
 /// Runs the forwarder (or, with `--init`, creates the schema).
@@ -110,6 +121,7 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
         batches: 0,
         abort_at: a.fault_abort_before_commit,
         limit,
+        start_at: a.start_at,
     };
     rt.block_on(f.run(&target, Duration::from_millis(a.poll_interval_ms), a.once))
 }
@@ -171,6 +183,7 @@ struct Forwarder<'s> {
     abort_at: Option<u64>,
     /// `--db-timeout`: the most one turn may take.
     limit: Duration,
+    start_at: StartAt,
 }
 
 /// A `read` reply.
@@ -266,8 +279,11 @@ impl Forwarder<'_> {
         let (log_id, from) = match Central::checkpoint(&tx, &self.host).await? {
             Some(at) => at,
             None => {
-                let live = self.live_log_id()?;
-                Central::start_checkpoint(&tx, &self.host, &live).await?
+                let first = match self.start_at {
+                    StartAt::Oldest => self.logs()?.swap_remove(0),
+                    StartAt::Live => self.live_log_id()?,
+                };
+                Central::start_checkpoint(&tx, &self.host, &first).await?
             }
         };
         let reply = self.read(&log_id, from)?;
@@ -317,9 +333,18 @@ impl Forwarder<'_> {
             }
         }
         let moved_on = if drained {
+            // An archive from before successors were recorded: the next
+            // in the daemon's order (`logs`).
             let successor = match reply.next_log_id {
                 Some(s) => s,
-                None => self.live_log_id()?,
+                None => {
+                    let logs = self.logs()?;
+                    let at = logs.iter().position(|l| *l == log_id);
+                    match at.and_then(|i| logs.get(i + 1)) {
+                        Some(next) => next.clone(),
+                        None => logs.last().cloned().unwrap_or_default(),
+                    }
+                }
             };
             eprintln!(
                 "joblogctl forward: archive {} (log {log_id}) is forwarded; going on with log {successor}",
@@ -360,6 +385,25 @@ impl Forwarder<'_> {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| Failed::Daemon("ping gave no log_id".into()))
+    }
+
+    /// The logs the daemon can serve, oldest first, the live one last.
+    fn logs(&mut self) -> Result<Vec<String>, Failed> {
+        let c = self.daemon()?;
+        let v = tokio::task::block_in_place(|| c.ask(json!({"op":"logs"})))
+            .map_err(|Fail(_, m)| Failed::Daemon(m))?;
+        let ids: Vec<String> = v["logs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["log_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Err(Failed::Daemon("logs named no log".into()));
+        }
+        Ok(ids)
     }
 
     fn read(&mut self, log_id: &str, from: u64) -> Result<ReadReply, Failed> {
