@@ -724,3 +724,25 @@ fn a_default_socket_another_user_planted_in_a_shared_directory_is_skipped() {
     assert!(listener.accept().is_ok(), "connected when told to");
     drop(o);
 }
+
+/// `--help` says what joblogctl is (not the daemon's description), and a
+/// count of one is singular.
+#[test]
+fn help_describes_joblogctl_and_one_record_is_singular() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .arg("--help")
+        .output()
+        .expect("joblogctl");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.starts_with("Query and control joblogd"), "{help}");
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let one = dir.join("one.ndjson");
+    std::fs::write(&one, "{\"video_id\":\"a\"}\n").expect("write");
+    let o = ctl(&d, &["log", one.to_str().expect("path"), "--ack"]);
+    assert!(
+        stderr(&o).contains("logged (on disk) 1 record\n"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -142,15 +142,24 @@ fn gone(lines: u64, e: io::Error) -> Fail {
     )
 }
 
+/// `1 record`, `2 records`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The summary on standard error; exit status 1 if any line was not
 /// logged.
 fn report(tally: &Tally, rejected: u64, ack: bool) -> Result<(), Fail> {
     let logged = tally.lines.saturating_sub(rejected);
     let how = if ack { "logged (on disk)" } else { "logged" };
+    let records = counted(logged, "record", "records");
     match (rejected, tally.skipped) {
-        (0, 0) => eprintln!("{how} {logged} records"),
-        (r, 0) => eprintln!("{how} {logged} records, {r} rejected"),
-        (r, s) => eprintln!("{how} {logged} records, {r} rejected, {s} requests not sent"),
+        (0, 0) => eprintln!("{how} {records}"),
+        (r, 0) => eprintln!("{how} {records}, {r} rejected"),
+        (r, s) => eprintln!(
+            "{how} {records}, {r} rejected, {}",
+            counted(s, "request not sent", "requests not sent")
+        ),
     }
     if rejected + tally.skipped > 0 {
         return Err(Fail(

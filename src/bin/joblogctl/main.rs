@@ -42,7 +42,13 @@ use tail::*;
 
 /// Talk to a running joblogd.
 #[derive(Debug, Parser)]
-#[command(name = "joblogctl", version, about, long_about = None)]
+#[command(
+    name = "joblogctl",
+    version,
+    about = "Query and control joblogd, the job log daemon: statistics, jobs, retry candidates, \
+             exports, following new records, and forwarding them to a central PostgreSQL",
+    long_about = None
+)]
 struct Cli {
     /// The daemon's socket [default: the first that answers of
     /// $XDG_RUNTIME_DIR/joblogd.sock (else /tmp/joblogd-<uid>.sock) and the
