@@ -43,6 +43,9 @@ pub(crate) struct Plan {
     pub(crate) index_filtered_iters: usize,
     /// Cold and warm start-ups per file in the index section.
     pub(crate) scan_reps: usize,
+    /// Section 9: the backlog forwarded, and the runs of each loader.
+    pub(crate) forward_records: u64,
+    pub(crate) forward_reps: usize,
 }
 
 impl Plan {
@@ -72,6 +75,8 @@ impl Plan {
             index_sort_iters: if quick { 50 } else { 100 },
             index_filtered_iters: if quick { 5 } else { 10 },
             scan_reps: 3,
+            forward_records: if quick { 100_000 } else { 1_000_000 },
+            forward_reps: if quick { 1 } else { 3 },
         }
     }
 }

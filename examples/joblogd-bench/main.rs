@@ -27,8 +27,13 @@
 //! 8. memory growth per record between 1M and 2M records whose names are
 //!    all distinct, and ack latency beside a loop of queries (`growth.rs`).
 //!
+//! 9. a backlog of 1,000,000 small records drained into a fresh, durable
+//!    PostgreSQL by `joblogctl forward --once` at two batch sizes, beside
+//!    psql's COPY of the same records (`forward.rs`; the cluster in `pg.rs`).
+//!
 //! `--only index` (or any comma-separated list of `throughput`, `single`,
-//! `ack`, `flush`, `index`, `peers`, `growth`) runs just those sections.
+//! `ack`, `flush`, `index`, `peers`, `growth`, `forward`) runs just those
+//! sections.
 //!
 //! Progress goes to stderr; the report goes to stdout (and, with
 //! `--out-dir`, to `joblogd-bench.txt` and `joblogd-bench.json` there).
@@ -39,7 +44,8 @@
 //! without joblogd (the raw ceiling, the write path alone, the disk floor);
 //! `daemon` starts the daemon under test and talks to it; `bench` is the
 //! plan and the context every section shares; `records` generates the job
-//! records; `report`, `report_index` and `report_json` write the report
+//! records; `report`, `report_index`, `report_peers`, `report_forward` and
+//! `report_json` write the report
 //! from the results; `stats`, `machine` and `util` are small helpers.
 
 #[path = "../support/mod.rs"]
@@ -51,13 +57,16 @@ mod bench;
 mod children;
 mod daemon;
 mod flush;
+mod forward;
 mod growth;
 mod index;
 mod machine;
 mod peers;
+mod pg;
 mod procs;
 mod records;
 mod report;
+mod report_forward;
 mod report_index;
 mod report_json;
 mod report_peers;
@@ -94,7 +103,8 @@ use crate::util::{TempDir, other, shell_quote};
 #[command(name = "joblogd-bench", version, about, long_about = None)]
 struct Args {
     /// Smaller workloads (about a minute in total; 100 MB instead of 1 GB,
-    /// 200,000 indexed records instead of 1,000,000).
+    /// 200,000 indexed records instead of 1,000,000, and for section 9
+    /// one run of 100,000 forwarded records instead of three of 1,000,000).
     #[arg(long)]
     quick: bool,
 
@@ -138,6 +148,9 @@ enum Section {
     Peers,
     /// 8: memory growth with distinct values, and acks beside queries.
     Growth,
+    /// 9: `joblogctl forward` draining a backlog into PostgreSQL, beside
+    /// COPY (needs Debian's postgresql package).
+    Forward,
 }
 
 impl Section {
@@ -150,6 +163,7 @@ impl Section {
             Section::Index => "index",
             Section::Peers => "peers",
             Section::Growth => "growth",
+            Section::Forward => "forward",
         }
     }
 }
@@ -255,6 +269,7 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         Section::Index,
         Section::Peers,
         Section::Growth,
+        Section::Forward,
     ]
     .into_iter()
     .filter(|s| args.only.is_empty() || args.only.contains(s))
@@ -293,15 +308,11 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         (Vec::new(), Vec::new())
     };
 
-    let growth = want(Section::Growth).then(|| {
-        let r = b.growth();
-        if let Err(e) = &r {
-            b.progress(&format!("growth FAILED: {e}"));
-        }
-        r.map_err(|e| e.to_string())
-    });
+    let growth = want(Section::Growth).then(|| outcome(b, "growth", Bench::growth));
+    let forward = want(Section::Forward).then(|| outcome(b, "forward", Bench::forward));
 
     Results {
+        forward,
         growth,
         peers,
         peers_err,
@@ -316,6 +327,19 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         seed_scan,
         line_sizes,
     }
+}
+
+/// Runs one section, saying so on stderr when it fails.
+fn outcome<T>(
+    b: &mut Bench,
+    name: &str,
+    section: impl FnOnce(&mut Bench) -> io::Result<T>,
+) -> Outcome<T> {
+    let r = section(b);
+    if let Err(e) = &r {
+        b.progress(&format!("{name} FAILED: {e}"));
+    }
+    r.map_err(|e| e.to_string())
 }
 
 /// Sections 1 and 2 for each `--kind`: the rows, and the kinds that failed.

@@ -1,4 +1,5 @@
-//! The text report: sections 1 to 5, the Targets summary and the problems
+//! The text report: sections 1 to 5 (6 to 9 come from `report_index`,
+//! `report_peers` and `report_forward`), the Targets summary and the problems
 //! found, from [`Results`] (what each section returned): medians with their
 //! ranges, ratios, and PASS or FAIL against the stated targets.
 
@@ -54,6 +55,7 @@ pub(crate) struct Results {
     pub(crate) seed_scan: Option<Result<ScanStats, String>>,
     pub(crate) line_sizes: (f64, f64),
     pub(crate) growth: Option<Result<crate::growth::GrowthStats, String>>,
+    pub(crate) forward: Option<Result<crate::forward::ForwardStats, String>>,
     pub(crate) peers: Vec<crate::procs::PeerRow>,
     pub(crate) peers_err: Vec<String>,
 }
@@ -66,7 +68,7 @@ impl Results {
 
 pub(crate) const NOT_RUN: &str = "   not run (--only)";
 
-/// The whole text report: the header, sections 1 to 6, Targets, problems.
+/// The whole text report: the header, sections 1 to 9, Targets, problems.
 pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{header}");
@@ -85,6 +87,7 @@ pub(crate) fn report(b: &Bench, header: &str, r: &Results) -> String {
         );
     }
     crate::report_peers::growth_report(&mut o, r.growth.as_ref());
+    crate::report_forward::forward_report(&mut o, r.forward.as_ref());
     targets_report(&mut o, r, ratio);
     problems_report(&mut o, b);
     o
@@ -394,6 +397,7 @@ fn targets_report(o: &mut String, r: &Results, ratio: Option<(&'static str, f64)
     index_targets(o, r);
     crate::report_peers::peers_targets(o, &r.peers);
     crate::report_peers::growth_targets(o, r.growth.as_ref());
+    crate::report_forward::forward_targets(o, r.forward.as_ref());
 }
 
 /// The problems found, and the total time and load average at the end.

@@ -7,6 +7,15 @@ use crate::bench::Bench;
 use crate::report::Results;
 use crate::throughput::TpRow;
 
+/// A section's JSON: its figures, its error, or null when it did not run.
+fn outcome<T>(r: Option<&Result<T, String>>, figures: impl FnOnce(&T) -> Value) -> Value {
+    match r {
+        Some(Ok(v)) => figures(v),
+        Some(Err(e)) => json!({"error": e}),
+        None => Value::Null,
+    }
+}
+
 pub(crate) fn results_json(b: &Bench, machine: Value, command: &str, r: &Results) -> Value {
     let err = |e: &String| json!({"error": e});
     json!({
@@ -19,11 +28,8 @@ pub(crate) fn results_json(b: &Bench, machine: Value, command: &str, r: &Results
         "throughput_errors": r.tp_err,
         "peers": r.peers.iter().map(crate::procs::PeerRow::to_json).collect::<Vec<_>>(),
         "peers_errors": r.peers_err,
-        "growth": match &r.growth {
-            Some(Ok(g)) => g.to_json(),
-            Some(Err(e)) => err(e),
-            None => Value::Null,
-        },
+        "growth": outcome(r.growth.as_ref(), crate::growth::GrowthStats::to_json),
+        "forward": outcome(r.forward.as_ref(), crate::forward::ForwardStats::to_json),
         "sections": r.sections.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "single_record_writes": match &r.single {
             Some(Ok(s)) => json!({"records": s.records, "client_ns_per_record": s.client_ns_per_record, "total_seconds": s.total_secs}),

@@ -37,6 +37,7 @@ mod central;
 mod utc;
 
 use central::Central;
+use tokio_postgres::Transaction;
 
 /// The central schema: `--init` runs it; also shipped as `sql/central.sql`.
 pub(super) const SCHEMA: &str = include_str!("../../../../sql/central.sql");
@@ -122,6 +123,7 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
         abort_at: a.fault_abort_before_commit,
         limit,
         start_at: a.start_at,
+        prefetched: None,
     };
     rt.block_on(f.run(&target, Duration::from_millis(a.poll_interval_ms), a.once))
 }
@@ -184,6 +186,18 @@ struct Forwarder<'s> {
     /// `--db-timeout`: the most one turn may take.
     limit: Duration,
     start_at: StartAt,
+    /// The next batch, read (and made into rows) while the database
+    /// stored the one before.
+    prefetched: Option<Batch>,
+}
+
+/// A batch read from the daemon: from where, the reply, and its records
+/// as rows for the insert.
+struct Batch {
+    log_id: String,
+    from: u64,
+    reply: ReadReply,
+    rows: central::Rows,
 }
 
 /// A `read` reply.
@@ -286,38 +300,62 @@ impl Forwarder<'_> {
                 Central::start_checkpoint(&tx, &self.host, &first).await?
             }
         };
-        let reply = self.read(&log_id, from)?;
-        if !reply.ok {
-            let e = reply.error.unwrap_or(ErrorBody {
-                code: "unknown".into(),
-                message: String::new(),
-                log_id: None,
-            });
-            if e.code != "log_changed" {
-                return Err(Failed::Daemon(format!("{}: {}", e.code, e.message)));
-            }
-            // Neither live nor an archive beside it: the records from
-            // `from` on are gone from this host (moved away, removed, or
-            // cut underneath the daemon). Say so loudly, and go on.
-            let live = match e.log_id {
-                Some(l) => l,
-                None => self.live_log_id()?,
-            };
-            eprintln!(
-                "joblogctl forward: ERROR: log {log_id} is neither live nor an archive beside it \
-                 ({}); its records from seq {from} on cannot be forwarded. Going on with the live \
-                 log {live} from seq 0.",
-                e.message
-            );
-            Central::move_checkpoint(&tx, &self.host, &live, 0).await?;
-            tx.commit().await.map_err(central::db)?;
-            return Ok(Turn::Moved);
+        // What was read ahead, if it is still where the checkpoint is
+        // (another forwarder of the host may have moved it meanwhile).
+        let batch = match self.prefetched.take() {
+            Some(b) if b.log_id == log_id && b.from == from => b,
+            _ => self.read(&log_id, from)?,
+        };
+        if !batch.reply.ok {
+            return self.lost(tx, batch).await;
         }
+        self.store(tx, batch).await
+    }
+
+    /// The checkpoint's log is neither live nor an archive beside it: the
+    /// records from there on are gone from this host (moved away,
+    /// removed, or cut underneath the daemon). Says so loudly, and goes
+    /// on with the live log.
+    async fn lost(&mut self, tx: Transaction<'_>, batch: Batch) -> Result<Turn, Failed> {
+        let e = batch.reply.error.unwrap_or(ErrorBody {
+            code: "unknown".into(),
+            message: String::new(),
+            log_id: None,
+        });
+        if e.code != "log_changed" {
+            return Err(Failed::Daemon(format!("{}: {}", e.code, e.message)));
+        }
+        let live = match e.log_id {
+            Some(l) => l,
+            None => self.live_log_id()?,
+        };
+        eprintln!(
+            "joblogctl forward: ERROR: log {} is neither live nor an archive beside it ({}); its \
+             records from seq {} on cannot be forwarded. Going on with the live log {live} from \
+             seq 0.",
+            batch.log_id, e.message, batch.from
+        );
+        Central::move_checkpoint(&tx, &self.host, &live, 0).await?;
+        tx.commit().await.map_err(central::db)?;
+        Ok(Turn::Moved)
+    }
+
+    /// Stores a batch and moves the checkpoint past it (to the next log
+    /// when it drained an archive), reading the next batch meanwhile.
+    async fn store(&mut self, tx: Transaction<'_>, batch: Batch) -> Result<Turn, Failed> {
+        let Batch {
+            log_id,
+            from,
+            reply,
+            rows,
+        } = batch;
         let next = reply.next_seq.unwrap_or(from);
         let drained = reply.archive.is_some() && Some(next) == reply.durable;
         let n = reply.records.len();
+        // A full batch: there is likely more. Read it while the database
+        // works (the daemon's connection goes along and comes back).
+        let ahead = (n == self.batch && !drained).then(|| self.read_ahead(&log_id, next));
         if n > 0 {
-            let rows = central::Rows::of(&reply.records);
             let stored = Central::insert(&tx, &self.host, &log_id, &rows).await?;
             if stored < n as u64 {
                 eprintln!(
@@ -332,37 +370,58 @@ impl Forwarder<'_> {
                 std::process::abort();
             }
         }
-        let moved_on = if drained {
-            // An archive from before successors were recorded: the next
-            // in the daemon's order (`logs`).
-            let successor = match reply.next_log_id {
-                Some(s) => s,
-                None => {
-                    let logs = self.logs()?;
-                    let at = logs.iter().position(|l| *l == log_id);
-                    match at.and_then(|i| logs.get(i + 1)) {
-                        Some(next) => next.clone(),
-                        None => logs.last().cloned().unwrap_or_default(),
-                    }
-                }
-            };
+        if drained {
+            let successor = self.successor(&log_id, reply.next_log_id)?;
             eprintln!(
                 "joblogctl forward: archive {} (log {log_id}) is forwarded; going on with log {successor}",
                 reply.archive.as_deref().unwrap_or("")
             );
             Central::move_checkpoint(&tx, &self.host, &successor, 0).await?;
-            true
-        } else {
-            if n > 0 {
-                Central::move_checkpoint(&tx, &self.host, &log_id, next).await?;
-            }
-            false
-        };
+        } else if n > 0 {
+            Central::move_checkpoint(&tx, &self.host, &log_id, next).await?;
+        }
         tx.commit().await.map_err(central::db)?;
-        Ok(if n > 0 || moved_on {
+        if let Some(ahead) = ahead
+            && let Ok(Some((conn, read))) = ahead.await
+        {
+            self.daemon = Some(conn);
+            self.prefetched = read.ok();
+        }
+        Ok(if n > 0 || drained {
             Turn::Moved
         } else {
             Turn::CaughtUp
+        })
+    }
+
+    /// Starts reading the batch at `from` of `log_id` on a blocking
+    /// thread, with the daemon's connection (handed back with the batch).
+    fn read_ahead(
+        &mut self,
+        log_id: &str,
+        from: u64,
+    ) -> tokio::task::JoinHandle<Option<(Conn, Result<Batch, Failed>)>> {
+        let conn = self.daemon.take();
+        let (log_id, limit) = (log_id.to_string(), self.batch);
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn?;
+            let read = read_batch(&mut c, &log_id, from, limit);
+            Some((c, read))
+        })
+    }
+
+    /// The log after the drained archive `log_id`: the one its sidecar
+    /// names, else (an archive from before successors were recorded) the
+    /// next in the daemon's order (`logs`).
+    fn successor(&mut self, log_id: &str, named: Option<String>) -> Result<String, Failed> {
+        if let Some(s) = named {
+            return Ok(s);
+        }
+        let logs = self.logs()?;
+        let at = logs.iter().position(|l| l == log_id);
+        Ok(match at.and_then(|i| logs.get(i + 1)) {
+            Some(next) => next.clone(),
+            None => logs.last().cloned().unwrap_or_default(),
         })
     }
 
@@ -406,27 +465,36 @@ impl Forwarder<'_> {
         Ok(ids)
     }
 
-    fn read(&mut self, log_id: &str, from: u64) -> Result<ReadReply, Failed> {
+    fn read(&mut self, log_id: &str, from: u64) -> Result<Batch, Failed> {
         let limit = self.batch;
         let c = self.daemon()?;
-        tokio::task::block_in_place(|| {
-            c.send(&json!({"op":"read","log_id":log_id,"from_seq":from,"limit":limit}))
-                .map_err(|Fail(_, m)| Failed::Daemon(m))?;
-            let mut line = String::new();
-            match c.r.read_line(&mut line) {
-                Ok(0) => return Err(Failed::Daemon("it closed the connection".into())),
-                Ok(_) => {}
-                Err(e) => return Err(Failed::Daemon(e.to_string())),
-            }
-            let reply: ReadReply = serde_json::from_str(&line)
-                .map_err(|e| Failed::Daemon(format!("a reply that does not parse: {e}")))?;
-            if reply.ok && reply.log_id.as_deref() != Some(log_id) {
-                return Err(Failed::Daemon(format!(
-                    "asked for log {log_id}, answered with log {:?}",
-                    reply.log_id
-                )));
-            }
-            Ok(reply)
-        })
+        tokio::task::block_in_place(|| read_batch(c, log_id, from, limit))
     }
+}
+
+/// Reads `limit` records of `log_id` from `from` on, and makes them rows.
+fn read_batch(c: &mut Conn, log_id: &str, from: u64, limit: usize) -> Result<Batch, Failed> {
+    c.send(&json!({"op":"read","log_id":log_id,"from_seq":from,"limit":limit}))
+        .map_err(|Fail(_, m)| Failed::Daemon(m))?;
+    let mut line = String::new();
+    match c.r.read_line(&mut line) {
+        Ok(0) => return Err(Failed::Daemon("it closed the connection".into())),
+        Ok(_) => {}
+        Err(e) => return Err(Failed::Daemon(e.to_string())),
+    }
+    let reply: ReadReply = serde_json::from_str(&line)
+        .map_err(|e| Failed::Daemon(format!("a reply that does not parse: {e}")))?;
+    if reply.ok && reply.log_id.as_deref() != Some(log_id) {
+        return Err(Failed::Daemon(format!(
+            "asked for log {log_id}, answered with log {:?}",
+            reply.log_id
+        )));
+    }
+    let rows = central::Rows::of(&reply.records);
+    Ok(Batch {
+        log_id: log_id.to_string(),
+        from,
+        reply,
+        rows,
+    })
 }
