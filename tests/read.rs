@@ -400,3 +400,38 @@ fn logs_lists_the_archives_oldest_first_then_the_live_log() {
         "{r}"
     );
 }
+
+/// An archive is served while an answer read from it is still being
+/// streamed to a client that does not read (that answer holds a copy of
+/// the file's descriptor, and with it, once, the file's lock).
+#[test]
+fn an_archive_is_served_while_an_answer_from_it_is_still_streaming() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let pad = "x".repeat(1000);
+    let jobs: Vec<String> = (0..3000)
+        .map(|i| format!(r#"{{"video_id":"s{i}","pad":"{pad}"}}"#))
+        .collect();
+    let r = d.request(&format!(
+        r#"{{"op":"log_batch","jobs":[{}],"ack":true}}"#,
+        jobs.join(",")
+    ));
+    assert_eq!(r["logged"], 3000, "{r}");
+    let old = d.request("ping")["log_id"]
+        .as_str()
+        .expect("log_id")
+        .to_owned();
+    // Asks for every record (about 3 MB) and reads none of it.
+    let mut stuck = Client::new(d.connect());
+    stuck.send(r#"{"op":"all"}"#);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(d.request(r#"{"op":"clear","confirm":true}"#)["ok"], true);
+    let r = d.request(&format!(
+        r#"{{"op":"read","log_id":"{old}","from_seq":2990}}"#
+    ));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(seqs(&r).len(), 10, "{r}");
+    let logs = d.request("logs");
+    assert_eq!(logs["logs"][0]["log_id"], old.as_str(), "{logs}");
+    drop(stuck);
+}

@@ -100,16 +100,50 @@ pub(crate) fn list(live: &Path) -> io::Result<Vec<Listed>> {
     Ok(out)
 }
 
-/// The logs beside `live` with a sidecar of their own (header intact and
-/// naming the file next to it), not the live log's: those named as this
-/// log's archives and rotations are (`<stem>.…`: `processing_log.<ts>.json`,
-/// `processing_log.json.1`), and not locked by a daemon writing them (a
-/// second daemon's live log in the same directory is no archive of ours).
-fn sidecars(live: &Path) -> io::Result<Vec<(PathBuf, commits::Found)>> {
+/// Is `name` one of this log's archives or rotations: `clear`'s
+/// `<stem>.<YYYYmmddTHHMMSS>[-N].json`, or a rotation's `<file>.<…>` /
+/// `<file>-<…>` (`processing_log.json.1`, `processing_log.json-20261207`)?
+/// A second daemon's log in the same directory (`processing_log.b.json`)
+/// is none, even when stopped.
+fn named_as_ours(name: &str, live: &Path) -> bool {
+    let file = live
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = live
         .file_stem()
-        .map(|s| format!("{}.", s.to_string_lossy()))
+        .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if let Some(rest) = name.strip_prefix(file.as_str())
+        && (rest.starts_with('.') || rest.starts_with('-'))
+    {
+        return true;
+    }
+    let Some(rest) = name
+        .strip_prefix(stem.as_str())
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_suffix(".json"))
+    else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    let stamp = b.len() >= 15
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit);
+    let tail = &rest[15.min(rest.len())..];
+    stamp
+        && (tail.is_empty()
+            || tail
+                .strip_prefix('-')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())))
+}
+
+/// The logs beside `live` with a sidecar of their own (header intact and
+/// naming the file next to it), not the live log's: those named as this
+/// log's archives and rotations are ([`named_as_ours`]), and not locked by
+/// a daemon writing them.
+fn sidecars(live: &Path) -> io::Result<Vec<(PathBuf, commits::Found)>> {
     let dir = match live.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -127,7 +161,7 @@ fn sidecars(live: &Path) -> io::Result<Vec<(PathBuf, commits::Found)>> {
         };
         let ours = log
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(&stem));
+            .is_some_and(|n| named_as_ours(&n.to_string_lossy(), live));
         if meta_path == own || log == live || !ours || written_by_a_daemon(&log) {
             continue;
         }
@@ -177,4 +211,31 @@ fn locate(live: &Path, log_id: &str) -> io::Result<Option<Archive>> {
         records,
         successor: newest.successor.as_ref().map(hex),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_logs_archives_and_rotations_are_ours() {
+        let live = Path::new("/var/lib/joblogd/processing_log.json");
+        for ours in [
+            "processing_log.20261207T190512.json",
+            "processing_log.20261207T190512-2.json",
+            "processing_log.json.1",
+            "processing_log.json-20261207",
+        ] {
+            assert!(named_as_ours(ours, live), "{ours}");
+        }
+        for theirs in [
+            "processing_log.b.json",
+            "processing_log2.json",
+            "processing_log.2026120T190512.json",
+            "processing_log.20261207T190512-.json",
+            "other.20261207T190512.json",
+        ] {
+            assert!(!named_as_ours(theirs, live), "{theirs}");
+        }
+    }
 }

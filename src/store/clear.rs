@@ -160,8 +160,12 @@ impl Store {
         }
         commits.moved_to(live_meta);
         self.commits = commits;
-        // The old descriptor (and its lock) closes here; the archive is
-        // complete and synced.
+        // The archive is complete and synced. Its lock is released now:
+        // answers still being streamed hold copies of its descriptor, which
+        // would keep the lock (it belongs to the open file, not the copy)
+        // and make the archive look like a daemon's live log to `logs` and
+        // `read` (see `archives::written_by_a_daemon`).
+        let _ = self.file.unlock();
         self.file = file;
         self.records = 0;
         self.file_len = 2;
@@ -216,7 +220,11 @@ impl Store {
     pub fn seal(&mut self, successor: &Store) -> Result<(), StoreError> {
         self.commits
             .seal(successor.commits.log_id())
-            .map_err(io_err(self.commits.path(), "write"))
+            .map_err(io_err(self.commits.path(), "write"))?;
+        // Rotated away for good: its lock goes now, not when the last
+        // answer reading it is done (see `clear`).
+        let _ = self.file.unlock();
+        Ok(())
     }
 
     pub fn sidecar_follows_the_file(&mut self) -> Option<PathBuf> {
