@@ -21,12 +21,28 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The set of ids, shared by every connection (checked and added as a
-/// record is accepted) and filled by the start-up scan.
+/// record is accepted) and filled by the start-up scan. In shards, so
+/// that connections seldom wait for each other and a table that grows
+/// (rehashing every id it holds) holds up a sixteenth of them.
 #[derive(Debug, Default)]
 pub(crate) struct RecordIds {
-    seen: Mutex<HashSet<u128, BuildHasherDefault<Spread>>>,
+    shards: [Mutex<Generations>; SHARDS],
     keys: (RandomState, RandomState),
     duplicates: AtomicU64,
+}
+
+const SHARDS: usize = 16;
+
+type Set = HashSet<u128, BuildHasherDefault<Spread>>;
+
+/// The ids of the live log, and of the log before it (`clear` or a
+/// rotation starts a new generation), so the set holds two logs' ids at
+/// most, not every id since the daemon started; a record sent again
+/// across one clear is still known.
+#[derive(Debug, Default)]
+struct Generations {
+    current: Set,
+    previous: Set,
 }
 
 /// The keys are already keyed hashes: the table takes their low bits as
@@ -55,11 +71,15 @@ impl RecordIds {
         (u128::from(self.keys.0.hash_one(id)) << 64) | u128::from(self.keys.1.hash_one(id))
     }
 
+    fn shard(&self, key: u128) -> &Mutex<Generations> {
+        &self.shards[(key >> 124) as usize % SHARDS]
+    }
+
     /// Notes the id of a record found in the file.
     pub(crate) fn note(&self, id: &[u8]) {
         let key = self.key(id);
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.insert(key);
+        if let Ok(mut g) = self.shard(key).lock() {
+            g.current.insert(key);
         }
     }
 
@@ -69,31 +89,53 @@ impl RecordIds {
         let key = self.key(id);
         // A poisoned lock (a panic elsewhere while holding it) admits:
         // a record twice is better than a record lost.
-        let new = self.seen.lock().map_or(true, |mut seen| seen.insert(key));
+        let new = self.shard(key).lock().map_or(true, |mut g| {
+            !g.previous.contains(&key) && g.current.insert(key)
+        });
         if !new {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
         }
         new
     }
 
-    /// Ids held, and the bytes their table takes.
+    /// A new log took the live one's place (`clear`, a rotation): its ids
+    /// become the previous generation, and the oldest are forgotten.
+    pub(crate) fn new_log(&self) {
+        for shard in &self.shards {
+            if let Ok(mut g) = shard.lock() {
+                g.previous = std::mem::take(&mut g.current);
+            }
+        }
+    }
+
+    /// Ids held, and the bytes their tables take.
     pub(crate) fn size(&self) -> (usize, usize) {
-        self.seen.lock().map_or((0, 0), |seen| {
-            let cap = seen.capacity();
-            // hashbrown: buckets a power of two at 7/8 load, one control
-            // byte each.
-            let buckets = if cap == 0 {
-                0
-            } else {
-                (cap * 8 / 7).next_power_of_two()
-            };
-            (seen.len(), buckets * 17)
-        })
+        let mut held = (0, 0);
+        for shard in &self.shards {
+            if let Ok(g) = shard.lock() {
+                for set in [&g.current, &g.previous] {
+                    held.0 += set.len();
+                    held.1 += table_bytes(set);
+                }
+            }
+        }
+        held
     }
 
     /// Records not logged again because their id was held.
     pub(crate) fn duplicates(&self) -> u64 {
         self.duplicates.load(Ordering::Relaxed)
+    }
+}
+
+/// The bytes a set's table takes: hashbrown keeps buckets a power of two
+/// at 7/8 load, each a 16-byte key and one control byte.
+fn table_bytes(set: &Set) -> usize {
+    let cap = set.capacity();
+    if cap == 0 {
+        0
+    } else {
+        (cap * 8 / 7).next_power_of_two() * 17
     }
 }
 
@@ -111,5 +153,12 @@ mod tests {
         assert!(!ids.admit(b"42"));
         assert_eq!(ids.duplicates(), 2);
         assert_eq!(ids.size().0, 3);
+        // Known across one new log, forgotten after two.
+        ids.new_log();
+        assert!(!ids.admit(b"42"));
+        ids.new_log();
+        ids.new_log();
+        assert!(ids.admit(b"42"));
+        assert_eq!(ids.size().0, 1);
     }
 }

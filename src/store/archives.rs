@@ -31,11 +31,13 @@ pub(crate) struct Archive {
 }
 
 /// The archive read last, kept so that a reader going through one in
-/// pages scans it once: about 12 bytes per record of that archive, for as
-/// long as it is the one being read.
+/// pages scans it once: 16 bytes per record of that archive, for as long
+/// as it is the one being read. One archive is scanned at a time, so
+/// readers asking for many at once cost one scan's memory, not one each.
 #[derive(Debug, Default)]
 pub(crate) struct Archives {
     last: Mutex<Option<Arc<Archive>>>,
+    scanning: Mutex<()>,
 }
 
 impl Archives {
@@ -47,12 +49,13 @@ impl Archives {
     /// The directory could not be listed, or the archive could not be
     /// read.
     pub(crate) fn find(&self, live: &Path, log_id: &str) -> io::Result<Option<Arc<Archive>>> {
-        if let Ok(last) = self.last.lock()
-            && let Some(a) = last.as_ref()
-            && a.log_id == log_id
-            && a.path.exists()
-        {
-            return Ok(Some(Arc::clone(a)));
+        if let Some(a) = self.cached(log_id) {
+            return Ok(Some(a));
+        }
+        let _one_at_a_time = self.scanning.lock();
+        // Scanned by the reader this one waited for?
+        if let Some(a) = self.cached(log_id) {
+            return Ok(Some(a));
         }
         let Some(found) = locate(live, log_id)? else {
             return Ok(None);
@@ -62,6 +65,14 @@ impl Archives {
             *last = Some(Arc::clone(&archive));
         }
         Ok(Some(archive))
+    }
+}
+
+impl Archives {
+    fn cached(&self, log_id: &str) -> Option<Arc<Archive>> {
+        let last = self.last.lock().ok()?;
+        let a = last.as_ref()?;
+        (a.log_id == log_id && a.path.exists()).then(|| Arc::clone(a))
     }
 }
 

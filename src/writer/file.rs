@@ -258,6 +258,8 @@ impl Writer {
         let path = store.path().to_owned();
         let (fsync, page_cache, options) = (store.fsync(), store.page_cache(), store.options());
         let ids = Arc::clone(&self.cfg.ids);
+        // The new file's ids (read as it is opened) start a generation.
+        ids.new_log();
         // The rotated file takes its sidecar (and so its `log_id`) along.
         let followed = self.idle.as_mut().and_then(Store::sidecar_follows_the_file);
         if let Some(to) = &followed {
@@ -321,6 +323,7 @@ impl Writer {
         self.idle = Some(store);
         match (res, reader) {
             (Ok(archive), Some(Ok(reader))) => {
+                self.cfg.ids.new_log();
                 self.index = Index::default();
                 self.index_epoch += 1;
                 self.cfg.stats.changed();

@@ -797,3 +797,52 @@ fn a_new_forwarder_ships_the_archives_made_before_it_then_the_live_log() {
     );
     assert_eq!(assert_positions_exact(&pg, "new"), 3);
 }
+
+/// Values the daemon keeps but jsonb cannot hold never stop the
+/// forwarder: a lone surrogate and a NUL become U+FFFD, a time before
+/// year 1 is stored as NULL, and a number beyond numeric's range is
+/// stored as the record's text under `joblogd_unstorable`, at its place.
+#[test]
+fn values_postgresql_cannot_store_do_not_stop_the_forwarder() {
+    let Some(pg) = Postgres::start() else { return };
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    init(&d, &pg);
+    let mut c = crate::util::Client::new(d.connect());
+    for line in [
+        r#"{"video_id":"ok-1"}"#,
+        r#"{"video_id":"caf\udce9","record_id":"n\u0000ul"}"#,
+        r#"{"video_id":"huge","n":1e200000}"#,
+        r#"{"video_id":"old","logged_at":"0001-01-01T00:00:00"}"#,
+        r#"{"video_id":"ok-2"}"#,
+    ] {
+        c.send(line);
+    }
+    c.send("flush");
+    assert_eq!(c.reply()["ok"], true);
+    let out = Command::new(ctl())
+        .env("JOBLOGD_SOCKET", &d.socket)
+        .env("TZ", "Europe/Berlin")
+        .args(["forward", "--database", &pg.url, "--host-id", "p", "--once"])
+        .output()
+        .expect("forward");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(assert_positions_exact(&pg, "p"), 5, "{err}");
+    let rows = pg.psql(
+        "SELECT seq, CASE WHEN record ? 'joblogd_unstorable' \
+         THEN 'UNSTORABLE:' || (record->>'joblogd_unstorable') ELSE record->>'video_id' END, \
+         coalesce(logged_at_utc::text, 'NULL'), coalesce(record_id, '-') FROM joblog_records ORDER BY seq",
+    );
+    let rows: Vec<&str> = rows.lines().collect();
+    assert!(
+        rows[1].starts_with("1|caf\u{fffd}|") && rows[1].ends_with("|n\u{fffd}ul"),
+        "{rows:?} {err}"
+    );
+    assert!(
+        rows[2].starts_with("2|UNSTORABLE:{") && rows[2].contains("1e200000"),
+        "{rows:?}"
+    );
+    assert!(rows[3].starts_with("3|old|NULL|"), "{rows:?}");
+    assert!(rows[4].starts_with("4|ok-2|"), "{rows:?}");
+}

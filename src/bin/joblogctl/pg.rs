@@ -26,6 +26,9 @@ pub(super) struct Target {
     pub(super) config: Config,
     /// Set when the URL asks for TLS.
     tls: Option<MakeRustlsConnect>,
+    /// `bound`'s limit: a session left idle in a transaction longer than
+    /// twice this is ended by the server.
+    limit: Option<Duration>,
 }
 
 /// Parses `--database`.
@@ -40,7 +43,11 @@ pub(super) fn target(url: &str) -> Result<Target, Fail> {
         SslMode::Require => Some(tls_config(root_cert.as_deref()).map_err(usage)?),
         _ => None,
     };
-    Ok(Target { config, tls })
+    Ok(Target {
+        config,
+        tls,
+        limit: None,
+    })
 }
 
 impl Target {
@@ -49,6 +56,7 @@ impl Target {
     /// (`tcp_user_timeout`), to `limit`; keepalive probes after 10 s idle,
     /// so a peer gone quiet is noticed between batches too.
     pub(super) fn bound(&mut self, limit: Duration) {
+        self.limit = Some(limit);
         let c = &mut self.config;
         if c.get_connect_timeout().is_none() {
             c.connect_timeout(limit);
@@ -91,6 +99,17 @@ impl Target {
                 eprintln!("joblogctl: the central database connection ended: {e}");
             }
         });
+        // A forwarder cut off by the network in the middle of a turn
+        // leaves its session open in the transaction, holding the
+        // checkpoint's row lock until TCP gives up (hours): the server
+        // ends such a session after twice the limit instead.
+        if let Some(limit) = self.limit {
+            let ms = limit.as_millis().saturating_mul(2);
+            client
+                .batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))
+                .await
+                .map_err(|e| format!("cannot set up the session: {e}"))?;
+        }
         Ok(client)
     }
 }

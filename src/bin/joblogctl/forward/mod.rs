@@ -124,6 +124,7 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
         limit,
         start_at: a.start_at,
         prefetched: None,
+        row_by_row: false,
     };
     rt.block_on(f.run(&target, Duration::from_millis(a.poll_interval_ms), a.once))
 }
@@ -173,6 +174,9 @@ enum Failed {
     Daemon(String),
     /// Nothing to retry (the schema is missing).
     Fatal(String),
+    /// A value in the batch the database cannot store: the batch goes
+    /// again, row by row (`Central::insert_each`).
+    Data(String),
 }
 
 struct Forwarder<'s> {
@@ -189,6 +193,9 @@ struct Forwarder<'s> {
     /// The next batch, read (and made into rows) while the database
     /// stored the one before.
     prefetched: Option<Batch>,
+    /// The last batch was refused for a value in it: store the next one
+    /// row by row.
+    row_by_row: bool,
 }
 
 /// A batch read from the daemon: from where, the reply, and its records
@@ -268,6 +275,13 @@ impl Forwarder<'_> {
                     tokio::time::sleep(poll).await;
                 }
                 Err(Failed::Fatal(e)) => return Err(Fail(1, format!("joblogctl forward: {e}"))),
+                Err(Failed::Data(e)) => {
+                    eprintln!(
+                        "joblogctl forward: the central database refused a value in the batch \
+                         ({e}); storing it again row by row"
+                    );
+                    self.row_by_row = true;
+                }
                 // A one-off drain stops at the first failure: what was
                 // committed stays, and running it again goes on from there.
                 Err(Failed::Database(e) | Failed::Daemon(e)) if once => {
@@ -342,7 +356,7 @@ impl Forwarder<'_> {
 
     /// Stores a batch and moves the checkpoint past it (to the next log
     /// when it drained an archive), reading the next batch meanwhile.
-    async fn store(&mut self, tx: Transaction<'_>, batch: Batch) -> Result<Turn, Failed> {
+    async fn store(&mut self, mut tx: Transaction<'_>, batch: Batch) -> Result<Turn, Failed> {
         let Batch {
             log_id,
             from,
@@ -356,7 +370,11 @@ impl Forwarder<'_> {
         // works (the daemon's connection goes along and comes back).
         let ahead = (n == self.batch && !drained).then(|| self.read_ahead(&log_id, next));
         if n > 0 {
-            let stored = Central::insert(&tx, &self.host, &log_id, &rows).await?;
+            let stored = if std::mem::take(&mut self.row_by_row) {
+                Central::insert_each(&mut tx, &self.host, &log_id, &rows).await?
+            } else {
+                Central::insert(&tx, &self.host, &log_id, &rows).await?
+            };
             if stored < n as u64 {
                 eprintln!(
                     "joblogctl forward: {} of {n} records of log {log_id} were already stored \
@@ -428,6 +446,13 @@ impl Forwarder<'_> {
     fn daemon(&mut self) -> Result<&mut Conn, Failed> {
         if self.daemon.is_none() {
             let c = Conn::open(self.socket).map_err(|Fail(_, m)| Failed::Daemon(m))?;
+            // A daemon that stops answering must not hold the turn (and
+            // its row lock) past --db-timeout: the read gives up, and the
+            // connection is made again.
+            for s in [&c.w, c.r.get_ref()] {
+                let _ = s.set_read_timeout(Some(self.limit));
+                let _ = s.set_write_timeout(Some(self.limit));
+            }
             self.daemon = Some(c);
         }
         self.daemon

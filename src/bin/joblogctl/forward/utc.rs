@@ -22,7 +22,13 @@ pub(super) fn to_utc(logged_at: &str) -> Option<String> {
         Some(off) => off,
         None => local_offset(&fields)?,
     };
-    Some(format_utc(naive - offset, fields.micros))
+    let secs = naive - offset;
+    // PostgreSQL takes no year before 1 (`datetime.min` in a zone east of
+    // UTC is one): such a time is stored as NULL, not refused with its batch.
+    let year = civil_from_days(secs.div_euclid(86_400)).0;
+    (1..=9999)
+        .contains(&year)
+        .then(|| format_utc(secs, fields.micros))
 }
 
 /// Local minutes already converted, and their offsets from UTC. Asking
@@ -233,6 +239,7 @@ mod tests {
             to_utc("1969-12-31T23:00:00Z").as_deref(),
             Some("1969-12-31 23:00:00.000000+00")
         );
+        assert_eq!(to_utc("0001-01-01T00:30:00+01:00"), None, "year 0");
         for bad in [
             "",
             "yesterday",
