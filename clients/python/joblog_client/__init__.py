@@ -1,5 +1,6 @@
 """Drop-in replacement for the pipeline's in-process ``JobLogger``, talking to
-the joblogd daemon over its Unix socket. Standard library only.
+the joblogd daemon over its Unix socket. Standard library only; typed
+(``py.typed``, checked with ``mypy --strict``).
 
 Switching is a one-line import change::
 
@@ -9,7 +10,10 @@ Switching is a one-line import change::
 Same methods, same return shapes: ``log_job``, ``log_jobs_batch``,
 ``get_all_jobs``, ``get_failed_jobs``, ``get_successful_jobs``,
 ``get_jobs_by_stage``, ``get_statistics``, ``export_csv``, ``clear_log``, the
-``log_file`` attribute; plus ``flush``, ``retry_candidates``, ``ping``.
+``log_file`` attribute; plus ``flush``, ``retry_candidates``, ``ping``, and
+``with JobLogger(...) as lg:`` (flushes, best effort, and closes on exit).
+``JobLogHandler`` sends the job a ``logging`` record carries
+(``extra={"job": {...}}``).
 
 Logging never raises and never blocks the pipeline much longer than
 ``timeout``: if the daemon cannot be reached, records go to a local spool
@@ -21,6 +25,14 @@ logger), so a spooled record keeps the time it was logged. Failures are
 reported through the ``logging`` module (logger ``joblog_client``).
 Queries do need the daemon and raise ``JobLogUnavailable`` without it.
 
+Errors: every exception raised here is a ``JobLogError``.
+``JobLogUnavailable`` (also a ``ConnectionError``): the daemon cannot be
+reached, its message says which socket was tried and how to start the
+daemon. ``JobLogForbidden`` (also a ``PermissionError``): the daemon
+refused this user (``forbidden``). ``JobLogRequestError`` (also a
+``RuntimeError``): any other error reply; ``.code`` and ``.message`` are
+the daemon's.
+
 Delivery: a record acknowledged by the daemon is on disk. Each record is
 given a ``record_id`` (a UUIDv7, unless the job has one), kept in the
 record. A record whose acknowledgement was lost (the daemon was killed
@@ -29,6 +41,8 @@ with the same id, and the daemon, which already holds it, answers it as a
 duplicate instead of writing it twice. The spool is only sent to a daemon that has just answered a
 ``ping``, so a stalled daemon is not sent the same records again and again.
 """
+
+from __future__ import annotations
 
 import atexit
 import contextlib
@@ -48,9 +62,30 @@ import uuid
 import weakref
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Dict, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, Union
 
-__all__ = ["JobLogger", "JobLogUnavailable", "create_default_logger", "default_socket_path",
-           "default_spool_dir"]
+# Follows the joblogd crate's version (Cargo.toml); a test checks it.
+__version__ = "0.1.0"
+
+__all__ = ["JobLogger", "JobLogHandler", "JobLogError", "JobLogUnavailable", "JobLogForbidden",
+           "JobLogRequestError", "SupportsToJson", "create_default_logger", "default_socket_path",
+           "default_spool_dir", "__version__"]
+
+
+class SupportsToJson(Protocol):
+    """A job object: ``to_json()`` returns a dict, or a JSON string or bytes
+    of one (the pipeline's ``ProcessingJob``)."""
+
+    def to_json(self) -> Any: ...
+
+
+# A job: a dict (any mapping of str keys) or an object with ``to_json()``.
+Job = Union[Mapping[str, Any], SupportsToJson]
+# A request or a reply: a JSON object.
+Reply = Dict[str, Any]
+StrPath = Union[str, "os.PathLike[str]"]
+_L = TypeVar("_L", bound="JobLogger")
 
 log = logging.getLogger("joblog_client")
 
@@ -88,17 +123,17 @@ _ORPHAN_CHECK = 60.0
 # inherits their descriptors, and with them the flock a thread of the parent
 # holds: the lock belongs to the open file, so it would stay held for the
 # child's whole life and stop the parent's logging. See _release_inherited.
-_open_spools = set()
+_open_spools: set[_Tracked] = set()
 # Held while a spool file is opened and registered, or unregistered and
 # closed, and by a forking thread around fork(): so a child never inherits a
 # spool descriptor that is not in _open_spools.
 _fork_guard = threading.Lock()
 # Every logger, so that a forked child can set each one up again at once,
 # before any thread of the child can use the parent's state.
-_loggers = weakref.WeakSet()
+_loggers: weakref.WeakSet[JobLogger] = weakref.WeakSet()
 
 
-def _release_inherited():
+def _release_inherited() -> None:
     """In a forked child: points the inherited spool descriptors at
     /dev/null, which lets go of the parent's locks (closing them instead
     could flush bytes the parent had buffered into the spool a second
@@ -118,11 +153,16 @@ def _release_inherited():
         lg._forked()
 
 
+def _after_fork_in_child() -> None:
+    _fork_guard.release()
+    _release_inherited()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_fork_guard.acquire,
         after_in_parent=_fork_guard.release,
-        after_in_child=lambda: (_fork_guard.release(), _release_inherited()),
+        after_in_child=_after_fork_in_child,
     )
 
 
@@ -131,32 +171,30 @@ class _Tracked:
     0600, never through a symbolic link), registered in _open_spools while
     open, unregistered and closed after, both under _fork_guard."""
 
-    def __init__(self, path, flags):
+    def __init__(self, path: StrPath, flags: int) -> None:
         with _fork_guard:
             self.fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             _open_spools.add(self)
-        self.f = self
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self.fd
 
-    def __enter__(self):
+    def __enter__(self) -> int:
         return self.fd
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         with _fork_guard:
             _open_spools.discard(self)
             os.close(self.fd)
-        return False
 
 
-def _write_all(fd, data):
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _dir_stat(path):
+def _dir_stat(path: StrPath) -> os.stat_result | None:
     """``stat`` of directory ``path``, following a symbolic link only if
     the link itself belongs to this user or root (another user's link
     could point anywhere); None if it is no such directory."""
@@ -171,7 +209,7 @@ def _dir_stat(path):
     return st if stat.S_ISDIR(st.st_mode) else None
 
 
-def _is_private_dir(path, ours=False):
+def _is_private_dir(path: StrPath, ours: bool = False) -> bool:
     """Is ``path`` a directory that no other user controls: owned by this
     user (or, unless ``ours``, by root) and writable by no one else, group
     included? Spool files hold whole records: in a directory another user
@@ -184,15 +222,15 @@ def _is_private_dir(path, ours=False):
             and not st.st_mode & (stat.S_IWOTH | stat.S_IWGRP))
 
 
-def _is_shared_tmp(path):
+def _is_shared_tmp(path: StrPath) -> bool:
     """A directory like /tmp: writable by others, sticky (no one removes
     or renames another's entries) and owned by this user or root."""
     st = _dir_stat(path)
-    return (st is not None and st.st_uid in (os.getuid(), 0)
-            and st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and st.st_mode & stat.S_ISVTX)
+    return bool(st is not None and st.st_uid in (os.getuid(), 0)
+                and st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and st.st_mode & stat.S_ISVTX)
 
 
-def _still_at(fd, path):
+def _still_at(fd: int, path: StrPath) -> bool:
     """Is the file open as ``fd`` still the one at ``path``? (Locked only
     after opening: another process may have replayed and removed or
     replaced it meanwhile.)"""
@@ -202,24 +240,74 @@ def _still_at(fd, path):
         return False
 
 
-class JobLogUnavailable(ConnectionError):
-    """The daemon could not be reached (queries only; logging spools)."""
+class JobLogError(Exception):
+    """Base class of every error this client raises."""
 
 
-def _raise_for(reply):
-    """Raises for an error reply: PermissionError for ``forbidden`` (a
-    setup matter: its message names the daemon option that decides, so the
-    operator knows what to change), RuntimeError for anything else."""
+class JobLogUnavailable(JobLogError, ConnectionError):
+    """The daemon could not be reached, or cannot take records now (raised
+    by queries and ``flush``; logging spools instead). When no connection
+    could be made, the message names the socket tried and how to start the
+    daemon."""
+
+
+class JobLogForbidden(JobLogError, PermissionError):
+    """The daemon refused this user (``forbidden``): a setup matter, so the
+    message names the daemon's options that decide. ``code`` and
+    ``message`` are the daemon's."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(
+            f"joblogd refused this request: {message} "
+            "(who may connect is set by joblogd's --allow-uid / --allow-gid and the "
+            "socket's group; who may clear by --admin-uid / --admin-gid)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message,))
+
+
+# What to do about an error reply, by code (protocol.md, Errors).
+_HINTS = {
+    "write_failed": "the daemon cannot write its log (a full or failing disk?): see its own log "
+                    "(`journalctl -u joblogd`) and `joblogctl ping`",
+    "shutting_down": "the daemon is stopping: try again once it is back",
+    "unknown_op": "the daemon may be older than this client: upgrade joblogd",
+    "invalid_request": "the daemon may be older than this client: upgrade joblogd",
+}
+
+
+class JobLogRequestError(JobLogError, RuntimeError):
+    """The daemon answered a request with an error other than
+    ``forbidden``: ``code`` (stable: protocol.md, Errors) and ``message``
+    (for humans) are the daemon's. Also a ``RuntimeError``, as this
+    client raised before."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        hint = _HINTS.get(code)
+        super().__init__(f"joblogd refused the request ({code}): {message}" + (f"; {hint}" if hint else ""))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.message))
+
+
+def _raise_for(reply: Reply) -> None:
+    """Raises for an error reply: JobLogForbidden (a PermissionError) for
+    ``forbidden``, JobLogRequestError (a RuntimeError) for anything else."""
     if reply.get("ok"):
         return
-    err = reply.get("error") or {}
-    if isinstance(err, dict) and err.get("code") == "forbidden":
-        raise PermissionError(
-            f"joblogd refused this request: {err.get('message', 'forbidden')} "
-            "(who may connect is set by joblogd's --allow-uid / --allow-gid and the "
-            "socket's group; who may clear by --admin-uid / --admin-gid)"
-        )
-    raise RuntimeError(f"joblogd: {err}")
+    err = reply.get("error")
+    if not isinstance(err, dict):
+        err = {}
+    code = str(err.get("code") or "error")
+    message = str(err.get("message") or code)
+    if code == "forbidden":
+        raise JobLogForbidden(message)
+    raise JobLogRequestError(code, message)
 
 
 class _BackingOff(JobLogUnavailable):
@@ -230,7 +318,7 @@ class _BackingOff(JobLogUnavailable):
 SYSTEM_SOCKET = "/run/joblogd/joblogd.sock"
 
 
-def _own_default_socket():
+def _own_default_socket() -> str:
     """The daemon's own default: ``$XDG_RUNTIME_DIR/joblogd.sock``, else
     ``/tmp/joblogd-<uid>.sock``."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
@@ -239,7 +327,7 @@ def _own_default_socket():
     return f"/tmp/joblogd-{os.getuid()}.sock"
 
 
-def _planted(path):
+def _planted(path: str) -> bool:
     """Is ``path`` a socket in a directory anyone may write to (``/tmp``)
     that belongs to neither this user nor root? Another user could have
     put it there first, to read and answer what a worker sends."""
@@ -251,7 +339,7 @@ def _planted(path):
     return bool(shared) and st.st_uid not in (os.getuid(), 0)
 
 
-def default_socket_path():
+def default_socket_path() -> str:
     """``$JOBLOGD_SOCKET``; else the daemon's per-user default
     (``$XDG_RUNTIME_DIR/joblogd.sock``, else ``/tmp/joblogd-<uid>.sock``)
     when a socket is there; else the systemd units' ``/run/joblogd/
@@ -267,7 +355,7 @@ def default_socket_path():
     return own
 
 
-def default_spool_dir(socket_path):
+def default_spool_dir(socket_path: StrPath) -> Path:
     """Where records wait while the daemon is unreachable: beside the socket
     when this process may write there, else ``$XDG_STATE_HOME/joblog``
     (``~/.local/state/joblog``), else ``/var/tmp/joblog-spool-<uid>``. The
@@ -288,7 +376,7 @@ def default_spool_dir(socket_path):
     return Path("/var/tmp") / f"joblog-spool-{os.getuid()}"
 
 
-def _as_dict(job):
+def _as_dict(job: Any) -> Any:
     """A job may be a dict or any object with ``to_json()`` (returning a
     dict or a JSON string)."""
     if hasattr(job, "to_json") and not isinstance(job, dict):
@@ -298,13 +386,13 @@ def _as_dict(job):
     return job
 
 
-def _dumps(obj):
+def _dumps(obj: Any) -> str:
     # ensure_ascii=False as the old logger wrote; default=str so an odd
     # value (a Path, a datetime) never makes logging fail.
     return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-def _batch_bounds(parts):
+def _batch_bounds(parts: Sequence[bytes]) -> list[tuple[int, int]]:
     """``(start, end)`` of consecutive batches of ``parts`` (serialized
     records): at most _BATCH records and, past the first, _BATCH_BYTES."""
     bounds, start, size = [], 0, 0
@@ -318,7 +406,7 @@ def _batch_bounds(parts):
     return bounds
 
 
-def _encode(record):
+def _encode(record: Any) -> bytes:
     """One record as the line bytes sent (and spooled): UTF-8, as the old
     logger wrote. A string with a lone surrogate, which UTF-8 cannot hold,
     is written with \\u escapes instead, which the daemon keeps as they are."""
@@ -328,7 +416,7 @@ def _encode(record):
         return json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":")).encode("ascii")
 
 
-def _uuid7():
+def _uuid7() -> str:
     """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random
     bits, so ids sort roughly by time and never repeat."""
     ms = time.time_ns() // 1_000_000
@@ -338,7 +426,7 @@ def _uuid7():
     return str(uuid.UUID(int=value))
 
 
-def _stamp_and_encode(jobs):
+def _stamp_and_encode(jobs: Iterable[Job]) -> list[bytes]:
     """The jobs as the lines sent (and spooled), each given a ``record_id``
     unless it has one, then ``logged_at`` now unless it has one (one value
     for the whole call, added last, as the old logger did), so a record
@@ -360,7 +448,7 @@ def _stamp_and_encode(jobs):
     return parts
 
 
-def _describe_job(job):
+def _describe_job(job: object) -> str:
     """A job that could not be serialized, for the error log."""
     try:
         vid = job.get("video_id") if isinstance(job, dict) else getattr(job, "video_id", None)
@@ -369,7 +457,7 @@ def _describe_job(job):
     return f"video_id {vid!r}" if vid is not None else type(job).__name__
 
 
-def _describe(part):
+def _describe(part: bytes) -> str:
     """A refused record, for the error log: its video_id, or its size."""
     try:
         vid = json.loads(part).get("video_id")
@@ -381,7 +469,7 @@ def _describe(part):
 class _Conn:
     """One connection: line out, line (or bytes) in."""
 
-    def __init__(self, path, timeout):
+    def __init__(self, path: str, timeout: float) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -391,26 +479,34 @@ class _Conn:
             raise
         self.file = self.sock.makefile("rb")
 
-    def request(self, obj, timeout):
+    def request(self, obj: Reply | bytes, timeout: float) -> Reply:
         """``obj`` is a dict, or a request line already serialized (bytes)."""
         self.sock.settimeout(timeout)
         line = obj if isinstance(obj, bytes) else _dumps(obj).encode("utf-8")
-        self.sock.sendall(line + b"\n")
+        try:
+            self.sock.sendall(line + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # The daemon may have answered and closed already (a refused
+            # peer gets one `forbidden` line): read that answer, if any.
+            pass
         return self.read_reply()
 
-    def read_reply(self):
+    def read_reply(self) -> Reply:
         line = self.file.readline()
         if not line:
             raise ConnectionError("joblogd closed the connection")
-        return json.loads(line)
+        reply = json.loads(line)
+        if not isinstance(reply, dict):
+            raise ValueError(f"joblogd answered with no JSON object: {line[:200]!r}")
+        return reply
 
-    def read_bytes(self, n):
+    def read_bytes(self, n: int) -> bytes:
         data = self.file.read(n)
         if len(data) != n:
             raise ConnectionError("joblogd closed the connection mid-answer")
         return data
 
-    def close(self):
+    def close(self) -> None:
         try:
             self.file.close()
         finally:
@@ -423,9 +519,14 @@ class JobLogger:
     ``log_file`` is accepted (first positional argument, as before) for
     compatibility; the daemon decides the file, and a warning is logged if
     it serves another one. ``log_file`` the attribute is the daemon's file.
+
+    ``with JobLogger(...) as lg:`` sends what is spooled on leaving the
+    block (best effort, waiting about ``timeout`` at most, never raising)
+    and closes the connection.
     """
 
-    def __init__(self, log_file=None, socket_path=None, timeout=2.0, spool_dir=None):
+    def __init__(self, log_file: StrPath | None = None, socket_path: StrPath | None = None,
+                 timeout: float = 2.0, spool_dir: StrPath | None = None) -> None:
         # Found, not given: a socket another user planted there is refused
         # at every connect (the records spool meanwhile).
         self._socket_found = socket_path is None and not os.environ.get("JOBLOGD_SOCKET")
@@ -436,13 +537,20 @@ class JobLogger:
         self.log_file = self._requested_log_file or DEFAULT_LOG_FILE
         self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(self.socket_path)
         # Where spool files really go (see _spool_home), once known.
-        self._home = None
+        self._home: Path | None = None
         # Spool files name the daemon they are for (a hash of its socket's
         # path): two daemons whose sockets share a directory must never
         # replay each other's records.
         tag = hashlib.sha256(os.path.abspath(self.socket_path).encode()).hexdigest()[:12]
         self._spool_prefix = f"joblog-spool-{tag}-"
-        self._pid = None
+        self._pid: int | None = None
+        self._lock = threading.RLock()
+        self._holder: int | None = None
+        self._deferred: list[bytes] = []
+        self._conn: _Conn | None = None
+        self._backoff = 0.0
+        self._down_until = 0.0
+        self._orphans_due = 0.0
         self._forked()
         _loggers.add(self)
         atexit.register(_replay_at_exit, weakref.ref(self))
@@ -453,11 +561,14 @@ class JobLogger:
                 log.warning("joblogd at %s refuses this process (%s: %s); records will be spooled until it does not",
                             self.socket_path, err.get("code"), err.get("message"))
         except JobLogUnavailable as e:
+            # A failure like any other: the first records spool at once
+            # instead of waiting for the timeout again.
+            self._mark_down()
             log.warning("joblogd not reachable at %s (%s); records will be spooled until it is", self.socket_path, e)
 
     # -- connection -------------------------------------------------------
 
-    def _forked(self):
+    def _forked(self) -> None:
         """Per-process state, set up again in a forked child (a worker of a
         multiprocessing pool, say): the parent's connection, lock and spool
         file are not the child's to use. A spool file is replayed by others
@@ -481,7 +592,7 @@ class JobLogger:
         self._pid = pid
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         """The logger's lock (re-entrant). On leaving the outermost hold,
         records that a signal handler logged meanwhile on this thread (see
         log_jobs_batch) are logged."""
@@ -503,11 +614,11 @@ class JobLogger:
                         self._holder = None
 
     @property
-    def spool_file(self):
+    def spool_file(self) -> Path:
         """This process's spool file."""
         return (self._home or self.spool_dir) / f"{self._spool_prefix}{self._pid or os.getpid()}.ndjson"
 
-    def _spool_home(self, create):
+    def _spool_home(self, create: bool) -> Path | None:
         """The directory spool files go to, or None if there is none yet
         (and not ``create``): ``spool_dir`` when no other user controls it
         (see _is_private_dir); in a shared directory such as /tmp, this
@@ -544,11 +655,11 @@ class JobLogger:
         self._home = home
         return home
 
-    def _mark_down(self):
+    def _mark_down(self) -> None:
         self._backoff = min(max(self._backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
         self._down_until = time.monotonic() + self._backoff
 
-    def _connection(self):
+    def _connection(self) -> _Conn:
         if self._conn is None:
             try:
                 if self._socket_found and _planted(self.socket_path):
@@ -557,10 +668,32 @@ class JobLogger:
                         "write to; not connecting (set JOBLOGD_SOCKET to the daemon's socket)")
                 self._conn = _Conn(self.socket_path, self.timeout)
             except OSError as e:
-                raise JobLogUnavailable(f"cannot connect to {self.socket_path}: {e}") from e
+                raise self._unreachable(e) from e
         return self._conn
 
-    def _drop(self):
+    def _unreachable(self, e: OSError) -> JobLogUnavailable:
+        """The error for a connection that could not be made: which sockets
+        were tried, and what to do (as ``joblogctl`` says it)."""
+        why = [f"cannot connect to joblogd; tried {self.socket_path}: {e}"]
+        if self._socket_found:
+            others = [p for p in dict.fromkeys((_own_default_socket(), SYSTEM_SOCKET)) if p != self.socket_path]
+            seen = ", ".join(
+                f"{p}: " + ("a socket is there now, but this logger chose its socket when it was created"
+                            if os.path.exists(p) else "no socket there")
+                for p in others)
+            why.append("(found by default: the per-user default if a socket is there, else the systemd "
+                       "units' socket" + (f"; {seen}" if seen else "") + ")")
+        else:
+            why.append("(given by socket_path= or JOBLOGD_SOCKET; no other socket is tried)")
+        if e.errno in (errno.EACCES, errno.EPERM):
+            why.append("- this user may not open the socket: add it to the socket's group "
+                       "(`usermod -aG joblog $USER`, then log in again), or run as that group")
+        why.append("- start the daemon (`systemctl start joblogd.socket` for the system one, at "
+                   f"{SYSTEM_SOCKET}, or `joblogd` for your own, at {_own_default_socket()}), or point "
+                   "socket_path= / JOBLOGD_SOCKET at its socket; records logged meanwhile are spooled")
+        return JobLogUnavailable(" ".join(why))
+
+    def _drop(self) -> None:
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -568,23 +701,34 @@ class JobLogger:
                 pass
             self._conn = None
 
-    def _request(self, obj, timeout=None, body=False):
-        """One request with one transparent reconnect (the daemon may have
-        restarted since the last call)."""
+    def _request(self, obj: Reply | bytes, timeout: float | None = None) -> Reply:
+        """One request (a dict, or a line already serialized) and its reply,
+        with one transparent reconnect (the daemon may have restarted since
+        the last call)."""
+        return self._exchange(obj, timeout, False)[0]
+
+    def _exchange(self, obj: Reply | bytes, timeout: float | None, body: bool) -> tuple[Reply, bytes | None]:
+        """``_request``; with ``body``, also the bytes that follow a reply
+        that is ok (its ``bytes`` of them)."""
         with self._locked():
-            for attempt in (0, 1):
+            attempt = 0
+            while True:
                 conn = self._connection()
                 try:
                     reply = conn.request(obj, timeout or self.timeout)
                     if body and reply.get("ok"):
-                        return reply, conn.read_bytes(reply["bytes"])
-                    return (reply, None) if body else reply
+                        n = reply.get("bytes")
+                        if not isinstance(n, int):
+                            raise ValueError(f"joblogd's reply gives no length: {reply}")
+                        return reply, conn.read_bytes(n)
+                    return reply, None
                 except (OSError, ConnectionError, ValueError) as e:
                     self._drop()
                     if attempt == 1 or isinstance(e, socket.timeout):
                         raise JobLogUnavailable(f"joblogd at {self.socket_path}: {e}") from e
+                    attempt += 1
 
-    def _ping(self):
+    def _ping(self) -> Reply:
         reply = self._request({"op": "ping"})
         served = reply.get("log_file")
         if served:
@@ -595,12 +739,12 @@ class JobLogger:
 
     # -- logging (never raises) --------------------------------------------
 
-    def log_job(self, job):
+    def log_job(self, job: Job) -> None:
         """Log one job (dict or object with ``to_json()``). Returns once the
         daemon has it on disk, or once it is spooled."""
         self.log_jobs_batch([job])
 
-    def log_jobs_batch(self, jobs):
+    def log_jobs_batch(self, jobs: Iterable[Job]) -> None:
         """Log several jobs in one request (more efficient). A job that
         cannot be serialized is logged as an error and skipped; the others
         are logged."""
@@ -621,7 +765,7 @@ class JobLogger:
         except Exception:  # never raise into the pipeline
             log.exception("logging failed unexpectedly")
 
-    def _log_parts(self, parts):
+    def _log_parts(self, parts: list[bytes]) -> None:
         try:
             if self._spool_pending() or time.monotonic() >= self._orphans_due:
                 self._replay()
@@ -646,7 +790,7 @@ class JobLogger:
             log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(parts) - settled, self.spool_file)
             self._spool(parts[settled:])
 
-    def _deliver(self, parts, patient=False):
+    def _deliver(self, parts: Sequence[bytes], wait: float | None = None) -> tuple[int, JobLogUnavailable | None]:
         """Sends serialized records (``parts``) in acknowledged log_batch
         requests, in order. Returns ``(settled, down)``: how many records,
         from the start, are settled (on disk, or refused for good and logged
@@ -662,8 +806,7 @@ class JobLogger:
             start, end = pending.pop()
             line = b'{"op":"log_batch","ack":true,"jobs":[' + b",".join(parts[start:end]) + b"]}"
             try:
-                wait = self.query_timeout if patient else self.timeout
-                reply = self._request(line, timeout=wait + len(line) * _TIMEOUT_PER_BYTE)
+                reply = self._request(line, timeout=(wait or self.timeout) + len(line) * _TIMEOUT_PER_BYTE)
             except JobLogUnavailable as e:
                 return settled, e
             if not reply.get("ok"):
@@ -687,7 +830,7 @@ class JobLogger:
 
     # -- spool ----------------------------------------------------------------
 
-    def _spool(self, parts):
+    def _spool(self, parts: Sequence[bytes]) -> None:
         """Appends serialized records to this process's spool file. A write
         that fails (a full disk) is cut off again, so no partial line is
         left for the next record to be glued to."""
@@ -719,12 +862,12 @@ class JobLogger:
         except OSError:
             log.exception("cannot write the spool file %s; %d record(s) lost", self.spool_file, len(parts))
 
-    def _spool_files(self):
+    def _spool_files(self) -> list[str]:
         """Our spool file, and those this user's processes that are gone
         left for the same daemon. Files of other users are never read: a
         shared directory (``/tmp``) must not let anyone put records in our
         name past the daemon's access checks."""
-        out = []
+        out: list[str] = []
         uid = os.getuid()
         home = self._spool_home(create=False)
         if home is None:
@@ -748,7 +891,7 @@ class JobLogger:
             out.append(path)
         return out
 
-    def _spool_pending(self):
+    def _spool_pending(self) -> bool:
         if self._spool_home(create=False) is None:
             return False
         try:
@@ -756,7 +899,7 @@ class JobLogger:
         except OSError:
             return False
 
-    def _replay(self, force=False):
+    def _replay(self, force: bool = False, wait: float | None = None) -> None:
         """Sends every spool file in the spool directory (ours first), each
         under an exclusive lock so two processes never replay the same one,
         and removes it once the daemon acknowledged all of it. Raises
@@ -768,7 +911,8 @@ class JobLogger:
         timed out later on, so sending the spool again on every call would
         log its records once per call. Within the backoff after a failure
         nothing is tried (``force``, for ``flush`` and queries, tries
-        anyway)."""
+        anyway). Each batch's acknowledgement is awaited for ``wait``
+        (default: the query timeout if ``force``, else ``timeout``)."""
         if not force and time.monotonic() < self._down_until:
             raise _BackingOff("joblogd was unreachable moments ago")
         self._orphans_due = time.monotonic() + _ORPHAN_CHECK
@@ -819,7 +963,7 @@ class JobLogger:
                 lines = [ln for ln in lines if ln.strip()]
                 if lines:
                     # `flush` and queries wait as long as a query may.
-                    sent, down = self._deliver(lines, patient=force)
+                    sent, down = self._deliver(lines, wait=wait or (self.query_timeout if force else self.timeout))
                     if down is not None:
                         # Keep what was not acknowledged, in order: written to
                         # a new file that then replaces the spool, so a process
@@ -839,7 +983,7 @@ class JobLogger:
 
     # -- queries --------------------------------------------------------------
 
-    def _query(self, obj):
+    def _query(self, obj: Reply) -> Reply:
         self._forked()
         with self._locked():
             # Ours, and any left by this user's processes that are gone.
@@ -851,76 +995,115 @@ class JobLogger:
         _raise_for(reply)
         return reply
 
-    def get_all_jobs(self):
-        return self._query({"op": "all"})["jobs"]
+    def _listed(self, obj: Reply, key: str = "jobs") -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._query(obj)[key]
+        return found
 
-    def get_failed_jobs(self):
-        return self._query({"op": "failed"})["jobs"]
+    def get_all_jobs(self) -> list[dict[str, Any]]:
+        return self._listed({"op": "all"})
 
-    def get_successful_jobs(self):
-        return self._query({"op": "successful"})["jobs"]
+    def get_failed_jobs(self) -> list[dict[str, Any]]:
+        return self._listed({"op": "failed"})
 
-    def get_jobs_by_stage(self, stage):
-        return self._query({"op": "by_stage", "stage": "null" if stage is None else str(stage)})["jobs"]
+    def get_successful_jobs(self) -> list[dict[str, Any]]:
+        return self._listed({"op": "successful"})
 
-    def get_statistics(self):
+    def get_jobs_by_stage(self, stage: object) -> list[dict[str, Any]]:
+        return self._listed({"op": "by_stage", "stage": "null" if stage is None else str(stage)})
+
+    def get_statistics(self) -> dict[str, Any]:
         """The old logger's statistics (same keys, same semantics), plus
         joblogd's extras (by_subject, by_worker, timings, …), over the
         records in the file. While the daemon cannot write (a full disk),
         over every record it accepted instead, with a warning: the old
         logger's statistics never failed for want of space either."""
+        stats: dict[str, Any]
         try:
-            return self._query({"op": "stats"})["stats"]
-        except RuntimeError as e:
-            if "write_failed" not in str(e):
+            stats = self._query({"op": "stats"})["stats"]
+        except JobLogRequestError as e:
+            if e.code != "write_failed":
                 raise
-            log.warning("joblogd cannot write its log (%s); statistics include records not yet written", e)
-            return self._query({"op": "stats", "include_pending": True})["stats"]
+            log.warning("joblogd cannot write its log (%s); statistics include records not yet written", e.message)
+            stats = self._query({"op": "stats", "include_pending": True})["stats"]
+        return stats
 
-    def retry_candidates(self):
+    def retry_candidates(self) -> list[dict[str, Any]]:
         """Videos whose latest attempt failed and may be retried, newest
         first: dicts with video_id, url, error, stage, retry_count,
         next_retry_time."""
-        return self._query({"op": "retry_candidates"})["candidates"]
+        return self._listed({"op": "retry_candidates"}, "candidates")
 
-    def export_csv(self, output_file):
+    def export_csv(self, output_file: StrPath) -> None:
         """Writes the CSV export to ``output_file`` (with this process's
         permissions; the daemon never writes client-named files)."""
         self._forked()
         with self._locked():
-            reply, body = self._request({"op": "export_csv"}, timeout=self.query_timeout, body=True)
+            reply, body = self._exchange({"op": "export_csv"}, self.query_timeout, True)
         _raise_for(reply)
+        assert body is not None  # an ok reply comes with its bytes
         Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         with open(output_file, "wb") as f:
             f.write(body)
         log.info("exported %d bytes of CSV to %s", len(body), output_file)
 
-    def clear_log(self):
+    def clear_log(self) -> str:
         """Archives the current log (renamed, never deleted) and starts an
         empty one. Returns the archive's path."""
-        return self._query({"op": "clear", "confirm": True})["archive"]
+        archive: str = self._query({"op": "clear", "confirm": True})["archive"]
+        return archive
 
-    def flush(self):
+    def flush(self, timeout: float | None = None) -> None:
         """Returns once every record logged so far is on disk, spooled ones
         included. Raises JobLogUnavailable if the daemon cannot be reached
-        (the records stay spooled), RuntimeError if it answers with an
-        error (a failing disk, say), OSError if the spool cannot be read."""
+        (the records stay spooled), JobLogRequestError (a RuntimeError) if
+        it answers with an error (a failing disk, say), OSError if the
+        spool cannot be read. Each request waits up to ``timeout`` (default:
+        the query timeout, ``max(timeout, 60 s)`` of the logger)."""
         self._forked()
+        wait = self.query_timeout if timeout is None else float(timeout)
         with self._locked():
             # Ours, and any left by processes that are gone.
-            self._replay(force=True)
-            self._query({"op": "flush"})
+            self._replay(force=True, wait=wait)
+            reply = self._request({"op": "flush"}, timeout=wait)
+        _raise_for(reply)
 
-    def ping(self):
+    def ping(self) -> Reply:
         self._forked()
         return self._ping()
 
-    def close(self):
+    def close(self) -> None:
+        """Closes the connection (a later call opens a new one)."""
         self._forked()
         with self._locked():
             self._drop()
 
-    def __del__(self):
+    def __enter__(self: _L) -> _L:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        """Leaving a ``with`` block, or a JobLogHandler closing: sends what
+        is spooled (every request waiting ``timeout`` at most, not the query
+        timeout), then closes the connection. Never raises: what could not
+        be sent stays spooled, with a warning, for the next logger or the
+        interpreter's exit."""
+        try:
+            self.flush(timeout=self.timeout)
+        except Exception as e:
+            if self._spool_pending():
+                log.warning("joblogd: spooled records not sent (%s); they stay in %s", e, self.spool_file)
+            else:  # everything acknowledged is on disk already
+                log.debug("joblogd: no flush on closing (%s)", e)
+        finally:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __del__(self) -> None:
         # Best effort at interpreter exit; never raise from a destructor.
         try:
             self._drop()
@@ -928,7 +1111,7 @@ class JobLogger:
             pass
 
 
-def _replay_at_exit(ref):
+def _replay_at_exit(ref: weakref.ReferenceType[JobLogger]) -> None:
     """At interpreter exit: one last try to send what this process spooled,
     so that a worker that ends right after an outage does not leave its
     records waiting for another logger. Never raises."""
@@ -943,6 +1126,86 @@ def _replay_at_exit(ref):
         log.warning("spooled records left in %s at exit (%s)", lg.spool_file, e)
 
 
-def create_default_logger(output_dir=None):
+def create_default_logger(output_dir: StrPath | None = None) -> JobLogger:
     """A logger for ``<output_dir>/processing_log.json`` (default ``notes``)."""
     return JobLogger(Path(output_dir or "notes") / "processing_log.json")
+
+
+def _has_job(record: logging.LogRecord) -> bool:
+    return getattr(record, "job", None) is not None
+
+
+class JobLogHandler(logging.Handler):
+    """A ``logging`` handler that logs the job a log record carries::
+
+        log.info("video done", extra={"job": {"video_id": "abc123", "success": True}})
+
+    sends ``{"video_id": "abc123", "success": True}`` through
+    ``JobLogger.log_job`` (a dict, or an object with ``to_json()``, as
+    ``log_job`` takes; the record's message and level are not added).
+    Records without a ``job`` are ignored, so the handler can sit on the
+    root logger beside others. Like ``log_job`` it never raises into the
+    application (a failure goes to ``handleError``) and never blocks much
+    longer than the client's ``timeout``: while the daemon is away, jobs
+    spool.
+
+    ``joblogger``: a JobLogger to send through (kept open when the handler
+    closes); else one is made at the first job from ``log_file``,
+    ``socket_path``, ``timeout`` and ``spool_dir`` (JobLogger's
+    arguments), and closed (best effort flush) with the handler. With
+    ``logging.config.dictConfig``::
+
+        "handlers": {"jobs": {"class": "joblog_client.JobLogHandler",
+                              "socket_path": "/run/joblogd/joblogd.sock"}}
+    """
+
+    def __init__(self, joblogger: JobLogger | None = None, *, log_file: StrPath | None = None,
+                 socket_path: StrPath | None = None, timeout: float = 2.0,
+                 spool_dir: StrPath | None = None, level: int | str = logging.NOTSET) -> None:
+        super().__init__(level)
+        if joblogger is not None and (log_file, socket_path, spool_dir) != (None, None, None):
+            raise ValueError("JobLogHandler takes a JobLogger or JobLogger's arguments, not both")
+        self._joblogger = joblogger
+        self._owned = joblogger is None
+        self._log_file = log_file
+        self._socket_path = socket_path
+        self._timeout = timeout
+        self._spool_dir = spool_dir
+        # Before the handler's lock is taken: a record with no job never
+        # waits for another thread's job to be sent.
+        self.addFilter(_has_job)
+
+    @property
+    def joblogger(self) -> JobLogger:
+        """The JobLogger jobs go through (made now if it was not given)."""
+        lg = self._joblogger
+        if lg is None:
+            self.acquire()  # the handler's lock: re-entrant, renewed in a forked child
+            try:
+                lg = self._joblogger
+                if lg is None:
+                    lg = self._joblogger = JobLogger(self._log_file, socket_path=self._socket_path,
+                                                     timeout=self._timeout, spool_dir=self._spool_dir)
+            finally:
+                self.release()
+        return lg
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job = getattr(record, "job", None)
+        if job is None:
+            return
+        try:
+            self.joblogger.log_job(job)
+        except Exception:  # log_job never raises; making the JobLogger might
+            self.handleError(record)
+
+    def close(self) -> None:
+        """Closes the JobLogger the handler made (sending what is spooled,
+        about ``timeout`` at most); one it was given stays open."""
+        try:
+            lg, owned = self._joblogger, self._owned
+            if owned and lg is not None:
+                self._joblogger = None
+                lg._finish()
+        finally:
+            super().close()

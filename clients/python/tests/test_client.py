@@ -8,8 +8,12 @@ import datetime
 import faulthandler
 import fcntl
 import json
+import logging
+import logging.config
 import multiprocessing
 import os
+import pickle
+import re
 import runpy
 import shutil
 import signal
@@ -29,6 +33,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import joblog_client  # noqa: E402
 from joblog_client import JobLogger, create_default_logger  # noqa: E402
+from joblog_client import (JobLogError, JobLogForbidden, JobLogHandler,  # noqa: E402
+                           JobLogRequestError, JobLogUnavailable)
 
 REFERENCE = runpy.run_path(str(ROOT / "tests" / "fixtures" / "reference.py"))
 BIN = os.environ.get("JOBLOGD_BIN", str(ROOT / "target" / "debug" / "joblogd"))
@@ -589,8 +595,8 @@ class Resilience(unittest.TestCase):
         os.environ["XDG_RUNTIME_DIR"] = str(shared)
         os.environ.pop("JOBLOGD_SOCKET", None)
         try:
-            lg = JobLogger(spool_dir=self.tmp, timeout=0.3)
             with self.assertLogs("joblog_client", level="WARNING"):
+                lg = JobLogger(spool_dir=self.tmp, timeout=0.3)
                 lg.log_job({"secret": 1})
             with self.assertRaises(BlockingIOError):
                 listener.accept()
@@ -779,6 +785,313 @@ class Resilience(unittest.TestCase):
         self.assertEqual([r["i"] for r in got], sent, "every record exactly once, in order")
         self.assertEqual(len({r["record_id"] for r in got}), len(got))
         self.assertGreater(len(sent), 100)
+
+
+class Package(unittest.TestCase):
+    """clients/python as a package (the wheel itself: tests/python.rs)."""
+
+    def test_the_version_follows_the_crate(self):
+        cargo = (ROOT / "Cargo.toml").read_text(encoding="utf-8")
+        crate = re.search(r'^\[package\][^\[]*?^version\s*=\s*"([^"]+)"', cargo, re.M | re.S).group(1)
+        self.assertEqual(joblog_client.__version__, crate)
+        pyproject = (HERE.parent / "pyproject.toml").read_text(encoding="utf-8")
+        self.assertIn('version = {attr = "joblog_client.__version__"}', pyproject)
+
+    def test_it_is_a_typed_package(self):
+        self.assertEqual(Path(joblog_client.__file__).name, "__init__.py")
+        self.assertTrue((Path(joblog_client.__file__).parent / "py.typed").is_file())
+        for name in joblog_client.__all__:
+            self.assertTrue(hasattr(joblog_client, name), name)
+
+    def test_error_classes(self):
+        self.assertTrue(issubclass(JobLogUnavailable, JobLogError))
+        self.assertTrue(issubclass(JobLogUnavailable, ConnectionError))
+        self.assertTrue(issubclass(JobLogForbidden, JobLogError))
+        self.assertTrue(issubclass(JobLogForbidden, PermissionError))
+        self.assertFalse(issubclass(JobLogForbidden, RuntimeError))
+        self.assertTrue(issubclass(JobLogRequestError, JobLogError))
+        self.assertTrue(issubclass(JobLogRequestError, RuntimeError))
+        e = JobLogRequestError("write_failed", "disk full")
+        self.assertEqual((e.code, e.message), ("write_failed", "disk full"))
+        self.assertIn("journalctl", str(e))
+        f = JobLogForbidden("peer uid 7 may not clear")
+        self.assertEqual((f.code, f.message), ("forbidden", "peer uid 7 may not clear"))
+        self.assertIn("--admin-uid", str(f))
+        # They cross process boundaries (multiprocessing pickles them) whole.
+        for err in (e, f, JobLogUnavailable("gone")):
+            back = pickle.loads(pickle.dumps(err))
+            self.assertIs(type(back), type(err))
+            self.assertEqual(str(back), str(err))
+            self.assertEqual(getattr(back, "code", None), getattr(err, "code", None))
+
+
+class Errors(Base):
+    def test_an_unreachable_daemon_says_what_was_tried_and_how_to_start_it(self):
+        gone = os.path.join(self.tmp, "gone.sock")
+        with self.assertLogs("joblog_client", level="WARNING") as cm:
+            lg = self.logger(socket_path=gone, timeout=0.3)
+        self.assertIn("systemctl start joblogd.socket", cm.output[0])
+        with self.assertRaises(JobLogUnavailable) as raised:
+            lg.get_all_jobs()
+        msg = str(raised.exception)
+        self.assertIsInstance(raised.exception, JobLogError)
+        self.assertIsInstance(raised.exception, ConnectionError)
+        for want in (f"tried {gone}", "No such file", "given by socket_path= or JOBLOGD_SOCKET",
+                     "`systemctl start joblogd.socket`", "`joblogd`", "/run/joblogd/joblogd.sock"):
+            self.assertIn(want, msg)
+
+    def test_a_socket_found_by_default_names_every_path_looked_at(self):
+        runtime = Path(self.tmp) / "runtime"
+        runtime.mkdir(mode=0o700)
+        saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "JOBLOGD_SOCKET")}
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        os.environ.pop("JOBLOGD_SOCKET", None)
+        try:
+            with self.assertLogs("joblog_client", level="WARNING"):
+                lg = JobLogger(spool_dir=self.tmp, timeout=0.3)
+            if lg.socket_path != str(runtime / "joblogd.sock"):
+                self.skipTest(f"a system daemon listens at {lg.socket_path}")
+            with self.assertRaises(JobLogUnavailable) as raised:
+                lg.flush()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        msg = str(raised.exception)
+        self.assertIn(f"tried {runtime / 'joblogd.sock'}", msg)
+        self.assertIn("found by default", msg)
+        self.assertIn("/run/joblogd/joblogd.sock: no socket there", msg)
+        self.assertIn(f"`joblogd` for your own, at {runtime / 'joblogd.sock'}", msg)
+
+    def test_other_error_replies_raise_a_request_error_with_code_and_message(self):
+        lg = self.logger()
+        with self.assertRaises(JobLogRequestError) as raised:
+            lg._query({"op": "no_such_op"})
+        e = raised.exception
+        self.assertEqual(e.code, "unknown_op")
+        self.assertTrue(e.message)
+        self.assertIn("unknown_op", str(e))
+        self.assertIsInstance(e, RuntimeError)  # as the client raised before
+        self.assertIsInstance(e, JobLogError)
+
+    def test_forbidden_raises_a_permission_error_naming_the_options(self):
+        # A worker as another user (nobody): one daemon lets it log but not
+        # clear, another does not let it connect at all.
+        if os.getuid() != 0 or not os.access("/usr/bin/python3", os.X_OK):
+            print("SKIPPED: needs root and /usr/bin/python3 to run a client as another user", file=sys.stderr)
+            return
+        os.chmod(self.tmp, 0o711)
+        spool = Path(self.tmp) / "nobody-spool"
+        spool.mkdir(mode=0o700)
+        os.chown(spool, 65534, 65534)
+        script = (
+            "import sys; sys.path.insert(0, %r)\n"
+            "from joblog_client import JobLogger, JobLogForbidden, JobLogError\n"
+            "lg = JobLogger(socket_path=%r, spool_dir=%r, timeout=2)\n"
+            "lg.log_job({'video_id': 'from-nobody'})\n"
+            "try:\n"
+            "    getattr(lg, sys.argv[1])()\n"
+            "except JobLogForbidden as e:\n"
+            "    assert isinstance(e, PermissionError) and isinstance(e, JobLogError), type(e).__mro__\n"
+            "    assert not isinstance(e, RuntimeError) and e.code == 'forbidden', e\n"
+            "    print(e)\n"
+            "else:\n"
+            "    sys.exit(sys.argv[1] + ' did not raise JobLogForbidden')\n"
+        ) % (str(HERE.parent), self.daemon.socket, str(spool))
+
+        def as_nobody(call):
+            out = subprocess.run(["/usr/bin/python3", "-c", script, call], user=65534, group=65534,
+                                 extra_groups=[], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+                                 cwd="/", capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            return out.stdout
+
+        self.daemon.stop()
+        self.daemon.extra = ["--socket-mode", "0666", "--allow-uid", "0,65534", "--admin-uid", "0"]
+        self.daemon.start()
+        said = as_nobody("clear_log")
+        self.assertIn("--admin-uid", said)
+        self.assertEqual([r["video_id"] for r in self.daemon.records()], ["from-nobody"], "logged, not cleared")
+        self.daemon.stop()
+        self.daemon.extra = ["--socket-mode", "0666"]
+        self.daemon.start()
+        said = as_nobody("get_all_jobs")
+        self.assertIn("--allow-uid", said)
+        self.assertEqual(len(list(spool.iterdir())), 1, "the refused record waits in the spool")
+
+
+class ContextManager(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="jlpy-", dir="/tmp")
+        self.daemon = Daemon(self.tmp)
+
+    def tearDown(self):
+        self.daemon.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_leaving_the_block_sends_the_spool_and_closes(self):
+        with self.assertLogs("joblog_client", level="WARNING"):
+            with JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5) as lg:
+                self.assertIsInstance(lg, JobLogger)
+                lg.log_jobs_batch([{"i": 0}, {"i": 1}])
+                self.assertEqual(len(lg.spool_file.read_text().splitlines()), 2)
+                self.daemon.start()
+        # No flush() called: leaving the block sent them.
+        self.assertEqual([r["i"] for r in self.daemon.records()], [0, 1])
+        self.assertFalse(lg.spool_file.exists())
+        self.assertIsNone(lg._conn, "closed")
+
+    def test_leaving_the_block_never_raises_and_keeps_the_spool(self):
+        t0 = time.monotonic()
+        with self.assertLogs("joblog_client", level="WARNING") as cm:
+            with self.assertRaises(KeyError):  # the block's own exception goes through
+                with JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.3) as lg:
+                    lg.log_job({"i": 0})
+                    raise KeyError("the application's")
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertTrue(any("spooled records not sent" in m for m in cm.output), cm.output)
+        self.assertEqual(len(lg.spool_file.read_text().splitlines()), 1)
+
+    def test_leaving_the_block_waits_no_longer_than_the_timeout(self):
+        # A stalled daemon: flush() would wait for the query timeout (60 s).
+        self.daemon.start()
+        with JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5) as lg:
+            lg.log_job({"i": 0})
+            self.daemon.proc.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+        took = time.monotonic() - t0
+        self.daemon.proc.send_signal(signal.SIGCONT)
+        self.assertLess(took, 5, "waited for the query timeout")
+        self.assertEqual([r["i"] for r in self.daemon.records()], [0])
+
+
+class Handler(Base):
+    def setUp(self):
+        super().setUp()
+        self.log = logging.getLogger(f"jobs.test.{self.id()}")
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        self.addCleanup(self._detach)
+
+    def _detach(self):
+        for h in list(self.log.handlers):
+            self.log.removeHandler(h)
+            h.close()
+
+    def test_a_record_with_a_job_is_logged_as_that_job(self):
+        handler = JobLogHandler(socket_path=self.daemon.socket, spool_dir=self.tmp)
+        self.log.addHandler(handler)
+
+        class Job:
+            def to_json(self):
+                return {"video_id": "obj", "success": False}
+
+        self.log.info("done", extra={"job": {"video_id": "abc123", "success": True, "stage": "completed"}})
+        self.log.info("plain message: not a job")
+        self.log.warning("failed", extra={"job": Job()})
+        got = self.daemon.records()
+        self.assertEqual([{k: r[k] for k in r if k not in ("record_id", "logged_at")} for r in got],
+                         [{"video_id": "abc123", "success": True, "stage": "completed"},
+                          {"video_id": "obj", "success": False}])
+        self.assertTrue(all(r["record_id"] for r in got))
+
+    def test_dict_config_with_class_or_factory(self):
+        jobs = f"{self.log.name}.a"
+        more = f"{self.log.name}.b"
+        logging.config.dictConfig({
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "by_class": {"class": "joblog_client.JobLogHandler", "level": "INFO",
+                             "socket_path": self.daemon.socket, "spool_dir": self.tmp, "timeout": 1.0},
+                "by_factory": {"()": "joblog_client.JobLogHandler",
+                               "socket_path": self.daemon.socket, "spool_dir": self.tmp},
+            },
+            "loggers": {
+                jobs: {"handlers": ["by_class"], "level": "INFO", "propagate": False},
+                more: {"handlers": ["by_factory"], "level": "INFO", "propagate": False},
+            },
+        })
+        handlers = logging.getLogger(jobs).handlers + logging.getLogger(more).handlers
+        self.addCleanup(lambda: [(h.close(), logging.getLogger(n).removeHandler(h))
+                                 for n in (jobs, more) for h in list(logging.getLogger(n).handlers)])
+        self.assertEqual([type(h) for h in handlers], [JobLogHandler, JobLogHandler])
+        self.assertEqual(handlers[0].joblogger.timeout, 1.0)
+        logging.getLogger(jobs).debug("below the level", extra={"job": {"video_id": "debug"}})
+        logging.getLogger(jobs).info("done", extra={"job": {"video_id": "by-class"}})
+        logging.getLogger(more).info("done", extra={"job": {"video_id": "by-factory"}})
+        self.assertEqual([r["video_id"] for r in self.daemon.records()], ["by-class", "by-factory"])
+
+    def test_a_given_logger_is_used_and_left_open(self):
+        lg = self.logger()
+        handler = JobLogHandler(lg)
+        self.assertIs(handler.joblogger, lg)
+        self.log.addHandler(handler)
+        self.log.info("x", extra={"job": {"video_id": "given"}})
+        self.log.removeHandler(handler)
+        handler.close()
+        lg.log_job({"video_id": "after"})
+        self.assertEqual([r["video_id"] for r in self.daemon.records()], ["given", "after"])
+        with self.assertRaises(ValueError):
+            JobLogHandler(lg, socket_path=self.daemon.socket)
+
+    def test_never_raises_into_the_application(self):
+        errors = []
+
+        class Counting(JobLogHandler):
+            def handleError(self, record):
+                errors.append(record)
+
+        # A JobLogger that cannot be made (a timeout that is no number).
+        self.log.addHandler(Counting(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout="soon"))
+        self.log.info("x", extra={"job": {"video_id": "lost"}})  # no exception here
+        self.assertEqual(len(errors), 1)
+        self._detach()
+        # A job that cannot be serialized: log_job logs it, raises nothing.
+        self.log.addHandler(Counting(socket_path=self.daemon.socket, spool_dir=self.tmp))
+        loop = {"video_id": "loop"}
+        loop["self"] = loop
+        with self.assertLogs("joblog_client", level="ERROR"):
+            self.log.info("x", extra={"job": loop})
+        self.log.info("x", extra={"job": {"video_id": "next"}})
+        self.assertEqual(len(errors), 1)
+        self.assertEqual([r["video_id"] for r in self.daemon.records()], ["next"])
+
+    def test_never_blocks_much_longer_than_the_timeout(self):
+        # A stalled daemon (SIGSTOP): each call returns within about the
+        # client's timeout (the first one too, which makes the JobLogger),
+        # and the jobs wait in the spool.
+        self.log.addHandler(JobLogHandler(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.0))
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            with self.assertLogs("joblog_client", level="WARNING"):
+                for i in range(4):
+                    t0 = time.monotonic()
+                    self.log.info("x", extra={"job": {"i": i}})
+                    self.assertLess(time.monotonic() - t0, 1.7, i)
+                    time.sleep(0.3)
+        finally:
+            self.daemon.proc.send_signal(signal.SIGCONT)
+        self.log.handlers[0].joblogger.flush()
+        self.assertEqual(sorted(r["i"] for r in self.daemon.records()), list(range(4)))
+
+    def test_a_record_without_a_job_never_waits_for_one_with(self):
+        self.log.addHandler(JobLogHandler(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.5))
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            with self.assertLogs("joblog_client", level="WARNING"):
+                t = threading.Thread(target=self.log.info, args=("x",), kwargs={"extra": {"job": {"i": 0}}})
+                t.start()
+                time.sleep(0.3)  # t is in the handler, waiting for the daemon
+                t0 = time.monotonic()
+                self.log.info("no job")
+                took = time.monotonic() - t0
+                t.join()
+        finally:
+            self.daemon.proc.send_signal(signal.SIGCONT)
+        self.assertLess(took, 0.5)
 
 
 if __name__ == "__main__":
