@@ -746,3 +746,42 @@ fn help_describes_joblogctl_and_one_record_is_singular() {
         stderr(&o)
     );
 }
+
+/// On a real terminal (`script` gives joblogctl a pseudo-terminal), text
+/// from records is shown escaped: an error or a stage holding a
+/// clear-screen sequence, a title sequence or BEL reaches the screen as
+/// `\u001b…`, not as the sequence itself.
+#[test]
+fn record_text_reaches_a_terminal_escaped() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: script(1) is not installed (util-linux)");
+        return;
+    }
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let r = d.request(
+        r#"{"op":"log_batch","jobs":[{"video_id":"v","success":false,"error":"\u001b[2J\u0007boom: x","stage":"s\u001b]0;owned\u0007"}],"ack":true}"#,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    for cmd in ["stats", "jobs", "retry-candidates"] {
+        let line = format!(
+            "{} --socket {} {cmd}",
+            env!("CARGO_BIN_EXE_joblogctl"),
+            d.socket.display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .output()
+            .expect("script");
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd}: {screen}");
+        for raw in ["\u{1b}[2J", "\u{1b}]0;", "\u{7}"] {
+            assert!(!screen.contains(raw), "{cmd} wrote {raw:?} raw: {screen:?}");
+        }
+        assert!(screen.contains("\\u001b"), "{cmd}: {screen:?}");
+    }
+}

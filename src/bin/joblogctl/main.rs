@@ -290,7 +290,10 @@ mod tests {
 
     #[test]
     fn table_cells_hold_no_control_characters() {
-        assert_eq!(text(&json!("a\tb\r\nc\u{1b}[31m")), "a b  c [31m");
+        assert_eq!(
+            text(&json!("a\tb\r\nc\u{1b}[31m\u{7}\u{9b}\u{202e}é")),
+            "a\\tb\\r\\nc\\u001b[31m\\u0007\\u009b\\u202eé"
+        );
         assert_eq!(text(&json!(null)), "");
         assert_eq!(text(&json!(1.5)), "1.5");
     }

@@ -87,12 +87,33 @@ pub(super) fn table(headers: &[String], rows: &[Vec<String>]) -> String {
 pub(super) fn text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
-        Value::String(s) => s
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect(),
+        Value::String(s) => safe(s),
         other => other.to_string(),
     }
+}
+
+/// Text from a record made safe for a terminal: control characters (C0,
+/// DEL, C1: the start of every escape sequence, BEL, a line break) and
+/// the bidirectional overrides that reorder what is shown are written as
+/// escapes (`\n`, `\u001b`), so a record cannot clear the screen, set the
+/// title or hide text, and one cell stays one line.
+pub(super) fn safe(s: &str) -> String {
+    let risky =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(risky) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if risky(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A file joblogctl cannot write, named in the message.

@@ -48,7 +48,7 @@ pub(super) fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
             writeln!(out, "\n{}", bold(title))?;
             let rows: Vec<Vec<String>> = m
                 .iter()
-                .map(|(k, v)| vec![v.to_string(), k.clone()])
+                .map(|(k, v)| vec![v.to_string(), safe(k)])
                 .collect();
             write!(out, "{}", table(&["count".into(), "".into()], &rows))?;
         }
@@ -64,7 +64,7 @@ pub(super) fn print_stats(out: &mut impl Write, s: &Value) -> io::Result<()> {
             .iter()
             .map(|(k, t)| {
                 vec![
-                    k.clone(),
+                    safe(k),
                     t["count"].to_string(),
                     f(&t["mean"]),
                     f(&t["p50"]),
