@@ -785,3 +785,85 @@ fn record_text_reaches_a_terminal_escaped() {
         assert!(screen.contains("\\u001b"), "{cmd}: {screen:?}");
     }
 }
+
+/// `retry-candidates` prints NDJSON in a pipe and takes `--format`;
+/// `jobs --format csv --fields` keeps only those columns, in that order.
+#[test]
+fn retry_candidates_and_csv_follow_format_and_fields() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let r = d.request(
+        r#"{"op":"log_batch","jobs":[{"video_id":"a","url":"u-a","success":false,"error":"E: x, y"},{"video_id":"b","url":"u-b","success":true}],"ack":true}"#,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let piped = stdout(&ctl(&d, &["retry-candidates"]));
+    let lines: Vec<Value> = piped
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{piped}");
+    assert_eq!(lines[0]["video_id"], "a");
+    let csv = stdout(&ctl(&d, &["retry-candidates", "--format", "csv"]));
+    assert_eq!(
+        csv,
+        "video_id,url,stage,retry_count,error\r\na,u-a,,,\"E: x, y\"\r\n"
+    );
+    let json: Value =
+        serde_json::from_str(&stdout(&ctl(&d, &["retry-candidates", "-o", "json"]))).expect("json");
+    assert_eq!(json[0]["url"], "u-a");
+    let csv = stdout(&ctl(
+        &d,
+        &["jobs", "--format", "csv", "--fields", "error,video_id"],
+    ));
+    assert_eq!(csv, "error,video_id\r\n\"E: x, y\",a\r\n,b\r\n");
+    let o = ctl(&d, &["jobs", "--format", "csv", "--fields", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a CSV column"), "{}", stderr(&o));
+}
+
+/// Bold goes to a terminal unless NO_COLOR, TERM=dumb or `--color never`
+/// say otherwise, and to a pipe only with `--color always` or
+/// CLICOLOR_FORCE.
+#[test]
+fn colour_follows_the_terminal_and_the_conventions() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: script(1) is not installed (util-linux)");
+        return;
+    }
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let bold = "\u{1b}[1m";
+    let on_tty = |env: &[(&str, &str)], extra: &str| {
+        let line = format!(
+            "{} --socket {} stats {extra}",
+            env!("CARGO_BIN_EXE_joblogctl"),
+            d.socket.display()
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        String::from_utf8_lossy(&c.output().expect("script").stdout).into_owned()
+    };
+    assert!(on_tty(&[], "").contains(bold));
+    assert!(!on_tty(&[("NO_COLOR", "1")], "").contains(bold));
+    assert!(!on_tty(&[("TERM", "dumb")], "").contains(bold));
+    assert!(!on_tty(&[], "--color never").contains(bold));
+    assert!(on_tty(&[("NO_COLOR", "1")], "--color always").contains(bold));
+    assert!(!stdout(&ctl(&d, &["stats"])).contains(bold));
+    assert!(stdout(&ctl(&d, &["stats", "--color", "always"])).contains(bold));
+    let forced = std::process::Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .args(["--socket", &d.socket.display().to_string(), "stats"])
+        .env("CLICOLOR_FORCE", "1")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("joblogctl");
+    assert!(String::from_utf8_lossy(&forced.stdout).contains(bold));
+}

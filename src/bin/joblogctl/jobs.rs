@@ -10,7 +10,7 @@ pub(super) fn jobs(out: &mut impl Write, socket: &Socket, a: JobsArgs) -> Result
         .unwrap_or(if tty() { Format::Table } else { Format::Ndjson });
     let mut c = Conn::open(socket)?;
     if format == Format::Csv {
-        return print_csv(out, &mut c, q);
+        return print_csv(out, &mut c, q, a.fields.as_deref());
     }
     if let Some(f) = &a.fields {
         q["fields"] = json!(f);
@@ -74,14 +74,62 @@ fn jobs_request(a: &JobsArgs) -> Value {
 }
 
 /// `--format csv`: the same request as an `export_csv`, whose body is
-/// copied out as the daemon wrote it.
-fn print_csv(out: &mut impl Write, c: &mut Conn, mut q: Value) -> Result<(), Fail> {
+/// copied out as the daemon wrote it, or with `--fields` only those
+/// columns, in that order.
+fn print_csv(
+    out: &mut impl Write,
+    c: &mut Conn,
+    mut q: Value,
+    fields: Option<&[String]>,
+) -> Result<(), Fail> {
     q["op"] = json!("export_csv");
     let v = c.ask(q)?;
     let n = v["bytes"].as_u64().unwrap_or(0) as usize;
     let mut body = vec![0u8; n];
     c.r.read_exact(&mut body)?;
-    out.write_all(&body)?;
+    match fields {
+        None => out.write_all(&body)?,
+        Some(f) => project_csv(out, &body, f)?,
+    }
+    Ok(())
+}
+
+/// The CSV `body` with only the columns `fields`, in their order; a field
+/// that is no CSV column is a usage error, named.
+fn project_csv(out: &mut impl Write, body: &[u8], fields: &[String]) -> Result<(), Fail> {
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(body);
+    let bad = |e: csv::Error| Fail(1, format!("joblogctl: bad CSV from the daemon: {e}"));
+    let headers = rd.headers().map_err(bad)?.clone();
+    let mut picks = Vec::with_capacity(fields.len());
+    for f in fields {
+        match headers.iter().position(|h| h == f) {
+            Some(i) => picks.push(i),
+            None => {
+                let known: Vec<&str> = headers.iter().collect();
+                return Err(Fail(
+                    2,
+                    format!(
+                        "joblogctl: --fields {f}: not a CSV column (the columns are {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let mut wr = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out);
+    let write = |e: csv::Error| Fail(1, format!("joblogctl: {e}"));
+    wr.write_record(picks.iter().map(|&i| &headers[i]))
+        .map_err(write)?;
+    for row in rd.records() {
+        let row = row.map_err(bad)?;
+        wr.write_record(picks.iter().map(|&i| row.get(i).unwrap_or("")))
+            .map_err(write)?;
+    }
+    wr.flush()?;
     Ok(())
 }
 

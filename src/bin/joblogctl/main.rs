@@ -63,8 +63,20 @@ struct Cli {
     #[arg(long, global = true, env = "JOBLOGD_DATABASE", value_name = "URL")]
     database: Option<String>,
 
+    /// Colour and bold on a terminal: auto follows NO_COLOR,
+    /// CLICOLOR_FORCE and TERM=dumb.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,8 +104,12 @@ enum Cmd {
         /// One URL per line, for a retry loop.
         #[arg(long)]
         urls: bool,
+        /// At most this many, newest first.
         #[arg(long)]
         limit: Option<usize>,
+        /// table|json|ndjson|csv [default: table on a terminal, else ndjson].
+        #[arg(short = 'o', long, value_enum)]
+        format: Option<Format>,
     },
     /// Send NDJSON records from a file (or `-` for stdin).
     Log {
@@ -222,6 +238,7 @@ fn main() -> ExitCode {
     // JOBLOGD_DATABASE in the environment (the forwarder's unit sets it)
     // does not turn the daemon's commands away; --database given does.
     let given = matches.value_source("database") == Some(clap::parser::ValueSource::CommandLine);
+    set_color(cli.color);
     let mut socket = Socket::resolve(cli.socket.clone());
     if let Some(url) = &cli.database {
         match &cli.cmd {
@@ -274,7 +291,11 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
         }
         Cmd::Stats(a) => stats(&mut out, socket, a)?,
         Cmd::Jobs(a) => jobs(&mut out, socket, a)?,
-        Cmd::RetryCandidates { urls, limit } => retry_candidates(&mut out, socket, urls, limit)?,
+        Cmd::RetryCandidates {
+            urls,
+            limit,
+            format,
+        } => retry_candidates(&mut out, socket, urls, limit, format)?,
         Cmd::ExportCsv { path } => export_csv(&mut out, socket, &path)?,
         Cmd::Log { file, ack } => log(socket, &file, ack)?,
         Cmd::Snapshot { path } => snapshot(&mut out, socket, &path)?,

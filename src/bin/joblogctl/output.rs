@@ -41,8 +41,35 @@ pub(super) fn tty() -> bool {
     io::stdout().is_terminal()
 }
 
+/// Whether to write colour and bold, decided once at start.
+static COLOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// `--color`: `always` and `never` as said; `auto` is off with `NO_COLOR`
+/// set (no-color.org) or `TERM=dumb`, on with `CLICOLOR_FORCE` set (not
+/// `0`), else on when standard output is a terminal.
+pub(super) fn set_color(c: Color) {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let on = match c {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto if set("NO_COLOR") => false,
+        Color::Auto
+            if set("CLICOLOR_FORCE") && std::env::var_os("CLICOLOR_FORCE") != Some("0".into()) =>
+        {
+            true
+        }
+        Color::Auto if std::env::var_os("TERM").is_some_and(|t| t == "dumb") => false,
+        Color::Auto => tty(),
+    };
+    let _ = COLOR.set(on);
+}
+
+fn color() -> bool {
+    *COLOR.get_or_init(tty)
+}
+
 pub(super) fn bold(s: &str) -> String {
-    if tty() {
+    if color() {
         format!("\x1b[1m{s}\x1b[0m")
     } else {
         s.to_string()

@@ -1,5 +1,5 @@
-//! `joblogctl retry-candidates`: a table, or one URL per line for a retry
-//! loop.
+//! `joblogctl retry-candidates`: a table on a terminal, NDJSON in a pipe
+//! (or `--format`), or one URL per line for a retry loop.
 
 use super::*;
 
@@ -8,6 +8,7 @@ pub(super) fn retry_candidates(
     socket: &Socket,
     urls: bool,
     limit: Option<usize>,
+    format: Option<Format>,
 ) -> Result<(), Fail> {
     let mut q = json!({"op":"retry_candidates"});
     if let Some(l) = limit {
@@ -22,16 +23,46 @@ pub(super) fn retry_candidates(
                 writeln!(out, "{u}")?;
             }
         }
-    } else {
-        let headers: Vec<String> = ["video_id", "url", "stage", "retry_count", "error"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let rows: Vec<Vec<String>> = cands
-            .iter()
-            .map(|c| headers.iter().map(|h| text(&c[h])).collect())
-            .collect();
-        write!(out, "{}", table(&headers, &rows))?;
+        return Ok(());
+    }
+    let headers: Vec<String> = ["video_id", "url", "stage", "retry_count", "error"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    match format.unwrap_or(if tty() { Format::Table } else { Format::Ndjson }) {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = cands
+                .iter()
+                .map(|c| headers.iter().map(|h| text(&c[h])).collect())
+                .collect();
+            write!(out, "{}", table(&headers, &rows))?;
+        }
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(cands).unwrap_or_default()
+        )?,
+        Format::Ndjson => {
+            for c in cands {
+                writeln!(out, "{c}")?;
+            }
+        }
+        Format::Csv => {
+            let mut wr = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
+                .from_writer(out);
+            let fail = |e: csv::Error| Fail(1, format!("joblogctl: {e}"));
+            wr.write_record(&headers).map_err(fail)?;
+            for c in cands {
+                let cell = |h: &String| match &c[h] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    v => v.to_string(),
+                };
+                wr.write_record(headers.iter().map(cell)).map_err(fail)?;
+            }
+            wr.flush()?;
+        }
     }
     Ok(())
 }
