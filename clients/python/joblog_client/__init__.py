@@ -25,8 +25,8 @@ logger), so a spooled record keeps the time it was logged. Failures are
 reported through the ``logging`` module (logger ``joblog_client``).
 Queries do need the daemon and raise ``JobLogUnavailable`` without it.
 
-Errors: every exception raised here is a ``JobLogError``.
-``JobLogUnavailable`` (also a ``ConnectionError``): the daemon cannot be
+Errors: what the daemon fails (or cannot be reached for) raises a
+``JobLogError``. ``JobLogUnavailable`` (also a ``ConnectionError``): the daemon cannot be
 reached, its message says which socket was tried and how to start the
 daemon. ``JobLogForbidden`` (also a ``PermissionError``): the daemon
 refused this user (``forbidden``). ``JobLogRequestError`` (also a
@@ -682,15 +682,15 @@ class JobLogger:
                             if os.path.exists(p) else "no socket there")
                 for p in others)
             why.append("(found by default: the per-user default if a socket is there, else the systemd "
-                       "units' socket" + (f"; {seen}" if seen else "") + ")")
+                       "units' socket" + (f"; {seen}" if seen else "") + ").")
         else:
-            why.append("(given by socket_path= or JOBLOGD_SOCKET; no other socket is tried)")
+            why.append("(given by socket_path= or JOBLOGD_SOCKET; no other socket is tried).")
         if e.errno in (errno.EACCES, errno.EPERM):
-            why.append("- this user may not open the socket: add it to the socket's group "
-                       "(`usermod -aG joblog $USER`, then log in again), or run as that group")
-        why.append("- start the daemon (`systemctl start joblogd.socket` for the system one, at "
-                   f"{SYSTEM_SOCKET}, or `joblogd` for your own, at {_own_default_socket()}), or point "
-                   "socket_path= / JOBLOGD_SOCKET at its socket; records logged meanwhile are spooled")
+            why.append("This user may not open the socket: add it to the socket's group "
+                       "(`usermod -aG joblog $USER`, then log in again), or run as that group.")
+        why.append("Start the daemon: `systemctl start joblogd.socket` for the system one "
+                   f"({SYSTEM_SOCKET}), or `joblogd` for your own ({_own_default_socket()}); "
+                   "or point socket_path= / JOBLOGD_SOCKET at its socket.")
         return JobLogUnavailable(" ".join(why))
 
     def _drop(self) -> None:
