@@ -29,6 +29,7 @@ mod retry;
 mod snapshot;
 mod stats;
 mod tail;
+mod when;
 
 use conn::*;
 use export::*;
@@ -136,9 +137,12 @@ enum Cmd {
     },
     /// Is the daemon alive? Counters and the log file.
     Ping,
-    /// Show new records as they arrive.
+    /// Show the last records (-n), and with -f the new ones as they arrive.
     Tail {
-        /// Keep following (the only mode: like `journalctl -f`).
+        /// How many of the last records to show.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+        /// Then keep following new records, like `journalctl -f`.
         #[arg(short = 'f', long)]
         follow: bool,
         /// Show records as they are accepted, before they are written
@@ -156,13 +160,18 @@ struct StatsArgs {
     /// Print the stats object as JSON.
     #[arg(long)]
     json: bool,
+    /// Only records of this subject.
     #[arg(long)]
     subject: Option<String>,
+    /// Only records of this worker_id.
     #[arg(long, value_name = "ID")]
     worker: Option<String>,
-    #[arg(long, value_name = "ISO")]
+    /// Only records logged at or after WHEN: an ISO local time, today,
+    /// yesterday, now, or a time ago (-1h, 30m ago, 2 days ago).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
     since: Option<String>,
-    #[arg(long, value_name = "ISO")]
+    /// Only records logged before WHEN (as --since).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
     until: Option<String>,
     /// Count records accepted but not yet written too (a crash would
     /// take them away); without it, only records in the file.
@@ -178,36 +187,49 @@ struct JobsArgs {
     /// Only successful jobs.
     #[arg(long)]
     successful: bool,
+    /// Only records at this stage.
     #[arg(long)]
     stage: Option<String>,
+    /// Only records of this subject.
     #[arg(long)]
     subject: Option<String>,
+    /// Only records of this worker_id.
     #[arg(long, value_name = "ID")]
     worker: Option<String>,
+    /// Only records of this video_id.
     #[arg(long, value_name = "ID")]
     video: Option<String>,
+    /// Only failed records whose error type (the error's text before its
+    /// first ':') is this.
     #[arg(long)]
     error_type: Option<String>,
-    #[arg(long, value_name = "ISO")]
+    /// Only records logged at or after WHEN: an ISO local time, today,
+    /// yesterday, now, or a time ago (-1h, 30m ago, 2 days ago).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
     since: Option<String>,
-    #[arg(long, value_name = "ISO")]
+    /// Only records logged before WHEN (as --since).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
     until: Option<String>,
     /// Only the newest record of each video.
     #[arg(long)]
     latest_per_video: bool,
+    /// At most this many records.
     #[arg(long)]
     limit: Option<usize>,
+    /// Skip this many matching records first.
     #[arg(long)]
     offset: Option<usize>,
     /// Newest (or largest) first.
     #[arg(long)]
     desc: bool,
+    /// Sort by processing duration or by logged_at [default: the log's order].
     #[arg(long, value_enum)]
     sort: Option<Sort>,
     /// Comma-separated fields to show.
     #[arg(long, value_delimiter = ',')]
     fields: Option<Vec<String>>,
-    #[arg(long, value_enum)]
+    /// table|json|ndjson|csv [default: table on a terminal, else ndjson].
+    #[arg(short = 'o', long, value_enum)]
     format: Option<Format>,
 }
 
@@ -299,7 +321,11 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
         Cmd::ExportCsv { path } => export_csv(&mut out, socket, &path)?,
         Cmd::Log { file, ack } => log(socket, &file, ack)?,
         Cmd::Snapshot { path } => snapshot(&mut out, socket, &path)?,
-        Cmd::Tail { follow: _, pending } => tail(&mut out, socket, pending)?,
+        Cmd::Tail {
+            lines,
+            follow,
+            pending,
+        } => tail(&mut out, socket, lines, follow, pending)?,
         Cmd::Forward(a) => forward::forward(socket, database, a)?,
     }
     Ok(())
