@@ -895,3 +895,52 @@ fn colour_follows_the_terminal_and_the_conventions() {
         .expect("joblogctl");
     assert!(String::from_utf8_lossy(&forced.stdout).contains(bold));
 }
+
+/// `status` sums the daemon up for a human; `completions` and `man` are
+/// generated from the same definitions as `--help` (bash accepts the
+/// completion script; the pages name every subcommand and option).
+#[test]
+fn status_completions_and_man_pages() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    d.request(r#"{"op":"log","job":{"video_id":"v","success":false},"ack":true}"#);
+    let o = ctl(&d, &["status"]);
+    let s = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(s.contains("running for"), "{s}");
+    assert!(s.contains(&d.socket.display().to_string()), "{s}");
+    assert!(s.contains(&d.log.display().to_string()), "{s}");
+    assert!(
+        s.contains("1 on disk") && s.contains("1 retry candidates"),
+        "{s}"
+    );
+    let bash = stdout(&ctl(&d, &["completions", "bash"]));
+    assert!(bash.contains("_joblogctl") && bash.contains("retry-candidates"));
+    let script = dir.join("joblogctl.bash");
+    std::fs::write(&script, &bash).expect("write");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash");
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        assert!(
+            stdout(&ctl(&d, &["completions", shell])).contains("forward"),
+            "{shell}"
+        );
+    }
+    let man = stdout(&ctl(&d, &["man"]));
+    assert!(man.contains(".TH joblogctl 1"), "{man}");
+    assert!(
+        man.contains("retry\\-candidates") && man.contains("forward"),
+        "{man}"
+    );
+    let daemon = stdout(&ctl(&d, &["man", "joblogd"]));
+    assert!(daemon.contains(".TH joblogd 8"), "{daemon}");
+    assert!(daemon.contains("\\-\\-log\\-file"), "{daemon}");
+}

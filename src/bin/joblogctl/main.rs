@@ -28,6 +28,7 @@ mod pg;
 mod retry;
 mod snapshot;
 mod stats;
+mod status;
 mod tail;
 mod when;
 
@@ -71,6 +72,12 @@ struct Cli {
 
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Program {
+    Joblogctl,
+    Joblogd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,8 +142,23 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
-    /// Is the daemon alive? Counters and the log file.
+    /// Is the daemon alive? Counters and the log file, as JSON.
     Ping,
+    /// A short summary for a human: up since, socket, log file, records,
+    /// problems.
+    Status,
+    /// Shell completions for joblogctl (`joblogctl completions bash >
+    /// /etc/bash_completion.d/joblogctl`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// A man page in roff, for joblogctl or for the daemon (`joblogctl man
+    /// joblogd > /usr/local/share/man/man8/joblogd.8`).
+    Man {
+        #[arg(value_enum, default_value_t = Program::Joblogctl)]
+        program: Program,
+    },
     /// Show the last records (-n), and with -f the new ones as they arrive.
     Tail {
         /// How many of the last records to show.
@@ -312,6 +334,20 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
             writeln!(out, "archived to {}", text(&v["archive"]))?;
         }
         Cmd::Stats(a) => stats(&mut out, socket, a)?,
+        Cmd::Status => status::status(&mut out, socket)?,
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "joblogctl", &mut out);
+        }
+        Cmd::Man { program } => {
+            // A daemon's page is in section 8, a command's in 1.
+            let (cmd, section) = match program {
+                Program::Joblogctl => (Cli::command(), "1"),
+                Program::Joblogd => (joblogd::config::Args::command(), "8"),
+            };
+            clap_mangen::Man::new(cmd)
+                .section(section)
+                .render(&mut out)?;
+        }
         Cmd::Jobs(a) => jobs(&mut out, socket, a)?,
         Cmd::RetryCandidates {
             urls,
