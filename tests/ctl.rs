@@ -944,3 +944,51 @@ fn status_completions_and_man_pages() {
     assert!(daemon.contains(".TH joblogd 8"), "{daemon}");
     assert!(daemon.contains("\\-\\-log\\-file"), "{daemon}");
 }
+
+/// A `jobs` table on a terminal goes through `$PAGER` (less -FRX without
+/// one); `--no-pager` and a pipe do not; `-r` lists newest first.
+#[test]
+fn a_table_on_a_terminal_is_paged() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: script(1) is not installed (util-linux)");
+        return;
+    }
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    for v in ["first", "second"] {
+        d.request(&format!(
+            r#"{{"op":"log","job":{{"video_id":"{v}"}},"ack":true}}"#
+        ));
+    }
+    let on_tty = |extra: &str| {
+        let line = format!(
+            "{} --socket {} jobs {extra}",
+            env!("CARGO_BIN_EXE_joblogctl"),
+            d.socket.display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("PAGER", "sed 's/^/PAGED:/'")
+            .output()
+            .expect("script");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let paged = on_tty("");
+    assert!(
+        paged.contains("PAGED:") && paged.contains("first"),
+        "{paged}"
+    );
+    let plain = on_tty("--no-pager");
+    assert!(
+        !plain.contains("PAGED:") && plain.contains("first"),
+        "{plain}"
+    );
+    let newest = on_tty("--no-pager -r");
+    let (a, b) = (newest.find("second"), newest.find("first"));
+    assert!(a.is_some() && b.is_some() && a < b, "{newest}");
+    assert!(!stdout(&ctl(&d, &["jobs"])).contains("PAGED:"));
+}

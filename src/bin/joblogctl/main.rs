@@ -70,6 +70,10 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     color: Color,
 
+    /// Never page a long table on a terminal (else $PAGER, or less -FRX).
+    #[arg(long, global = true)]
+    no_pager: bool,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -242,7 +246,7 @@ struct JobsArgs {
     #[arg(long)]
     offset: Option<usize>,
     /// Newest (or largest) first.
-    #[arg(long)]
+    #[arg(short = 'r', long, visible_alias = "reverse")]
     desc: bool,
     /// Sort by processing duration or by logged_at [default: the log's order].
     #[arg(long, value_enum)]
@@ -301,6 +305,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    set_pager(!cli.no_pager);
     match run(cli.cmd, &socket, cli.database.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
@@ -347,6 +352,16 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
             clap_mangen::Man::new(cmd)
                 .section(section)
                 .render(&mut out)?;
+        }
+        Cmd::Jobs(a) if a.format.is_none() && tty() => {
+            // A table on a terminal goes through the pager, as journalctl's.
+            let mut pager = Pager::start();
+            let res = match pager.input() {
+                Some(input) => jobs(&mut Stdout(input), socket, a),
+                None => jobs(&mut out, socket, a),
+            };
+            pager.wait();
+            res?
         }
         Cmd::Jobs(a) => jobs(&mut out, socket, a)?,
         Cmd::RetryCandidates {

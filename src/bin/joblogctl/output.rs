@@ -41,6 +41,52 @@ pub(super) fn tty() -> bool {
     io::stdout().is_terminal()
 }
 
+/// `--no-pager` not given.
+static PAGING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+pub(super) fn set_pager(on: bool) {
+    let _ = PAGING.set(on);
+}
+
+/// A pager for long output on a terminal: `$PAGER` (run by the shell),
+/// else `less -FRX` (quits at once when the output fits one screen, keeps
+/// colour, leaves the text on the screen). None when paging is off or the
+/// pager cannot start: the output then goes to the terminal itself.
+pub(super) struct Pager(Option<std::process::Child>);
+
+impl Pager {
+    pub(super) fn start() -> Pager {
+        if !PAGING.get().copied().unwrap_or(true) {
+            return Pager(None);
+        }
+        let mut cmd = match std::env::var("PAGER") {
+            Ok(p) if p.trim().is_empty() || p.trim() == "cat" => return Pager(None),
+            Ok(p) => {
+                let mut c = std::process::Command::new("sh");
+                c.args(["-c", &p]);
+                c
+            }
+            Err(_) => {
+                let mut c = std::process::Command::new("less");
+                c.arg("-FRX");
+                c
+            }
+        };
+        Pager(cmd.stdin(std::process::Stdio::piped()).spawn().ok())
+    }
+
+    pub(super) fn input(&mut self) -> Option<std::process::ChildStdin> {
+        self.0.as_mut().and_then(|c| c.stdin.take())
+    }
+
+    /// Waits for the reader to quit the pager.
+    pub(super) fn wait(mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Whether to write colour and bold, decided once at start.
 static COLOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
