@@ -894,6 +894,15 @@ fn colour_follows_the_terminal_and_the_conventions() {
         .output()
         .expect("joblogctl");
     assert!(String::from_utf8_lossy(&forced.stdout).contains(bold));
+    // Failed jobs are red in a table, successful ones not.
+    d.request(r#"{"op":"log_batch","jobs":[{"video_id":"bad","success":false},{"video_id":"good","success":true}],"ack":true}"#);
+    let t = stdout(&ctl(&d, &["jobs", "-o", "table", "--color", "always"]));
+    let red = |v: &str| {
+        t.lines()
+            .any(|l| l.starts_with("\u{1b}[31m") && l.contains(v))
+    };
+    assert!(red("bad") && !red("good"), "{t}");
+    assert!(!stdout(&ctl(&d, &["jobs", "-o", "table"])).contains("\u{1b}[31m"));
 }
 
 /// `status` sums the daemon up for a human; `completions` and `man` are

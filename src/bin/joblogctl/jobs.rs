@@ -188,13 +188,24 @@ fn print_table(
     // A table needs every row for its widths; only the cells are kept,
     // not the records.
     let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut failed = Vec::new();
     c.each_element(|j| {
         let v: Value = serde_json::from_slice(j)
             .map_err(|e| Fail(1, format!("joblogctl: bad record in reply: {e}")))?;
         rows.push(headers.iter().map(|h| text(&v[h])).collect());
+        // As Python reads `success` (a missing or empty one is a failure);
+        // only a record that has it is marked, `--fields` or not.
+        failed.push(match &v["success"] {
+            Value::Bool(b) => !b,
+            Value::Null => v.get("success").is_some(),
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+        });
         Ok(())
     })?;
-    write!(out, "{}", table(&headers, &rows))?;
+    write!(out, "{}", table_marked(&headers, &rows, &failed))?;
     if tty() {
         writeln!(out, "{} of {} matching", head["count"], head["total"])?;
     }

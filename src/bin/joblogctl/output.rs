@@ -124,6 +124,11 @@ pub(super) fn bold(s: &str) -> String {
 
 /// Renders rows as aligned columns.
 pub(super) fn table(headers: &[String], rows: &[Vec<String>]) -> String {
+    table_marked(headers, rows, &[])
+}
+
+/// [`table`], with the rows `failed` marks in red when colour is on.
+pub(super) fn table_marked(headers: &[String], rows: &[Vec<String>], failed: &[bool]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -146,9 +151,14 @@ pub(super) fn table(headers: &[String], rows: &[Vec<String>]) -> String {
         .collect();
     out.push_str(&bold(head.join("  ").trim_end()));
     out.push('\n');
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| cell(c, *w)).collect();
-        out.push_str(line.join("  ").trim_end());
+        let line = line.join("  ");
+        if failed.get(i) == Some(&true) && color() {
+            out.push_str(&format!("\x1b[31m{}\x1b[0m", line.trim_end()));
+        } else {
+            out.push_str(line.trim_end());
+        }
         out.push('\n');
     }
     out
