@@ -366,15 +366,81 @@ pub(crate) fn timings_json<'a>(
     Value::Object(v.into_iter().map(|(k, h)| (k.to_string(), h)).collect())
 }
 
+/// A `stats` object as written: `value` (every key, its objects' members
+/// in sorted order as serde_json's map keeps them), except `error_types`
+/// and `stages`, which `value` holds as `null` and which are written from
+/// here in first-seen order, as the Python logger's dicts gave them.
+/// (serde_json's `preserve_order` feature would order every object of
+/// every reply by insertion, the documented sorted ones included, and
+/// slow every map; only these two need another order.)
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatsValue {
+    pub value: Value,
+    pub error_types: Ordered,
+    pub stages: Ordered,
+}
+
+/// Counts by name, written as a JSON object in this order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Ordered(pub Vec<(String, u64)>);
+
+impl serde::Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, n) in &self.0 {
+            m.serialize_entry(k, n)?;
+        }
+        m.end()
+    }
+}
+
+impl serde::Serialize for StatsValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(o) = &self.value else {
+            return self.value.serialize(s);
+        };
+        let mut m = s.serialize_map(Some(o.len()))?;
+        for (k, v) in o {
+            match k.as_str() {
+                "error_types" => m.serialize_entry(k, &self.error_types)?,
+                "stages" => m.serialize_entry(k, &self.stages)?,
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        m.end()
+    }
+}
+
+impl StatsValue {
+    /// The whole reply line, `{"ok":true,"stats":{…}}` and its newline.
+    pub(crate) fn reply_line(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Reply<'a> {
+            ok: bool,
+            stats: &'a StatsValue,
+        }
+        let mut line = serde_json::to_vec(&Reply {
+            ok: true,
+            stats: self,
+        })
+        .unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
 /// The `stats` object. Keys and semantics of the Python logger's
 /// `get_statistics()` first, then the extras.
-pub(crate) fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Value {
-    // Objects come out with their keys sorted (serde_json's map is
-    // ordered by key), whatever order they are built in.
-    let counts = |m: &crate::index::SymMap<u64>| -> Value {
-        Value::Object(
+pub(crate) fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> StatsValue {
+    // Objects in `value` come out with their keys sorted (serde_json's map
+    // is ordered by key), whatever order they are built in; `error_types`
+    // and `stages` keep the order names were first counted in.
+    let counts = |m: &crate::index::Counts| -> Ordered {
+        Ordered(
             m.iter()
-                .map(|(s, n)| (ix.syms.name(*s).to_string(), json!(n)))
+                .map(|(s, n)| (ix.syms.name(s).to_string(), n))
                 .collect(),
         )
     };
@@ -396,15 +462,16 @@ pub(crate) fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Va
     } else {
         num(a.files)
     };
-    json!({
+    let value = json!({
         "total_jobs": a.total,
         "successful": a.successful,
         "failed": a.total - a.successful,
         "success_rate": if a.total > 0 { num(a.successful as f64 / a.total as f64) } else { json!(0) },
         "average_duration": if a.duration_count > 0 { num(a.duration_sum / a.duration_count as f64) } else { Value::Null },
         "total_files_created": files,
-        "error_types": counts(&a.error_types),
-        "stages": counts(&a.stages),
+        // Written from `StatsValue::error_types` and `stages`.
+        "error_types": null,
+        "stages": null,
         "by_subject": tallies(&a.by_subject),
         "by_worker": tallies(&a.by_worker),
         "timings": timings_json(ix, a.timings.iter()),
@@ -417,7 +484,12 @@ pub(crate) fn stats_json(ix: &Index, a: &Aggregate, retry_candidates: u64) -> Va
         "first_logged_at": a.first_logged_at.map(crate::time::format_time),
         "last_logged_at": a.last_logged_at.map(crate::time::format_time),
         "retry_candidates": retry_candidates,
-    })
+    });
+    StatsValue {
+        value,
+        error_types: counts(&a.error_types),
+        stages: counts(&a.stages),
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,58 @@ fn approx(got: &Value, want: &Value, path: &str) {
     }
 }
 
+/// The members of an object, in the order the JSON text gives them
+/// (serde_json's `Value` sorts them).
+struct InOrder(Vec<(String, Box<serde_json::value::RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for InOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = InOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<InOrder, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = m.next_entry()? {
+                    v.push(e);
+                }
+                Ok(InOrder(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The keys of `stats.<key>` in a `stats` reply's JSON text, in order.
+fn stats_keys(reply: &str, key: &str) -> Vec<String> {
+    let get = |text: &str, k: &str| -> String {
+        let o: InOrder = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        o.0.into_iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("no {k} in {text}"))
+            .1
+            .get()
+            .to_owned()
+    };
+    let o: InOrder = serde_json::from_str(&get(&get(reply, "stats"), key)).unwrap();
+    o.0.into_iter().map(|(k, _)| k).collect()
+}
+
+/// A request's reply line as the daemon wrote it, on a new connection.
+fn raw_reply(d: &Daemon, q: &Value) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = d.connect();
+    writeln!(s, "{q}").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
 fn queries() -> Vec<Value> {
     vec![
         json!({"op":"stats"}),
@@ -143,6 +195,28 @@ fn answers_match_the_python_reference_and_survive_a_restart() {
         "videos whose latest attempt failed"
     );
     assert!(want[24]["count"].as_u64().unwrap() > 10, "retry candidates");
+    // error_types and stages in the order the Python logger's dicts kept
+    // (first seen), which a Value cannot show: compared in the JSON texts.
+    let want_texts: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(&reference(&[
+        "answer",
+        d.log.to_str().unwrap(),
+        qpath.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let mut stats_lines = Vec::new();
+    for (q, w) in qs.iter().zip(&want_texts) {
+        if q["op"] == "stats" {
+            let g = raw_reply(&d, q);
+            stats_lines.push((q, g.clone()));
+            for key in ["error_types", "stages"] {
+                let (gk, wk) = (stats_keys(&g, key), stats_keys(w.get(), key));
+                assert_eq!(gk, wk, "{key} of {q}");
+                let mut sorted = wk.clone();
+                sorted.sort();
+                assert_ne!(sorted, wk, "{key} of {q}: the fixture shows an order");
+            }
+        }
+    }
 
     // Restart: the index rebuilt by the start-up scan answers identically.
     drop(c);
@@ -153,6 +227,85 @@ fn answers_match_the_python_reference_and_survive_a_restart() {
         let after = ask(&mut c, q);
         assert_eq!(&after, before, "after restart: {q}");
     }
+    for (q, before) in stats_lines {
+        assert_eq!(raw_reply(&d, q), before, "after restart, in order: {q}");
+    }
+}
+
+/// The issue's records: errors and stages first seen out of sorted order,
+/// a null stage, `total_files: true` (1 to Python: 10.5, not 9.5) and
+/// `processing_duration: true`, and nested values in CSV columns. The
+/// daemon's `stats` (order included) and `export_csv` (bytes) are what
+/// the old logger's code gives for the same file.
+#[test]
+fn stats_and_csv_are_the_old_loggers_for_the_same_records() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    // Sent as written: numbers in spellings Python reads back otherwise
+    // (1E5 is 100000.0, -0 is 0, 1e16 is 1e+16).
+    let recs = concat!(
+        r#"{"video_id":"a","success":false,"error":"Zeta: late","stage":"upload"}"#,
+        "\n",
+        r#"{"video_id":"b","success":true,"stage":null,"total_files":4.5,"processing_duration":true}"#,
+        "\n",
+        r#"{"video_id":"c","success":true,"total_files":true,"processing_duration":2}"#,
+        "\n",
+        r#"{"video_id":"d","success":false,"error":"Alpha: first","stage":"fetch"}"#,
+        "\n",
+        r#"{"video_id":"e","success":true,"stage":"upload","total_files":5,"processing_duration":false}"#,
+        "\n",
+        r#"{"video_id":"f","success":false,"error":{"nested":[1,2.5,true,null]},"stage":"Mid","#,
+        r#""video_title":["it's","say \"hi\"","caf\u00e9\u200b\ud83d\ude00"],"#,
+        r#""has_assessment":{"w":1e16,"v":1e-5,"w":0.0001},"processing_duration":1E5,"total_files":-0}"#,
+        "\n",
+        r#"{"video_id":"g","success":false,"error":null,"stage":"fetch","subject":{"a":[],"b":{}}}"#,
+        "\n",
+    );
+    let mut c = Client::new(d.connect());
+    c.send_bytes(recs.as_bytes());
+    c.send("flush");
+    assert_eq!(c.reply(), json!({"ok": true}));
+    let qs = vec![json!({"op":"stats"}), json!({"op":"export_csv"})];
+    let qpath = dir.join("queries.json");
+    fs::write(&qpath, serde_json::to_vec(&qs).unwrap()).unwrap();
+    let want_text = reference(&["answer", d.log.to_str().unwrap(), qpath.to_str().unwrap()]);
+    let want: Vec<Value> = serde_json::from_slice(&want_text).unwrap();
+    let want_raw: Vec<Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(&want_text).unwrap();
+    let stats = raw_reply(&d, &qs[0]);
+    approx(&serde_json::from_str(&stats).unwrap(), &want[0], "stats");
+    assert_eq!(
+        want[0]["stats"]["total_files_created"], 10.5,
+        "the fixture's premise"
+    );
+    for key in ["error_types", "stages"] {
+        assert_eq!(
+            stats_keys(&stats, key),
+            stats_keys(want_raw[0].get(), key),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        stats_keys(&stats, "error_types"),
+        [
+            "Zeta",
+            "Alpha",
+            "{\"nested\":[1,2.5,true,null]}",
+            "Unknown error"
+        ]
+    );
+    assert_eq!(
+        stats_keys(&stats, "stages"),
+        ["upload", "null", "fetch", "Mid"]
+    );
+    let csv = ask(&mut c, &qs[1]);
+    assert_eq!(csv, want[1]);
+    let csv = csv.as_str().unwrap();
+    assert!(
+        csv.contains("\"{'nested': [1, 2.5, True, None]}\""),
+        "{csv}"
+    );
+    assert!(csv.contains("100000.0"), "{csv}");
 }
 
 /// Unfiltered `stats` may be answered by the connection from a shared,

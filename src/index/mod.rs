@@ -27,12 +27,14 @@ mod stats;
 
 pub(crate) use ids::RecordIds;
 pub(crate) use interner::{FxHasher, Interner, Sym, SymMap};
-pub(crate) use python::{error_type, group_key, number, string, string_bytes, truthy};
+pub(crate) use python::{
+    error_type, group_key, int_or_number, number, string, string_bytes, truthy,
+};
 pub(crate) use record::{
     F_HAS_DURATION, F_HAS_VIDEO, F_NOT_RETRYABLE, F_SUCCESS, Facts, NameRef, RawMeta, TimingFact,
     facts, facts_detached,
 };
-pub(crate) use stats::{Aggregate, Hist, MAX_TIMING_NAMES, Tally, last_of_each};
+pub(crate) use stats::{Aggregate, Counts, Hist, MAX_TIMING_NAMES, Tally, last_of_each};
 
 // Shared by the submodules (each takes `super::*`).
 use crate::json::minify;
@@ -581,6 +583,43 @@ mod tests {
         assert!(ix.is_latest(2));
         assert_eq!(ix.all.total, 4);
         assert_eq!(ix.all.successful, 1);
+    }
+
+    /// `error_types` and `stages` keep the order names were first counted
+    /// in (not the interner's: "b" is interned as a stage before it is
+    /// an error type); a bool in `total_files` or `processing_duration`
+    /// counts as Python's int.
+    #[test]
+    fn counts_keep_first_seen_order_and_bools_count_as_ints() {
+        let mut ix = Index::default();
+        let mut f = Formatter::new();
+        for rec in [
+            r#"{"success":false,"stage":"b","error":"z: 1"}"#,
+            r#"{"success":true,"total_files":true,"processing_duration":true}"#,
+            r#"{"success":false,"stage":"a","error":"b"}"#,
+            r#"{"success":false,"stage":"b","error":"z"}"#,
+            r#"{"success":true,"stage":"a","total_files":4.5,"processing_duration":false}"#,
+        ] {
+            f.validate(rec.as_bytes(), 0, 100, true).unwrap();
+            let m = RawMeta::from_input(rec.as_bytes(), &f.fields, 0);
+            ix.add(0, rec.as_bytes(), &m);
+        }
+        let names = |c: &Counts| -> Vec<(String, u64)> {
+            c.iter()
+                .map(|(s, n)| (ix.syms.name(s).to_owned(), n))
+                .collect()
+        };
+        let owned = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+            v.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+        };
+        assert_eq!(names(&ix.all.error_types), owned(&[("z", 2), ("b", 1)]));
+        assert_eq!(
+            names(&ix.all.stages),
+            owned(&[("b", 2), ("null", 1), ("a", 2)])
+        );
+        assert_eq!(ix.all.files, 5.5);
+        assert_eq!((ix.all.duration_sum, ix.all.duration_count), (1.0, 1));
+        assert_eq!(ix.all.duration.count, 2);
     }
 
     #[test]

@@ -27,6 +27,18 @@ pub(crate) fn number(v: &[u8]) -> Option<f64> {
     }
 }
 
+/// A number as Python's arithmetic sees it: a JSON number's value, and
+/// `true` and `false` as 1 and 0 (Python's `bool` is an `int`: the old
+/// logger's `sum()` of `total_files` counted `True` as 1). For
+/// `processing_duration` and `total_files`.
+pub(crate) fn int_or_number(v: &[u8]) -> Option<f64> {
+    match v {
+        b"true" => Some(1.0),
+        b"false" => Some(0.0),
+        _ => number(v),
+    }
+}
+
 /// Powers of ten that are exact in an f64.
 pub(super) const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,

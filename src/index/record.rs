@@ -296,7 +296,7 @@ pub(crate) fn facts(
         video = hash_video(&v);
         flags |= F_HAS_VIDEO;
     }
-    let duration = get(DURATION).and_then(number).unwrap_or(f64::NAN);
+    let duration = get(DURATION).and_then(int_or_number).unwrap_or(f64::NAN);
     if duration.is_finite() && duration != 0.0 {
         flags |= F_HAS_DURATION;
     }
@@ -333,7 +333,7 @@ pub(crate) fn facts(
         logged_at,
         duration,
         video,
-        total_files: get(TOTAL_FILES).and_then(number).unwrap_or(0.0) as f32,
+        total_files: get(TOTAL_FILES).and_then(int_or_number).unwrap_or(0.0) as f32,
         flags,
         names,
         timings: (first as u32, timings.len() as u32),

@@ -111,6 +111,43 @@ pub(crate) fn last_of_each<T, K: std::hash::Hash + Eq + ?Sized>(
     items.retain(|_| k.next().copied().unwrap_or(true));
 }
 
+/// Counts by name that remember the order names were first counted in:
+/// `error_types` and `stages`, which the Python logger's dicts gave in
+/// first-seen order (a printed error report lists its errors in that
+/// order). The order costs a [`Sym`] per name, pushed when the name is
+/// first counted; counting a name already there is one map lookup, as
+/// before.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counts {
+    counts: SymMap<u64>,
+    order: Vec<Sym>,
+}
+
+impl Counts {
+    /// Counts `name` once more.
+    #[inline]
+    pub(crate) fn bump(&mut self, name: Sym) {
+        match self.counts.entry(name) {
+            std::collections::hash_map::Entry::Occupied(mut o) => *o.get_mut() += 1,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(1);
+                self.order.push(name);
+            }
+        }
+    }
+
+    /// Names and their counts, in the order the names were first counted.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (Sym, u64)> + '_ {
+        self.order
+            .iter()
+            .map(|s| (*s, self.counts.get(s).copied().unwrap_or(0)))
+    }
+
+    fn memory_bytes(&self) -> usize {
+        super::map_bytes(&self.counts) + self.order.capacity() * std::mem::size_of::<Sym>()
+    }
+}
+
 /// Counters for [`Aggregate`]'s `by_subject` / `by_worker`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Tally {
@@ -129,8 +166,9 @@ pub(crate) struct Aggregate {
     pub duration_sum: f64,
     pub duration_count: u64,
     pub files: f64,
-    pub error_types: SymMap<u64>,
-    pub stages: SymMap<u64>,
+    /// In first-seen order (see [`Counts`]).
+    pub error_types: Counts,
+    pub stages: Counts,
     pub by_subject: SymMap<Tally>,
     pub by_worker: SymMap<Tally>,
     /// Per timing name, over successful records; at most
@@ -151,8 +189,8 @@ impl Aggregate {
     pub(crate) fn memory_bytes(&self) -> usize {
         use super::map_bytes;
         let hists: usize = self.timings.values().map(|h| h.buckets.len() * 64).sum();
-        map_bytes(&self.error_types)
-            + map_bytes(&self.stages)
+        self.error_types.memory_bytes()
+            + self.stages.memory_bytes()
             + map_bytes(&self.by_subject)
             + map_bytes(&self.by_worker)
             + map_bytes(&self.timings)
@@ -164,7 +202,7 @@ impl Aggregate {
     /// (only used for successful records).
     pub(crate) fn add(&mut self, e: &Entry, timings: &[(Sym, f64)]) {
         self.total += 1;
-        *self.stages.entry(e.stage).or_insert(0) += 1;
+        self.stages.bump(e.stage);
         let ok = u64::from(e.success());
         let s = self.by_subject.entry(e.subject).or_default();
         s.total += 1;
@@ -192,7 +230,7 @@ impl Aggregate {
                 }
             }
         } else {
-            *self.error_types.entry(e.error_type).or_insert(0) += 1;
+            self.error_types.bump(e.error_type);
         }
         if e.logged_at != i64::MIN {
             self.first_logged_at = Some(

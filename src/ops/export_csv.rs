@@ -30,23 +30,27 @@ pub(crate) const CSV_COLUMNS: [&str; 13] = [
     "logged_at",
 ];
 
-/// One CSV cell as Python's csv module writes the value: `True`/`False`,
-/// empty for null or missing, numbers as their JSON text, strings raw, and
-/// anything else as compact JSON.
+/// One CSV cell as the old logger's `csv.writer` wrote the value
+/// `json.load` gave: strings raw, empty for null or missing, and
+/// anything else as Python's `str()` of it (`True`, `45.2`, `1e+16`,
+/// `{'nested': [1, 2.5, True, None]}`: see [`super::pystr`]).
 fn cell(v: Option<&[u8]>) -> std::borrow::Cow<'_, [u8]> {
     match v {
         None | Some(b"null") => b"".as_slice().into(),
         Some(b"true") => b"True".as_slice().into(),
         Some(b"false") => b"False".as_slice().into(),
-        // A taken-over Python log may hold these; Python's csv writes
-        // the float's text.
-        Some(b"NaN") => b"nan".as_slice().into(),
-        Some(b"Infinity") => b"inf".as_slice().into(),
-        Some(b"-Infinity") => b"-inf".as_slice().into(),
         Some(v) => match index::string(v) {
             Some(std::borrow::Cow::Borrowed(s)) => s.as_bytes().into(),
             Some(std::borrow::Cow::Owned(s)) => s.into_bytes().into(),
-            None => crate::json::minify(v).into(),
+            // A string `string` cannot decode holds a lone surrogate
+            // (which Python's csv could not have written to a UTF-8
+            // file): its JSON text.
+            None if v.first() == Some(&b'"') => crate::json::minify(v).into(),
+            None => {
+                let mut out = Vec::with_capacity(v.len());
+                super::pystr::str_of(v, &mut out);
+                out.into()
+            }
         },
     }
 }

@@ -25,7 +25,6 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::query::{Filter, Paging};
@@ -44,6 +43,7 @@ pub(crate) mod log;
 pub(crate) mod logs;
 pub(crate) mod offline;
 pub(crate) mod ping;
+mod pystr;
 mod read;
 pub(crate) mod read_records;
 pub(crate) mod retry_candidates;
@@ -129,7 +129,7 @@ pub(crate) enum Answer {
     StatsLine(Arc<[u8]>),
     Stats {
         /// The `stats` object (timings missing when `timings_from` is set).
-        value: Value,
+        value: crate::query::StatsValue,
         /// Filtered stats: the successful matching records whose `timings`
         /// the connection reads back to complete the object.
         timings_from: Option<(Arc<File>, Vec<Span>)>,

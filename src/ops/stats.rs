@@ -75,18 +75,15 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<(Value, u64)> {
 /// writer does not read records).
 pub(super) async fn write<W: AsyncWrite + Unpin>(
     w: &mut W,
-    mut value: Value,
+    mut value: crate::query::StatsValue,
     timings_from: Option<(std::sync::Arc<File>, Vec<Span>)>,
 ) -> io::Result<()> {
     if let Some((file, spans)) = timings_from {
         let (t, untracked) = tokio::task::block_in_place(|| timings(&file, &spans))?;
-        value["timings"] = t;
-        value["timings_untracked"] = untracked.into();
+        value.value["timings"] = t;
+        value.value["timings_untracked"] = untracked.into();
     }
-    let mut line = serde_json::to_vec(&serde_json::json!({"ok": true, "stats": value}))
-        .map_err(io::Error::other)?;
-    line.push(b'\n');
-    w.write_all(&line).await
+    w.write_all(&value.reply_line()).await
 }
 
 /// `{"op":"stats", filter…, "include_pending":…}`.

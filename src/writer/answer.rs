@@ -59,11 +59,9 @@ impl StatsCache {
 impl Writer {
     /// The unfiltered `stats` reply line over every record in the index.
     pub(super) fn stats_line(&self) -> Arc<[u8]> {
-        let v = query::stats_json(&self.index, &self.index.all, self.index.retry_candidates);
-        let mut bytes =
-            serde_json::to_vec(&serde_json::json!({"ok": true, "stats": v})).unwrap_or_default();
-        bytes.push(b'\n');
-        Arc::from(bytes)
+        query::stats_json(&self.index, &self.index.all, self.index.retry_candidates)
+            .reply_line()
+            .into()
     }
 
     /// Answers a query from the index: each operation's part is in its
