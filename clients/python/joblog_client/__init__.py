@@ -1012,7 +1012,8 @@ class JobLogger:
         return self._listed({"op": "by_stage", "stage": "null" if stage is None else str(stage)})
 
     def get_statistics(self) -> dict[str, Any]:
-        """The old logger's statistics (same keys, same semantics), plus
+        """The old logger's statistics (same keys, same semantics, error_types
+        and stages in first-seen order, a null stage under None), plus
         joblogd's extras (by_subject, by_worker, timings, …), over the
         records in the file. While the daemon cannot write (a full disk),
         over every record it accepted instead, with a warning: the old
@@ -1025,6 +1026,11 @@ class JobLogger:
                 raise
             log.warning("joblogd cannot write its log (%s); statistics include records not yet written", e.message)
             stats = self._query({"op": "stats", "include_pending": True})["stats"]
+        # A null or missing stage was the old logger's None key; JSON can
+        # only say "null". Order kept (the daemon's: first seen).
+        stages = stats.get("stages")
+        if isinstance(stages, dict) and "null" in stages:
+            stats["stages"] = {None if k == "null" else k: n for k, n in stages.items()}
         return stats
 
     def retry_candidates(self) -> list[dict[str, Any]]:

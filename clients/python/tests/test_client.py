@@ -115,10 +115,12 @@ class ApiParity(Base):
         self.assertEqual(lg.get_failed_jobs(), [j for j in on_disk if not j.get("success")])
         self.assertEqual(lg.get_successful_jobs(), [j for j in on_disk if j.get("success")])
         self.assertEqual(lg.get_jobs_by_stage("generating_notes"), [j for j in on_disk if j.get("stage") == "generating_notes"])
-        want = REFERENCE["stats"](on_disk)
+        want = REFERENCE["python_statistics"](on_disk)
         got = lg.get_statistics()
         for key in ["total_jobs", "successful", "failed", "total_files_created", "error_types", "stages", "by_subject", "by_worker", "retry_candidates", "first_logged_at", "last_logged_at"]:
             self.assertEqual(got[key], want[key], key)
+        for key in ["error_types", "stages"]:
+            self.assertEqual(list(got[key].items()), list(want[key].items()), f"{key} in first-seen order")
         self.assertAlmostEqual(got["success_rate"], want["success_rate"], places=12)
         self.assertAlmostEqual(got["average_duration"], want["average_duration"], places=9)
         out = Path(self.tmp) / "out" / "jobs_export.csv"
@@ -146,6 +148,40 @@ class ApiParity(Base):
         # The guide's report template works unchanged.
         report = f"Success rate: {stats['success_rate']*100:.1f}% avg {stats['average_duration']:.1f}s"
         self.assertEqual(report, "Success rate: 50.0% avg 10.0s")
+
+    def test_statistics_and_csv_are_the_old_loggers(self):
+        """The issue's records: errors and stages first seen out of sorted
+        order, a null stage (None to Python), total_files True (1 to
+        Python's sum: 10.5, not 9.5), nested values in CSV columns (str()
+        of them, as Python's csv module writes them)."""
+        jobs = [
+            {"video_id": "a", "success": False, "error": "Zeta: late", "stage": "upload"},
+            {"video_id": "b", "success": True, "stage": None, "total_files": 4.5, "processing_duration": True},
+            {"video_id": "c", "success": True, "total_files": True, "processing_duration": 2},
+            {"video_id": "d", "success": False, "error": "Alpha: first", "stage": "fetch"},
+            {"video_id": "e", "success": True, "stage": "upload", "total_files": 5},
+            {"video_id": "f", "success": False, "error": {"nested": [1, 2.5, True, None]}, "stage": "fetch",
+             "video_title": ["it's", 'say "hi"', "caf\u00e9\u200b"], "has_notes": {"n": 1e16, "m": 1e-05}},
+        ]
+        lg = self.logger()
+        lg.log_jobs_batch(jobs)
+        got = lg.get_statistics()
+        on_disk = self.daemon.records()
+        want = REFERENCE["python_statistics"](on_disk)
+        self.assertEqual(got["total_files_created"], 10.5)
+        self.assertEqual(got["average_duration"], 1.5)
+        for key in ["total_jobs", "successful", "failed", "total_files_created", "average_duration", "error_types", "stages"]:
+            self.assertEqual(got[key], want[key], key)
+        self.assertEqual(list(got["error_types"]), ["Zeta", "Alpha", '{"nested":[1,2.5,true,null]}'])
+        self.assertEqual(list(got["stages"].items()), [("upload", 2), (None, 2), ("fetch", 2)])
+        out = Path(self.tmp) / "jobs_export.csv"
+        lg.export_csv(out)
+        with open(out, newline="", encoding="utf-8") as f:
+            got_csv = f.read()
+        self.assertEqual(got_csv, REFERENCE["export_csv"](on_disk))
+        self.assertIn("\"{'nested': [1, 2.5, True, None]}\"", got_csv)
+        self.assertIn("\"[\"\"it's\"\", 'say \"\"hi\"\"', 'caf\u00e9\\u200b']\"", got_csv)
+        self.assertIn("\"{'n': 1e+16, 'm': 1e-05}\"", got_csv)
 
     def test_clear_log_archives(self):
         lg = self.logger()
