@@ -33,6 +33,17 @@ refused this user (``forbidden``). ``JobLogRequestError`` (also a
 ``RuntimeError``): any other error reply; ``.code`` and ``.message`` are
 the daemon's.
 
+Pipelined (the default): ``log_job`` writes the record's request and
+returns; a reader thread collects the acknowledgements. Records not yet
+acknowledged stay in a bounded window (``_WINDOW`` records,
+``_WINDOW_BYTES``) and are sent again after a reconnect, or spooled (in
+order, ahead of newer records) if the daemon stalls or cannot be
+reached. ``flush()`` returns once every record is acknowledged; queries
+first wait for the window; closing the logger and interpreter exit wait
+for it up to ``timeout``, then spool what is left. ``durable=True``:
+``log_job`` returns only after the daemon's durable acknowledgement.
+protocol.md, The Python client, has the whole design.
+
 Delivery: a record acknowledged by the daemon is on disk. Each record is
 given a ``record_id`` (a UUIDv7, unless the job has one), kept in the
 record. A record whose acknowledgement was lost (the daemon was killed
@@ -53,6 +64,7 @@ import hashlib
 import json
 import logging
 import os
+import select
 import socket
 import stat
 import tempfile
@@ -60,6 +72,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -117,6 +130,13 @@ _BACKOFF_MAX = 30.0
 _PROBE_TIMEOUT = 1.0
 # Spools left by processes that died are looked for this often.
 _ORPHAN_CHECK = 60.0
+# The pipelined window: records sent and not yet acknowledged, at most this
+# many and about this many bytes (a request bigger than that alone is let in
+# when the window is empty). When it is full, log_job waits for acks.
+_WINDOW = 1000
+_WINDOW_BYTES = 8 << 20
+# The reader thread sleeps this long after acks arrive before reading them.
+_ACK_GATHER = 0.002
 
 
 # Spool files this process has open right now. A child forked meanwhile
@@ -131,6 +151,10 @@ _fork_guard = threading.Lock()
 # Every logger, so that a forked child can set each one up again at once,
 # before any thread of the child can use the parent's state.
 _loggers: weakref.WeakSet[JobLogger] = weakref.WeakSet()
+# The spool files (prefix and pid) this process may have records in: every
+# log_job asks whether its spool is pending, and a process that never
+# spooled (nor found a spool under its pid) answers without a system call.
+_maybe_spooled: set[str] = set()
 
 
 def _release_inherited() -> None:
@@ -149,6 +173,7 @@ def _release_inherited() -> None:
         except (OSError, ValueError):
             pass
     _open_spools.clear()
+    _maybe_spooled.clear()
     for lg in list(_loggers):
         lg._forked()
 
@@ -423,7 +448,8 @@ def _uuid7() -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) \
         | (0b10 << 62) | (rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # str(uuid.UUID(int=value)), without its cost
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _stamp_and_encode(jobs: Iterable[Job]) -> list[bytes]:
@@ -438,10 +464,12 @@ def _stamp_and_encode(jobs: Iterable[Job]) -> list[bytes]:
     for job in jobs:
         try:
             record = _as_dict(job)
-            if isinstance(record, dict) and "record_id" not in record:
-                record = {**record, "record_id": _uuid7()}
-            if isinstance(record, dict) and "logged_at" not in record:
-                record = {**record, "logged_at": stamp}
+            if isinstance(record, dict) and ("record_id" not in record or "logged_at" not in record):
+                record = dict(record)  # the caller's dict is left as it was
+                if "record_id" not in record:
+                    record["record_id"] = _uuid7()
+                if "logged_at" not in record:
+                    record["logged_at"] = stamp
             parts.append(_encode(record))
         except Exception:
             log.exception("cannot serialize a job (%s); it was not logged", _describe_job(job))
@@ -513,6 +541,164 @@ class _Conn:
             self.sock.close()
 
 
+class _Refused(Exception):
+    """The daemon answered a pipelined request with an error."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(f"joblogd refused a request: {reply.get('error')}")
+        self.reply = reply
+
+
+class _InFlight:
+    """A pipelined log_batch request not yet acknowledged: its records (with
+    their record_ids) and the time by which its reply is due."""
+
+    __slots__ = ("parts", "size", "due")
+
+    def __init__(self, parts: list[bytes], size: int, due: float) -> None:
+        self.parts = parts
+        self.size = size
+        self.due = due
+
+
+class _Pipe:
+    """The pipelined connection: log_batch requests are written by the
+    logging thread (under the logger's lock) without waiting; a reader
+    thread matches the replies, which come in request order, to the FIFO
+    ``window`` of requests in flight. The reader never sends and never
+    touches the logger: on an error reply, a broken connection or a reply
+    overdue (``timeout`` after the request was sent or became the oldest)
+    it sets ``failed`` and stops; the logger then takes what is left in the
+    window (see JobLogger._settle)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.pid = os.getpid()
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+        self.cond = threading.Condition(threading.Lock())
+        self.window: deque[_InFlight] = deque()
+        self.records = 0
+        self.bytes = 0
+        self.failed: BaseException | None = None
+        self.closed = False
+        self.reading = True
+        self.thread = threading.Thread(target=self._read, name="joblog-acks", daemon=True)
+        self.thread.start()
+
+    def room(self, n: int, size: int) -> bool:
+        """Is there room for a request of ``n`` records and ``size`` bytes?
+        (Called with ``cond`` held.)"""
+        return not self.window or (self.records + n <= _WINDOW and self.bytes + size <= _WINDOW_BYTES)
+
+    def send(self, parts: list[bytes]) -> None:
+        """Puts the records in the window and writes their request. A
+        failure is recorded in ``failed`` (the records stay in the window)."""
+        line = b'{"op":"log_batch","ack":true,"jobs":[' + b",".join(parts) + b"]}\n"
+        with self.cond:
+            if self.failed is not None:
+                return
+            self.window.append(_InFlight(parts, len(line),
+                                         time.monotonic() + self.timeout + len(line) * _TIMEOUT_PER_BYTE))
+            self.records += len(parts)
+            self.bytes += len(line)
+        try:
+            self.sock.sendall(line)
+        except OSError as e:
+            self.fail(e)
+
+    def fail(self, e: BaseException) -> None:
+        with self.cond:
+            if self.failed is None:
+                self.failed = e
+            self.cond.notify_all()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                with self.cond:
+                    if self.closed or self.failed is not None:
+                        return
+                    head = self.window[0] if self.window else None
+                now = time.monotonic()
+                if head is not None and now >= head.due:
+                    raise socket.timeout(f"no acknowledgement from joblogd within {self.timeout:g} s")
+                wait = self.timeout if head is None else head.due - now
+                ready, _, _ = select.select([self.sock], [], [], wait)
+                if not ready:
+                    continue
+                # Let more acks arrive before taking the GIL to read them:
+                # one wake-up for many replies, not one per record, leaves
+                # the logging thread alone (acks are late by this at most).
+                time.sleep(_ACK_GATHER)
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise ConnectionError("joblogd closed the connection")
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                with self.cond:
+                    for line in lines:
+                        # An ok reply ends so (keys are sorted; a quote in a
+                        # string is escaped), so most are never parsed.
+                        if not line.endswith(b'"ok":true}'):
+                            reply = json.loads(line)
+                            if not isinstance(reply, dict):
+                                raise ValueError(f"joblogd answered with no JSON object: {line[:200]!r}")
+                            if not reply.get("ok"):
+                                raise _Refused(reply)
+                        if not self.window:
+                            raise ValueError("joblogd answered a request never sent")
+                        done = self.window.popleft()
+                        self.records -= len(done.parts)
+                        self.bytes -= done.size
+                    if self.window:
+                        # Its reply is due `timeout` after it became the oldest.
+                        nxt = self.window[0]
+                        nxt.due = max(nxt.due, time.monotonic() + self.timeout + nxt.size * _TIMEOUT_PER_BYTE)
+                    self.cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 — handed to the logger, never lost
+            self.fail(e)
+        finally:
+            with self.cond:
+                self.reading = False
+                closed = self.closed
+            if closed:
+                self.sock.close()
+
+    def take(self) -> list[bytes]:
+        """Closes the pipe and returns the records not acknowledged, in order."""
+        with self.cond:
+            self.closed = True
+            if self.failed is None:
+                self.failed = ConnectionError("closed")
+            parts = [p for e in self.window for p in e.parts]
+            self.window.clear()
+            self.records = self.bytes = 0
+            self.cond.notify_all()
+        self.close()
+        return parts
+
+    def close(self) -> None:
+        """Wakes the reader (which closes the socket as it ends, so its
+        descriptor is never reused under it), or closes the socket if the
+        reader is done. Only called in the process that opened it: shutdown
+        in a forked child would cut the parent's connection too."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self.cond:
+            reading = self.reading
+        if not reading:
+            self.sock.close()
+
+
 class JobLogger:
     """Logs job records to joblogd and answers the old logger's queries.
 
@@ -523,10 +709,17 @@ class JobLogger:
     ``with JobLogger(...) as lg:`` sends what is spooled on leaving the
     block (best effort, waiting about ``timeout`` at most, never raising)
     and closes the connection.
+
+    ``durable``: False (the default) pipelines logging (``log_job``
+    returns once the request is written; ``flush()`` waits for every
+    acknowledgement); True returns from each call after the durable ack.
     """
 
     def __init__(self, log_file: StrPath | None = None, socket_path: StrPath | None = None,
-                 timeout: float = 2.0, spool_dir: StrPath | None = None) -> None:
+                 timeout: float = 2.0, spool_dir: StrPath | None = None, *,
+                 durable: bool = False) -> None:
+        self.durable = bool(durable)
+        self._pipe: _Pipe | None = None
         # Found, not given: a socket another user planted there is refused
         # at every connect (the records spool meanwhile).
         self._socket_found = socket_path is None and not os.environ.get("JOBLOGD_SOCKET")
@@ -586,6 +779,9 @@ class JobLogger:
         self._holder = None
         self._deferred = []
         self._conn = None
+        # The parent's pipelined connection, window and reader thread are
+        # the parent's: its records are its to settle.
+        self._pipe = None
         self._backoff = 0.0
         self._down_until = 0.0
         self._orphans_due = 0.0
@@ -740,7 +936,9 @@ class JobLogger:
     # -- logging (never raises) --------------------------------------------
 
     def log_job(self, job: Job) -> None:
-        """Log one job (dict or object with ``to_json()``). Returns once the
+        """Log one job (dict or object with ``to_json()``). Pipelined (the
+        default): returns once its request is written (``flush()`` waits
+        for the acknowledgements). ``durable=True``: returns once the
         daemon has it on disk, or once it is spooled."""
         self.log_jobs_batch([job])
 
@@ -766,10 +964,18 @@ class JobLogger:
             log.exception("logging failed unexpectedly")
 
     def _log_parts(self, parts: list[bytes]) -> None:
+        if not self.durable:
+            self._settle(None)
         try:
-            if self._spool_pending() or time.monotonic() >= self._orphans_due:
+            pending = self._spool_pending()
+            if pending or time.monotonic() >= self._orphans_due:
+                if not self.durable:
+                    # The window first (acknowledged, else spooled), so a
+                    # replay never sends the spool ahead of older records.
+                    self._settle(self.timeout)
                 self._replay()
-            if self._spool_pending():
+                pending = self._spool_pending()
+            if pending:
                 # Keep the order: behind what is already waiting.
                 self._spool(parts)
                 return
@@ -784,10 +990,123 @@ class JobLogger:
             log.exception("replaying the spool failed; spooling %d record(s)", len(parts))
             self._spool(parts)
             return
+        if not self.durable:
+            self._send_pipelined(parts)
+            return
         settled, down = self._deliver(parts)
         if down is not None:
             self._mark_down()
             log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(parts) - settled, self.spool_file)
+            self._spool(parts[settled:])
+
+    # -- pipelined logging (the default; see protocol.md) ----------------------
+
+    def _send_pipelined(self, parts: list[bytes]) -> None:
+        """Writes the records' log_batch requests on the pipelined
+        connection and returns without waiting for their acks. When the
+        window is full, waits for acks up to ``timeout``; past that, or if
+        the connection fails, what is not acknowledged is settled by
+        _settle (sent again, or spooled) and the rest of ``parts`` follows
+        it (spooled behind it if it was spooled)."""
+        settled_some = False
+        for start, end in (_batch_bounds(parts) if len(parts) > 1 else [(0, 1)]):
+            chunk = parts[start:end]
+            if settled_some and self._spool_pending():
+                self._spool(parts[start:])  # keep the order: behind what waits
+                return
+            pipe = self._pipe
+            if pipe is None:
+                try:
+                    if self._socket_found and _planted(self.socket_path):
+                        raise JobLogUnavailable(f"{self.socket_path} belongs to another user in a directory "
+                                                "anyone may write to; not connecting")
+                    pipe = self._pipe = _Pipe(self.socket_path, self.timeout)
+                except OSError as e:
+                    self._mark_down()
+                    log.warning("joblogd unavailable (%s); spooling %d record(s) to %s",
+                                self._unreachable(e), len(parts) - start, self.spool_file)
+                    self._spool(parts[start:])
+                    return
+                except JobLogUnavailable as e:
+                    self._mark_down()
+                    log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", e, len(parts) - start,
+                                self.spool_file)
+                    self._spool(parts[start:])
+                    return
+            size = sum(len(p) + 1 for p in chunk) + 40
+            live: _Pipe = pipe
+            # Read without the lock first: room only grows, meanwhile.
+            full = pipe.failed is None and not pipe.room(len(chunk), size)
+            if full:
+                with pipe.cond:
+                    pipe.cond.wait_for(lambda: live.failed is not None or live.room(len(chunk), size),
+                                       self.timeout)
+                    full = pipe.failed is None and not pipe.room(len(chunk), size)
+            if full:
+                pipe.fail(socket.timeout(f"no acknowledgement from joblogd within {self.timeout:g} s"))
+            if pipe.failed is None:
+                pipe.send(chunk)
+                if pipe.failed is None:
+                    continue
+                self._settle(None)
+                settled_some = True
+                continue  # the chunk was in the window: settled with it
+            self._settle(None)
+            # The window was settled (sent again, or spooled): this chunk
+            # goes after it, the same way.
+            if self._spool_pending():
+                self._spool(parts[start:])
+                return
+            settled, down = self._deliver(parts[start:])
+            if down is not None:
+                self._mark_down()
+                log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down,
+                            len(parts) - start - settled, self.spool_file)
+                self._spool(parts[start + settled:])
+            return
+
+    def _settle(self, wait: float | None) -> None:
+        """Settles the pipelined window. ``wait`` None: only if the pipe
+        failed. Else waits up to ``wait`` for every request in flight to be
+        acknowledged, and if that does not happen treats the daemon as
+        stalled. Records not acknowledged by a failed pipe are sent again
+        at once, synchronously (their record_ids make that safe), when the
+        daemon answered (an error reply: refused records are split to the
+        one at fault, as in durable mode) or the connection broke (it was
+        restarted, say); when it stalled or cannot be reached they are
+        spooled, in order, ahead of anything newer."""
+        pipe = self._pipe
+        if pipe is None:
+            return
+        if pipe.pid != os.getpid():
+            self._pipe = None
+            return
+        live: _Pipe = pipe
+        with pipe.cond:
+            if wait is not None and wait > 0:
+                pipe.cond.wait_for(lambda: live.failed is not None or not live.window, wait)
+            failed = pipe.failed
+            if failed is None:
+                if wait is None or not pipe.window:
+                    return
+                failed = socket.timeout(f"no acknowledgement from joblogd within {wait:g} s")
+        self._pipe = None
+        parts = pipe.take()
+        if not parts:
+            return
+        if isinstance(failed, (socket.timeout, TimeoutError)):
+            self._mark_down()
+            log.warning("joblogd stalled (%s); spooling %d record(s) not acknowledged to %s",
+                        failed, len(parts), self.spool_file)
+            self._spool(parts)
+            return
+        if not isinstance(failed, _Refused):
+            log.info("joblogd connection lost (%s); sending %d record(s) not acknowledged again", failed, len(parts))
+        settled, down = self._deliver(parts)
+        if down is not None:
+            self._mark_down()
+            log.warning("joblogd unavailable (%s); spooling %d record(s) to %s", down, len(parts) - settled,
+                        self.spool_file)
             self._spool(parts[settled:])
 
     def _deliver(self, parts: Sequence[bytes], wait: float | None = None) -> tuple[int, JobLogUnavailable | None]:
@@ -836,6 +1155,7 @@ class JobLogger:
         left for the next record to be glued to."""
         if not parts:
             return
+        _maybe_spooled.add(f"{self._spool_prefix}{self._pid}")
         data = b"".join(p + b"\n" for p in parts)
         try:
             self._spool_home(create=True)
@@ -892,6 +1212,19 @@ class JobLogger:
         return out
 
     def _spool_pending(self) -> bool:
+        key = f"{self._spool_prefix}{self._pid}"
+        if key not in _maybe_spooled:
+            return False
+        if self._home is not None and self._pid == os.getpid():
+            # The spool directory was checked when it was first found: one
+            # stat of our file.
+            try:
+                if os.stat(f"{self._home}/{key}.ndjson").st_size > 0:
+                    return True
+            except OSError:
+                pass
+            _maybe_spooled.discard(key)
+            return False
         if self._spool_home(create=False) is None:
             return False
         try:
@@ -931,6 +1264,8 @@ class JobLogger:
             self._mark_down()
             raise JobLogUnavailable(f"joblogd cannot write its log: {probe['last_error']}")
         mine = str(self.spool_file)
+        if mine in files:
+            _maybe_spooled.add(f"{self._spool_prefix}{self._pid}")
         files.sort(key=lambda p: p != mine)
         for path in files:
             try:
@@ -986,6 +1321,8 @@ class JobLogger:
     def _query(self, obj: Reply) -> Reply:
         self._forked()
         with self._locked():
+            # Records logged before the query are in its answer.
+            self._settle(self.query_timeout)
             # Ours, and any left by this user's processes that are gone.
             try:
                 self._replay(force=True)
@@ -1044,6 +1381,7 @@ class JobLogger:
         permissions; the daemon never writes client-named files)."""
         self._forked()
         with self._locked():
+            self._settle(self.query_timeout)
             reply, body = self._exchange({"op": "export_csv"}, self.query_timeout, True)
         _raise_for(reply)
         assert body is not None  # an ok reply comes with its bytes
@@ -1068,7 +1406,10 @@ class JobLogger:
         self._forked()
         wait = self.query_timeout if timeout is None else float(timeout)
         with self._locked():
-            # Ours, and any left by processes that are gone.
+            # Every pipelined record acknowledged (else spooled, and sent
+            # below with the spool), then ours, and any left by processes
+            # that are gone.
+            self._settle(wait)
             self._replay(force=True, wait=wait)
             reply = self._request({"op": "flush"}, timeout=wait)
         _raise_for(reply)
@@ -1078,9 +1419,12 @@ class JobLogger:
         return self._ping()
 
     def close(self) -> None:
-        """Closes the connection (a later call opens a new one)."""
+        """Closes the connection (a later call opens a new one), once the
+        records in flight are acknowledged (waiting ``timeout`` at most;
+        then they are spooled)."""
         self._forked()
         with self._locked():
+            self._settle(self.timeout)
             self._drop()
 
     def __enter__(self: _L) -> _L:
@@ -1111,6 +1455,13 @@ class JobLogger:
 
     def __del__(self) -> None:
         # Best effort at interpreter exit; never raise from a destructor.
+        # Records still in flight are waited for (``timeout`` at most),
+        # else spooled: a logger dropped by a process that then ends with
+        # os._exit (a multiprocessing worker) loses nothing.
+        try:
+            self._settle(self.timeout)
+        except Exception:
+            pass
         try:
             self._drop()
         except Exception:
@@ -1124,6 +1475,11 @@ def _replay_at_exit(ref: weakref.ReferenceType[JobLogger]) -> None:
     lg = ref()
     if lg is None or lg._pid != os.getpid():
         return
+    try:
+        with lg._locked():
+            lg._settle(lg.timeout)  # acknowledged, else spooled
+    except Exception as e:
+        log.warning("records in flight not settled at exit (%s)", e)
     try:
         if lg._spool_pending():
             with lg._locked():
@@ -1157,8 +1513,8 @@ class JobLogHandler(logging.Handler):
 
     ``joblogger``: a JobLogger to send through (kept open when the handler
     closes); else one is made at the first job from ``log_file``,
-    ``socket_path``, ``timeout`` and ``spool_dir`` (JobLogger's
-    arguments), and closed (best effort flush) with the handler. With
+    ``socket_path``, ``timeout``, ``spool_dir`` and ``durable``
+    (JobLogger's arguments), and closed (best effort flush) with the handler. With
     ``logging.config.dictConfig``::
 
         "handlers": {"jobs": {"class": "joblog_client.JobLogHandler",
@@ -1167,7 +1523,8 @@ class JobLogHandler(logging.Handler):
 
     def __init__(self, joblogger: JobLogger | None = None, *, log_file: StrPath | None = None,
                  socket_path: StrPath | None = None, timeout: float = 2.0,
-                 spool_dir: StrPath | None = None, level: int | str = logging.NOTSET) -> None:
+                 spool_dir: StrPath | None = None, level: int | str = logging.NOTSET,
+                 durable: bool = False) -> None:
         super().__init__(level)
         if joblogger is not None and (log_file, socket_path, spool_dir) != (None, None, None):
             raise ValueError("JobLogHandler takes a JobLogger or JobLogger's arguments, not both")
@@ -1177,6 +1534,7 @@ class JobLogHandler(logging.Handler):
         self._socket_path = socket_path
         self._timeout = timeout
         self._spool_dir = spool_dir
+        self._durable = durable
         # Before the handler's lock is taken: a record with no job never
         # waits for another thread's job to be sent.
         self.addFilter(_has_job)
@@ -1191,7 +1549,8 @@ class JobLogHandler(logging.Handler):
                 lg = self._joblogger
                 if lg is None:
                     lg = self._joblogger = JobLogger(self._log_file, socket_path=self._socket_path,
-                                                     timeout=self._timeout, spool_dir=self._spool_dir)
+                                                     timeout=self._timeout, spool_dir=self._spool_dir,
+                                                     durable=self._durable)
             finally:
                 self.release()
         return lg

@@ -263,6 +263,7 @@ class Batching(Base):
         lg = self.logger()
         with self.assertLogs("joblog_client", level="ERROR") as logs:
             lg.log_jobs_batch(jobs)
+            lg.flush()  # pipelined: the refusal comes with the acks
         self.assertEqual(len(logs.records), 1, logs.output)
         self.assertIn("video_id 'deep'", logs.output[0])
         self.assertIn("too_deep", logs.output[0])
@@ -274,13 +275,16 @@ class Batching(Base):
         jobs = [{"video_id": f"big{i}", "transcript": str(i) * 3_000_000} for i in range(8)]
         lg = self.logger(timeout=30)
         lg.log_jobs_batch(jobs)
+        lg.flush()
         got = self.daemon.records()
         self.assertEqual([r["video_id"] for r in got], [f"big{i}" for i in range(8)])
         self.assertTrue(all(len(r["transcript"]) == 3_000_000 for r in got))
 
     def test_a_lone_surrogate_costs_nothing_else(self):
         jobs = [{"video_id": "a"}, {"video_id": "b", "title": "x\ud800y"}, {"video_id": "c"}]
-        self.logger().log_jobs_batch(jobs)
+        lg = self.logger()
+        lg.log_jobs_batch(jobs)
+        lg.flush()
         got = self.daemon.records()
         self.assertEqual([r["video_id"] for r in got], ["a", "b", "c"])
         self.assertEqual(got[1]["title"], "x\ud800y")
@@ -318,6 +322,7 @@ class Batching(Base):
         lg = self.logger()
         with self.assertLogs("joblog_client", level="ERROR") as logs:
             lg.log_jobs_batch(jobs)  # never raises
+        lg.flush()
         self.assertEqual(len(logs.records), 2, logs.output)
         self.assertIn("video_id 'loop'", logs.output[1])
         self.assertEqual([r["i"] for r in self.daemon.records()], [0, 1, 2])
@@ -327,6 +332,7 @@ class Batching(Base):
         before = datetime.datetime.now()
         lg.log_jobs_batch([{"i": i} for i in range(3)] + [{"i": 3, "logged_at": "kept"}])
         after = datetime.datetime.now()
+        lg.flush()
         got = self.daemon.records()
         stamps = {r["logged_at"] for r in got[:3]}
         self.assertEqual(len(stamps), 1, stamps)
@@ -344,6 +350,7 @@ class Batching(Base):
         lg = self.logger()
         lg.log_job({"i": 0, "record_id": "mine-1"})
         lg.log_job({"i": 1, "record_id": "mine-1"})
+        lg.flush()
         got = self.daemon.records()
         self.assertEqual([(r["i"], r["record_id"]) for r in got], [(0, "mine-1")])
 
@@ -761,8 +768,14 @@ class Resilience(unittest.TestCase):
                 os.environ["XDG_STATE_HOME"] = saved
 
     def test_daemon_restart_during_logging_loses_and_duplicates_nothing(self):
+        self._restart_during_logging()  # pipelined (the default)
+
+    def test_daemon_restart_during_durable_logging_loses_and_duplicates_nothing(self):
+        self._restart_during_logging(durable=True)
+
+    def _restart_during_logging(self, **kw):
         self.daemon.start()
-        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.0)
+        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.0, **kw)
         stop = threading.Event()
         sent = []
 
@@ -789,17 +802,33 @@ class Resilience(unittest.TestCase):
         self.assertGreater(len(sent), 100)
 
     def test_a_daemon_killed_while_logging_loses_and_duplicates_nothing(self):
+        # Pipelined (the default): every request in flight is in the window
+        # until its ack, and the window is sent again or spooled.
+        self._killed_while_logging(single=False)
+
+    def test_a_daemon_killed_while_logging_one_by_one_loses_and_duplicates_nothing(self):
+        self._killed_while_logging(single=True)
+
+    def test_a_daemon_killed_while_logging_durably_loses_and_duplicates_nothing(self):
+        self._killed_while_logging(single=False, durable=True)
+
+    def _killed_while_logging(self, single, **kw):
         # SIGKILL: records read and written but not yet acknowledged are
         # sent again (same record_id) and answered as duplicates; records
         # read and not written are sent again and written.
         self.daemon.start()
-        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.0)
+        lg = JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=1.0, **kw)
         stop = threading.Event()
         sent = []
 
         def run():
             i = 0
             while not stop.is_set():
+                if single:
+                    lg.log_job({"i": i})
+                    sent.append(i)
+                    i += 1
+                    continue
                 lg.log_jobs_batch([{"i": i + k} for k in range(5)])
                 sent.extend(range(i, i + 5))
                 i += 5
@@ -821,6 +850,144 @@ class Resilience(unittest.TestCase):
         self.assertEqual([r["i"] for r in got], sent, "every record exactly once, in order")
         self.assertEqual(len({r["record_id"] for r in got}), len(got))
         self.assertGreater(len(sent), 100)
+
+
+class Pipelined(unittest.TestCase):
+    """log_job writes its request and returns; a reader thread collects the
+    acks; what is not acknowledged stays in a bounded window and is sent
+    again or spooled (protocol.md, The Python client)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="jlpy-", dir="/tmp")
+        self.daemon = Daemon(self.tmp).start()
+
+    def tearDown(self):
+        if self.daemon.proc and self.daemon.proc.poll() is None:
+            self.daemon.proc.send_signal(signal.SIGCONT)
+        self.daemon.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def logger(self, **kw):
+        return JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, **kw)
+
+    def test_flush_returns_once_every_record_is_acknowledged(self):
+        lg = self.logger()
+        for i in range(200):
+            lg.log_job({"i": i})
+        lg.flush()
+        self.assertEqual(lg._pipe.records, 0, "window empty after flush")
+        self.assertEqual([r["i"] for r in self.daemon.records()], list(range(200)))
+        # Queries see what was logged before them.
+        lg.log_job({"i": 200})
+        self.assertEqual(len(lg.get_all_jobs()), 201)
+
+    def test_durable_returns_after_the_ack(self):
+        lg = self.logger(durable=True)
+        lg.log_job({"i": 0})
+        self.assertIsNone(lg._pipe, "no pipelined connection")
+        self.assertEqual([r["i"] for r in self.daemon.records()], [0], "on disk when log_job returns")
+
+    def test_a_stalled_daemon_never_blocks_log_job_and_loses_nothing(self):
+        lg = self.logger(timeout=0.3)
+        lg.log_job({"i": -1})
+        lg.flush()
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+        longest = 0.0
+        try:
+            with self.assertLogs("joblog_client", level="WARNING"):
+                for i in range(3000):  # past the window (1,000 records)
+                    t0 = time.monotonic()
+                    lg.log_job({"i": i, "pad": "x" * 100})
+                    longest = max(longest, time.monotonic() - t0)
+        finally:
+            self.daemon.proc.send_signal(signal.SIGCONT)
+        self.assertLess(longest, 0.3 + 2, "a call waits about timeout at most")
+        with self.assertRaises(JobLogUnavailable):
+            # Stopped again: flush waits its timeout, then raises; the
+            # records not acknowledged are spooled, not lost.
+            self.daemon.proc.send_signal(signal.SIGSTOP)
+            try:
+                lg.log_job({"i": 3000})
+                lg.flush(timeout=0.3)
+            finally:
+                self.daemon.proc.send_signal(signal.SIGCONT)
+        lg.flush()
+        got = [r["i"] for r in self.daemon.records()]
+        self.assertEqual(sorted(got), list(range(-1, 3001)), "each once")
+
+    def test_the_window_is_bounded(self):
+        lg = self.logger(timeout=0.5)
+        lg.log_job({"i": -1})
+        lg.flush()
+        old = joblog_client._WINDOW
+        joblog_client._WINDOW = 10
+        self.addCleanup(setattr, joblog_client, "_WINDOW", old)
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+        most = 0
+        try:
+            with self.assertLogs("joblog_client", level="WARNING"):
+                for i in range(30):
+                    lg.log_job({"i": i})
+                    if lg._pipe is not None:
+                        most = max(most, lg._pipe.records)
+        finally:
+            self.daemon.proc.send_signal(signal.SIGCONT)
+        self.assertLessEqual(most, 10)
+        self.assertGreater(most, 0)
+        lg.flush()
+        self.assertEqual(sorted(r["i"] for r in self.daemon.records()), list(range(-1, 30)))
+
+    def test_a_refused_record_is_logged_and_the_others_land_in_order(self):
+        deep = {"video_id": "deep"}
+        node = deep
+        for _ in range(200):
+            node["a"] = {}
+            node = node["a"]
+        lg = self.logger()
+        with self.assertLogs("joblog_client", level="ERROR") as logs:
+            for i in range(50):
+                lg.log_job(deep if i == 20 else {"i": i})
+            lg.flush()
+        self.assertEqual(len([r for r in logs.records if r.levelno >= logging.ERROR]), 1, logs.output)
+        self.assertIn("too_deep", "\n".join(logs.output))
+        got = [r["i"] for r in self.daemon.records()]
+        self.assertEqual(sorted(got), [i for i in range(50) if i != 20])
+        self.assertEqual(len(got), len(set(got)), "each once")
+
+    def test_records_in_flight_are_settled_at_exit(self):
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[3])\n"
+            "from joblog_client import JobLogger\n"
+            "lg = JobLogger(socket_path=sys.argv[1], spool_dir=sys.argv[2])\n"
+            "for i in range(500): lg.log_job({'i': i})\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code, self.daemon.socket, self.tmp, str(HERE.parent)],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual([r["i"] for r in self.daemon.records()], list(range(500)))
+
+    def test_a_forked_child_leaves_the_parents_window_alone(self):
+        lg = self.logger()
+        for i in range(100):
+            lg.log_job({"p": i})
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                if lg._pipe is None:
+                    lg.log_job({"c": 0})
+                    lg.flush()
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        for i in range(100, 200):
+            lg.log_job({"p": i})
+        lg.flush()
+        got = self.daemon.records()
+        self.assertEqual([r["p"] for r in got if "p" in r], list(range(200)))
+        self.assertEqual([r["c"] for r in got if "c" in r], [0])
 
 
 class Package(unittest.TestCase):
@@ -998,6 +1165,7 @@ class ContextManager(unittest.TestCase):
         self.daemon.start()
         with JobLogger(socket_path=self.daemon.socket, spool_dir=self.tmp, timeout=0.5) as lg:
             lg.log_job({"i": 0})
+            lg.flush()
             self.daemon.proc.send_signal(signal.SIGSTOP)
             t0 = time.monotonic()
         took = time.monotonic() - t0
@@ -1030,6 +1198,7 @@ class Handler(Base):
         self.log.info("done", extra={"job": {"video_id": "abc123", "success": True, "stage": "completed"}})
         self.log.info("plain message: not a job")
         self.log.warning("failed", extra={"job": Job()})
+        handler.joblogger.flush()
         got = self.daemon.records()
         self.assertEqual([{k: r[k] for k in r if k not in ("record_id", "logged_at")} for r in got],
                          [{"video_id": "abc123", "success": True, "stage": "completed"},
@@ -1061,6 +1230,8 @@ class Handler(Base):
         logging.getLogger(jobs).debug("below the level", extra={"job": {"video_id": "debug"}})
         logging.getLogger(jobs).info("done", extra={"job": {"video_id": "by-class"}})
         logging.getLogger(more).info("done", extra={"job": {"video_id": "by-factory"}})
+        for h in handlers:
+            h.joblogger.flush()
         self.assertEqual([r["video_id"] for r in self.daemon.records()], ["by-class", "by-factory"])
 
     def test_a_given_logger_is_used_and_left_open(self):
@@ -1072,6 +1243,7 @@ class Handler(Base):
         self.log.removeHandler(handler)
         handler.close()
         lg.log_job({"video_id": "after"})
+        lg.flush()
         self.assertEqual([r["video_id"] for r in self.daemon.records()], ["given", "after"])
         with self.assertRaises(ValueError):
             JobLogHandler(lg, socket_path=self.daemon.socket)
@@ -1095,6 +1267,7 @@ class Handler(Base):
         with self.assertLogs("joblog_client", level="ERROR"):
             self.log.info("x", extra={"job": loop})
         self.log.info("x", extra={"job": {"video_id": "next"}})
+        self.log.handlers[-1].joblogger.flush()
         self.assertEqual(len(errors), 1)
         self.assertEqual([r["video_id"] for r in self.daemon.records()], ["next"])
 
