@@ -30,6 +30,8 @@ pub(crate) struct Plan {
     pub(crate) ack_sequential: usize,
     pub(crate) ack_clients: usize,
     pub(crate) ack_per_client: usize,
+    /// Section 4's Python client row: `log_job` calls per run.
+    pub(crate) python_records: usize,
     pub(crate) flush_iters: usize,
     pub(crate) flush_batch: usize,
     pub(crate) small_file: u64,
@@ -64,6 +66,7 @@ impl Plan {
             ack_sequential: if quick { 400 } else { 2_000 },
             ack_clients: 8,
             ack_per_client: if quick { 100 } else { 500 },
+            python_records: if quick { 5_000 } else { 20_000 },
             flush_iters: 50,
             flush_batch: 100,
             small_file: 10_000_000,

@@ -13,7 +13,8 @@
 //!    and the write path alone: as many bytes as joblogd's file appended
 //!    by the daemon's own write path with nothing else to do;
 //! 3. the client-side cost of one `write_all` per record;
-//! 4. `ack` latency with 1 and 8 clients;
+//! 4. `ack` latency with 1 and 8 clients, and the Python client's
+//!    `log_job`, pipelined and `durable=True` (`python.rs`);
 //! 5. start-up scan time and `flush` latency at ~10 MB and ~1 GB files;
 //! 6. the index: `stats`, `failed` and sorted `jobs` round trips at
 //!    1,000,000 small records (a file written directly, not through the
@@ -64,6 +65,7 @@ mod machine;
 mod peers;
 mod pg;
 mod procs;
+mod python;
 mod records;
 mod report;
 mod report_forward;
@@ -290,6 +292,10 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
     } else {
         (Vec::new(), None)
     };
+    let python = want(Section::Ack).then(|| {
+        b.progress("python client log_job, pipelined and durable");
+        outcome(b, "python client", Bench::python_client)
+    });
     let big_label = if args.quick { "100 MB" } else { "1 GB" };
     let flush = if want(Section::Flush) {
         run_flush(b, big_label)
@@ -322,6 +328,7 @@ fn run_sections(b: &mut Bench, args: &Args, line_sizes: (f64, f64)) -> Results {
         single,
         acks,
         floor,
+        python,
         flush,
         index,
         seed_scan,

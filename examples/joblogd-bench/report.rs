@@ -50,6 +50,7 @@ pub(crate) struct Results {
     pub(crate) single: Option<Result<SingleStats, String>>,
     pub(crate) acks: Vec<Result<AckStats, String>>,
     pub(crate) floor: Option<Result<Latency, String>>,
+    pub(crate) python: Option<Result<crate::python::PyStats, String>>,
     pub(crate) flush: Vec<Result<FlushStats, String>>,
     pub(crate) index: Option<Result<IndexStats, String>>,
     pub(crate) seed_scan: Option<Result<ScanStats, String>>,
@@ -249,6 +250,22 @@ fn ack_report(o: &mut String, r: &Results) {
         }
         Some(Err(e)) => {
             let _ = writeln!(o, "   disk floor FAILED: {e}");
+        }
+        None => {}
+    }
+    match &r.python {
+        Some(Ok(p)) => {
+            let _ = writeln!(
+                o,
+                "   Python client, {} log_job calls of a small record (python3, median [range] of runs): \
+                 pipelined {} us, durable=True {} us per record",
+                thousands(p.records as f64),
+                fmt_spread(p.pipelined_us, 1),
+                fmt_spread(p.durable_us, 1)
+            );
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(o, "   Python client FAILED: {e}");
         }
         None => {}
     }

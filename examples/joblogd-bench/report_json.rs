@@ -40,6 +40,15 @@ pub(crate) fn results_json(b: &Bench, machine: Value, command: &str, r: &Results
             Ok(a) => json!({"clients": a.clients, "latency": a.latency_us.to_json(), "acks_per_s": a.acks_per_s}),
             Err(e) => err(e),
         }).collect::<Vec<_>>(),
+        "python_client_log_job_us": match &r.python {
+            Some(Ok(p)) => json!({
+                "records": p.records,
+                "pipelined": {"median": p.pipelined_us.median, "min": p.pipelined_us.min, "max": p.pipelined_us.max},
+                "durable": {"median": p.durable_us.median, "min": p.durable_us.min, "max": p.durable_us.max},
+            }),
+            Some(Err(e)) => err(e),
+            None => Value::Null,
+        },
         "fsync_floor_us": match &r.floor { Some(Ok(l)) => l.to_json(), Some(Err(e)) => err(e), None => Value::Null },
         "flush_vs_size": r.flush.iter().map(|f| match f {
             Ok(f) => json!({
