@@ -1001,3 +1001,24 @@ fn a_table_on_a_terminal_is_paged() {
     assert!(a.is_some() && b.is_some() && a < b, "{newest}");
     assert!(!stdout(&ctl(&d, &["jobs"])).contains("PAGED:"));
 }
+
+/// `stats` lists errors and stages in the order first seen, as the old
+/// logger's report did, and `--json` keeps that order too.
+#[test]
+fn stats_keeps_first_seen_order() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let r = d.request(
+        r#"{"op":"log_batch","jobs":[{"success":false,"error":"Zeta: 1","stage":"upload"},{"success":false,"error":"Alpha: 2","stage":"fetch"},{"success":false,"error":"Zeta: 3","stage":"upload"}],"ack":true}"#,
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let text = stdout(&ctl(&d, &["stats"]));
+    let (z, a) = (text.find("Zeta"), text.find("Alpha"));
+    assert!(z.is_some() && a.is_some() && z < a, "{text}");
+    let (u, f) = (text.find("upload"), text.find("fetch"));
+    assert!(u.is_some() && f.is_some() && u < f, "{text}");
+    let json = stdout(&ctl(&d, &["stats", "--json"]));
+    assert!(json.find("\"Zeta\"") < json.find("\"Alpha\""), "{json}");
+    let v: Value = serde_json::from_str(&json).expect("stats --json is JSON");
+    assert_eq!(v["error_types"]["Zeta"], 2);
+}
