@@ -162,32 +162,13 @@ pub async fn run(
         rebind_tx,
         bound.file(),
     ));
-    let access = access_policy(&config, &bound);
-    let shared = Arc::new(conn::Shared {
-        writer: writer::Link {
-            tx,
-            pool,
-            stats,
-            events,
-        },
-        budget: conn::Budget::new(config.max_pending_bytes),
-        limits: conn::Limits {
-            max_line: config.max_line_bytes,
-            max_record: config.max_record_bytes,
-        },
-        about: conn::About {
-            version: env!("CARGO_PKG_VERSION"),
-            started,
-            socket_file: bound.file(),
-        },
-        access,
-        ids,
-        archived: ops::read_records::Archived {
-            live: config.log_file.clone(),
-            found: Default::default(),
-        },
-        connections: Default::default(),
-    });
+    let link = writer::Link {
+        tx,
+        pool,
+        stats,
+        events,
+    };
+    let shared = Arc::new(shared_by_connections(&config, &bound, link, ids, started));
     let shutdown = stop_when(shutdown, writer_gone);
     let bound = server::serve(
         bound,
@@ -204,6 +185,36 @@ pub async fn run(
 
 /// Opens (creates, repairs) the log file and indexes it, on the blocking
 /// pool.
+/// What every connection shares (see [`conn::Shared`]).
+fn shared_by_connections(
+    config: &Config,
+    bound: &server::Bound,
+    writer: writer::Link,
+    ids: Arc<index::RecordIds>,
+    started: Instant,
+) -> conn::Shared {
+    conn::Shared {
+        writer,
+        budget: conn::Budget::new(config.max_pending_bytes),
+        limits: conn::Limits {
+            max_line: config.max_line_bytes,
+            max_record: config.max_record_bytes,
+        },
+        about: conn::About {
+            version: env!("CARGO_PKG_VERSION"),
+            started,
+            socket_file: bound.file(),
+        },
+        access: access_policy(config, bound),
+        ids,
+        archived: ops::read_records::Archived {
+            live: config.log_file.clone(),
+            found: Default::default(),
+        },
+        connections: Default::default(),
+    }
+}
+
 async fn open_log(
     config: &Config,
     ids: Arc<index::RecordIds>,

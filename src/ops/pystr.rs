@@ -57,11 +57,17 @@ pub(crate) fn float_repr(x: f64, out: &mut Vec<u8>) {
         out.extend_from_slice(b"0.0");
         return;
     }
-    // The shortest digits that read back as `x`, the closest to it of
-    // those, as Python's repr finds them: serde_json's (Ryū) writing
-    // (`912686054474985.2`, `1e16`, `1e-5`), taken apart into digits and
-    // the place of the decimal point. (`format!("{x:e}")` does not always
-    // pick the closest: `…985.3` there.)
+    let (digits, nd, exp) = shortest_digits(x);
+    place_point(&digits[..nd], exp, out);
+}
+
+/// The shortest digits that read back as `x` (positive, finite, not
+/// zero), the closest to it of those, as Python's repr finds them:
+/// serde_json's (Ryū) writing (`912686054474985.2`, `1e16`, `1e-5`), taken
+/// apart into significant digits (`digits[..n]`, no leading or trailing
+/// zeros) and the power of ten of the first one. (`format!("{x:e}")` does
+/// not always pick the closest: `…985.3` there.)
+fn shortest_digits(x: f64) -> ([u8; 40], usize, i32) {
     let mut text = [0u8; 40];
     let n = {
         let mut w = &mut text[..];
@@ -82,21 +88,30 @@ pub(crate) fn float_repr(x: f64, out: &mut Vec<u8>) {
         .iter()
         .position(|&b| b == b'.')
         .unwrap_or(mantissa.len());
-    let mut digits = [0u8; 40];
+    let mut all = [0u8; 40];
     let mut nd = 0;
     for &b in mantissa {
         if b != b'.' {
-            digits[nd] = b;
+            all[nd] = b;
             nd += 1;
         }
     }
-    let lead = digits[..nd].iter().take_while(|&&b| b == b'0').count();
-    let mut d = &digits[lead..nd];
-    while d.len() > 1 && d[d.len() - 1] == b'0' {
-        d = &d[..d.len() - 1];
+    let lead = all[..nd].iter().take_while(|&&b| b == b'0').count();
+    let mut end = nd;
+    while end > lead + 1 && all[end - 1] == b'0' {
+        end -= 1;
     }
-    // `d[0]` is the digit for 10^exp.
+    let mut digits = [0u8; 40];
+    digits[..end - lead].copy_from_slice(&all[lead..end]);
+    // `digits[0]` is the digit for 10^exp.
     let exp = int_len as i32 - lead as i32 - 1 + exp10;
+    (digits, end - lead, exp)
+}
+
+/// Writes the digits `d` (`d[0]` for 10^exp) as Python's repr places the
+/// point: exponent form below 1e-4 and from 1e16 on, else plain with at
+/// least one decimal.
+fn place_point(d: &[u8], exp: i32, out: &mut Vec<u8>) {
     let decpt = exp + 1;
     if decpt <= -4 || decpt > 16 {
         out.push(d[0]);
