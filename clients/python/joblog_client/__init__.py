@@ -33,8 +33,9 @@ refused this user (``forbidden``). ``JobLogRequestError`` (also a
 ``RuntimeError``): any other error reply; ``.code`` and ``.message`` are
 the daemon's.
 
-Pipelined (the default): ``log_job`` writes the record's request and
-returns; a reader thread collects the acknowledgements. Records not yet
+Pipelined (the default): ``log_job`` queues the record and returns; a
+sender thread writes what has queued as one request, a reader thread
+collects the acknowledgements. Records not yet
 acknowledged stay in a bounded window (``_WINDOW`` records,
 ``_WINDOW_BYTES``) and are sent again after a reconnect, or spooled (in
 order, ahead of newer records) if the daemon stalls or cannot be
@@ -61,6 +62,7 @@ import errno
 import fcntl
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -76,7 +78,7 @@ from collections import deque
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, Union
 
 # Follows the joblogd crate's version (Cargo.toml); a test checks it.
 __version__ = "0.1.0"
@@ -155,6 +157,11 @@ _loggers: weakref.WeakSet[JobLogger] = weakref.WeakSet()
 # log_job asks whether its spool is pending, and a process that never
 # spooled (nor found a spool under its pid) answers without a system call.
 _maybe_spooled: set[str] = set()
+# Random bytes for record ids (see _random80): a pool per thread, and the
+# number of forks between the interpreter's start and this process.
+_random = threading.local()
+_forks = 0
+_RANDOM_POOL = 4000
 
 
 def _release_inherited() -> None:
@@ -179,6 +186,8 @@ def _release_inherited() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
     _fork_guard.release()
     _release_inherited()
 
@@ -411,10 +420,10 @@ def _as_dict(job: Any) -> Any:
     return job
 
 
-def _dumps(obj: Any) -> str:
-    # ensure_ascii=False as the old logger wrote; default=str so an odd
-    # value (a Path, a datetime) never makes logging fail.
-    return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
+# ensure_ascii=False as the old logger wrote; default=str so an odd value (a
+# Path, a datetime) never makes logging fail. One encoder for every call:
+# json.dumps with options builds a new one each time (about 2 µs).
+_dumps = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
 
 
 def _batch_bounds(parts: Sequence[bytes]) -> list[tuple[int, int]]:
@@ -441,11 +450,29 @@ def _encode(record: Any) -> bytes:
         return json.dumps(record, ensure_ascii=True, default=str, separators=(",", ":")).encode("ascii")
 
 
+def _random80() -> int:
+    """80 random bits from os.urandom, read ``_RANDOM_POOL`` bytes at a time
+    (one system call per call would release the GIL, and a logging thread
+    then waits for the sender and reader threads to hand it back). The pool
+    is per thread and per fork generation (a forked child never reuses its
+    parent's bytes); a pool and its counter are replaced together, and
+    ``next`` on the counter is atomic, so a signal handler that logs in the
+    middle of this never gets the same bytes."""
+    pool: tuple[int, bytes, Callable[[], int]] | None = getattr(_random, "pool", None)
+    if pool is not None and pool[0] == _forks:
+        at = pool[2]()
+        if at + 10 <= len(pool[1]):
+            return int.from_bytes(pool[1][at:at + 10], "big")
+    buf = os.urandom(_RANDOM_POOL)
+    _random.pool = (_forks, buf, itertools.count(10, 10).__next__)
+    return int.from_bytes(buf[:10], "big")
+
+
 def _uuid7() -> str:
     """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random
     bits, so ids sort roughly by time and never repeat."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random80()
     value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) \
         | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"  # str(uuid.UUID(int=value)), without its cost
@@ -562,14 +589,17 @@ class _InFlight:
 
 
 class _Pipe:
-    """The pipelined connection: log_batch requests are written by the
-    logging thread (under the logger's lock) without waiting; a reader
-    thread matches the replies, which come in request order, to the FIFO
-    ``window`` of requests in flight. The reader never sends and never
-    touches the logger: on an error reply, a broken connection or a reply
+    """The pipelined connection. The logging thread only queues a call's
+    records (``put``, under the logger's lock) and returns; a sender thread
+    takes what has queued meanwhile, moves it into the FIFO ``window`` as
+    one log_batch request and writes it, so a hot loop pays neither the
+    system call nor the request's framing per record (calls coalesce while
+    a send is under way). A reader thread matches the replies, which come
+    in request order, to the window. Neither thread touches the logger: on
+    an error reply, a broken connection, a send that fails or a reply
     overdue (``timeout`` after the request was sent or became the oldest)
-    it sets ``failed`` and stops; the logger then takes what is left in the
-    window (see JobLogger._settle)."""
+    ``failed`` is set and both stop; the logger then takes what is left,
+    queued or in the window, in order (see JobLogger._settle)."""
 
     def __init__(self, path: str, timeout: float) -> None:
         self.pid = os.getpid()
@@ -581,42 +611,91 @@ class _Pipe:
         except OSError:
             self.sock.close()
             raise
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = lock = threading.Lock()
+        # Waited on by the logging thread (room, idle) and by _settle.
+        self.cond = threading.Condition(lock)
+        # Waited on by the sender alone, so a put wakes only it.
+        self.wake = threading.Condition(lock)
+        self.queue: list[bytes] = []
         self.window: deque[_InFlight] = deque()
+        # Records and bytes queued or in flight: what the window bound counts.
         self.records = 0
         self.bytes = 0
         self.failed: BaseException | None = None
         self.closed = False
-        self.reading = True
-        self.thread = threading.Thread(target=self._read, name="joblog-acks", daemon=True)
-        self.thread.start()
+        self.sending = True
+        # log_batch requests written (for tests: calls coalesce).
+        self.requests = 0
+        # Threads still using the socket: the last one out closes it once
+        # the pipe is closed, so its descriptor is never reused under the other.
+        self.users = 2
+        for target, name in ((self._read, "joblog-acks"), (self._send, "joblog-send")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def room(self, n: int, size: int) -> bool:
-        """Is there room for a request of ``n`` records and ``size`` bytes?
-        (Called with ``cond`` held.)"""
-        return not self.window or (self.records + n <= _WINDOW and self.bytes + size <= _WINDOW_BYTES)
+        """Is there room for ``n`` more records of ``size`` bytes?"""
+        return self.records == 0 or (self.records + n <= _WINDOW and self.bytes + size <= _WINDOW_BYTES)
 
-    def send(self, parts: list[bytes]) -> None:
-        """Puts the records in the window and writes their request. A
-        failure is recorded in ``failed`` (the records stay in the window)."""
-        line = b'{"op":"log_batch","ack":true,"jobs":[' + b",".join(parts) + b"]}\n"
-        with self.cond:
+    def idle(self) -> bool:
+        """Is every record put acknowledged? (Called with ``cond`` held.)"""
+        return self.records == 0
+
+    def put(self, parts: list[bytes], size: int) -> bool:
+        """Queues the records (``size``: their bytes) for the sender. A pipe
+        that failed takes nothing and says so: the caller settles it, then
+        sends them itself."""
+        with self.lock:
             if self.failed is not None:
-                return
-            self.window.append(_InFlight(parts, len(line),
-                                         time.monotonic() + self.timeout + len(line) * _TIMEOUT_PER_BYTE))
+                return False
+            self.queue += parts
             self.records += len(parts)
-            self.bytes += len(line)
-        try:
-            self.sock.sendall(line)
-        except OSError as e:
-            self.fail(e)
+            self.bytes += size
+            if not self.sending:
+                self.sending = True
+                self.wake.notify()
+        return True
 
     def fail(self, e: BaseException) -> None:
         with self.cond:
             if self.failed is None:
                 self.failed = e
             self.cond.notify_all()
+            self.wake.notify_all()
+
+    def _send(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.queue and not self.closed and self.failed is None:
+                        self.sending = False
+                        self.wake.wait()
+                    if self.closed or self.failed is not None:
+                        return
+                    n, size = 0, 0
+                    for p in self.queue:
+                        if n and (n >= _BATCH or size + len(p) > _BATCH_BYTES):
+                            break
+                        n += 1
+                        size += len(p) + 1
+                    parts = self.queue[:n]
+                    del self.queue[:n]
+                    # Into the window before it is written: its reply can
+                    # come before sendall returns.
+                    self.window.append(_InFlight(parts, size, time.monotonic() + self.timeout
+                                                 + size * _TIMEOUT_PER_BYTE))
+                self.requests += 1
+                self.sock.sendall(b'{"op":"log_batch","ack":true,"jobs":[' + b",".join(parts) + b"]}\n")
+        except BaseException as e:  # noqa: BLE001 — handed to the logger, never lost
+            self.fail(e)
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        with self.cond:
+            self.users -= 1
+            last = self.users == 0 and self.closed
+        if last:
+            self.sock.close()
 
     def _read(self) -> None:
         buf = b""
@@ -634,7 +713,7 @@ class _Pipe:
                 if not ready:
                     continue
                 # Let more acks arrive before taking the GIL to read them:
-                # one wake-up for many replies, not one per record, leaves
+                # one wake-up for many replies, not one per request, leaves
                 # the logging thread alone (acks are late by this at most).
                 time.sleep(_ACK_GATHER)
                 chunk = self.sock.recv(1 << 16)
@@ -665,38 +744,75 @@ class _Pipe:
         except BaseException as e:  # noqa: BLE001 — handed to the logger, never lost
             self.fail(e)
         finally:
-            with self.cond:
-                self.reading = False
-                closed = self.closed
-            if closed:
-                self.sock.close()
+            self._leave()
 
     def take(self) -> list[bytes]:
-        """Closes the pipe and returns the records not acknowledged, in order."""
+        """Closes the pipe and returns the records not acknowledged, in
+        order: those in flight, then those still queued."""
         with self.cond:
             self.closed = True
             if self.failed is None:
                 self.failed = ConnectionError("closed")
-            parts = [p for e in self.window for p in e.parts]
+            parts = [p for e in self.window for p in e.parts] + self.queue
             self.window.clear()
+            self.queue = []
             self.records = self.bytes = 0
             self.cond.notify_all()
+            self.wake.notify_all()
         self.close()
         return parts
 
     def close(self) -> None:
-        """Wakes the reader (which closes the socket as it ends, so its
-        descriptor is never reused under it), or closes the socket if the
-        reader is done. Only called in the process that opened it: shutdown
-        in a forked child would cut the parent's connection too."""
+        """Wakes both threads (the last to end closes the socket, so its
+        descriptor is never reused under the other), or closes the socket
+        if both are done. Only called in the process that opened it:
+        shutdown in a forked child would cut the parent's connection too."""
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         with self.cond:
-            reading = self.reading
-        if not reading:
+            self.closed = True
+            self.wake.notify_all()
+            users = self.users
+        if users == 0:
             self.sock.close()
+
+
+class _Held:
+    """A hold of a logger's lock (see JobLogger._locked): a class rather
+    than a generator, as it is taken on every call (about 1 µs less)."""
+
+    __slots__ = ("lg", "lock", "outermost")
+
+    def __init__(self, lg: JobLogger) -> None:
+        self.lg = lg
+        # The lock taken is the one released, even if a fork hook gave
+        # the logger a new one meanwhile.
+        self.lock = lg._lock
+        self.outermost = False
+
+    def __enter__(self) -> None:
+        lg = self.lg
+        self.lock.acquire()
+        self.outermost = lg._holder is None
+        if self.outermost:
+            lg._holder = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        lg = self.lg
+        try:
+            if self.outermost:
+                try:
+                    while lg._deferred:
+                        parts, lg._deferred = lg._deferred, []
+                        lg._log_parts(parts)
+                except Exception:
+                    log.exception("logging failed unexpectedly")
+                finally:
+                    lg._holder = None
+        finally:
+            self.lock.release()
 
 
 class JobLogger:
@@ -737,6 +853,7 @@ class JobLogger:
         tag = hashlib.sha256(os.path.abspath(self.socket_path).encode()).hexdigest()[:12]
         self._spool_prefix = f"joblog-spool-{tag}-"
         self._pid: int | None = None
+        self._gen = -1
         self._lock = threading.RLock()
         self._holder: int | None = None
         self._deferred: list[bytes] = []
@@ -766,8 +883,13 @@ class JobLogger:
         multiprocessing pool, say): the parent's connection, lock and spool
         file are not the child's to use. A spool file is replayed by others
         only once its process is gone, so a child that wrote into its
-        (living) parent's would leave its records there."""
+        (living) parent's would leave its records there. Costs no system
+        call when no fork happened since the last check (the fork hook
+        counts forks in ``_forks``)."""
+        if self._gen == _forks:
+            return
         pid = os.getpid()
+        self._gen = _forks
         if self._pid == pid:
             return
         # The parent's lock may be held by one of its threads, which the
@@ -787,27 +909,11 @@ class JobLogger:
         self._orphans_due = 0.0
         self._pid = pid
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The logger's lock (re-entrant). On leaving the outermost hold,
-        records that a signal handler logged meanwhile on this thread (see
-        log_jobs_batch) are logged."""
-        with self._lock:
-            outermost = self._holder is None
-            if outermost:
-                self._holder = threading.get_ident()
-            try:
-                yield
-            finally:
-                if outermost:
-                    try:
-                        while self._deferred:
-                            parts, self._deferred = self._deferred, []
-                            self._log_parts(parts)
-                    except Exception:
-                        log.exception("logging failed unexpectedly")
-                    finally:
-                        self._holder = None
+    def _locked(self) -> _Held:
+        """The logger's lock (re-entrant), for a ``with``. On leaving the
+        outermost hold, records that a signal handler logged meanwhile on
+        this thread (see log_jobs_batch) are logged."""
+        return _Held(self)
 
     @property
     def spool_file(self) -> Path:
@@ -940,7 +1046,7 @@ class JobLogger:
         default): returns once its request is written (``flush()`` waits
         for the acknowledgements). ``durable=True``: returns once the
         daemon has it on disk, or once it is spooled."""
-        self.log_jobs_batch([job])
+        self.log_jobs_batch((job,))
 
     def log_jobs_batch(self, jobs: Iterable[Job]) -> None:
         """Log several jobs in one request (more efficient). A job that
@@ -965,6 +1071,15 @@ class JobLogger:
 
     def _log_parts(self, parts: list[bytes]) -> None:
         if not self.durable:
+            # The common case first: the pipe is healthy, nothing is
+            # spooled (no spool file this process may have written) and no
+            # look for orphaned spools is due.
+            pipe = self._pipe
+            if pipe is not None and pipe.failed is None and len(parts) == 1 and not _maybe_spooled \
+                    and time.monotonic() < self._orphans_due:
+                size = len(parts[0]) + 1
+                if pipe.room(1, size) and pipe.put(parts, size):
+                    return
             self._settle(None)
         try:
             pending = self._spool_pending()
@@ -1033,7 +1148,7 @@ class JobLogger:
                                 self.spool_file)
                     self._spool(parts[start:])
                     return
-            size = sum(len(p) + 1 for p in chunk) + 40
+            size = sum(len(p) + 1 for p in chunk)
             live: _Pipe = pipe
             # Read without the lock first: room only grows, meanwhile.
             full = pipe.failed is None and not pipe.room(len(chunk), size)
@@ -1044,13 +1159,11 @@ class JobLogger:
                     full = pipe.failed is None and not pipe.room(len(chunk), size)
             if full:
                 pipe.fail(socket.timeout(f"no acknowledgement from joblogd within {self.timeout:g} s"))
-            if pipe.failed is None:
-                pipe.send(chunk)
-                if pipe.failed is None:
-                    continue
-                self._settle(None)
-                settled_some = True
-                continue  # the chunk was in the window: settled with it
+            if pipe.failed is None and pipe.put(chunk, size):
+                if pipe.failed is not None:
+                    self._settle(None)
+                    settled_some = True
+                continue  # queued: if the pipe failed, settled with the window
             self._settle(None)
             # The window was settled (sent again, or spooled): this chunk
             # goes after it, the same way.
@@ -1084,10 +1197,10 @@ class JobLogger:
         live: _Pipe = pipe
         with pipe.cond:
             if wait is not None and wait > 0:
-                pipe.cond.wait_for(lambda: live.failed is not None or not live.window, wait)
+                pipe.cond.wait_for(lambda: live.failed is not None or live.idle(), wait)
             failed = pipe.failed
             if failed is None:
-                if wait is None or not pipe.window:
+                if wait is None or pipe.idle():
                     return
                 failed = socket.timeout(f"no acknowledgement from joblogd within {wait:g} s")
         self._pipe = None

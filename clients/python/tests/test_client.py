@@ -881,6 +881,45 @@ class Pipelined(unittest.TestCase):
         lg.log_job({"i": 200})
         self.assertEqual(len(lg.get_all_jobs()), 201)
 
+    def test_calls_coalesce_into_few_requests(self):
+        # A hot loop queues records faster than one request per record
+        # could be written: the sender thread takes what queued meanwhile.
+        lg = self.logger()
+        for i in range(3000):
+            lg.log_job({"i": i})
+        lg.flush()
+        self.assertEqual([r["i"] for r in self.daemon.records()], list(range(3000)))
+        self.assertLess(lg._pipe.requests, 3000 // 4, "requests written for 3,000 calls")
+
+    def test_record_ids_never_repeat_across_threads_and_forks(self):
+        ids = []
+        threads = [threading.Thread(target=lambda: ids.extend(joblog_client._uuid7() for _ in range(2000)))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(set(ids)), 8000)
+        # A child forked now must not reuse the random bytes its parent
+        # has read ahead but not used yet.
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                os.write(w, "\n".join(joblog_client._uuid7() for _ in range(50)).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            child = f.read().split("\n")
+        os.waitpid(pid, 0)
+        parent = [joblog_client._uuid7() for _ in range(50)]
+        self.assertEqual(len(child), 50)
+        self.assertEqual(len(set(child) | set(parent)), 100, "no id shared by parent and child")
+        # Same millisecond, different random bits: the last 80 bits differ.
+        self.assertEqual(len({i.replace("-", "")[12:] for i in child + parent}), 100)
+
     def test_durable_returns_after_the_ack(self):
         lg = self.logger(durable=True)
         lg.log_job({"i": 0})
