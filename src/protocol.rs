@@ -230,6 +230,7 @@ impl<'a, 'm> Fields<'a, 'm> {
             latest_per_video: self
                 .typed("latest_per_video", "a boolean")?
                 .unwrap_or(false),
+            from_seq: self.typed("from_seq", "a non-negative integer")?,
         })
     }
 

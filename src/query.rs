@@ -23,6 +23,9 @@ pub struct Filter {
     pub until: Option<i64>,
     /// Only the newest record of each `video_id` (applied first).
     pub latest_per_video: bool,
+    /// Only records at this position (`seq`) or later: what a follower
+    /// (`joblogctl tail -f` with filters) has not seen yet.
+    pub from_seq: Option<u64>,
 }
 
 /// Sort key for `jobs`.
@@ -72,6 +75,9 @@ fn sym_matches(want: Option<Option<Sym>>, have: Sym) -> bool {
 
 fn matches(ix: &Index, r: &Resolved, f: &Filter, idx: usize, e: &Entry) -> bool {
     if f.latest_per_video && !ix.is_latest(idx) {
+        return false;
+    }
+    if f.from_seq.is_some_and(|s| (idx as u64) < s) {
         return false;
     }
     if let Some(s) = f.success
@@ -160,9 +166,12 @@ impl StatsFold {
 /// order.
 pub(crate) fn select(ix: &Index, f: &Filter, upto: usize) -> Vec<u32> {
     let r = resolve(ix, f);
-    ix.entries[..upto.min(ix.len())]
+    let upto = upto.min(ix.len());
+    let first = first_entry(f, upto);
+    ix.entries[first..upto]
         .iter()
         .enumerate()
+        .map(|(i, e)| (first + i, e))
         .filter(|(i, e)| matches(ix, &r, f, *i, e))
         .map(|(i, _)| i as u32)
         .collect()
@@ -203,14 +212,16 @@ pub(crate) fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (V
         // Keep going only while something is still unknown.
         known_total.is_none() || want.is_none_or(|w| hits.len() < w)
     };
+    // Entries before `from_seq` cannot match: not visited.
+    let first = first_entry(f, upto);
     if p.desc {
-        for i in (0..upto).rev() {
+        for i in (first..upto).rev() {
             if !visit(i) {
                 break;
             }
         }
     } else {
-        for i in 0..upto {
+        for i in first..upto {
             if !visit(i) {
                 break;
             }
@@ -219,6 +230,14 @@ pub(crate) fn select_page(ix: &Index, f: &Filter, p: &Paging, upto: usize) -> (V
     let total = known_total.unwrap_or(total);
     let start = p.offset.min(hits.len());
     (hits.split_off(start), total)
+}
+
+/// The first of the first `upto` entries that `f` can match: none before
+/// its `from_seq`.
+pub(crate) fn first_entry(f: &Filter, upto: usize) -> usize {
+    f.from_seq
+        .map_or(0, |s| usize::try_from(s).unwrap_or(usize::MAX))
+        .min(upto)
 }
 
 /// Applies order, sort, offset and limit. Returns the page and the number

@@ -333,6 +333,119 @@ fn tail_shows_the_last_records_then_follows_and_a_slow_one_misses_nothing() {
 }
 
 #[test]
+fn tail_takes_the_filters_and_formats_of_jobs_and_follows_only_matches() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let log = |v: &str, ok: bool| {
+        d.request(&format!(
+            r#"{{"op":"log","job":{{"video_id":"{v}","success":{ok},"stage":"s","error":"E: {v}"}},"ack":true}}"#
+        ))
+    };
+    for i in 0..8 {
+        log(&format!("v{i}"), i % 2 == 0);
+    }
+    // The last two failures, oldest first, in each format.
+    let ids = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["video_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids(&stdout(&ctl(&d, &["tail", "-n", "2", "--failed"]))),
+        ["v5", "v7"]
+    );
+    assert_eq!(
+        stdout(&ctl(
+            &d,
+            &[
+                "tail",
+                "-n",
+                "2",
+                "--failed",
+                "-o",
+                "csv",
+                "--fields",
+                "video_id,error"
+            ]
+        )),
+        "video_id,error\r\nv5,E: v5\r\nv7,E: v7\r\n"
+    );
+    let json: Value = serde_json::from_str(&stdout(&ctl(
+        &d,
+        &[
+            "tail",
+            "-n",
+            "3",
+            "--successful",
+            "-o",
+            "json",
+            "--fields",
+            "video_id",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([{"video_id":"v2"},{"video_id":"v4"},{"video_id":"v6"}])
+    );
+    let table = stdout(&ctl(
+        &d,
+        &["tail", "-n", "1", "--video", "v3", "-o", "table"],
+    ));
+    assert!(
+        table.starts_with("logged_at") && table.contains("v3") && !table.contains("v5"),
+        "{table}"
+    );
+    // Following: only new matches, across a clear (the new log from its start).
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "tail",
+            "-f",
+            "-n",
+            "1",
+            "--failed",
+        ])
+        .args(["--fields", "video_id"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(tail.stdout.take().unwrap());
+    let mut next = || {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line
+    };
+    assert_eq!(next(), "{\"video_id\":\"v7\"}\n");
+    log("ok1", true);
+    log("bad1", false);
+    assert_eq!(
+        next(),
+        "{\"video_id\":\"bad1\"}\n",
+        "the success in between is not shown"
+    );
+    for i in 0..300 {
+        log(&format!("x{i}"), i != 299);
+    }
+    assert_eq!(next(), "{\"video_id\":\"x299\"}\n");
+    d.request(r#"{"op":"clear","confirm":true}"#);
+    log("after-clear", false);
+    assert_eq!(next(), "{\"video_id\":\"after-clear\"}\n");
+    let _ = tail.kill();
+    let _ = tail.wait();
+    // --pending takes no filters: a usage error.
+    let o = ctl(&d, &["tail", "-f", "--pending", "--failed"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
 fn a_subscriber_does_not_hold_up_shutdown() {
     // A long grace period: a subscriber that held shutdown up would keep
     // the daemon running for all of it.
@@ -954,8 +1067,9 @@ fn status_completions_and_man_pages() {
     assert!(daemon.contains("\\-\\-log\\-file"), "{daemon}");
 }
 
-/// A `jobs` table on a terminal goes through `$PAGER` (less -FRX without
-/// one); `--no-pager` and a pipe do not; `-r` lists newest first.
+/// A table on a terminal (`jobs`, `retry-candidates`, `tail` without
+/// `-f`) goes through `$PAGER` (less -FRX without one); `--no-pager` and
+/// a pipe do not; `-r` lists newest first.
 #[test]
 fn a_table_on_a_terminal_is_paged() {
     if std::process::Command::new("script")
@@ -970,14 +1084,19 @@ fn a_table_on_a_terminal_is_paged() {
     let d = Daemon::start(&dir, &[]);
     for v in ["first", "second"] {
         d.request(&format!(
-            r#"{{"op":"log","job":{{"video_id":"{v}"}},"ack":true}}"#
+            r#"{{"op":"log","job":{{"video_id":"{v}","success":false,"url":"u-{v}"}},"ack":true}}"#
         ));
     }
     let on_tty = |extra: &str| {
         let line = format!(
-            "{} --socket {} jobs {extra}",
+            "{} --socket {} {}",
             env!("CARGO_BIN_EXE_joblogctl"),
-            d.socket.display()
+            d.socket.display(),
+            if extra.starts_with(char::is_alphabetic) {
+                extra.to_owned()
+            } else {
+                format!("jobs {extra}")
+            }
         );
         let out = std::process::Command::new("script")
             .args(["-qec", &line, "/dev/null"])
@@ -1000,6 +1119,28 @@ fn a_table_on_a_terminal_is_paged() {
     let (a, b) = (newest.find("second"), newest.find("first"));
     assert!(a.is_some() && b.is_some() && a < b, "{newest}");
     assert!(!stdout(&ctl(&d, &["jobs"])).contains("PAGED:"));
+    for cmd in ["retry-candidates", "tail -n 5"] {
+        let paged = on_tty(cmd);
+        assert!(
+            paged.contains("PAGED:") && paged.contains("first"),
+            "{cmd}: {paged}"
+        );
+        assert!(
+            !on_tty(&format!("--no-pager {cmd}")).contains("PAGED:"),
+            "{cmd}"
+        );
+        assert!(
+            !on_tty(&format!("{cmd} -o ndjson")).contains("PAGED:"),
+            "{cmd}"
+        );
+    }
+    // A table on a terminal for tail too, and its -f never paged.
+    let tail = on_tty("tail -n 5");
+    assert!(
+        tail.lines()
+            .any(|l| l.starts_with("PAGED:") && l.contains("logged_at")),
+        "{tail}"
+    );
 }
 
 /// `stats` lists errors and stages in the order first seen, as the old
@@ -1015,6 +1156,19 @@ fn stats_keeps_first_seen_order() {
     let text = stdout(&ctl(&d, &["stats"]));
     let (z, a) = (text.find("Zeta"), text.find("Alpha"));
     assert!(z.is_some() && a.is_some() && z < a, "{text}");
+    // -o ndjson: the object as sent, on one line; -o csv is a usage error.
+    let line = stdout(&ctl(&d, &["stats", "-o", "ndjson"]));
+    assert_eq!(line.lines().count(), 1, "{line}");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["failed"], 3, "{line}");
+    assert!(line.find("Zeta") < line.find("Alpha"), "{line}");
+    let o = ctl(&d, &["stats", "-o", "csv"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("export-csv"), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&ctl(&d, &["stats", "-o", "json"])),
+        stdout(&ctl(&d, &["stats", "--json"]))
+    );
     let (u, f) = (text.find("upload"), text.find("fetch"));
     assert!(u.is_some() && f.is_some() && u < f, "{text}");
     let json = stdout(&ctl(&d, &["stats", "--json"]));

@@ -256,6 +256,43 @@ fn subscribe_from_a_position_gets_the_backlog_then_new_records_once() {
     assert_eq!(sub.reply()["seq"], 8);
 }
 
+/// A record the daemon took before a subscriber joined, but not yet
+/// durable when the subscriber's backlog was read, still reaches it (it
+/// was once in neither the backlog nor the feed: `joblogctl tail -f`
+/// waited forever for a record logged just as it subscribed).
+#[test]
+fn subscribe_from_a_position_gets_a_record_taken_before_it_joined() {
+    let dir = TempDir::new();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--flush-interval-ms",
+            "2000",
+            "--batch-max-records",
+            "1000000",
+        ],
+    );
+    let mut c = Client::new(d.connect());
+    c.send(r#"{"video_id":"early"}"#);
+    c.send("ping");
+    let ping = c.reply();
+    assert_eq!(
+        (ping["pending"].as_u64(), ping["records"].as_u64()),
+        (Some(1), Some(0)),
+        "{ping}"
+    );
+    let mut sub = Client::new(d.connect());
+    sub.reply_timeout(std::time::Duration::from_secs(20));
+    sub.send(r#"{"op":"subscribe","from_seq":0}"#);
+    assert_eq!(sub.reply()["subscribed"], true);
+    let r = sub.reply();
+    assert_eq!(
+        (&r["seq"], &r["record"]["video_id"]),
+        (&serde_json::json!(0), &serde_json::json!("early")),
+        "{r}"
+    );
+}
+
 /// A subscriber following a log that is cleared is told `log_changed`,
 /// as is one that names a log no longer live; bad combinations are
 /// refused.

@@ -357,9 +357,9 @@ async fn page(
 /// `subscribe` with `from_seq`: the log's durable records from there, a
 /// page at a time (as `read` reads them), then the feed of new durable
 /// records: each record once, in order, as `{"seq":N,"record":{…}}`. The
-/// feed was joined before the first page was read, so a record made
-/// durable meanwhile is in one or the other, and one in both is skipped
-/// by its position. A gap in the feed (this subscriber fell behind the
+/// feed was joined before the first page was read, and what the writer
+/// had taken before that is made durable first, so every record is in one
+/// or the other, and one in both is skipped by its position. A gap in the feed (this subscriber fell behind the
 /// ring) goes back to reading pages. A position going back once caught
 /// up means the log may have been replaced (cleared, renumbered): a `read`
 /// of the log followed tells, and `log_changed` ends the subscription.
@@ -371,6 +371,16 @@ pub(super) async fn follow_from(
     shutdown: &mut Shutdown,
 ) -> std::io::Result<()> {
     use tokio::sync::broadcast::error::RecvError;
+    // A record the writer took before this subscriber joined the feed has
+    // no line in it (the writer makes lines only while someone listens),
+    // and one not yet durable is in no page either: wait until everything
+    // taken so far is durable, so that the pages below hold it. (If that
+    // flush fails, such a record is found by paging again once a later
+    // one arrives.)
+    let (done, durable) = tokio::sync::oneshot::channel();
+    if tx.send(Command::Flush(done)).await.is_ok() {
+        let _ = durable.await;
+    }
     // A log no longer live, or a position past its end, is the only
     // reply.
     if matches!(page(w, tx, &mut c, 0).await?, Paged::End) {

@@ -106,13 +106,18 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     w: &mut W,
     reader: &File,
     spans: &[Span],
+    at: &super::Covered,
 ) -> io::Result<()> {
     let mut size = 0usize;
     let mut pass = CsvPieces::new(reader, spans);
     while let Some(p) = tokio::task::block_in_place(|| pass.next_piece())? {
         size += p.len();
     }
-    let head = format!("{{\"ok\":true,\"content_type\":\"text/csv\",\"bytes\":{size}}}\n");
+    let head = format!(
+        "{{\"ok\":true,\"content_type\":\"text/csv\",\"bytes\":{size},\"log_id\":{},\"durable\":{}}}\n",
+        serde_json::Value::from(at.log_id.as_str()),
+        at.durable
+    );
     w.write_all(head.as_bytes()).await?;
     let mut pass = CsvPieces::new(reader, spans);
     while let Some(p) = tokio::task::block_in_place(|| pass.next_piece())? {
@@ -138,13 +143,14 @@ pub(crate) fn run(
     paging: &crate::query::Paging,
 ) -> super::Answer {
     let (page, _) = crate::query::select_page(view.index, filter, paging, view.durable);
-    answer(view, &page)
+    answer(view, &page, view.durable)
 }
 
-/// The answer for the records `page`.
-pub(crate) fn answer(view: &super::View<'_>, page: &[u32]) -> super::Answer {
+/// The answer for the records `page`, chosen among the first `covered`.
+pub(crate) fn answer(view: &super::View<'_>, page: &[u32], covered: usize) -> super::Answer {
     super::Answer::Csv {
         reader: view.reader.clone(),
         spans: view.spans(page),
+        at: super::Covered::of(view, covered),
     }
 }

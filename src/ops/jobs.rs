@@ -9,17 +9,20 @@ use tokio::io::AsyncWrite;
 use super::Span;
 use super::read::records;
 
-/// Writes `{"ok":true,"count":…,"total":…,"jobs":[…]}`.
+/// Writes `{"ok":true,"count":…,"total":…,"log_id":…,"durable":…,"jobs":[…]}`.
 pub(super) async fn write<W: AsyncWrite + Unpin>(
     w: &mut W,
     reader: &File,
     spans: &[Span],
     total: usize,
     fields: Option<&[String]>,
+    at: &super::Covered,
 ) -> io::Result<()> {
     let head = format!(
-        "{{\"ok\":true,\"count\":{},\"total\":{total},\"jobs\":[",
-        spans.len()
+        "{{\"ok\":true,\"count\":{},\"total\":{total},\"log_id\":{},\"durable\":{},\"jobs\":[",
+        spans.len(),
+        serde_json::Value::from(at.log_id.as_str()),
+        at.durable,
     );
     let names: Option<Vec<&str>> = fields.map(|f| f.iter().map(String::as_str).collect());
     records(w, head, reader, spans, names.as_deref()).await
@@ -67,20 +70,23 @@ pub(crate) fn run(
     fields: Option<Vec<String>>,
 ) -> super::Answer {
     let (page, total) = crate::query::select_page(view.index, filter, paging, view.durable);
-    answer(view, &page, total, fields)
+    answer(view, &page, total, fields, view.durable)
 }
 
-/// The answer for the records `page` of `total` matches.
+/// The answer for the records `page` of `total` matches among the first
+/// `covered` records of the log.
 pub(crate) fn answer(
     view: &super::View<'_>,
     page: &[u32],
     total: usize,
     fields: Option<Vec<String>>,
+    covered: usize,
 ) -> super::Answer {
     super::Answer::Jobs {
         reader: view.reader.clone(),
         spans: view.spans(page),
         total,
         fields,
+        at: super::Covered::of(view, covered),
     }
 }

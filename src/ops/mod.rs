@@ -52,6 +52,25 @@ pub(crate) mod snapshot;
 pub(crate) mod stats;
 pub(crate) mod subscribe;
 
+/// The records an answer covers: the first `durable` records of the log
+/// `log_id`, told with `jobs` so that a follower asks next `from_seq` there
+/// (and starts again if the log was replaced meanwhile).
+#[derive(Debug)]
+pub(crate) struct Covered {
+    pub(crate) log_id: String,
+    pub(crate) durable: u64,
+}
+
+impl Covered {
+    /// The first `covered` records of the log `view` shows.
+    pub(crate) fn of(view: &View<'_>, covered: usize) -> Covered {
+        Covered {
+            log_id: view.log_id.to_owned(),
+            durable: covered.min(view.index.len()) as u64,
+        }
+    }
+}
+
 /// A record's place in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -140,10 +159,12 @@ pub(crate) enum Answer {
         /// Matches before paging.
         total: usize,
         fields: Option<Vec<String>>,
+        at: Covered,
     },
     Csv {
         reader: Arc<File>,
         spans: Vec<Span>,
+        at: Covered,
     },
     Candidates {
         reader: Arc<File>,
@@ -217,8 +238,9 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(w: &mut W, answer: Answer) -> s
             spans,
             total,
             fields,
-        } => jobs::write(w, &reader, &spans, total, fields.as_deref()).await,
-        Answer::Csv { reader, spans } => export_csv::write(w, &reader, &spans).await,
+            at,
+        } => jobs::write(w, &reader, &spans, total, fields.as_deref(), &at).await,
+        Answer::Csv { reader, spans, at } => export_csv::write(w, &reader, &spans, &at).await,
         Answer::Candidates {
             reader,
             spans,

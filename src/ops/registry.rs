@@ -43,6 +43,7 @@ const FILTER_KEYS: &[&str] = &[
     "since",
     "until",
     "latest_per_video",
+    "from_seq",
 ];
 
 const PAGING_KEYS: &[&str] = &["limit", "offset", "order", "sort_by"];

@@ -90,7 +90,8 @@ impl Scan {
         Scan {
             matcher,
             upto,
-            next: 0,
+            // Entries before a `from_seq` cannot match: never read.
+            next: crate::query::first_entry(filter, upto),
             fold,
             query: q,
         }
@@ -144,11 +145,11 @@ impl Scan {
             (Fold::Stats(f), Query::Stats { .. }) => super::stats::answer(view, f.finish()),
             (Fold::Select { hits, total }, Query::Jobs { paging, fields, .. }) => {
                 let (page, _) = crate::query::page(view.index, hits, &paging);
-                super::jobs::answer(view, &page, total, fields)
+                super::jobs::answer(view, &page, total, fields, self.upto)
             }
             (Fold::Select { hits, .. }, Query::ExportCsv { paging, .. }) => {
                 let (page, _) = crate::query::page(view.index, hits, &paging);
-                super::export_csv::answer(view, &page)
+                super::export_csv::answer(view, &page, self.upto)
             }
             // Only for a query that was not wanted.
             (_, q) => super::run(view, q),

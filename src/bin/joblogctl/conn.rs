@@ -250,6 +250,10 @@ impl Conn {
                 if !elem.is_empty() {
                     each(&elem)?;
                 }
+                // The rest of the reply line (`}`), so that the connection
+                // is ready for the next request's reply.
+                let mut rest = Vec::new();
+                self.r.read_until(b'\n', &mut rest)?;
                 return Ok(());
             }
         }

@@ -163,19 +163,9 @@ enum Cmd {
         #[arg(value_enum, default_value_t = Program::Joblogctl)]
         program: Program,
     },
-    /// Show the last records (-n), and with -f the new ones as they arrive.
-    Tail {
-        /// How many of the last records to show.
-        #[arg(short = 'n', long, default_value_t = 10)]
-        lines: u64,
-        /// Then keep following new records, like `journalctl -f`.
-        #[arg(short = 'f', long)]
-        follow: bool,
-        /// Show records as they are accepted, before they are written
-        /// (a crash could take them away); without it, once in the file.
-        #[arg(long)]
-        pending: bool,
-    },
+    /// Show the last matching records (-n), and with -f the new ones as
+    /// they arrive.
+    Tail(TailArgs),
     /// Ship every durable record to a central PostgreSQL, exactly once
     /// (a long-running forwarder, one per host; needs --database).
     Forward(forward::ForwardArgs),
@@ -183,9 +173,13 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct StatsArgs {
-    /// Print the stats object as JSON.
-    #[arg(long)]
+    /// Print the stats object as JSON (-o json).
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// table (the report) | json (indented) | ndjson (one line) [default:
+    /// table]; the records themselves as CSV are export-csv's.
+    #[arg(short = 'o', long, value_enum)]
+    format: Option<Format>,
     /// Only records of this subject.
     #[arg(long)]
     subject: Option<String>,
@@ -207,6 +201,54 @@ struct StatsArgs {
 
 #[derive(Debug, clap::Args)]
 struct JobsArgs {
+    #[command(flatten)]
+    filter: Filters,
+    /// At most this many records.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Skip this many matching records first.
+    #[arg(long)]
+    offset: Option<usize>,
+    /// Newest (or largest) first.
+    #[arg(short = 'r', long, visible_alias = "reverse")]
+    desc: bool,
+    /// Sort by processing duration or by logged_at [default: the log's order].
+    #[arg(long, value_enum)]
+    sort: Option<Sort>,
+    /// Comma-separated fields to show.
+    #[arg(long, value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+    /// table|json|ndjson|csv [default: table on a terminal, else ndjson].
+    #[arg(short = 'o', long, value_enum)]
+    format: Option<Format>,
+}
+
+#[derive(Debug, clap::Args)]
+struct TailArgs {
+    /// How many of the last matching records to show.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    lines: u64,
+    /// Then keep following new records, like `journalctl -f`.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Follow records as they are accepted, before they are written (a
+    /// crash could take them away), as NDJSON, unfiltered; without it,
+    /// once in the file.
+    #[arg(long, requires = "follow")]
+    pending: bool,
+    #[command(flatten)]
+    filter: Filters,
+    /// Comma-separated fields to show.
+    #[arg(long, value_delimiter = ',')]
+    fields: Option<Vec<String>>,
+    /// table|json|ndjson|csv [default: table on a terminal, else ndjson].
+    #[arg(short = 'o', long, value_enum)]
+    format: Option<Format>,
+}
+
+/// The record filters `jobs` and `tail` share.
+#[derive(Debug, Default, clap::Args)]
+struct Filters {
     /// Only failed jobs.
     #[arg(long, conflicts_with = "successful")]
     failed: bool,
@@ -239,24 +281,6 @@ struct JobsArgs {
     /// Only the newest record of each video.
     #[arg(long)]
     latest_per_video: bool,
-    /// At most this many records.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Skip this many matching records first.
-    #[arg(long)]
-    offset: Option<usize>,
-    /// Newest (or largest) first.
-    #[arg(short = 'r', long, visible_alias = "reverse")]
-    desc: bool,
-    /// Sort by processing duration or by logged_at [default: the log's order].
-    #[arg(long, value_enum)]
-    sort: Option<Sort>,
-    /// Comma-separated fields to show.
-    #[arg(long, value_delimiter = ',')]
-    fields: Option<Vec<String>>,
-    /// table|json|ndjson|csv [default: table on a terminal, else ndjson].
-    #[arg(short = 'o', long, value_enum)]
-    format: Option<Format>,
 }
 
 /// A failure with its exit code.
@@ -353,17 +377,16 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
                 .section(section)
                 .render(&mut out)?;
         }
-        Cmd::Jobs(a) if a.format.is_none() && tty() => {
-            // A table on a terminal goes through the pager, as journalctl's.
-            let mut pager = Pager::start();
-            let res = match pager.input() {
-                Some(input) => jobs(&mut Stdout(input), socket, a),
-                None => jobs(&mut out, socket, a),
-            };
-            pager.wait();
-            res?
-        }
+        // A table on a terminal goes through the pager, as journalctl's.
+        Cmd::Jobs(a) if paged(a.format) => paging(out, |mut o| jobs(&mut o, socket, a))?,
         Cmd::Jobs(a) => jobs(&mut out, socket, a)?,
+        Cmd::RetryCandidates {
+            urls,
+            limit,
+            format,
+        } if !urls && paged(format) => paging(out, |mut o| {
+            retry_candidates(&mut o, socket, false, limit, format)
+        })?,
         Cmd::RetryCandidates {
             urls,
             limit,
@@ -372,14 +395,34 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
         Cmd::ExportCsv { path } => export_csv(&mut out, socket, &path)?,
         Cmd::Log { file, ack } => log(socket, &file, ack)?,
         Cmd::Snapshot { path } => snapshot(&mut out, socket, &path)?,
-        Cmd::Tail {
-            lines,
-            follow,
-            pending,
-        } => tail(&mut out, socket, lines, follow, pending)?,
+        // Followed output is never paged (a pager would hold it back).
+        Cmd::Tail(a) if !a.follow && paged(a.format) => {
+            paging(out, |mut o| tail(&mut o, socket, a))?
+        }
+        Cmd::Tail(a) => tail(&mut out, socket, a)?,
         Cmd::Forward(a) => forward::forward(socket, database, a)?,
     }
     Ok(())
+}
+
+/// Whether output in `format` (the default when not given) goes through
+/// the pager: a table on a terminal.
+fn paged(format: Option<Format>) -> bool {
+    tty() && format.is_none_or(|f| f == Format::Table)
+}
+
+/// Runs `show` writing into the pager (`out` if none could be started).
+fn paging<W: Write>(
+    mut out: Stdout<W>,
+    show: impl FnOnce(&mut dyn Write) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    let mut pager = Pager::start();
+    let res = match pager.input() {
+        Some(input) => show(&mut Stdout(input)),
+        None => show(&mut out),
+    };
+    pager.wait();
+    res
 }
 
 #[cfg(test)]

@@ -130,9 +130,22 @@ pub(super) fn table(headers: &[String], rows: &[Vec<String>]) -> String {
 /// [`table`], with the rows `failed` marks in red when colour is on.
 pub(super) fn table_marked(headers: &[String], rows: &[Vec<String>], failed: &[bool]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    table_rows(headers, rows, failed, &mut widths, true)
+}
+
+/// A table's `rows`, under its header if `header`, each column as wide as
+/// `widths` says or its widest cell (60 at most); `widths` is widened to
+/// match, so the next rows of a followed table line up with these.
+pub(super) fn table_rows(
+    headers: &[String],
+    rows: &[Vec<String>],
+    failed: &[bool],
+    widths: &mut [usize],
+    header: bool,
+) -> String {
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count()).min(60);
+            widths[i] = widths[i].max(c.chars().count().min(60));
         }
     }
     let cell = |s: &str, w: usize| {
@@ -144,15 +157,21 @@ pub(super) fn table_marked(headers: &[String], rows: &[Vec<String>], failed: &[b
         format!("{t:<w$}")
     };
     let mut out = String::new();
-    let head: Vec<String> = headers
-        .iter()
-        .zip(&widths)
-        .map(|(h, w)| cell(h, *w))
-        .collect();
-    out.push_str(&bold(head.join("  ").trim_end()));
-    out.push('\n');
+    if header {
+        let head: Vec<String> = headers
+            .iter()
+            .zip(widths.iter())
+            .map(|(h, w)| cell(h, *w))
+            .collect();
+        out.push_str(&bold(head.join("  ").trim_end()));
+        out.push('\n');
+    }
     for (i, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| cell(c, *w)).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths.iter())
+            .map(|(c, w)| cell(c, *w))
+            .collect();
         let line = line.join("  ");
         if failed.get(i) == Some(&true) && color() {
             out.push_str(&format!("\x1b[31m{}\x1b[0m", line.trim_end()));

@@ -3,6 +3,14 @@
 use super::*;
 
 pub(super) fn stats(out: &mut impl Write, socket: &Socket, a: StatsArgs) -> Result<(), Fail> {
+    if a.format == Some(Format::Csv) {
+        return Err(Fail(
+            2,
+            "joblogctl: stats has no CSV form (-o table|json|ndjson); the records as CSV: \
+             joblogctl export-csv - (or jobs -o csv)"
+                .into(),
+        ));
+    }
     let mut q = json!({"op":"stats"});
     if a.pending {
         q["include_pending"] = json!(true);
@@ -24,13 +32,16 @@ pub(super) fn stats(out: &mut impl Write, socket: &Socket, a: StatsArgs) -> Resu
     // The reply as sent, for what a `Value` would reorder: `error_types`
     // and `stages` come in the order first seen, as the old logger gave.
     let raw: RawStats<'_> = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-    if a.json {
+    let format = if a.json { Some(Format::Json) } else { a.format };
+    if format == Some(Format::Json) {
         let mut text = Vec::new();
         joblogd::Formatter::new()
             .pretty(raw.stats.get().as_bytes(), &mut text)
             .map_err(|e| bad(e.to_string()))?;
         out.write_all(&text)?;
         writeln!(out)?;
+    } else if format == Some(Format::Ndjson) {
+        writeln!(out, "{}", raw.stats.get())?;
     } else {
         let order: Order = serde_json::from_str(raw.stats.get()).map_err(|e| bad(e.to_string()))?;
         print_stats(out, &v["stats"], &order)?;

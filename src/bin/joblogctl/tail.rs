@@ -1,49 +1,191 @@
-//! `joblogctl tail`: the last `-n` records, and with `-f` the new ones as
-//! they arrive, until the daemon closes the connection. The last records
-//! and the new ones come from one position-based `subscribe`, so none is
-//! missed or shown twice between the two (`--pending` follows accepted
-//! records instead, which have no position yet).
+//! `joblogctl tail`: the last `-n` matching records, and with `-f` the new
+//! ones as they arrive, until the daemon closes the connection.
+//!
+//! The filters are the daemon's (`jobs`, or `export_csv` for CSV): the
+//! last records are a `jobs` page newest first, turned back to log order;
+//! its answer says which records it was chosen from (`log_id`, `durable`),
+//! and following asks again from there (`from_seq`) each time a positioned
+//! `subscribe` says new records are durable. So no record is shown twice
+//! or skipped between the two, and a record is matched by the same code
+//! that answers `jobs`. A log replaced meanwhile (`clear`, a rotation) is
+//! followed from its start. `--pending` follows accepted records instead
+//! (they have no position yet), unfiltered, as NDJSON.
 
 use super::*;
 
-pub(super) fn tail(
-    out: &mut impl Write,
-    socket: &Socket,
-    n: u64,
-    follow: bool,
-    pending: bool,
-) -> Result<(), Fail> {
-    let mut c = Conn::open(socket)?;
-    let ping = c.ask(json!({"op":"ping"}))?;
-    let from = ping["records"].as_u64().unwrap_or(0).saturating_sub(n);
-    let log_id = ping["log_id"].clone();
-    if !follow {
-        c.send(&json!({"op":"read","log_id":log_id,"from_seq":from,"limit":n.max(1)}))?;
-        // Each record as the daemon sent it (key order, number text).
-        #[derive(serde::Deserialize)]
-        struct Page<'a> {
-            #[serde(borrow)]
-            records: Vec<Positioned<'a>>,
+pub(super) fn tail(out: &mut impl Write, socket: &Socket, a: TailArgs) -> Result<(), Fail> {
+    if a.pending {
+        if a.fields.is_some() || a.format.is_some_and(|f| f != Format::Ndjson) || filtered(&a) {
+            return Err(Fail(
+                2,
+                "joblogctl: tail --pending shows records before they are in the file, unfiltered, \
+                 as NDJSON: drop the filters, --fields and --format"
+                    .into(),
+            ));
         }
-        #[derive(serde::Deserialize)]
-        struct Positioned<'a> {
-            #[serde(borrow)]
-            record: &'a serde_json::value::RawValue,
-        }
-        let (_, line) = c.reply_raw()?;
-        let page: Page<'_> = serde_json::from_str(&line)
-            .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
-        for p in page.records.iter().take(n as usize) {
-            writeln!(out, "{}", p.record.get())?;
-        }
-        return Ok(());
+        return follow_pending(out, socket);
     }
-    let q = if pending {
-        json!({"op":"subscribe","include_pending":true})
+    let format = a.format.unwrap_or_else(default_format);
+    let mut c = Conn::open(socket)?;
+    let mut show = Show::new(out, format, a.fields.clone());
+    let mut last = json!({"order":"desc","limit":a.lines});
+    let mut at = ask(&mut c, &a, format, &mut show, &mut last, true)?;
+    show.rows_done()?;
+    if !a.follow {
+        return show.end();
+    }
+    loop {
+        // Woken when records after `at` are durable; then one query takes
+        // whatever is new by then.
+        let mut feed = Conn::open(socket)?;
+        feed.ask(json!({"op":"subscribe","from_seq":at.1,"log_id":at.0}))?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if feed.r.read_line(&mut line)? == 0 {
+                return show.end();
+            }
+            // Everything the feed has sent so far is covered by one query;
+            // records an earlier query showed need none.
+            let mut newest = seq_of(&line);
+            let mut changed = line.contains("\"log_changed\"");
+            while !feed.r.buffer().is_empty() {
+                line.clear();
+                feed.r.read_line(&mut line)?;
+                newest = newest.max(seq_of(&line));
+                changed |= line.contains("\"log_changed\"");
+            }
+            if !changed && newest.is_some_and(|s| s < at.1) {
+                continue;
+            }
+            let mut next = json!({"from_seq":at.1,"log_id":at.0});
+            let now = ask(&mut c, &a, format, &mut show, &mut next, false)?;
+            show.rows_done()?;
+            if now.0 != at.0 {
+                eprintln!(
+                    "joblogctl: the log was replaced (cleared or rotated); following the new one"
+                );
+                // The new log from its start, then on from there.
+                let mut from_start = json!({"from_seq":0});
+                at = ask(&mut c, &a, format, &mut show, &mut from_start, false)?;
+                show.rows_done()?;
+                break;
+            }
+            at = now;
+            if changed {
+                break; // the subscription ended; the query will tell next time
+            }
+        }
+    }
+}
+
+/// The position of a record line of a positioned subscription
+/// (`{"seq":N,"record":…}`).
+fn seq_of(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+/// Whether any filter was given.
+fn filtered(a: &TailArgs) -> bool {
+    let f = &a.filter;
+    f.failed
+        || f.successful
+        || f.latest_per_video
+        || [
+            &f.stage,
+            &f.subject,
+            &f.worker,
+            &f.video,
+            &f.error_type,
+            &f.since,
+            &f.until,
+        ]
+        .iter()
+        .any(|v| v.is_some())
+}
+
+/// Asks for the matching records with the extra members `more` (the last
+/// page newest first, or those from a position), shows them in log order,
+/// and returns the log and the number of its records they were chosen
+/// from. Records of another log than `more`'s `log_id` are not shown: the
+/// caller asks again from that log's start.
+fn ask<W: Write>(
+    c: &mut Conn,
+    a: &TailArgs,
+    format: Format,
+    show: &mut Show<'_, W>,
+    more: &mut Value,
+    first: bool,
+) -> Result<(String, u64), Fail> {
+    let op = if format == Format::Csv {
+        "export_csv"
     } else {
-        json!({"op":"subscribe","from_seq":from,"log_id":log_id})
+        "jobs"
     };
-    c.ask(q)?;
+    let mut q = filter_request(op, &a.filter);
+    let newest_first = more.get("order").is_some();
+    let want_log = more
+        .get("log_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(m) = more.as_object_mut() {
+        for (k, v) in std::mem::take(m) {
+            // The daemon's log_id is not a jobs filter: compared here.
+            if k != "log_id" {
+                q[k] = v;
+            }
+        }
+    }
+    if format != Format::Csv
+        && let Some(f) = &a.fields
+    {
+        q["fields"] = json!(f);
+    }
+    c.send(&q)?;
+    let at = |head: &Value| {
+        let log_id = head["log_id"].as_str().unwrap_or_default().to_owned();
+        let durable = head["durable"].as_u64().unwrap_or(0);
+        let shown = want_log.as_ref().is_none_or(|w| *w == log_id);
+        (shown, (log_id, durable))
+    };
+    if format == Format::Csv {
+        let (head, body) = csv_answer(c)?;
+        let (shown, at) = at(&head);
+        if shown {
+            let order = if newest_first {
+                Rows::Reversed
+            } else {
+                Rows::AsSent
+            };
+            write_csv(show.out(), &body, a.fields.as_deref(), order, first)?;
+        }
+        return Ok(at);
+    }
+    let head = c.answer_head("jobs")?;
+    let (shown, at) = at(&head);
+    if newest_first {
+        // The last page only (-n): kept to be shown oldest first.
+        let mut last = Vec::new();
+        c.each_element(|j| {
+            last.push(j.to_vec());
+            Ok(())
+        })?;
+        for j in last.iter().rev().filter(|_| shown) {
+            show.record(j)?;
+        }
+    } else {
+        // However many arrived meanwhile: shown as they are read.
+        c.each_element(|j| if shown { show.record(j) } else { Ok(()) })?;
+    }
+    Ok(at)
+}
+
+/// `--pending`: accepted records as they come, as NDJSON.
+fn follow_pending(out: &mut impl Write, socket: &Socket) -> Result<(), Fail> {
+    let mut c = Conn::open(socket)?;
+    c.ask(json!({"op":"subscribe","include_pending":true}))?;
     let mut line = String::new();
     loop {
         line.clear();
