@@ -21,6 +21,7 @@
 //! - [`systemd`]: sd_notify and socket activation, without libsystemd.
 //! - [`access`]: peer credentials, allowed users and groups, admins.
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
+//! - [`metrics`]: the counters behind the `metrics` operation.
 
 // The library's surface is what the two binaries use (`run`, `config`,
 // `signals`, `systemd`, and for joblogctl the record printer and the
@@ -34,6 +35,7 @@ pub mod config;
 pub(crate) mod conn;
 pub(crate) mod index;
 pub(crate) mod json;
+pub(crate) mod metrics;
 pub(crate) mod ops;
 pub(crate) mod protocol;
 pub(crate) mod query;
@@ -141,6 +143,7 @@ pub async fn run(
     let records = store.records();
     let pool = Arc::new(writer::BufferPool::new(config.max_pending_bytes));
     let stats = Arc::new(writer::StatsCache::default());
+    let metrics = Arc::new(metrics::Metrics::new());
     let batcher = BatcherConfig {
         policy: writer::Policy {
             flush_interval: config.flush_interval,
@@ -151,6 +154,7 @@ pub async fn run(
         pool: Arc::clone(&pool),
         stats: Arc::clone(&stats),
         ids: Arc::clone(&ids),
+        metrics: Arc::clone(&metrics),
     };
     let (writer_gone, writer_done_rx) = start_writer(store, index, rx, batcher, events.clone())?;
     // The socket accepts and the log is indexed: ready.
@@ -168,7 +172,9 @@ pub async fn run(
         stats,
         events,
     };
-    let shared = Arc::new(shared_by_connections(&config, &bound, link, ids, started));
+    let shared = Arc::new(shared_by_connections(
+        &config, &bound, link, ids, metrics, started,
+    ));
     let shutdown = stop_when(shutdown, writer_gone);
     let bound = server::serve(
         bound,
@@ -191,6 +197,7 @@ fn shared_by_connections(
     bound: &server::Bound,
     writer: writer::Link,
     ids: Arc<index::RecordIds>,
+    metrics: Arc<metrics::Metrics>,
     started: Instant,
 ) -> conn::Shared {
     conn::Shared {
@@ -212,6 +219,7 @@ fn shared_by_connections(
             found: Default::default(),
         },
         connections: Default::default(),
+        metrics,
     }
 }
 
