@@ -21,7 +21,8 @@
 //! - [`systemd`]: sd_notify and socket activation, without libsystemd.
 //! - [`access`]: peer credentials, allowed users and groups, admins.
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
-//! - [`metrics`]: the counters behind the `metrics` operation.
+//! - [`metrics`]: the counters behind the `metrics` operation, and the
+//!   `--metrics-textfile` writer.
 
 // The library's surface is what the two binaries use (`run`, `config`,
 // `signals`, `systemd`, and for joblogctl the record printer and the
@@ -175,6 +176,13 @@ pub async fn run(
     let shared = Arc::new(shared_by_connections(
         &config, &bound, link, ids, metrics, started,
     ));
+    let textfile = config.metrics_textfile.clone().map(|path| {
+        let file = metrics::textfile::Textfile::new(path);
+        let (stop, stopped) = oneshot::channel();
+        let every = config.metrics_interval;
+        let task = tokio::spawn(metrics_textfile(Arc::clone(&shared), file, every, stopped));
+        (stop, task)
+    });
     let shutdown = stop_when(shutdown, writer_gone);
     let bound = server::serve(
         bound,
@@ -186,6 +194,12 @@ pub async fn run(
     )
     .await;
     housekeeping.abort();
+    if let Some((stop, task)) = textfile {
+        // Its `Shared` holds a sender to the writer: it must be gone
+        // before the writer can see the channel close and finish.
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     finish(writer_done_rx, bound).await
 }
 
@@ -466,6 +480,32 @@ async fn housekeeping(
         }
     }
 }
+/// `--metrics-textfile`: the metrics written at once, then every `every`,
+/// until `stop` (the daemon stops accepting) or the writer is gone; then
+/// the file is removed, so a stopped daemon's numbers never pass for
+/// current ones (see `metrics::textfile`).
+async fn metrics_textfile(
+    shared: Arc<conn::Shared>,
+    mut file: metrics::textfile::Textfile,
+    every: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => match conn::metrics_text(&shared).await {
+                // A small file, written beside the target and renamed.
+                Some(text) => tokio::task::block_in_place(|| file.write(text.as_bytes())),
+                None => break,
+            },
+        }
+    }
+    drop(shared);
+    tokio::task::block_in_place(|| file.remove());
+}
+
 /// The writer gave up records at shutdown (the disk kept failing past
 /// `--shutdown-timeout-ms`): the exit status must not say "clean".
 fn store_failed(status: &Status) -> bool {

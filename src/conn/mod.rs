@@ -34,6 +34,7 @@ mod write;
 
 use read::*;
 use requests::*;
+pub(crate) use write::metrics_text;
 use write::*;
 
 use crate::config::tuning::{CHUNK_SEND_BYTES, DRAIN_LIMIT, HANDOFF_BYTES, MAX_QUEUED_REPLIES};

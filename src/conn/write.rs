@@ -123,6 +123,13 @@ pub(super) async fn metrics_reply(shared: &Shared, line: u64) -> Vec<u8> {
     }
 }
 
+/// The exposition text now (for `--metrics-textfile`); `None` once the
+/// writer is gone.
+pub(crate) async fn metrics_text(shared: &Shared) -> Option<String> {
+    let sample = metrics_sample(shared).await?;
+    Some(crate::ops::metrics::render(&sample))
+}
+
 /// Everything `metrics` shows: the counters, the writer's status and
 /// stage totals (one round trip), the archives on disk (a directory
 /// listing, off the runtime's other tasks).

@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::tuning::FLUSH_SECONDS_BUCKETS;
 use crate::protocol::ErrorCode;
 
+pub(crate) mod textfile;
+
 /// Buckets of the flush histogram: one per bound, and `+Inf`.
 const BUCKETS: usize = FLUSH_SECONDS_BUCKETS.len() + 1;
 
