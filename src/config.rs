@@ -247,6 +247,18 @@ fn file_mode(text: &str) -> Result<u32, ConfigError> {
     Ok(mode)
 }
 
+/// `--max-record-bytes`, or its default: 4 × `--max-line-bytes`, at most
+/// [`MAX_RECORD_LIMIT`].
+fn max_record_bytes(given: Option<usize>, max_line: usize) -> Result<usize, ConfigError> {
+    match given {
+        None => Ok(max_line.saturating_mul(4).min(MAX_RECORD_LIMIT)),
+        Some(n) if n < max_line || n > MAX_RECORD_LIMIT => Err(ConfigError(format!(
+            "--max-record-bytes ({n}) must be at least --max-line-bytes ({max_line}) and at most {MAX_RECORD_LIMIT} (3 GiB)"
+        ))),
+        Some(n) => Ok(n),
+    }
+}
+
 /// `--metrics-textfile`: absolute (the daemon's working directory must not
 /// matter), and a `.prom` file, the only ones node_exporter's textfile
 /// collector reads: any other name would be written and never scraped.
@@ -308,16 +320,7 @@ impl Config {
                 a.max_line_bytes
             )));
         }
-        let max_record_bytes = match a.max_record_bytes {
-            None => a.max_line_bytes.saturating_mul(4).min(MAX_RECORD_LIMIT),
-            Some(n) if n < a.max_line_bytes || n > MAX_RECORD_LIMIT => {
-                return Err(ConfigError(format!(
-                    "--max-record-bytes ({n}) must be at least --max-line-bytes ({}) and at most {MAX_RECORD_LIMIT} (3 GiB)",
-                    a.max_line_bytes
-                )));
-            }
-            Some(n) => n,
-        };
+        let max_record_bytes = max_record_bytes(a.max_record_bytes, a.max_line_bytes)?;
         if a.max_pending_bytes > u32::MAX as usize {
             return Err(ConfigError(format!(
                 "--max-pending-bytes ({}) must be at most {}",

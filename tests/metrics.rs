@@ -122,18 +122,64 @@ fn counters_follow_a_known_workload_and_pass_promtool() {
     let d = Daemon::start(&dir, &["--fault-file", fault.to_str().unwrap()]);
     let before = metrics(&d);
     assert_eq!(get(&before, "joblogd_records_accepted_total"), 0.0);
-    assert_eq!(
-        get(
-            &before,
-            &format!(
-                "joblogd_build_info{{version=\"{}\"}}",
-                env!("CARGO_PKG_VERSION")
-            )
-        ),
-        1.0
-    );
-    // 10 records: fetch 4 ok; notes 2 ok, 3 failed; no stage, 1 failed.
-    // And 3 lines refused, each under its code.
+    let version = env!("CARGO_PKG_VERSION");
+    let build = format!("joblogd_build_info{{version=\"{version}\"}}");
+    assert_eq!(get(&before, &build), 1.0);
+    let c = workload(&d);
+    let m = metrics(&d);
+    assert_eq!(get(&m, "joblogd_records_accepted_total"), 10.0);
+    assert_eq!(get(&m, "joblogd_records_written_total"), 10.0);
+    assert_eq!(get(&m, "joblogd_log_records"), 10.0);
+    assert_eq!(get(&m, "joblogd_pending_records"), 0.0);
+    let refused = [
+        ("invalid_json", 1.0),
+        ("not_an_object", 1.0),
+        ("unknown_op", 1.0),
+        ("too_deep", 0.0),
+    ];
+    for (code, n) in refused {
+        let key = format!("joblogd_records_rejected_total{{code=\"{code}\"}}");
+        assert_eq!(get(&m, &key), n, "{code}");
+    }
+    assert_eq!(jobs(&m, "succeeded", "fetch"), 4.0);
+    assert_eq!(jobs(&m, "failed", "fetch"), 0.0);
+    assert_eq!(jobs(&m, "succeeded", "notes"), 2.0);
+    assert_eq!(jobs(&m, "failed", "notes"), 3.0);
+    assert_eq!(jobs(&m, "failed", "null"), 1.0);
+    assert_eq!(jobs(&m, "failed", "other"), 0.0);
+    let flushes = get(&m, "joblogd_flushes_total");
+    assert!(flushes >= 1.0, "{m:#?}");
+    assert_eq!(get(&m, "joblogd_flush_duration_seconds_count"), flushes);
+    let inf = "joblogd_flush_duration_seconds_bucket{le=\"+Inf\"}";
+    assert_eq!(get(&m, inf), flushes);
+    let file_bytes = fs::metadata(&d.log).unwrap().len() as f64;
+    assert_eq!(get(&m, "joblogd_log_file_bytes"), file_bytes);
+    // The records' bytes: the file less its `[` and the closing `\n]`,
+    // plus the first record's comma, which the file never gets.
+    let written = get(&m, "joblogd_written_bytes_total");
+    assert_eq!(written, file_bytes - 3.0 + 1.0);
+    assert!(get(&m, "joblogd_index_bytes") > 0.0);
+    assert_eq!(get(&m, "joblogd_flush_failures_total"), 0.0);
+    let last = get(&m, "joblogd_last_flush_timestamp_seconds");
+    assert!(last >= get(&m, "joblogd_start_time_seconds"));
+
+    failed_fsync_is_counted(&d, &fault, flushes);
+    connections_are_counted(&d, c);
+    a_clear_lowers_no_counter(&d);
+}
+
+/// Jobs at `stage` with `outcome` (`succeeded`, `failed`).
+fn jobs(m: &Samples, outcome: &str, stage: &str) -> f64 {
+    get(
+        m,
+        &format!("joblogd_jobs_{outcome}_total{{stage=\"{stage}\"}}"),
+    )
+}
+
+/// 10 records, flushed: fetch 4 ok; notes 2 ok, 3 failed; no stage, 1
+/// failed. And 3 lines refused, each under its code. Returns the client,
+/// still connected.
+fn workload(d: &Daemon) -> Client {
     let mut c = Client::new(d.connect());
     let mut lines = Vec::new();
     lines.extend((0..4).map(|i| json!({"video_id": i, "stage": "fetch", "success": true})));
@@ -151,66 +197,15 @@ fn counters_follow_a_known_workload_and_pass_promtool() {
         assert_eq!(c.reply()["error"]["code"], code);
     }
     assert_eq!(c.reply()["ok"], true);
-    let m = metrics(&d);
-    assert_eq!(get(&m, "joblogd_records_accepted_total"), 10.0);
-    assert_eq!(get(&m, "joblogd_records_written_total"), 10.0);
-    assert_eq!(get(&m, "joblogd_log_records"), 10.0);
-    assert_eq!(get(&m, "joblogd_pending_records"), 0.0);
-    for (code, n) in [
-        ("invalid_json", 1.0),
-        ("not_an_object", 1.0),
-        ("unknown_op", 1.0),
-        ("too_deep", 0.0),
-    ] {
-        assert_eq!(
-            get(
-                &m,
-                &format!("joblogd_records_rejected_total{{code=\"{code}\"}}")
-            ),
-            n,
-            "{code}"
-        );
-    }
-    let jobs = |m: &Samples, outcome: &str, stage: &str| {
-        get(
-            m,
-            &format!("joblogd_jobs_{outcome}_total{{stage=\"{stage}\"}}"),
-        )
-    };
-    assert_eq!(jobs(&m, "succeeded", "fetch"), 4.0);
-    assert_eq!(jobs(&m, "failed", "fetch"), 0.0);
-    assert_eq!(jobs(&m, "succeeded", "notes"), 2.0);
-    assert_eq!(jobs(&m, "failed", "notes"), 3.0);
-    assert_eq!(jobs(&m, "failed", "null"), 1.0);
-    assert_eq!(jobs(&m, "failed", "other"), 0.0);
-    let flushes = get(&m, "joblogd_flushes_total");
-    assert!(flushes >= 1.0, "{m:#?}");
-    assert_eq!(get(&m, "joblogd_flush_duration_seconds_count"), flushes);
-    assert_eq!(
-        get(&m, "joblogd_flush_duration_seconds_bucket{le=\"+Inf\"}"),
-        flushes
-    );
-    let file_bytes = fs::metadata(&d.log).unwrap().len() as f64;
-    assert_eq!(get(&m, "joblogd_log_file_bytes"), file_bytes);
-    // The records' bytes: the file less its `[`, the first record's comma
-    // it never had and the closing `\n]`.
-    assert_eq!(
-        get(&m, "joblogd_written_bytes_total"),
-        file_bytes - 3.0 + 1.0
-    );
-    assert!(get(&m, "joblogd_index_bytes") > 0.0);
-    assert_eq!(get(&m, "joblogd_flush_failures_total"), 0.0);
-    assert!(
-        get(&m, "joblogd_last_flush_timestamp_seconds") >= get(&m, "joblogd_start_time_seconds")
-    );
+    c
+}
 
-    failed_fsync_is_counted(&d, &fault, flushes);
-    connections_are_counted(&d, c);
-
-    // A clear: the live log starts again, the counters do not.
+/// A clear: the live log starts again, the counters do not; and
+/// `joblogctl metrics` prints the same text, which promtool accepts.
+fn a_clear_lowers_no_counter(d: &Daemon) {
     let r = d.request(r#"{"op":"clear","confirm":true}"#);
     assert_eq!(r["ok"], true, "{r}");
-    let text = metrics_text(&d);
+    let text = metrics_text(d);
     let after = parse(&text).unwrap();
     assert_eq!(get(&after, "joblogd_log_records"), 0.0);
     assert_eq!(get(&after, "joblogd_archives"), 1.0);
@@ -220,18 +215,14 @@ fn counters_follow_a_known_workload_and_pass_promtool() {
     assert_eq!(jobs(&after, "failed", "notes"), 3.0);
     assert_eq!(jobs(&after, "succeeded", "fetch"), 5.0);
     promtool_accepts(&text);
-    // joblogctl prints the same text.
     let out = Command::new(env!("CARGO_BIN_EXE_joblogctl"))
         .arg("--socket")
         .arg(&d.socket)
         .arg("metrics")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
     let printed = String::from_utf8(out.stdout).unwrap();
     let ctl = parse(&printed).unwrap();
     assert_eq!(get(&ctl, "joblogd_records_written_total"), 11.0);

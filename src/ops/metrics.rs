@@ -60,69 +60,75 @@ pub(crate) fn render(s: &Sample) -> String {
     records(&mut t, s);
     stages(&mut t, s);
     flushes(&mut t, s);
-    t.gauge(
-        "joblogd_log_records",
-        "Records in the live log file, durable.",
-        s.records as f64,
-    );
-    t.gauge(
-        "joblogd_pending_records",
-        "Records accepted and not yet durable.",
-        s.pending_records as f64,
-    );
-    t.gauge(
-        "joblogd_pending_bytes",
-        "Bytes of records accepted and not yet durable.",
-        s.pending_bytes as f64,
-    );
-    t.gauge(
-        "joblogd_pending_bytes_limit",
-        "--max-pending-bytes: past it the daemon stops reading from clients until a flush catches up.",
-        s.pending_bytes_limit as f64,
-    );
-    t.gauge(
-        "joblogd_log_file_bytes",
-        "Size of the live log file.",
-        s.file_bytes as f64,
-    );
-    t.gauge(
-        "joblogd_index_bytes",
-        "Memory held by the in-memory index of the live log.",
-        s.index_bytes as f64,
-    );
-    t.gauge(
-        "joblogd_record_ids_bytes",
-        "Memory held by the record_ids kept to answer duplicates.",
-        s.record_ids_bytes as f64,
-    );
-    if let Some((count, bytes)) = s.archives {
-        t.gauge(
-            "joblogd_archives",
-            "Logs put aside beside the live log (by clear or a rotation).",
-            count as f64,
-        );
-        t.gauge(
-            "joblogd_archive_bytes",
-            "Bytes of the logs put aside beside the live log.",
-            bytes as f64,
-        );
+    the_log(&mut t, s);
+    connections(&mut t, s);
+    t.0
+}
+
+/// The live log, what waits to be written to it, the memory it takes,
+/// the logs put aside.
+fn the_log(t: &mut Text, s: &Sample) {
+    let gauges = [
+        (
+            "joblogd_log_records",
+            "Records in the live log file, durable.",
+            s.records,
+        ),
+        (
+            "joblogd_pending_records",
+            "Records accepted and not yet durable.",
+            s.pending_records,
+        ),
+        (
+            "joblogd_pending_bytes",
+            "Bytes of records accepted and not yet durable.",
+            s.pending_bytes,
+        ),
+        (
+            "joblogd_pending_bytes_limit",
+            "--max-pending-bytes: past it the daemon stops reading from clients until a flush catches up.",
+            s.pending_bytes_limit,
+        ),
+        (
+            "joblogd_log_file_bytes",
+            "Size of the live log file.",
+            s.file_bytes,
+        ),
+        (
+            "joblogd_index_bytes",
+            "Memory held by the in-memory index of the live log.",
+            s.index_bytes,
+        ),
+        (
+            "joblogd_record_ids_bytes",
+            "Memory held by the record_ids kept to answer duplicates.",
+            s.record_ids_bytes,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        t.gauge(name, help, v as f64);
     }
-    t.gauge(
-        "joblogd_connections",
-        "Client connections being served.",
-        s.connections_open as f64,
-    );
-    t.counter(
-        "joblogd_connections_total",
-        "Client connections accepted, those refused included.",
-        c.connections,
-    );
+    if let Some((count, bytes)) = s.archives {
+        let help = "Logs put aside beside the live log (by clear or a rotation).";
+        t.gauge("joblogd_archives", help, count as f64);
+        let help = "Bytes of the logs put aside beside the live log.";
+        t.gauge("joblogd_archive_bytes", help, bytes as f64);
+    }
+}
+
+/// Connections served now, accepted and refused since start.
+fn connections(t: &mut Text, s: &Sample) {
+    let c = &s.counters;
+    let help = "Client connections being served.";
+    t.gauge("joblogd_connections", help, s.connections_open as f64);
+    let help = "Client connections accepted, those refused included.";
+    t.counter("joblogd_connections_total", help, c.connections);
+    let help = "Client connections refused: the peer is not allowed (--allow-uid, --allow-gid).";
     t.counter(
         "joblogd_connections_refused_total",
-        "Client connections refused: the peer is not allowed (--allow-uid, --allow-gid).",
+        help,
         c.connections_refused,
     );
-    t.0
 }
 
 /// Records accepted, written, refused and deduplicated.
