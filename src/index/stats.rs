@@ -136,6 +136,11 @@ impl Counts {
         }
     }
 
+    /// The count of `name` (0 if never counted).
+    pub(crate) fn get(&self, name: Sym) -> u64 {
+        self.counts.get(&name).copied().unwrap_or(0)
+    }
+
     /// Names and their counts, in the order the names were first counted.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (Sym, u64)> + '_ {
         self.order

@@ -15,9 +15,14 @@
 //! the daemon's lifetime, and every other name counts under `other` (a
 //! stage really named `other` too, so no two series share a label). The
 //! file's names come first, in the order it holds them, so a restart
-//! labels the same stages again.
-
-use std::collections::HashMap;
+//! labels the same stages again. Only the labelled names are kept here,
+//! and `other` is the whole index's tally less theirs: a log with a
+//! million stage names costs this module as much as one with twenty.
+//!
+//! A name gets its label the first time the writer looks (a `metrics`
+//! request, or the index being replaced) while there is room; one seen
+//! while there is none never gets one. So a name's jobs were never shown
+//! under `other` before it got its label, and `other` never goes down.
 
 use crate::config::tuning::METRICS_STAGES;
 use crate::index::Index;
@@ -29,119 +34,127 @@ const OTHER: &str = "other";
 /// Successes and failures.
 type Pair = [u64; 2];
 
+/// A stage name with a label of its own.
+#[derive(Debug)]
+struct Labelled {
+    name: Box<str>,
+    /// Its tally in the live index when that became live.
+    base: Pair,
+    /// What it gained in the logs replaced since start.
+    carried: Pair,
+}
+
 /// See the module doc.
 #[derive(Debug, Default)]
 pub(super) struct StageTotals {
-    /// Per stage name, what the logs replaced since start gained while
-    /// they were live.
-    carried: HashMap<Box<str>, Pair>,
-    /// The live index's tallies when it became live.
-    base: HashMap<Box<str>, Pair>,
-    /// Names with a label of their own, in the order they got it.
-    labelled: Vec<Box<str>>,
+    /// In the order they got their label.
+    labelled: Vec<Labelled>,
+    /// `base` and `carried` of every other name together.
+    other_base: Pair,
+    other_carried: Pair,
 }
 
-/// `index`'s successes and failures per stage name, in the order the
-/// names were first seen.
-fn tallies(index: &Index) -> Vec<(&str, Pair)> {
+/// Every job of `index`: successes and failures.
+fn overall(index: &Index) -> Pair {
     let all = &index.all;
-    all.stages
-        .iter()
-        .map(|(sym, total)| {
-            let failed = all.stage_failures.get(&sym).copied().unwrap_or(0);
-            (index.syms.name(sym), [total.saturating_sub(failed), failed])
-        })
-        .collect()
+    [all.successful, all.total - all.successful]
 }
 
-/// Gives `names` a label of their own while there is room, in order
-/// (`labelled` holds those that have one).
-fn label<'a>(labelled: &mut Vec<Box<str>>, names: impl Iterator<Item = &'a str>) {
-    for name in names {
-        if labelled.len() >= METRICS_STAGES {
-            return;
-        }
-        if name != OTHER && !labelled.iter().any(|l| **l == *name) {
-            labelled.push(Box::from(name));
-        }
-    }
+/// The jobs of `index` at stage `name`.
+fn tally(index: &Index, name: &str) -> Pair {
+    let Some(sym) = index.syms.get(name) else {
+        return [0, 0];
+    };
+    let all = &index.all;
+    let failed = all.stage_failures.get(&sym).copied().unwrap_or(0);
+    [all.stages.get(sym).saturating_sub(failed), failed]
 }
 
-fn owned(t: Vec<(&str, Pair)>) -> HashMap<Box<str>, Pair> {
-    t.into_iter().map(|(n, p)| (Box::from(n), p)).collect()
+fn plus(a: Pair, b: Pair) -> Pair {
+    [a[0] + b[0], a[1] + b[1]]
+}
+
+fn minus(a: Pair, b: Pair) -> Pair {
+    [a[0].saturating_sub(b[0]), a[1].saturating_sub(b[1])]
 }
 
 impl StageTotals {
     /// Counting from `live`, the index the daemon starts with.
     pub(super) fn new(live: &Index) -> StageTotals {
-        let mut s = StageTotals {
-            base: owned(tallies(live)),
-            ..StageTotals::default()
-        };
-        label(&mut s.labelled, tallies(live).iter().map(|(n, _)| *n));
+        let mut s = StageTotals::default();
+        s.rebase(live);
         s
+    }
+
+    /// Labels the names of `index` that have none, in the order it first
+    /// saw them, while there is room. A name labelled here was not in the
+    /// live index when it became live (see the module doc): its base is 0.
+    fn label(&mut self, index: &Index) {
+        let syms = &index.syms;
+        for (sym, _) in index.all.stages.iter() {
+            if self.labelled.len() >= METRICS_STAGES {
+                return;
+            }
+            let name = syms.name(sym);
+            if name != OTHER && !self.labelled.iter().any(|l| *l.name == *name) {
+                self.labelled.push(Labelled {
+                    name: Box::from(name),
+                    base: [0, 0],
+                    carried: [0, 0],
+                });
+            }
+        }
+    }
+
+    /// `index` becomes the live index: what it holds now is not counted.
+    fn rebase(&mut self, index: &Index) {
+        self.label(index);
+        let mut rest = overall(index);
+        for l in &mut self.labelled {
+            l.base = tally(index, &l.name);
+            rest = minus(rest, l.base);
+        }
+        self.other_base = rest;
     }
 
     /// `old` is replaced by `new` as the live index: what `old` gained
     /// since it became live is carried, and `new` is counted from here.
     pub(super) fn replaced(&mut self, old: &Index, new: &Index) {
-        for (name, [ok, failed]) in tallies(old) {
-            let [b_ok, b_failed] = self.base.get(name).copied().unwrap_or_default();
-            let c = self.carried.entry(Box::from(name)).or_default();
-            c[0] += ok.saturating_sub(b_ok);
-            c[1] += failed.saturating_sub(b_failed);
+        self.label(old);
+        let mut rest = overall(old);
+        for l in &mut self.labelled {
+            let now = tally(old, &l.name);
+            l.carried = plus(l.carried, minus(now, l.base));
+            rest = minus(rest, now);
         }
-        self.base = owned(tallies(new));
+        self.other_carried = plus(self.other_carried, minus(rest, self.other_base));
+        self.rebase(new);
     }
 
     /// The counters now, with `live` the live index: one per labelled
     /// name, in the order they got their label, then `other`.
     pub(super) fn totals(&mut self, live: &Index) -> Vec<StageCount> {
-        let mut since: HashMap<&str, Pair> = HashMap::new();
-        let live_tallies = tallies(live);
-        for (name, [ok, failed]) in &live_tallies {
-            let [b_ok, b_failed] = self.base.get(*name).copied().unwrap_or_default();
-            let e = since.entry(name).or_default();
-            e[0] += ok.saturating_sub(b_ok);
-            e[1] += failed.saturating_sub(b_failed);
-        }
-        for (name, [ok, failed]) in &self.carried {
-            let e = since.entry(name).or_default();
-            e[0] += ok;
-            e[1] += failed;
-        }
-        // Names only the replaced logs had: sorted, so the labels they get
-        // do not depend on a map's order.
-        let mut gone: Vec<&str> = self
-            .carried
-            .keys()
-            .map(|k| &**k)
-            .filter(|k| !live_tallies.iter().any(|(n, _)| n == k))
-            .collect();
-        gone.sort_unstable();
-        label(
-            &mut self.labelled,
-            live_tallies.iter().map(|(n, _)| *n).chain(gone),
-        );
+        self.label(live);
+        let mut rest = overall(live);
         let mut out: Vec<StageCount> = self
             .labelled
             .iter()
-            .map(|name| {
-                let [ok, failed] = since.remove(&**name).unwrap_or_default();
+            .map(|l| {
+                let now = tally(live, &l.name);
+                rest = minus(rest, now);
+                let [succeeded, failed] = plus(minus(now, l.base), l.carried);
                 StageCount {
-                    stage: name.to_string(),
-                    succeeded: ok,
+                    stage: l.name.to_string(),
+                    succeeded,
                     failed,
                 }
             })
             .collect();
-        let rest = since
-            .values()
-            .fold([0, 0], |acc, p| [acc[0] + p[0], acc[1] + p[1]]);
+        let [succeeded, failed] = plus(minus(rest, self.other_base), self.other_carried);
         out.push(StageCount {
             stage: OTHER.to_string(),
-            succeeded: rest[0],
-            failed: rest[1],
+            succeeded,
+            failed,
         });
         out
     }
@@ -194,6 +207,24 @@ mod tests {
         assert_eq!(get(&now, "notes"), (2, 0));
         assert_eq!(get(&now, "foreign"), (0, 0));
         assert_eq!(get(&now, "other"), (0, 0));
+    }
+
+    #[test]
+    fn only_labelled_names_are_kept_and_the_file_found_at_start_is_not_counted() {
+        let mut live = Index::default();
+        for i in 0..METRICS_STAGES * 3 {
+            add(&mut live, &format!("old{i}"), false);
+        }
+        let mut t = StageTotals::new(&live);
+        assert_eq!(t.labelled.len(), METRICS_STAGES);
+        assert_eq!(t.labelled[0].name.as_ref(), "old0");
+        add(&mut live, "old0", true);
+        add(&mut live, &format!("old{}", METRICS_STAGES * 2), false);
+        add(&mut live, "new", false);
+        let now = t.totals(&live);
+        assert_eq!(get(&now, "old0"), (1, 0));
+        assert_eq!(get(&now, "other"), (0, 2));
+        assert_eq!(t.labelled.len(), METRICS_STAGES);
     }
 
     #[test]
