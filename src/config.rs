@@ -127,6 +127,18 @@ pub struct Args {
     #[arg(long)]
     pub stamp_peer: bool,
 
+    /// Write the metrics (as `joblogctl metrics` prints them) to this file
+    /// every --metrics-interval-ms, for node_exporter's textfile collector:
+    /// a `.prom` file in its --collector.textfile.directory. Replaced
+    /// atomically (written beside it, then renamed), mode 0644; removed at
+    /// a clean stop.
+    #[arg(long, env = "JOBLOGD_METRICS_TEXTFILE", value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
+
+    /// How often --metrics-textfile is written.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub metrics_interval_ms: u64,
+
     /// Test seam: a file whose first word injects a disk fault into every
     /// flush (`enospc`, `torn`, `fsync`, `panic`; `cut [N]` cuts the file
     /// to N bytes just before one write). For the fault-injection tests.
@@ -160,6 +172,9 @@ pub struct Config {
     pub admin_uid: Vec<u32>,
     pub admin_gid: Vec<u32>,
     pub stamp_peer: bool,
+    /// Where the metrics are written for node_exporter, made absolute.
+    pub metrics_textfile: Option<PathBuf>,
+    pub metrics_interval: Duration,
 }
 
 /// A setting that cannot work; fatal at start, names the flag.
@@ -232,6 +247,37 @@ fn file_mode(text: &str) -> Result<u32, ConfigError> {
     Ok(mode)
 }
 
+/// `--max-record-bytes`, or its default: 4 × `--max-line-bytes`, at most
+/// [`MAX_RECORD_LIMIT`].
+fn max_record_bytes(given: Option<usize>, max_line: usize) -> Result<usize, ConfigError> {
+    match given {
+        None => Ok(max_line.saturating_mul(4).min(MAX_RECORD_LIMIT)),
+        Some(n) if n < max_line || n > MAX_RECORD_LIMIT => Err(ConfigError(format!(
+            "--max-record-bytes ({n}) must be at least --max-line-bytes ({max_line}) and at most {MAX_RECORD_LIMIT} (3 GiB)"
+        ))),
+        Some(n) => Ok(n),
+    }
+}
+
+/// `--metrics-textfile`: absolute (the daemon's working directory must not
+/// matter), and a `.prom` file, the only ones node_exporter's textfile
+/// collector reads: any other name would be written and never scraped.
+fn textfile(path: &std::path::Path) -> Result<PathBuf, ConfigError> {
+    if path.extension().is_none_or(|e| e != "prom") {
+        return Err(ConfigError(format!(
+            "--metrics-textfile {}: node_exporter's textfile collector reads only files ending \
+             in .prom (e.g. /var/lib/prometheus/node-exporter/joblogd.prom)",
+            path.display()
+        )));
+    }
+    std::path::absolute(path).map_err(|e| {
+        ConfigError(format!(
+            "--metrics-textfile {}: cannot make it absolute: {e}",
+            path.display()
+        ))
+    })
+}
+
 impl Config {
     /// Checks and converts raw arguments.
     ///
@@ -260,6 +306,8 @@ impl Config {
         positive("batch-max-bytes", a.batch_max_bytes as u64)?;
         positive("max-line-bytes", a.max_line_bytes as u64)?;
         positive("max-connections", a.max_connections as u64)?;
+        positive("metrics-interval-ms", a.metrics_interval_ms)?;
+        let metrics_textfile = a.metrics_textfile.as_deref().map(textfile).transpose()?;
         if a.max_pending_bytes < a.batch_max_bytes {
             return Err(ConfigError(format!(
                 "--max-pending-bytes ({}) must be at least --batch-max-bytes ({})",
@@ -272,16 +320,7 @@ impl Config {
                 a.max_line_bytes
             )));
         }
-        let max_record_bytes = match a.max_record_bytes {
-            None => a.max_line_bytes.saturating_mul(4).min(MAX_RECORD_LIMIT),
-            Some(n) if n < a.max_line_bytes || n > MAX_RECORD_LIMIT => {
-                return Err(ConfigError(format!(
-                    "--max-record-bytes ({n}) must be at least --max-line-bytes ({}) and at most {MAX_RECORD_LIMIT} (3 GiB)",
-                    a.max_line_bytes
-                )));
-            }
-            Some(n) => n,
-        };
+        let max_record_bytes = max_record_bytes(a.max_record_bytes, a.max_line_bytes)?;
         if a.max_pending_bytes > u32::MAX as usize {
             return Err(ConfigError(format!(
                 "--max-pending-bytes ({}) must be at most {}",
@@ -320,6 +359,8 @@ impl Config {
             admin_uid: a.admin_uid,
             admin_gid: a.admin_gid,
             stamp_peer: a.stamp_peer,
+            metrics_textfile,
+            metrics_interval: Duration::from_millis(a.metrics_interval_ms),
         })
     }
 }
@@ -368,5 +409,12 @@ mod tests {
             assert!(e.0.contains("--max-record-bytes"), "{bad}: {}", e.0);
         }
         assert!(parse(&["--socket", "/tmp/x", "--max-record-bytes", "16777216"]).is_ok());
+        let e = parse(&["--socket", "/tmp/x", "--metrics-textfile", "/tmp/m.txt"]).unwrap_err();
+        assert!(e.0.contains("--metrics-textfile"), "{}", e.0);
+        let e = parse(&["--socket", "/tmp/x", "--metrics-interval-ms", "0"]).unwrap_err();
+        assert!(e.0.contains("--metrics-interval-ms"), "{}", e.0);
+        let c = parse(&["--socket", "/tmp/x", "--metrics-textfile", "m.prom"]).unwrap();
+        assert!(c.metrics_textfile.is_some_and(|p| p.is_absolute()));
+        assert_eq!(c.metrics_interval, Duration::from_secs(5));
     }
 }

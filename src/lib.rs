@@ -21,6 +21,8 @@
 //! - [`systemd`]: sd_notify and socket activation, without libsystemd.
 //! - [`access`]: peer credentials, allowed users and groups, admins.
 //! - [`index`], [`query`]: the in-memory index, statistics and queries.
+//! - [`metrics`]: the counters behind the `metrics` operation, and the
+//!   `--metrics-textfile` writer.
 
 // The library's surface is what the two binaries use (`run`, `config`,
 // `signals`, `systemd`, and for joblogctl the record printer and the
@@ -34,6 +36,7 @@ pub mod config;
 pub(crate) mod conn;
 pub(crate) mod index;
 pub(crate) mod json;
+pub(crate) mod metrics;
 pub(crate) mod ops;
 pub(crate) mod protocol;
 pub(crate) mod query;
@@ -141,6 +144,7 @@ pub async fn run(
     let records = store.records();
     let pool = Arc::new(writer::BufferPool::new(config.max_pending_bytes));
     let stats = Arc::new(writer::StatsCache::default());
+    let metrics = Arc::new(metrics::Metrics::new());
     let batcher = BatcherConfig {
         policy: writer::Policy {
             flush_interval: config.flush_interval,
@@ -151,6 +155,7 @@ pub async fn run(
         pool: Arc::clone(&pool),
         stats: Arc::clone(&stats),
         ids: Arc::clone(&ids),
+        metrics: Arc::clone(&metrics),
     };
     let (writer_gone, writer_done_rx) = start_writer(store, index, rx, batcher, events.clone())?;
     // The socket accepts and the log is indexed: ready.
@@ -168,7 +173,16 @@ pub async fn run(
         stats,
         events,
     };
-    let shared = Arc::new(shared_by_connections(&config, &bound, link, ids, started));
+    let shared = Arc::new(shared_by_connections(
+        &config, &bound, link, ids, metrics, started,
+    ));
+    let textfile = config.metrics_textfile.clone().map(|path| {
+        let file = metrics::textfile::Textfile::new(path);
+        let (stop, stopped) = oneshot::channel();
+        let every = config.metrics_interval;
+        let task = tokio::spawn(metrics_textfile(Arc::clone(&shared), file, every, stopped));
+        (stop, task)
+    });
     let shutdown = stop_when(shutdown, writer_gone);
     let bound = server::serve(
         bound,
@@ -180,6 +194,12 @@ pub async fn run(
     )
     .await;
     housekeeping.abort();
+    if let Some((stop, task)) = textfile {
+        // Its `Shared` holds a sender to the writer: it must be gone
+        // before the writer can see the channel close and finish.
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     finish(writer_done_rx, bound).await
 }
 
@@ -191,6 +211,7 @@ fn shared_by_connections(
     bound: &server::Bound,
     writer: writer::Link,
     ids: Arc<index::RecordIds>,
+    metrics: Arc<metrics::Metrics>,
     started: Instant,
 ) -> conn::Shared {
     conn::Shared {
@@ -212,6 +233,7 @@ fn shared_by_connections(
             found: Default::default(),
         },
         connections: Default::default(),
+        metrics,
     }
 }
 
@@ -458,6 +480,32 @@ async fn housekeeping(
         }
     }
 }
+/// `--metrics-textfile`: the metrics written at once, then every `every`,
+/// until `stop` (the daemon stops accepting) or the writer is gone; then
+/// the file is removed, so a stopped daemon's numbers never pass for
+/// current ones (see `metrics::textfile`).
+async fn metrics_textfile(
+    shared: Arc<conn::Shared>,
+    mut file: metrics::textfile::Textfile,
+    every: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => match conn::metrics_text(&shared).await {
+                // A small file, written beside the target and renamed.
+                Some(text) => tokio::task::block_in_place(|| file.write(text.as_bytes())),
+                None => break,
+            },
+        }
+    }
+    drop(shared);
+    tokio::task::block_in_place(|| file.remove());
+}
+
 /// The writer gave up records at shutdown (the disk kept failing past
 /// `--shutdown-timeout-ms`): the exit status must not say "clean".
 fn store_failed(status: &Status) -> bool {

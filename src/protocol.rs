@@ -42,6 +42,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`ALL[c as usize] == c`): the
+    /// metrics count refusals in an array indexed by code, and list every
+    /// code, so a series exists (at 0) before its first refusal.
+    pub(crate) const ALL: [ErrorCode; 14] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::NotAnObject,
+        ErrorCode::TooDeep,
+        ErrorCode::LineTooLong,
+        ErrorCode::RecordTooLarge,
+        ErrorCode::UnknownOp,
+        ErrorCode::InvalidRequest,
+        ErrorCode::ConfirmationRequired,
+        ErrorCode::Forbidden,
+        ErrorCode::WriteFailed,
+        ErrorCode::ShuttingDown,
+        ErrorCode::LogChanged,
+        ErrorCode::ReadFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
@@ -333,6 +353,31 @@ mod tests {
         fmt.record_within(line, prefix, b"\"t\"", &mut out, MAX_RECORD_DEPTH + 2)
             .ok()?;
         Some(RawMeta::from_output(&out, &fmt.fields, prefix.len()).has_op())
+    }
+
+    #[test]
+    fn every_error_code_is_listed_at_its_own_index_once() {
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.as_str());
+        }
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        // A code added to the enum is added to protocol.md's table too:
+        // the two lists are the same.
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/protocol.md"))
+            .expect("protocol.md");
+        let errors = doc.split("\n## Errors").nth(1).expect("an Errors section");
+        let mut documented: Vec<&str> = errors
+            .split("\n## ")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        documented.sort_unstable();
+        assert_eq!(names, documented);
     }
 
     #[test]

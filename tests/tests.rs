@@ -78,3 +78,6 @@ mod central;
 
 // `record_id`: a record sent again is not written twice.
 mod dedup;
+
+// Prometheus metrics: the `metrics` op, joblogctl metrics, --metrics-textfile, promtool.
+mod metrics;

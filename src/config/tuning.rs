@@ -122,3 +122,19 @@ pub(crate) const RAW_CACHE_MAX: usize = 4096;
 pub(crate) const RAW_CACHE_SPELLING: usize = 256;
 /// Longest spelling a `index::NameRef` carries with it.
 pub(crate) const INLINE_SPELLING: usize = 24;
+
+// Metrics (the `metrics` operation, `--metrics-textfile`).
+/// Stage names that get a `stage` label of their own in the per-stage job
+/// counters; any later name is counted under `stage="other"`. Every label
+/// value is a time series Prometheus keeps for weeks: a client that puts
+/// ids into `stage` would otherwise make a series per record. A pipeline
+/// has a handful of stages, so 20 leaves room without inviting that.
+pub(crate) const METRICS_STAGES: usize = 20;
+/// Upper bounds, in seconds, of `joblogd_flush_duration_seconds`'s
+/// buckets. A flush is a `pwritev` and an `fdatasync`: well under a
+/// millisecond on a fast SSD with small batches, tens of milliseconds on a
+/// disk or a busy VM, seconds when a batch of 8 MiB meets a slow device;
+/// roughly ×2.5 apart from 0.5 ms to 10 s, so each of those shows.
+pub(crate) const FLUSH_SECONDS_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];

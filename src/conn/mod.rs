@@ -34,6 +34,7 @@ mod write;
 
 use read::*;
 use requests::*;
+pub(crate) use write::metrics_text;
 use write::*;
 
 use crate::config::tuning::{CHUNK_SEND_BYTES, DRAIN_LIMIT, HANDOFF_BYTES, MAX_QUEUED_REPLIES};
@@ -70,6 +71,9 @@ pub(crate) struct Shared {
     pub archived: crate::ops::read_records::Archived,
     /// Connections being served, to decide who computes index facts.
     pub connections: std::sync::atomic::AtomicUsize,
+    /// Counters for `metrics` (lines refused here, connections accepted
+    /// by the server; the writer holds the same).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A line's and a record's size limits (`--max-line-bytes`,
@@ -146,6 +150,10 @@ enum Reply {
     /// `ping`: the writer's status, asked for when the earlier replies are
     /// out.
     Ping {
+        line: u64,
+    },
+    /// `metrics`: gathered, like `ping`, when the earlier replies are out.
+    Metrics {
         line: u64,
     },
     /// `logs`: the archives beside the live log and the live one.
@@ -252,6 +260,12 @@ struct Session {
     /// The client left its replies unread past the shutdown's grace: later
     /// replies are dropped, so the rest of what it sent is still handled.
     replies_abandoned: bool,
+}
+
+/// Refuses line `no` with `e`, counted under its code for `metrics`.
+async fn refuse(s: &mut Session, no: u64, e: ProtocolError) {
+    s.shared.metrics.rejected(e.code);
+    queue(s, Reply::Now(e.reply(no))).await;
 }
 
 fn stopping_error() -> ProtocolError {

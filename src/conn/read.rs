@@ -86,7 +86,7 @@ pub(super) async fn process(lines: &mut Lines, s: &mut Session) {
                         s.shared.limits.max_line
                     ),
                 );
-                queue(s, Reply::Now(e.reply(no))).await;
+                refuse(s, no, e).await;
             }
         }
         if s.chunk.len() >= CHUNK_SEND_BYTES {
@@ -191,14 +191,14 @@ pub(super) async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                     ErrorCode::TooDeep,
                     format!("nesting deeper than {MAX_RECORD_DEPTH} levels"),
                 );
-                queue(s, Reply::Now(e.reply(no))).await;
+                refuse(s, no, e).await;
             } else if !is_request && printed > s.shared.limits.max_record {
                 s.chunk.truncate(mark);
                 let e = too_large(
                     format!("pretty-printed, the record takes {printed} bytes"),
                     s.shared.limits.max_record,
                 );
-                queue(s, Reply::Now(e.reply(no))).await;
+                refuse(s, no, e).await;
             } else if !is_request {
                 take_record(s, mark, fields, printed, f.coerced).await;
             } else {
@@ -220,7 +220,7 @@ pub(super) async fn line(s: &mut Session, no: u64, raw: &[u8]) {
                     err.message
                 );
             }
-            queue(s, Reply::Now(err.reply(no))).await
+            refuse(s, no, err).await
         }
     }
 }

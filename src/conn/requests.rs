@@ -9,12 +9,17 @@ use super::*;
 pub(super) async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, ProtocolError>) {
     let req = match req {
         Ok(r) => r,
-        Err(e) => return queue(s, Reply::Now(e.reply(no))).await,
+        Err(e) => return refuse(s, no, e).await,
     };
     match req {
         Request::Log { jobs, ack } => log_jobs(s, no, &jobs, ack).await,
         Request::Flush => flush(s, no).await,
         Request::Ping => ping(s, no).await,
+        Request::Metrics => {
+            // As `ping`: gathered by the write side in its turn.
+            send_chunk(s, None).await;
+            queue(s, Reply::Metrics { line: no }).await;
+        }
         Request::Logs => {
             send_chunk(s, None).await;
             queue(s, Reply::Logs { line: no }).await;
@@ -61,7 +66,7 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
                     s.shared.limits.max_record,
                 );
                 e.message.push_str("; nothing from this request was logged");
-                return queue(s, Reply::Now(e.reply(no))).await;
+                return refuse(s, no, e).await;
             }
             Ok(f) => {
                 coerced += u64::from(f.coerced);
@@ -80,7 +85,7 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
                     "job {i}: {}; nothing from this request was logged",
                     err.message
                 );
-                return queue(s, Reply::Now(err.reply(no))).await;
+                return refuse(s, no, err).await;
             }
         }
     }
@@ -102,12 +107,12 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
         if send_chunk(s, Some(tx)).await {
             queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
         } else {
-            queue(s, Reply::Now(stopping_error().reply(no))).await;
+            refuse(s, no, stopping_error()).await;
         }
     } else if send_chunk(s, None).await {
         queue(s, Reply::Now(ok)).await;
     } else {
-        queue(s, Reply::Now(stopping_error().reply(no))).await;
+        refuse(s, no, stopping_error()).await;
     }
 }
 
@@ -156,7 +161,7 @@ pub(super) async fn flush(s: &mut Session, no: u64) {
     if s.shared.writer.tx.send(Command::Flush(tx)).await.is_ok() {
         queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
     } else {
-        queue(s, Reply::Now(stopping_error().reply(no))).await;
+        refuse(s, no, stopping_error()).await;
     }
 }
 
@@ -231,7 +236,7 @@ pub(super) async fn clear(s: &mut Session, no: u64) {
             "clear is reserved to root and the users and groups in joblogd's --admin-uid / \
              --admin-gid; ask its operator to add you there",
         );
-        queue(s, Reply::Now(e.reply(no))).await;
+        refuse(s, no, e).await;
         return;
     }
     send_chunk(s, None).await;
@@ -242,7 +247,7 @@ pub(super) async fn clear(s: &mut Session, no: u64) {
         s.sent += 1;
         queue(s, Reply::Cleared { rx, line: no }).await;
     } else {
-        queue(s, Reply::Now(stopping_error().reply(no))).await;
+        refuse(s, no, stopping_error()).await;
     }
 }
 
@@ -254,7 +259,7 @@ pub(super) async fn query_reply(s: &mut Session, no: u64, q: Query, durable: boo
     let flush = if durable {
         let (tx, rx) = oneshot::channel();
         if s.shared.writer.tx.send(Command::Flush(tx)).await.is_err() {
-            return queue(s, Reply::Now(stopping_error().reply(no))).await;
+            return refuse(s, no, stopping_error()).await;
         }
         Some(rx)
     } else {

@@ -114,6 +114,57 @@ pub(super) async fn ping_reply(shared: &Shared, line: u64) -> Vec<u8> {
     }
 }
 
+/// `metrics`'s reply (a JSON line, then the text), or an error when the
+/// writer is gone.
+pub(super) async fn metrics_reply(shared: &Shared, line: u64) -> Vec<u8> {
+    match metrics_sample(shared).await {
+        Some(sample) => crate::ops::metrics::reply(&sample),
+        None => stopping_error().reply(line),
+    }
+}
+
+/// The exposition text now (for `--metrics-textfile`); `None` once the
+/// writer is gone.
+pub(crate) async fn metrics_text(shared: &Shared) -> Option<String> {
+    let sample = metrics_sample(shared).await?;
+    Some(crate::ops::metrics::render(&sample))
+}
+
+/// Everything `metrics` shows: the counters, the writer's status and
+/// stage totals (one round trip), the archives on disk (a directory
+/// listing, off the runtime's other tasks).
+async fn metrics_sample(shared: &Shared) -> Option<crate::metrics::Sample> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (tx, rx) = oneshot::channel();
+    shared.writer.tx.send(Command::Metrics(tx)).await.ok()?;
+    let (st, stages) = rx.await.ok()?;
+    let archives = tokio::task::block_in_place(|| {
+        let listed = crate::store::list_archives(&shared.archived.live).ok()?;
+        let bytes = listed
+            .iter()
+            .filter_map(|a| std::fs::metadata(&a.path).ok())
+            .map(|m| m.len())
+            .sum();
+        Some((listed.len() as u64, bytes))
+    });
+    Some(crate::metrics::Sample {
+        version: shared.about.version,
+        uptime: shared.about.started.elapsed().as_secs_f64(),
+        counters: shared.metrics.counters(),
+        duplicates: shared.ids.duplicates(),
+        stages,
+        connections_open: shared.connections.load(Relaxed) as u64,
+        records: st.records,
+        pending_records: st.pending,
+        pending_bytes: st.pending_bytes,
+        pending_bytes_limit: shared.budget.total as u64,
+        file_bytes: st.file_bytes,
+        index_bytes: st.index_bytes,
+        record_ids_bytes: shared.ids.size().1 as u64,
+        archives,
+    })
+}
+
 /// `logs`'s reply: the live log from the writer's status, the archives
 /// from the directory (listed here, off the writer).
 pub(super) async fn logs_reply(shared: &Shared, line: u64) -> Vec<u8> {
@@ -222,6 +273,7 @@ pub(super) async fn write_side(
         let bytes = match r {
             Reply::Now(b) => b,
             Reply::Ping { line } => ping_reply(&shared, line).await,
+            Reply::Metrics { line } => metrics_reply(&shared, line).await,
             Reply::Logs { line } => logs_reply(&shared, line).await,
             Reply::Query { flush, query, line } => match answer(&shared, flush, query).await {
                 Err(e) => e.reply(line),

@@ -136,6 +136,11 @@ impl Counts {
         }
     }
 
+    /// The count of `name` (0 if never counted).
+    pub(crate) fn get(&self, name: Sym) -> u64 {
+        self.counts.get(&name).copied().unwrap_or(0)
+    }
+
     /// Names and their counts, in the order the names were first counted.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (Sym, u64)> + '_ {
         self.order
@@ -169,6 +174,10 @@ pub(crate) struct Aggregate {
     /// In first-seen order (see [`Counts`]).
     pub error_types: Counts,
     pub stages: Counts,
+    /// Failed records per stage (`stages` less these succeeded), for the
+    /// metrics' per-stage job counters. Counted for failed records only:
+    /// one lookup more for those, none for the rest.
+    pub stage_failures: SymMap<u64>,
     pub by_subject: SymMap<Tally>,
     pub by_worker: SymMap<Tally>,
     /// Per timing name, over successful records; at most
@@ -191,6 +200,7 @@ impl Aggregate {
         let hists: usize = self.timings.values().map(|h| h.buckets.len() * 64).sum();
         self.error_types.memory_bytes()
             + self.stages.memory_bytes()
+            + map_bytes(&self.stage_failures)
             + map_bytes(&self.by_subject)
             + map_bytes(&self.by_worker)
             + map_bytes(&self.timings)
@@ -231,6 +241,7 @@ impl Aggregate {
             }
         } else {
             self.error_types.bump(e.error_type);
+            *self.stage_failures.entry(e.stage).or_default() += 1;
         }
         if e.logged_at != i64::MIN {
             self.first_logged_at = Some(

@@ -41,6 +41,7 @@ pub(crate) mod flush;
 pub(crate) mod jobs;
 pub(crate) mod log;
 pub(crate) mod logs;
+pub(crate) mod metrics;
 pub(crate) mod offline;
 pub(crate) mod ping;
 mod pystr;

@@ -16,6 +16,8 @@ pub enum Request<'a> {
     },
     Flush,
     Ping,
+    /// The counters and gauges in Prometheus's text format.
+    Metrics,
     /// The logs that can be read by position, oldest first.
     Logs,
     /// A question answered from the index (`stats`, `jobs` and its
@@ -75,6 +77,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     op("log_batch", &[&["jobs", "ack"]], super::log::parse_batch),
     op("flush", &[], super::flush::parse),
     op("ping", &[], super::ping::parse),
+    op("metrics", &[], super::metrics::parse),
     op("stats", STATS, super::stats::parse),
     op("jobs", JOBS, super::jobs::parse),
     op("all", JOBS, super::jobs::parse),
@@ -180,6 +183,7 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
     match parse_request(&[("op".to_string(), quoted.as_bytes())])? {
         Request::Flush => Ok(Request::Flush),
         Request::Ping => Ok(Request::Ping),
+        Request::Metrics => Ok(Request::Metrics),
         Request::Logs => Ok(Request::Logs),
         Request::Query(q) => Ok(Request::Query(q)),
         Request::Clear => Ok(Request::Clear),

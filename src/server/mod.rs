@@ -55,10 +55,14 @@ fn spawn_connection(
     conns.spawn(async move {
         match peer {
             Some(p) if shared.access.allows(&p, groups.as_deref()) => {
+                shared.metrics.connection(false);
                 let may_clear = shared.access.may_clear(&p, groups.as_deref());
                 conn::handle(stream, shared, stop, Some(p), may_clear).await
             }
-            _ => refuse(stream, peer).await,
+            _ => {
+                shared.metrics.connection(true);
+                refuse(stream, peer).await
+            }
         }
         drop(permit);
     });

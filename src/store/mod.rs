@@ -125,6 +125,15 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+impl StoreError {
+    /// Did the batch's sync fail (the log's `fdatasync`, or the commit
+    /// written and synced with it), after its bytes were written? The
+    /// metrics count these apart: a disk that takes writes and loses them.
+    pub(crate) fn in_sync(&self) -> bool {
+        matches!(self, StoreError::Io { action: "sync", .. })
+    }
+}
+
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

@@ -290,8 +290,7 @@ impl Writer {
             store.records()
         );
         self.idle = Some(store);
-        self.index = index;
-        self.index_epoch += 1;
+        self.replace_index(index);
         // A change to the old file no longer matters: it was taken over
         // (or reported) before the reopen, and the new file is new.
         self.changed = false;
@@ -324,8 +323,7 @@ impl Writer {
         match (res, reader) {
             (Ok(archive), Some(Ok(reader))) => {
                 self.cfg.ids.new_log();
-                self.index = Index::default();
-                self.index_epoch += 1;
+                self.replace_index(Index::default());
                 self.cfg.stats.changed();
                 self.reader = Arc::new(reader);
                 tracing::info!(archive = %archive.display(), "Log cleared; previous file archived.");

@@ -104,6 +104,7 @@ impl Writer {
         if let Some(mut store) = self.idle.take() {
             let batch = std::mem::take(&mut self.current);
             self.inflight_records = batch.records;
+            self.inflight_bytes = batch.bytes;
             self.inflight = Some(tokio::task::spawn_blocking(move || {
                 let t0 = Instant::now();
                 let res = store.append(&batch.chunks, batch.records);
@@ -118,8 +119,12 @@ impl Writer {
         let store_end = store.content_end();
         self.idle = Some(store);
         self.inflight_records = 0;
+        self.inflight_bytes = 0;
         match res {
             Ok(()) => {
+                self.cfg
+                    .metrics
+                    .flushed(batch.records, batch.bytes as u64, took);
                 self.durable_end = store_end;
                 self.status.records += batch.records;
                 self.status.flushes += 1;
@@ -154,6 +159,7 @@ impl Writer {
             }
             Err(e) => {
                 self.status.failed_flushes += 1;
+                self.cfg.metrics.flush_failed(e.in_sync());
                 self.status.last_error = Some(e.to_string());
                 self.back_off();
                 tracing::error!(
@@ -205,8 +211,7 @@ impl Writer {
             }
             end += chunk.len() as u64 - skip;
         }
-        self.index = index;
-        self.index_epoch += 1;
+        self.replace_index(index);
         self.logical_end = end;
         self.cfg.stats.changed();
     }

@@ -44,6 +44,7 @@ mod file;
 mod flush;
 mod foreign;
 mod policy;
+mod stages;
 
 pub(crate) use answer::StatsCache;
 pub(crate) use file::open_log;
@@ -141,6 +142,10 @@ pub(crate) enum Command {
     Flush(oneshot::Sender<Durable>),
     /// A snapshot of the counters, including records not yet durable.
     Status(oneshot::Sender<Status>),
+    /// The same, with the jobs accepted since start per stage label
+    /// (`metrics`: the stages cost a walk over their names, so `ping` and
+    /// the service status do not ask for them).
+    Metrics(oneshot::Sender<(Status, Vec<crate::metrics::StageCount>)>),
     /// Answered over the durable records (send a `Flush` first for
     /// read-your-writes); `Stats` makes every accepted record durable
     /// first, unless it asks to include the pending ones.
@@ -161,8 +166,9 @@ pub(crate) enum Command {
 pub struct Status {
     /// Records in the file, durable.
     pub records: u64,
-    /// Records accepted and not yet durable.
+    /// Records accepted and not yet durable, and their bytes.
     pub pending: u64,
+    pub pending_bytes: u64,
     /// Records whose non-finite numbers were written as null (since start).
     pub coerced: u64,
     pub flushes: u64,
@@ -221,6 +227,8 @@ pub(crate) struct BatcherConfig {
     pub stats: Arc<StatsCache>,
     /// Record ids, filled again from a file reopened at SIGHUP.
     pub ids: Arc<crate::index::RecordIds>,
+    /// Counters of records taken and batches written, for `metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The writer's state between commands.
@@ -232,11 +240,14 @@ struct Writer {
     current: Batch,
     inflight: Option<JoinHandle<FlushOutcome>>,
     inflight_records: u64,
+    inflight_bytes: usize,
     /// Waiters for a flush that found only an in-flight batch to wait for.
     inflight_waiters: Vec<oneshot::Sender<Durable>>,
     backoff: Duration,
     retry_at: Option<Instant>,
     index: Index,
+    /// Jobs accepted since start per stage, from the index's tallies.
+    stages: stages::StageTotals,
     /// `content_end` of the store after the last successful flush.
     durable_end: u64,
     /// New records for subscribers (`subscribe`), one compact line each.
@@ -386,9 +397,11 @@ impl Writer {
             current: Batch::default(),
             inflight: None,
             inflight_records: 0,
+            inflight_bytes: 0,
             inflight_waiters: Vec::new(),
             backoff: Duration::ZERO,
             retry_at: None,
+            stages: stages::StageTotals::new(&index),
             index,
             events,
             reader,
@@ -412,11 +425,11 @@ impl Writer {
             Command::Ingest(ing) => self.ingest(ing),
             Command::Flush(done) => self.when_durable(done),
             Command::Status(reply) => {
-                let mut s = self.status.clone();
-                s.pending = self.current.records + self.inflight_records;
-                s.index_bytes = self.index.memory_bytes() as u64;
-                s.log_file_at_path = self.idle.as_ref().is_none_or(Store::is_at_path);
-                let _ = reply.send(s);
+                let _ = reply.send(self.status_now());
+            }
+            Command::Metrics(reply) => {
+                let stages = self.stages.totals(&self.index);
+                let _ = reply.send((self.status_now(), stages));
             }
             Command::Query(q, reply) => {
                 if let Query::Stats {
@@ -445,6 +458,25 @@ impl Writer {
                 let _ = reply.send(self.reopen().await);
             }
         }
+    }
+
+    /// The counters as they are now, pending records included.
+    fn status_now(&self) -> Status {
+        let mut s = self.status.clone();
+        s.pending = self.current.records + self.inflight_records;
+        s.pending_bytes = (self.current.bytes + self.inflight_bytes) as u64;
+        s.index_bytes = self.index.memory_bytes() as u64;
+        s.log_file_at_path = self.idle.as_ref().is_none_or(Store::is_at_path);
+        s
+    }
+
+    /// Makes `index` the live index (a `clear`, a reopen, a take-over): the
+    /// per-stage counters carry what the old one gained, and scans over the
+    /// old one start again.
+    fn replace_index(&mut self, index: Index) {
+        self.stages.replaced(&self.index, &index);
+        self.index = index;
+        self.index_epoch += 1;
     }
 
     /// Answers `done` once everything accepted so far is durable: with the
@@ -503,6 +535,7 @@ impl Writer {
         }
         if n > 0 {
             self.cfg.stats.changed();
+            self.cfg.metrics.accepted(n);
         }
         // After the generation: see StatsCache's invariant.
         ing.indexed.fetch_add(1, Ordering::Release);

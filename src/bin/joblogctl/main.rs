@@ -23,6 +23,7 @@ mod export;
 mod forward;
 mod jobs;
 mod log;
+mod metrics;
 mod output;
 mod pg;
 mod retry;
@@ -151,6 +152,9 @@ enum Cmd {
     /// A short summary for a human: up since, socket, log file, records,
     /// problems.
     Status,
+    /// The daemon's counters and gauges in Prometheus's text format (what
+    /// joblogd --metrics-textfile writes for node_exporter).
+    Metrics,
     /// Shell completions for joblogctl (`joblogctl completions bash >
     /// /etc/bash_completion.d/joblogctl`).
     Completions {
@@ -364,6 +368,7 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
         }
         Cmd::Stats(a) => stats(&mut out, socket, a)?,
         Cmd::Status => status::status(&mut out, socket)?,
+        Cmd::Metrics => metrics::metrics(&mut out, socket)?,
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "joblogctl", &mut out);
         }
