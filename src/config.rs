@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod retention;
 pub(crate) mod tuning;
+
+pub use retention::{Keep, Retention, RetentionArgs};
 
 use crate::store::{FsyncPolicy, PageCache};
 
@@ -139,6 +142,9 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub metrics_interval_ms: u64,
 
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+
     /// Test seam: a file whose first word injects a disk fault into every
     /// flush (`enospc`, `torn`, `fsync`, `panic`; `cut [N]` cuts the file
     /// to N bytes just before one write). For the fault-injection tests.
@@ -175,6 +181,7 @@ pub struct Config {
     /// Where the metrics are written for node_exporter, made absolute.
     pub metrics_textfile: Option<PathBuf>,
     pub metrics_interval: Duration,
+    pub retention: Retention,
 }
 
 /// A setting that cannot work; fatal at start, names the flag.
@@ -361,6 +368,7 @@ impl Config {
             stamp_peer: a.stamp_peer,
             metrics_textfile,
             metrics_interval: Duration::from_millis(a.metrics_interval_ms),
+            retention: a.retention.validate()?,
         })
     }
 }

@@ -145,18 +145,7 @@ pub async fn run(
     let pool = Arc::new(writer::BufferPool::new(config.max_pending_bytes));
     let stats = Arc::new(writer::StatsCache::default());
     let metrics = Arc::new(metrics::Metrics::new());
-    let batcher = BatcherConfig {
-        policy: writer::Policy {
-            flush_interval: config.flush_interval,
-            max_records: config.batch_max_records,
-            max_bytes: config.batch_max_bytes,
-        },
-        shutdown_retry: config.shutdown_timeout,
-        pool: Arc::clone(&pool),
-        stats: Arc::clone(&stats),
-        ids: Arc::clone(&ids),
-        metrics: Arc::clone(&metrics),
-    };
+    let batcher = batcher_config(&config, &pool, &stats, &ids, &metrics);
     let (writer_gone, writer_done_rx) = start_writer(store, index, rx, batcher, events.clone())?;
     // The socket accepts and the log is indexed: ready.
     systemd::notify(&format!("READY=1\nSTATUS=Ready: {records} records"));
@@ -201,6 +190,29 @@ pub async fn run(
         let _ = task.await;
     }
     finish(writer_done_rx, bound).await
+}
+
+/// The writer's settings, and what it shares with the connections.
+fn batcher_config(
+    config: &Config,
+    pool: &Arc<writer::BufferPool>,
+    stats: &Arc<writer::StatsCache>,
+    ids: &Arc<index::RecordIds>,
+    metrics: &Arc<metrics::Metrics>,
+) -> BatcherConfig {
+    BatcherConfig {
+        policy: writer::Policy {
+            flush_interval: config.flush_interval,
+            max_records: config.batch_max_records,
+            max_bytes: config.batch_max_bytes,
+        },
+        shutdown_retry: config.shutdown_timeout,
+        pool: Arc::clone(pool),
+        stats: Arc::clone(stats),
+        ids: Arc::clone(ids),
+        metrics: Arc::clone(metrics),
+        retention: config.retention.clone(),
+    }
 }
 
 /// Opens (creates, repairs) the log file and indexes it, on the blocking

@@ -81,3 +81,6 @@ mod dedup;
 
 // Prometheus metrics: the `metrics` op, joblogctl metrics, --metrics-textfile, promtool.
 mod metrics;
+
+// Retention: rotation at a size, archives removed by count, bytes and age, consumers.
+mod retention;

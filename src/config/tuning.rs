@@ -138,3 +138,11 @@ pub(crate) const METRICS_STAGES: usize = 20;
 pub(crate) const FLUSH_SECONDS_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+// Retention (`--rotate-at-*`, `--keep-archives*`; `writer::retention`).
+/// How often archives are looked at for their age (`--keep-archives-days`):
+/// a day is the unit, so every ten minutes is prompt and costs nothing.
+pub(crate) const PRUNE_CHECK: Duration = Duration::from_secs(600);
+/// After an automatic rotation failed (a full disk, a directory not
+/// writable), the next try waits this long rather than follow every flush.
+pub(crate) const ROTATE_RETRY: Duration = Duration::from_secs(60);

@@ -140,6 +140,11 @@ enum Reply {
         rx: oneshot::Receiver<Result<std::path::PathBuf, String>>,
         line: u64,
     },
+    /// A reply object the writer makes (`consumer`).
+    Writer {
+        rx: oneshot::Receiver<Result<serde_json::Value, String>>,
+        line: u64,
+    },
     /// The connection follows new records from here on.
     /// With `from`, from that position of the log: its durable records
     /// first, then new ones.

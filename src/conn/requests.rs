@@ -38,6 +38,34 @@ pub(super) async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, P
             from,
         } => subscribe(s, no, include_pending, from).await,
         Request::Clear => clear(s, no).await,
+        Request::Consumer(update) => consumer(s, no, update).await,
+    }
+}
+
+/// `consumer`: handed to the writer, which keeps the positions; removing
+/// one is an administrator's, as `clear` is (it lets archives go).
+async fn consumer(s: &mut Session, no: u64, update: crate::ops::consumer::ConsumerUpdate) {
+    if matches!(update, crate::ops::consumer::ConsumerUpdate::Remove { .. }) && !s.may_clear {
+        let e = ProtocolError::new(
+            ErrorCode::Forbidden,
+            "removing a consumer is reserved to root and the users and groups in joblogd's \
+             --admin-uid / --admin-gid",
+        );
+        refuse(s, no, e).await;
+        return;
+    }
+    send_chunk(s, None).await;
+    let (tx, rx) = oneshot::channel();
+    if s.shared
+        .writer
+        .tx
+        .send(Command::Consumer(update, tx))
+        .await
+        .is_ok()
+    {
+        queue(s, Reply::Writer { rx, line: no }).await;
+    } else {
+        refuse(s, no, stopping_error()).await;
     }
 }
 

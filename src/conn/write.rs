@@ -260,6 +260,21 @@ pub(super) async fn send_answer(
     false
 }
 
+/// The reply line for what the writer answered on `rx` (`clear`,
+/// `consumer`): `ok` makes the object of a success; a failure is
+/// `write_failed` with the writer's message.
+async fn writer_reply<T>(
+    rx: tokio::sync::oneshot::Receiver<Result<T, String>>,
+    line: u64,
+    ok: impl FnOnce(T) -> serde_json::Value,
+) -> Vec<u8> {
+    match rx.await {
+        Ok(Ok(v)) => reply_line(&ok(v)),
+        Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),
+        Err(_) => stopping_error().reply(line),
+    }
+}
+
 pub(super) async fn write_side(
     wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Reply>,
@@ -301,13 +316,11 @@ pub(super) async fn write_side(
                 broken = true;
                 continue;
             }
-            Reply::Cleared { rx, line } => match rx.await {
-                Ok(Ok(archive)) => reply_line(
-                    &serde_json::json!({"ok": true, "archive": archive.display().to_string()}),
-                ),
-                Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),
-                Err(_) => stopping_error().reply(line),
-            },
+            Reply::Cleared { rx, line } => {
+                let archive = |a: std::path::PathBuf| serde_json::json!({"ok": true, "archive": a.display().to_string()});
+                writer_reply(rx, line, archive).await
+            }
+            Reply::Writer { rx, line } => writer_reply(rx, line, |v| v).await,
             Reply::WhenDurable { rx, ok, line } => match rx.await {
                 Ok(Ok(())) => ok,
                 Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),

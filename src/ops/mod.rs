@@ -31,11 +31,13 @@ use crate::query::{Filter, Paging};
 
 mod registry;
 
+pub(crate) use logs::in_order as archives_in_order;
 pub(crate) use registry::Request;
 pub use registry::{parse_bare, parse_request};
 pub(crate) use scan::Scan;
 
 pub(crate) mod clear;
+pub(crate) mod consumer;
 pub(crate) mod export_csv;
 pub(crate) mod flush;
 pub(crate) mod jobs;

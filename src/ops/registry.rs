@@ -24,6 +24,8 @@ pub enum Request<'a> {
     /// aliases, `export_csv`, `retry_candidates`, `snapshot`).
     Query(super::Query),
     Clear,
+    /// A consumer's position (retention keeps what it has not read).
+    Consumer(super::consumer::ConsumerUpdate),
     /// Follow new records as they become durable (`joblogctl tail -f`), or
     /// as they are accepted with `include_pending`.
     Subscribe {
@@ -94,6 +96,11 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op("snapshot", &[], super::snapshot::parse),
     op("logs", &[], super::logs::parse),
+    op(
+        "consumer",
+        &[&["name", "log_id", "next_seq", "remove"]],
+        super::consumer::parse,
+    ),
     op(
         "read",
         &[&["log_id", "from_seq", "limit"]],
@@ -187,6 +194,7 @@ pub fn parse_bare(word: &str) -> Result<Request<'static>, ProtocolError> {
         Request::Logs => Ok(Request::Logs),
         Request::Query(q) => Ok(Request::Query(q)),
         Request::Clear => Ok(Request::Clear),
+        Request::Consumer(u) => Ok(Request::Consumer(u)),
         Request::Subscribe {
             include_pending,
             from,

@@ -123,7 +123,7 @@ pub(super) fn unique_path(path: PathBuf) -> PathBuf {
 /// the data (ext2, ext4 without a journal, some FUSE and NFS setups) a
 /// file's synced bytes can otherwise lose their name in a power cut, so a
 /// failure is an error like a failed `fdatasync`.
-pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
     if injected_fault() == Some(Fault::DirSyncFails) {
         return Err(io::Error::from_raw_os_error(libc::EIO));
     }

@@ -44,11 +44,13 @@ mod scan;
 
 pub(crate) use append::WRITE_LOCK;
 pub(crate) use archives::{Archives, Listed, list as list_archives};
+pub(crate) use aside::sync_dir;
+pub(crate) use commits::path_for as sidecar_path;
 pub(crate) use fault::FAULT_FILE;
 
 // Shared by the submodules (each takes `super::*`).
 use append::start_writeback;
-use aside::{PARTIAL, copy_aside, remove_partial_copies, sync_dir, unique_by, unique_path};
+use aside::{PARTIAL, copy_aside, remove_partial_copies, unique_by, unique_path};
 use fault::{Fault, injected_fault};
 use lock::lock_is_enforced;
 use scan::scan;

@@ -44,6 +44,7 @@ mod file;
 mod flush;
 mod foreign;
 mod policy;
+mod retention;
 mod stages;
 
 pub(crate) use answer::StatsCache;
@@ -51,6 +52,7 @@ pub(crate) use file::open_log;
 pub(crate) use flush::BufferPool;
 
 // Shared by the submodules (each takes `super::*`).
+use crate::ops::consumer::ConsumerUpdate;
 use flush::{Batch, FlushOutcome};
 use foreign::FOREIGN_CHECK;
 pub(crate) use policy::Policy;
@@ -159,6 +161,12 @@ pub(crate) enum Command {
     /// written (rotated away or deleted), flush, close it and open the path
     /// afresh. Answers what was done.
     Reopen(oneshot::Sender<Result<String, String>>),
+    /// A consumer's position reported, a consumer removed, or the list
+    /// asked for (`consumer`): answers the reply object.
+    Consumer(
+        ConsumerUpdate,
+        oneshot::Sender<Result<serde_json::Value, String>>,
+    ),
 }
 
 /// Counters for `ping`.
@@ -229,6 +237,8 @@ pub(crate) struct BatcherConfig {
     pub ids: Arc<crate::index::RecordIds>,
     /// Counters of records taken and batches written, for `metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// When the log is rotated on its own and which archives are removed.
+    pub retention: crate::config::Retention,
 }
 
 /// The writer's state between commands.
@@ -269,6 +279,8 @@ struct Writer {
     /// Another process changed the file: take it over again
     /// ([`Writer::reconcile`]) before the next flush.
     changed: bool,
+    /// Rotation, archive removal and the consumers' positions.
+    retain: retention::State,
 }
 
 /// Runs until the channel closes and everything received is flushed (or,
@@ -292,6 +304,8 @@ pub(crate) async fn run(
         }
     };
     let mut w = Writer::new(store, index, cfg, events, Arc::new(reader));
+    // Archives already past the limits at start go now.
+    w.prune();
     let mut closed = false;
     let mut closed_at: Option<Instant> = None;
     // Another process's change to the file is noticed within this even
@@ -324,16 +338,7 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             joined = async { match w.inflight.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if w.inflight.is_some() => {
-                w.inflight = None;
-                match joined {
-                    Ok(outcome) => w.complete(outcome),
-                    Err(e) => {
-                        // The blocking task panicked: a broken invariant in
-                        // the store. Nothing sane is left to write with.
-                        tracing::error!(error = %e, "Writer task failed; stopping.");
-                        w.failed = true;
-                    }
-                }
+                w.flushed(joined, closed).await;
             }
             cmd = rx.recv(), if !closed => match cmd {
                 None => {
@@ -343,7 +348,10 @@ pub(crate) async fn run(
                 Some(cmd) => w.command(cmd).await,
             },
             _ = async { match deadline { Some(d) => sleep_until(d.into()).await, None => std::future::pending().await } }, if deadline.is_some() => {}
-            _ = look.tick() => w.look_for_changes(),
+            _ = look.tick() => {
+                w.look_for_changes();
+                w.prune_if_due();
+            }
             // A scan waits: nothing else is ready, so on to its next slice
             // (after the runtime has looked at its timers and I/O).
             () = tokio::task::yield_now(), if !w.scans.is_empty() => {}
@@ -357,6 +365,30 @@ pub(crate) async fn run(
 }
 
 impl Writer {
+    /// A flush ended: its outcome taken in, and the log rotated if that
+    /// flush took it past a `--rotate-at-*` limit (not while closing).
+    async fn flushed(
+        &mut self,
+        joined: Result<FlushOutcome, tokio::task::JoinError>,
+        closed: bool,
+    ) {
+        self.inflight = None;
+        match joined {
+            Ok(outcome) => {
+                self.complete(outcome);
+                if !closed && self.rotation_due() {
+                    self.rotate().await;
+                }
+            }
+            Err(e) => {
+                // The blocking task panicked: a broken invariant in the
+                // store. Nothing sane is left to write with.
+                tracing::error!(error = %e, "Writer task failed; stopping.");
+                self.failed = true;
+            }
+        }
+    }
+
     /// Closing since `closed_at`: done once nothing is left to write, or
     /// once the disk has kept failing for `shutdown_retry` (the waiters are
     /// then told).
@@ -382,7 +414,10 @@ impl Writer {
         events: Events,
         reader: Arc<File>,
     ) -> Self {
+        let retain =
+            retention::State::new(cfg.retention.clone(), store.path(), store.options().mode);
         Writer {
+            retain,
             status: Status {
                 records: store.records(),
                 log_file: store.path().to_owned(),
@@ -450,12 +485,21 @@ impl Writer {
             }
             Command::Clear(reply, indexed) => {
                 let res = self.clear().await;
+                if res.is_ok() {
+                    // Before the reply: once told, the caller sees the
+                    // archives retention keeps.
+                    self.prune();
+                }
                 // After the generation moved (see StatsCache's invariant).
                 indexed.fetch_add(1, Ordering::Release);
                 let _ = reply.send(res);
             }
             Command::Reopen(reply) => {
                 let _ = reply.send(self.reopen().await);
+                self.prune();
+            }
+            Command::Consumer(update, reply) => {
+                let _ = reply.send(self.consumer(update));
             }
         }
     }

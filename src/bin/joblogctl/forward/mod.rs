@@ -125,6 +125,8 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
         start_at: a.start_at,
         prefetched: None,
         row_by_row: false,
+        reported: None,
+        reports: true,
     };
     rt.block_on(f.run(&target, Duration::from_millis(a.poll_interval_ms), a.once))
 }
@@ -196,6 +198,10 @@ struct Forwarder<'s> {
     /// The last batch was refused for a value in it: store the next one
     /// row by row.
     row_by_row: bool,
+    /// The position last told to the daemon (`consumer`), and whether the
+    /// daemon takes it (one from before retention does not).
+    reported: Option<(String, u64)>,
+    reports: bool,
 }
 
 /// A batch read from the daemon: from where, the reply, and its records
@@ -314,6 +320,7 @@ impl Forwarder<'_> {
                 Central::start_checkpoint(&tx, &self.host, &first).await?
             }
         };
+        self.report(&log_id, from)?;
         // What was read ahead, if it is still where the checkpoint is
         // (another forwarder of the host may have moved it meanwhile).
         let batch = match self.prefetched.take() {
@@ -458,6 +465,31 @@ impl Forwarder<'_> {
         self.daemon
             .as_mut()
             .ok_or_else(|| Failed::Daemon("not connected".into()))
+    }
+
+    /// Tells the daemon where this host's checkpoint is (committed in the
+    /// central database, so every record before it is stored there): the
+    /// daemon's retention never removes an archive a consumer has not
+    /// drained. Named `forward:<host id>`; a daemon that does not know the
+    /// request (no retention) is told once.
+    fn report(&mut self, log_id: &str, next_seq: u64) -> Result<(), Failed> {
+        let at = (log_id.to_owned(), next_seq);
+        if !self.reports || self.reported.as_ref() == Some(&at) {
+            return Ok(());
+        }
+        let q = json!({"op":"consumer","name":format!("forward:{}", self.host),"log_id":log_id,"next_seq":next_seq});
+        let c = self.daemon()?;
+        match tokio::task::block_in_place(|| c.ask(q)) {
+            Ok(_) => self.reported = Some(at),
+            Err(Fail(_, m)) if m.contains("unknown_op") => {
+                eprintln!(
+                    "joblogctl forward: the daemon takes no consumer positions (an older joblogd); its retention cannot know what was forwarded"
+                );
+                self.reports = false;
+            }
+            Err(Fail(_, m)) => return Err(Failed::Daemon(m)),
+        }
+        Ok(())
     }
 
     /// The live log's id (`ping`).

@@ -1,0 +1,229 @@
+//! Retention: the live log rotated at a size while writers log (every
+//! record in exactly one file), archives removed by count, bytes and age,
+//! and an archive a consumer has not drained kept.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::util::{Client, Daemon, TempDir, is_valid_array, read_log};
+
+/// The archives beside `log` (`log.<stamp>[-n].json`), oldest first.
+fn archives(log: &Path) -> Vec<PathBuf> {
+    let dir = log.parent().unwrap();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("log.") && name.ends_with(".json") && name != "log.json"
+        })
+        .collect();
+    found.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    found
+}
+
+fn log_some(d: &Daemon, tag: &str, n: usize) {
+    let jobs: Vec<Value> = (0..n).map(|i| json!({"tag": tag, "i": i})).collect();
+    let r = d.request(&json!({"op":"log_batch","jobs":jobs,"ack":true}).to_string());
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+fn clear(d: &Daemon) -> PathBuf {
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    PathBuf::from(r["archive"].as_str().unwrap())
+}
+
+#[test]
+fn rotation_at_a_size_while_writers_log_keeps_every_record_once() {
+    let dir = TempDir::new();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--rotate-at-bytes",
+            "64K",
+            "--batch-max-bytes",
+            "65536",
+            "--max-pending-bytes",
+            "262144",
+        ],
+    );
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let mut c = Client::new(d.connect());
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                for i in 0..4_000 {
+                    writeln!(buf, r#"{{"w":{w},"i":{i},"pad":"{}"}}"#, "x".repeat(60)).unwrap();
+                }
+                c.send_bytes(&buf);
+                c.send("flush");
+                assert_eq!(c.reply()["ok"], true);
+            })
+        })
+        .collect();
+    for t in writers {
+        t.join().unwrap();
+    }
+    // A rotation the last flush set off is done before the writer answers
+    // the next request.
+    assert_eq!(d.request("ping")["ok"], true);
+    let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
+    let files = archives(&d.log);
+    assert!(files.len() >= 4, "rotated again and again: {files:?}");
+    for f in files.iter().chain([&d.log]) {
+        assert!(is_valid_array(f), "{}", f.display());
+        // Each file stopped within a batch of the limit (a batch holds at
+        // most --max-pending-bytes).
+        let len = std::fs::metadata(f).unwrap().len();
+        assert!(len < (64 + 512) * 1024, "{}: {len}", f.display());
+        for r in read_log(f) {
+            *seen
+                .entry((r["w"].as_u64().unwrap(), r["i"].as_u64().unwrap()))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 32_000, "every record is somewhere");
+    assert!(seen.values().all(|&n| n == 1), "and in one file only");
+    assert!(d.logs().contains("Log rotated"), "{}", d.logs());
+}
+
+#[test]
+fn archives_are_removed_by_count_bytes_and_age_oldest_first() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--keep-archives", "2"]);
+    let mut made = Vec::new();
+    for k in 0..4 {
+        log_some(&d, &format!("c{k}"), 10);
+        made.push(clear(&d));
+    }
+    assert_eq!(archives(&d.log), made[2..], "the newest two kept");
+    let sidecars = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with(".json.meta")
+        })
+        .count();
+    assert_eq!(sidecars, 3, "the removed archives' sidecars went with them");
+    assert!(d.logs().contains("Archive removed"), "{}", d.logs());
+    drop(d);
+
+    // By bytes: three archives of about 1 KiB, 2.5 KiB allowed.
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--keep-archives-bytes", "2500"]);
+    let mut made = Vec::new();
+    for k in 0..3 {
+        log_some(&d, &format!("b{k}"), 20);
+        made.push(clear(&d));
+    }
+    let kept = archives(&d.log);
+    let total: u64 = kept
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(total <= 2500 && !kept.is_empty(), "{kept:?}: {total}");
+    assert_eq!(kept, made[made.len() - kept.len()..], "the oldest went");
+    drop(d);
+
+    // By age: an archive last written 10 days ago goes at the next clear.
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--keep-archives-days", "7"]);
+    log_some(&d, "old", 5);
+    let old = clear(&d);
+    let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(ten_days_ago)
+        .unwrap();
+    log_some(&d, "new", 5);
+    let new = clear(&d);
+    assert_eq!(archives(&d.log), [new], "only the old one went");
+}
+
+#[test]
+fn an_archive_a_consumer_has_not_drained_is_kept() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--keep-archives", "0"]);
+    log_some(&d, "a", 10);
+    let a_id = d.request("ping")["log_id"].clone();
+    let r = d.request(
+        &json!({"op":"consumer","name":"forward:h","log_id":a_id,"next_seq":4}).to_string(),
+    );
+    assert_eq!(
+        r["consumers"]["forward:h"],
+        json!({"log_id": a_id, "next_seq": 4}),
+        "{r}"
+    );
+    let a = clear(&d);
+    assert_eq!(
+        archives(&d.log),
+        std::slice::from_ref(&a),
+        "read up to 4 of 10: kept"
+    );
+    assert!(
+        d.logs().contains("a consumer has not read it all yet"),
+        "{}",
+        d.logs()
+    );
+
+    // A restart does not forget the consumer.
+    let socket = d.socket.clone();
+    let log = d.log.clone();
+    assert!(d.stop().success());
+    let d = Daemon::start_with(socket, log, &dir, &["--keep-archives", "0"]);
+    assert_eq!(
+        d.request(r#"{"op":"consumer"}"#)["consumers"]["forward:h"]["next_seq"],
+        4
+    );
+    log_some(&d, "b", 3);
+    let b_id = d.request("ping")["log_id"].clone();
+    // Drained A (all 10 read): A goes at the next clear; B, where the
+    // consumer is not yet, stays.
+    d.request(&json!({"op":"consumer","name":"forward:h","log_id":a_id,"next_seq":10}).to_string());
+    let b = clear(&d);
+    assert_eq!(archives(&d.log), std::slice::from_ref(&b));
+    // Once it is on the live log, nothing before is kept.
+    let live = d.request("ping")["log_id"].clone();
+    d.request(&json!({"op":"consumer","name":"forward:h","log_id":live,"next_seq":0}).to_string());
+    assert_ne!(live, b_id);
+    log_some(&d, "c", 1);
+    clear(&d);
+    // (The archive just made has 1 record the consumer has not read.)
+    assert_eq!(archives(&d.log).len(), 1, "{:?}", archives(&d.log));
+    assert!(!b.exists());
+    // Removed, nothing is kept for it any more.
+    let r = d.request(r#"{"op":"consumer","name":"forward:h","remove":true}"#);
+    assert_eq!(r["consumers"], json!({}), "{r}");
+    clear(&d);
+    assert_eq!(archives(&d.log).len(), 0);
+    for (q, needle) in [
+        (
+            r#"{"op":"consumer","log_id":"x","next_seq":1}"#,
+            "missing field `name`",
+        ),
+        (
+            r#"{"op":"consumer","name":"n","log_id":"x"}"#,
+            "both `log_id` and `next_seq`",
+        ),
+        (
+            r#"{"op":"consumer","name":"n","remove":true,"next_seq":1}"#,
+            "`remove` goes without",
+        ),
+    ] {
+        let r = d.request(q);
+        assert_eq!(r["error"]["code"], "invalid_request", "{q}: {r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(needle),
+            "{q}: {r}"
+        );
+    }
+}
