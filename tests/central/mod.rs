@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::util::{Daemon, TempDir, wait_until};
 
 mod pg;
+mod retention;
 
 use pg::Postgres;
 
