@@ -65,6 +65,7 @@ import hashlib
 import itertools
 import json
 import logging
+import multiprocessing.util
 import os
 import select
 import socket
@@ -139,6 +140,8 @@ _WINDOW = 1000
 _WINDOW_BYTES = 8 << 20
 # The reader thread sleeps this long after acks arrive before reading them.
 _ACK_GATHER = 0.002
+# The pipelined connection's threads: its reader and its sender.
+_PIPE_THREADS = ("joblog-acks", "joblog-send")
 
 
 # Spool files this process has open right now. A child forked meanwhile
@@ -157,10 +160,8 @@ _loggers: weakref.WeakSet[JobLogger] = weakref.WeakSet()
 # log_job asks whether its spool is pending, and a process that never
 # spooled (nor found a spool under its pid) answers without a system call.
 _maybe_spooled: set[str] = set()
-# Random bytes for record ids (see _random80): a pool per thread, and the
-# number of forks between the interpreter's start and this process.
+# Random bytes for record ids (see _random80): a pool per thread.
 _random = threading.local()
-_forks = 0
 _RANDOM_POOL = 4000
 
 
@@ -186,8 +187,6 @@ def _release_inherited() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _forks
-    _forks += 1
     _fork_guard.release()
     _release_inherited()
 
@@ -454,17 +453,17 @@ def _random80() -> int:
     """80 random bits from os.urandom, read ``_RANDOM_POOL`` bytes at a time
     (one system call per call would release the GIL, and a logging thread
     then waits for the sender and reader threads to hand it back). The pool
-    is per thread and per fork generation (a forked child never reuses its
-    parent's bytes); a pool and its counter are replaced together, and
+    is per thread and per process (a forked child never reuses its
+    parent's bytes, hooks or not); a pool and its counter are replaced together, and
     ``next`` on the counter is atomic, so a signal handler that logs in the
     middle of this never gets the same bytes."""
     pool: tuple[int, bytes, Callable[[], int]] | None = getattr(_random, "pool", None)
-    if pool is not None and pool[0] == _forks:
+    if pool is not None and pool[0] == os.getpid():
         at = pool[2]()
         if at + 10 <= len(pool[1]):
             return int.from_bytes(pool[1][at:at + 10], "big")
     buf = os.urandom(_RANDOM_POOL)
-    _random.pool = (_forks, buf, itertools.count(10, 10).__next__)
+    _random.pool = (os.getpid(), buf, itertools.count(10, 10).__next__)
     return int.from_bytes(buf[:10], "big")
 
 
@@ -629,7 +628,7 @@ class _Pipe:
         # Threads still using the socket: the last one out closes it once
         # the pipe is closed, so its descriptor is never reused under the other.
         self.users = 2
-        for target, name in ((self._read, "joblog-acks"), (self._send, "joblog-send")):
+        for target, name in zip((self._read, self._send), _PIPE_THREADS):
             threading.Thread(target=target, name=name, daemon=True).start()
 
     def room(self, n: int, size: int) -> bool:
@@ -795,9 +794,15 @@ class _Held:
     def __enter__(self) -> None:
         lg = self.lg
         self.lock.acquire()
-        self.outermost = lg._holder is None
-        if self.outermost:
-            lg._holder = threading.get_ident()
+        try:
+            self.outermost = lg._holder is None
+            if self.outermost:
+                lg._holder = threading.get_ident()
+        except BaseException:
+            # A KeyboardInterrupt between the acquire and the `with`: the
+            # lock must not stay held (no __exit__ will run).
+            self.lock.release()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         lg = self.lg
@@ -853,7 +858,6 @@ class JobLogger:
         tag = hashlib.sha256(os.path.abspath(self.socket_path).encode()).hexdigest()[:12]
         self._spool_prefix = f"joblog-spool-{tag}-"
         self._pid: int | None = None
-        self._gen = -1
         self._lock = threading.RLock()
         self._holder: int | None = None
         self._deferred: list[bytes] = []
@@ -864,6 +868,10 @@ class JobLogger:
         self._forked()
         _loggers.add(self)
         atexit.register(_replay_at_exit, weakref.ref(self))
+        # A multiprocessing child ends with os._exit, which skips atexit,
+        # after running multiprocessing's own finalizers: registered anew
+        # in each child (a registration made before the fork is cleared).
+        multiprocessing.util.register_after_fork(self, _at_child_exit)
         try:
             reply = self._ping()
             if not reply.get("ok"):
@@ -883,13 +891,10 @@ class JobLogger:
         multiprocessing pool, say): the parent's connection, lock and spool
         file are not the child's to use. A spool file is replayed by others
         only once its process is gone, so a child that wrote into its
-        (living) parent's would leave its records there. Costs no system
-        call when no fork happened since the last check (the fork hook
-        counts forks in ``_forks``)."""
-        if self._gen == _forks:
-            return
+        (living) parent's would leave its records there. The fork hook
+        calls it in every child; the pid is checked on every call too, for
+        a child forked without Python's hooks (by C code)."""
         pid = os.getpid()
-        self._gen = _forks
         if self._pid == pid:
             return
         # The parent's lock may be held by one of its threads, which the
@@ -1043,9 +1048,12 @@ class JobLogger:
 
     def log_job(self, job: Job) -> None:
         """Log one job (dict or object with ``to_json()``). Pipelined (the
-        default): returns once its request is written (``flush()`` waits
-        for the acknowledgements). ``durable=True``: returns once the
-        daemon has it on disk, or once it is spooled."""
+        default): returns once the record is queued for the sender thread
+        (``flush()`` waits for the acknowledgements; at interpreter exit,
+        and at the end of a multiprocessing child, what is queued is sent
+        or spooled, but a process that ends with a bare ``os._exit`` must
+        call ``flush()`` first). ``durable=True``: returns once the daemon
+        has it on disk, or once it is spooled."""
         self.log_jobs_batch((job,))
 
     def log_jobs_batch(self, jobs: Iterable[Job]) -> None:
@@ -1532,13 +1540,22 @@ class JobLogger:
         return self._ping()
 
     def close(self) -> None:
-        """Closes the connection (a later call opens a new one), once the
+        """Closes the connections (a later call opens new ones), once the
         records in flight are acknowledged (waiting ``timeout`` at most;
         then they are spooled)."""
         self._forked()
         with self._locked():
             self._settle(self.timeout)
+            self._close_pipe()
             self._drop()
+
+    def _close_pipe(self) -> None:
+        """Closes the pipelined connection and its threads. Anything still
+        not acknowledged (logged by another thread since the settle) is
+        spooled, in order."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None and pipe.pid == os.getpid():
+            self._spool(pipe.take())
 
     def __enter__(self: _L) -> _L:
         return self
@@ -1570,15 +1587,29 @@ class JobLogger:
         # Best effort at interpreter exit; never raise from a destructor.
         # Records still in flight are waited for (``timeout`` at most),
         # else spooled: a logger dropped by a process that then ends with
-        # os._exit (a multiprocessing worker) loses nothing.
+        # os._exit (a multiprocessing worker) loses nothing. Not on one of
+        # the pipe's own threads (a garbage collection there can drop the
+        # last reference): it may hold the pipe's lock, and waiting for
+        # its own acks would never end; the pipe's threads send what is
+        # queued anyway.
+        if threading.current_thread().name in _PIPE_THREADS:
+            return
         try:
             self._settle(self.timeout)
+            self._close_pipe()
         except Exception:
             pass
         try:
             self._drop()
         except Exception:
             pass
+
+
+def _at_child_exit(lg: JobLogger) -> None:
+    """In a multiprocessing child: settle and replay at its exit, as at
+    interpreter exit (records queued for the sender would otherwise die
+    with it)."""
+    multiprocessing.util.Finalize(None, _replay_at_exit, args=(weakref.ref(lg),), exitpriority=10)
 
 
 def _replay_at_exit(ref: weakref.ReferenceType[JobLogger]) -> None:

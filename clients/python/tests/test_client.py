@@ -891,6 +891,37 @@ class Pipelined(unittest.TestCase):
         self.assertEqual([r["i"] for r in self.daemon.records()], list(range(3000)))
         self.assertLess(lg._pipe.requests, 3000 // 4, "requests written for 3,000 calls")
 
+    def test_a_multiprocessing_child_that_ends_without_flush_loses_nothing(self):
+        # The child ends with os._exit after multiprocessing's finalizers:
+        # what it queued for the sender thread is sent (or spooled) then.
+        lg = self.logger()
+
+        def work(n):
+            for i in range(n):
+                lg.log_job({"child": i})
+
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=work, args=(50,)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            self.assertEqual(p.exitcode, 0)
+        lg.flush()
+        got = [r["child"] for r in self.daemon.records()]
+        self.assertEqual(sorted(got), sorted(list(range(50)) * 4))
+
+    def test_closing_a_logger_ends_its_threads_and_connections(self):
+        before = threading.active_count()
+        for i in range(10):
+            with self.logger() as lg:
+                lg.log_job({"i": i})
+        deadline = time.monotonic() + 5  # the threads see the close and end
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(threading.active_count(), before, [t.name for t in threading.enumerate()])
+        self.assertEqual(sorted(r["i"] for r in self.daemon.records()), list(range(10)))
+
     def test_record_ids_never_repeat_across_threads_and_forks(self):
         ids = []
         threads = [threading.Thread(target=lambda: ids.extend(joblog_client._uuid7() for _ in range(2000)))
