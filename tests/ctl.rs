@@ -435,8 +435,23 @@ fn tail_takes_the_filters_and_formats_of_jobs_and_follows_only_matches() {
         log(&format!("x{i}"), i != 299);
     }
     assert_eq!(next(), "{\"video_id\":\"x299\"}\n");
+    // Stopped while two more fail and the log is cleared: once it goes
+    // on, the old log's last failures (from its archive) come before the
+    // new log's.
+    let stop = |sig: &str| {
+        let s = Command::new("kill")
+            .args([sig, &tail.id().to_string()])
+            .status();
+        assert!(s.unwrap().success());
+    };
+    stop("-STOP");
+    log("before-clear-1", false);
+    log("before-clear-2", false);
     d.request(r#"{"op":"clear","confirm":true}"#);
     log("after-clear", false);
+    stop("-CONT");
+    assert_eq!(next(), "{\"video_id\":\"before-clear-1\"}\n");
+    assert_eq!(next(), "{\"video_id\":\"before-clear-2\"}\n");
     assert_eq!(next(), "{\"video_id\":\"after-clear\"}\n");
     let _ = tail.kill();
     let _ = tail.wait();

@@ -146,3 +146,8 @@ pub(crate) const PRUNE_CHECK: Duration = Duration::from_secs(600);
 /// After an automatic rotation failed (a full disk, a directory not
 /// writable), the next try waits this long rather than follow every flush.
 pub(crate) const ROTATE_RETRY: Duration = Duration::from_secs(60);
+/// How long a subscriber from a position waits for the records taken
+/// before it joined to be durable before it reads the backlog
+/// (`conn::write::follow_from`): a healthy flush takes milliseconds; a
+/// failing disk would otherwise keep the subscriber from even its reply.
+pub(crate) const SUBSCRIBE_FLUSH_WAIT: Duration = Duration::from_secs(2);

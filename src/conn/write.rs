@@ -3,7 +3,7 @@
 //! streamed, subscribers followed.
 
 use super::*;
-use crate::config::tuning::READ_DEFAULT_LIMIT;
+use crate::config::tuning::{READ_DEFAULT_LIMIT, SUBSCRIBE_FLUSH_WAIT};
 
 /// Says `{"ok":true,"subscribed":true}`, then streams new records
 /// (`{"seq":N,"record":…}` lines) until the subscriber goes
@@ -439,12 +439,16 @@ pub(super) async fn follow_from(
     // A record the writer took before this subscriber joined the feed has
     // no line in it (the writer makes lines only while someone listens),
     // and one not yet durable is in no page either: wait until everything
-    // taken so far is durable, so that the pages below hold it. (If that
-    // flush fails, such a record is found by paging again once a later
-    // one arrives.)
+    // taken so far is durable, so that the pages below hold it. Not for
+    // long, and not past the stop: with a failing disk the wait would have
+    // no end (such a record is then found by paging again once a later one
+    // arrives).
     let (done, durable) = tokio::sync::oneshot::channel();
     if tx.send(Command::Flush(done)).await.is_ok() {
-        let _ = durable.await;
+        tokio::select! {
+            _ = tokio::time::timeout(SUBSCRIBE_FLUSH_WAIT, durable) => {}
+            () = shutdown.wait_begun() => return w.flush().await,
+        }
     }
     // A log no longer live, or a position past its end, is the only
     // reply.

@@ -24,10 +24,16 @@ pub(super) fn open(url: &str) -> Result<Conn, Fail> {
             format!("joblogctl: cannot read the central database: {e}"),
         )
     })?;
+    offline(records)
+}
+
+/// A connection answered by the daemon's own query code over `records`
+/// (compact JSON texts, in log order), on a thread of its own.
+pub(super) fn offline(records: Vec<String>) -> Result<Conn, Fail> {
     let (ours, theirs) = UnixStream::pair()?;
     std::thread::spawn(move || {
         if let Err(e) = serve(theirs, &records) {
-            eprintln!("joblogctl: answering from the central database failed: {e}");
+            eprintln!("joblogctl: answering over the records failed: {e}");
         }
     });
     let r = BufReader::new(ours.try_clone()?);

@@ -38,7 +38,15 @@ pub(super) fn tail(out: &mut impl Write, socket: &Socket, a: TailArgs) -> Result
         // Woken when records after `at` are durable; then one query takes
         // whatever is new by then.
         let mut feed = Conn::open(socket)?;
-        feed.ask(json!({"op":"subscribe","from_seq":at.1,"log_id":at.0}))?;
+        match feed.ask(json!({"op":"subscribe","from_seq":at.1,"log_id":at.0})) {
+            Ok(_) => {}
+            // Replaced between the last answer and this subscription.
+            Err(Fail(_, m)) if m.contains("log_changed") => {
+                catch_up(&mut c, &a, format, &mut show, &mut at)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         let mut line = String::new();
         loop {
             line.clear();
@@ -58,25 +66,88 @@ pub(super) fn tail(out: &mut impl Write, socket: &Socket, a: TailArgs) -> Result
             if !changed && newest.is_some_and(|s| s < at.1) {
                 continue;
             }
-            let mut next = json!({"from_seq":at.1,"log_id":at.0});
-            let now = ask(&mut c, &a, format, &mut show, &mut next, false)?;
-            show.rows_done()?;
-            if now.0 != at.0 {
-                eprintln!(
-                    "joblogctl: the log was replaced (cleared or rotated); following the new one"
-                );
-                // The new log from its start, then on from there.
-                let mut from_start = json!({"from_seq":0});
-                at = ask(&mut c, &a, format, &mut show, &mut from_start, false)?;
-                show.rows_done()?;
-                break;
-            }
-            at = now;
-            if changed {
-                break; // the subscription ended; the query will tell next time
+            if catch_up(&mut c, &a, format, &mut show, &mut at)? || changed {
+                break; // a new subscription, on the log followed now
             }
         }
     }
+}
+
+/// Shows the matches after `at` and moves `at` past them. If the log was
+/// replaced (cleared, rotated) meanwhile, the old log's records after
+/// `at` come first, read back from its archive, then the new log's from
+/// its start; true then.
+fn catch_up<W: Write>(
+    c: &mut Conn,
+    a: &TailArgs,
+    format: Format,
+    show: &mut Show<'_, W>,
+    at: &mut (String, u64),
+) -> Result<bool, Fail> {
+    let mut next = json!({"from_seq":at.1,"log_id":at.0});
+    let now = ask(c, a, format, show, &mut next, false)?;
+    show.rows_done()?;
+    if now.0 == at.0 {
+        *at = now;
+        return Ok(false);
+    }
+    finish_archived(c, a, format, show, at)?;
+    eprintln!("joblogctl: the log was replaced (cleared or rotated); following the new one");
+    let mut from_start = json!({"from_seq":0});
+    *at = ask(c, a, format, show, &mut from_start, false)?;
+    show.rows_done()?;
+    Ok(true)
+}
+
+/// The matches among the records of the replaced log `at.0` from `at.1`
+/// to its end: read back by position (`read` serves the archive), and
+/// matched by the daemon's own query code run here over them
+/// (`answer_offline`, as for `--database`), so the filters mean what they
+/// mean for `jobs`.
+fn finish_archived<W: Write>(
+    c: &mut Conn,
+    a: &TailArgs,
+    format: Format,
+    show: &mut Show<'_, W>,
+    at: &(String, u64),
+) -> Result<(), Fail> {
+    #[derive(serde::Deserialize)]
+    struct Page<'a> {
+        next_seq: u64,
+        durable: u64,
+        #[serde(borrow)]
+        records: Vec<Positioned<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Positioned<'a> {
+        #[serde(borrow)]
+        record: &'a serde_json::value::RawValue,
+    }
+    let mut records = Vec::new();
+    let mut from = at.1;
+    loop {
+        c.send(&json!({"op":"read","log_id":at.0,"from_seq":from,"limit":1000}))?;
+        let line = match c.reply_raw() {
+            Ok((_, line)) => line,
+            Err(Fail(_, m)) => {
+                eprintln!("joblogctl: the replaced log's last records cannot be read ({m})");
+                return Ok(());
+            }
+        };
+        let page: Page<'_> = serde_json::from_str(&line)
+            .map_err(|e| Fail(1, format!("joblogctl: bad reply: {e}")))?;
+        records.extend(page.records.iter().map(|p| p.record.get().to_owned()));
+        if page.records.is_empty() || page.next_seq >= page.durable {
+            break;
+        }
+        from = page.next_seq;
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut offline = database::offline(records)?;
+    ask(&mut offline, a, format, show, &mut json!({}), false)?;
+    show.rows_done()
 }
 
 /// The position of a record line of a positioned subscription
