@@ -137,13 +137,19 @@ fn archives_are_removed_by_count_bytes_and_age_oldest_first() {
     let d = Daemon::start(&dir, &["--keep-archives-days", "7"]);
     log_some(&d, "old", 5);
     let old = clear(&d);
+    // Its age counts from when it was archived: its sidecar's time too.
     let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_modified(ten_days_ago)
-        .unwrap();
+    for f in [
+        old.clone(),
+        PathBuf::from(format!("{}.meta", old.display())),
+    ] {
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(ten_days_ago)
+            .unwrap();
+    }
     log_some(&d, "new", 5);
     let new = clear(&d);
     assert_eq!(archives(&d.log), [new], "only the old one went");
@@ -184,22 +190,32 @@ fn an_archive_a_consumer_has_not_drained_is_kept() {
         d.request(r#"{"op":"consumer"}"#)["consumers"]["forward:h"]["next_seq"],
         4
     );
+    // At the end of A, it is still in A (it reads A once more to learn
+    // which log follows): A is kept.
+    d.request(&json!({"op":"consumer","name":"forward:h","log_id":a_id,"next_seq":10}).to_string());
     log_some(&d, "b", 3);
     let b_id = d.request("ping")["log_id"].clone();
-    // Drained A (all 10 read): A goes at the next clear; B, where the
-    // consumer is not yet, stays.
-    d.request(&json!({"op":"consumer","name":"forward:h","log_id":a_id,"next_seq":10}).to_string());
     let b = clear(&d);
-    assert_eq!(archives(&d.log), std::slice::from_ref(&b));
-    // Once it is on the live log, nothing before is kept.
-    let live = d.request("ping")["log_id"].clone();
-    d.request(&json!({"op":"consumer","name":"forward:h","log_id":live,"next_seq":0}).to_string());
-    assert_ne!(live, b_id);
+    assert_eq!(archives(&d.log), [a.clone(), b.clone()]);
+    // On to B: A goes at the next clear; B, where the consumer is, stays.
+    d.request(&json!({"op":"consumer","name":"forward:h","log_id":b_id,"next_seq":3}).to_string());
     log_some(&d, "c", 1);
+    let c = clear(&d);
+    assert_eq!(archives(&d.log), [b.clone(), c.clone()]);
+    // Once it is on the live log, nothing before it is kept.
+    let live = d.request("ping")["log_id"].clone();
+    let r = d.request(
+        &json!({"op":"consumer","name":"forward:h","log_id":live,"next_seq":0}).to_string(),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    log_some(&d, "d", 1);
     clear(&d);
-    // (The archive just made has 1 record the consumer has not read.)
+    // (The archive just made holds the consumer.)
     assert_eq!(archives(&d.log).len(), 1, "{:?}", archives(&d.log));
-    assert!(!b.exists());
+    assert!(!b.exists() && !c.exists());
+    // A log the daemon cannot place is refused (it would keep everything).
+    let r = d.request(r#"{"op":"consumer","name":"forward:h","log_id":"0123abcd","next_seq":0}"#);
+    assert_eq!(r["error"]["code"], "invalid_request", "{r}");
     // Removed, nothing is kept for it any more.
     let r = d.request(r#"{"op":"consumer","name":"forward:h","remove":true}"#);
     assert_eq!(r["consumers"], json!({}), "{r}");

@@ -151,3 +151,7 @@ pub(crate) const ROTATE_RETRY: Duration = Duration::from_secs(60);
 /// (`conn::write::follow_from`): a healthy flush takes milliseconds; a
 /// failing disk would otherwise keep the subscriber from even its reply.
 pub(crate) const SUBSCRIBE_FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// Most consumers (`consumer` requests) the daemon keeps positions for: a
+/// forwarder or two per central database, with room to spare; each one
+/// can hold archives back, and the file is rewritten whole on a change.
+pub(crate) const MAX_CONSUMERS: usize = 64;

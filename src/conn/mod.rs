@@ -142,7 +142,7 @@ enum Reply {
     },
     /// A reply object the writer makes (`consumer`).
     Writer {
-        rx: oneshot::Receiver<Result<serde_json::Value, String>>,
+        rx: oneshot::Receiver<Result<serde_json::Value, ProtocolError>>,
         line: u64,
     },
     /// The connection follows new records from here on.

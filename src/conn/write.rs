@@ -260,8 +260,8 @@ pub(super) async fn send_answer(
     false
 }
 
-/// The reply line for what the writer answered on `rx` (`clear`,
-/// `consumer`): `ok` makes the object of a success; a failure is
+/// The reply line for what the writer answered on `rx` (`clear`'s
+/// archive): `ok` makes the object of a success; a failure is
 /// `write_failed` with the writer's message.
 async fn writer_reply<T>(
     rx: tokio::sync::oneshot::Receiver<Result<T, String>>,
@@ -320,7 +320,11 @@ pub(super) async fn write_side(
                 let archive = |a: std::path::PathBuf| serde_json::json!({"ok": true, "archive": a.display().to_string()});
                 writer_reply(rx, line, archive).await
             }
-            Reply::Writer { rx, line } => writer_reply(rx, line, |v| v).await,
+            Reply::Writer { rx, line } => match rx.await {
+                Ok(Ok(v)) => reply_line(&v),
+                Ok(Err(e)) => e.reply(line),
+                Err(_) => stopping_error().reply(line),
+            },
             Reply::WhenDurable { rx, ok, line } => match rx.await {
                 Ok(Ok(())) => ok,
                 Ok(Err(msg)) => ProtocolError::new(ErrorCode::WriteFailed, msg).reply(line),

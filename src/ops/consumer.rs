@@ -42,6 +42,9 @@ pub(crate) fn parse<'a>(f: &Fields<'a, '_>) -> Result<Request<'a>, ProtocolError
         (Some(_), _, _, true) => {
             return Err(f.invalid("`remove` goes without `log_id` and `next_seq`"));
         }
+        (Some(_), Some(log_id), _, false) if log_id.len() > 64 => {
+            return Err(f.invalid("field `log_id` is a log's id, as `ping` gives it"));
+        }
         (Some(name), Some(log_id), Some(next_seq), false) => ConsumerUpdate::Report {
             name,
             at: Position { log_id, next_seq },

@@ -56,7 +56,7 @@ pub(crate) fn reply(live: &Path, live_id: &str, durable: u64, line: u64) -> Vec<
 /// Archives oldest first: each chain from an archive no other one names
 /// as its successor, followed link by link; what a cycle or a damaged
 /// link leaves out, after, by name.
-pub(crate) fn in_order(mut listed: Vec<Listed>) -> Vec<Listed> {
+fn in_order(mut listed: Vec<Listed>) -> Vec<Listed> {
     listed.sort_by(|a, b| a.path.cmp(&b.path));
     let named: HashSet<&str> = listed
         .iter()

@@ -31,7 +31,6 @@ use crate::query::{Filter, Paging};
 
 mod registry;
 
-pub(crate) use logs::in_order as archives_in_order;
 pub(crate) use registry::Request;
 pub use registry::{parse_bare, parse_request};
 pub(crate) use scan::Scan;

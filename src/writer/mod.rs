@@ -165,7 +165,7 @@ pub(crate) enum Command {
     /// asked for (`consumer`): answers the reply object.
     Consumer(
         ConsumerUpdate,
-        oneshot::Sender<Result<serde_json::Value, String>>,
+        oneshot::Sender<Result<serde_json::Value, crate::protocol::ProtocolError>>,
     ),
 }
 

@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Writer;
-use crate::config::tuning::{PRUNE_CHECK, ROTATE_RETRY};
+use crate::config::tuning::{MAX_CONSUMERS, PRUNE_CHECK, ROTATE_RETRY};
 use crate::config::{Keep, Retention};
+use crate::protocol::{ErrorCode, ProtocolError};
 use crate::store::Listed;
 
 use crate::ops::consumer::{ConsumerUpdate, Position};
@@ -34,6 +35,9 @@ pub(super) struct State {
     consumers: BTreeMap<String, Position>,
     /// Why the consumers file could not be read: no archive is removed.
     broken: Option<String>,
+    /// A change not yet in the file (its write failed): written with the
+    /// next report.
+    unsaved: bool,
     path: PathBuf,
     mode: u32,
     /// No automatic rotation before this (one failed).
@@ -67,6 +71,7 @@ impl State {
             cfg,
             consumers,
             broken,
+            unsaved: false,
             path,
             mode,
             rotate_after: None,
@@ -138,7 +143,7 @@ impl Writer {
             return;
         }
         let listed = match crate::store::list_archives(&self.status.log_file) {
-            Ok(l) => crate::ops::archives_in_order(l),
+            Ok(l) => chain_to(l, &self.status.log_id),
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot list the archives; none removed.");
                 return;
@@ -173,41 +178,88 @@ impl Writer {
             }
             found.iter().position(|f| f.listed.log_id == log_id)
         };
+        // A consumer still in archive `i` has not drained it, even at its
+        // end: it reads it once more to learn which log comes next.
         self.retain.consumers.iter().find_map(|(name, at)| {
-            let drained = match place(&at.log_id) {
-                Some(p) if p > i => true,
-                Some(p) if p == i => at.next_seq >= found[i].listed.records,
-                _ => false,
-            };
+            let drained = place(&at.log_id).is_some_and(|p| p > i);
             (!drained).then(|| name.clone())
         })
     }
 
     /// A `consumer` request: its reply object, or why it failed.
-    pub(super) fn consumer(&mut self, u: ConsumerUpdate) -> Result<serde_json::Value, String> {
-        let st = &mut self.retain;
+    pub(super) fn consumer(
+        &mut self,
+        u: ConsumerUpdate,
+    ) -> Result<serde_json::Value, ProtocolError> {
         let changed = match u {
             ConsumerUpdate::List => false,
-            ConsumerUpdate::Remove { name } => st.consumers.remove(&name).is_some(),
+            ConsumerUpdate::Remove { name } => self.retain.consumers.remove(&name).is_some(),
             ConsumerUpdate::Report { name, at } => {
-                let moved = st
-                    .consumers
-                    .get(&name)
-                    .is_none_or(|p| p.log_id != at.log_id);
-                st.consumers.insert(name, at);
+                let known = self.retain.consumers.get(&name);
+                let moved = known.is_none_or(|p| p.log_id != at.log_id);
+                if known.is_none() && self.retain.consumers.len() >= MAX_CONSUMERS {
+                    return Err(invalid(format!(
+                        "{MAX_CONSUMERS} consumers are registered already; remove one that is gone (`remove`: true)"
+                    )));
+                }
+                // A log the daemon cannot place would keep every archive.
+                if moved && !self.is_log(&at.log_id) {
+                    return Err(invalid(format!(
+                        "log {} is neither the live log nor an archive beside it",
+                        at.log_id
+                    )));
+                }
+                self.retain.consumers.insert(name, at);
                 moved
             }
         };
-        if changed && st.broken.is_none() {
+        let st = &mut self.retain;
+        st.unsaved |= changed;
+        if st.unsaved && st.broken.is_none() {
             st.save().map_err(|e| {
-                format!(
-                    "the consumers file {} could not be written: {e}",
-                    st.path.display()
+                ProtocolError::new(
+                    ErrorCode::WriteFailed,
+                    format!(
+                        "the consumers file {} could not be written: {e}",
+                        st.path.display()
+                    ),
                 )
             })?;
+            st.unsaved = false;
         }
         Ok(serde_json::json!({"ok": true, "consumers": st.consumers}))
     }
+
+    /// Is `log_id` the live log's, or an archive's beside it?
+    fn is_log(&self, log_id: &str) -> bool {
+        log_id == self.status.log_id
+            || crate::store::list_archives(&self.status.log_file)
+                .is_ok_and(|l| l.iter().any(|a| a.log_id == log_id))
+    }
+}
+
+fn invalid(msg: String) -> ProtocolError {
+    ProtocolError::new(ErrorCode::InvalidRequest, msg)
+}
+
+/// The archives that lead to the live log `live`, oldest first: the one
+/// whose sidecar names `live` as its successor, the one naming that one,
+/// and so on. Archives off that chain (made before successors were
+/// recorded, or whose link was not written) are never removed: their
+/// order, and so whether a consumer has read them, is unknown.
+fn chain_to(listed: Vec<Listed>, live: &str) -> Vec<Listed> {
+    let mut by_successor: std::collections::HashMap<String, Listed> = listed
+        .into_iter()
+        .filter_map(|l| Some((l.successor.clone()?, l)))
+        .collect();
+    let mut chain = Vec::new();
+    let mut next = live.to_owned();
+    while let Some(l) = by_successor.remove(&next) {
+        next.clone_from(&l.log_id);
+        chain.push(l);
+    }
+    chain.reverse();
+    chain
 }
 
 /// An archive with its size and the time it was last written.
@@ -218,11 +270,21 @@ struct Found {
 }
 
 impl Found {
+    /// Its size, and when it stopped being live: the later of its last
+    /// write and its sidecar's (which names its successor from the moment
+    /// it is archived).
     fn stat(listed: Listed) -> Option<Found> {
         let m = std::fs::metadata(&listed.path).ok()?;
+        let sealed = std::fs::metadata(crate::store::sidecar_path(&listed.path))
+            .and_then(|s| s.modified())
+            .ok();
+        let modified = m
+            .modified()
+            .ok()?
+            .max(sealed.unwrap_or(SystemTime::UNIX_EPOCH));
         Some(Found {
             bytes: m.len(),
-            modified: m.modified().ok()?,
+            modified,
             listed,
         })
     }

@@ -49,17 +49,34 @@ fn an_archive_the_forwarder_has_not_shipped_is_never_removed() {
     assert_eq!(r["consumers"]["forward:k"]["next_seq"], 10, "{r}");
     // Cleared with 20 records not shipped: the archive stays, whatever
     // --keep-archives says.
-    let r = d.request(r#"{"op":"clear","confirm":true}"#);
-    assert_eq!(r["ok"], true, "{r}");
+    let clear = || {
+        let r = d.request(r#"{"op":"clear","confirm":true}"#);
+        assert_eq!(r["ok"], true, "{r}");
+    };
+    clear();
     assert_eq!(archives(&d).len(), 1);
-    // Shipped: the next clear removes it (and the empty log after it).
+    // Shipped: the forwarder is on the live log now, caught up.
     ok(&forward(
         &d,
         &pg,
         &["--host-id", "k", "--batch", "10", "--once"],
     ));
     assert_eq!(assert_positions_exact(&pg, "k"), 30);
-    let r = d.request(r#"{"op":"clear","confirm":true}"#);
-    assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(archives(&d), Vec::<String>::new(), "{}", d.logs());
+    // Two clears with records between, while the forwarder waits: the log
+    // it is in and the one after both stay (it reads the first once more
+    // to learn of the second); the one it had finished goes.
+    log_batch(&d, &jobs("k", 30, 5));
+    clear();
+    log_batch(&d, &jobs("k", 35, 5));
+    clear();
+    assert_eq!(archives(&d).len(), 2, "{}", d.logs());
+    ok(&forward(
+        &d,
+        &pg,
+        &["--host-id", "k", "--batch", "10", "--once"],
+    ));
+    assert_eq!(assert_positions_exact(&pg, "k"), 40, "none skipped");
+    clear();
+    // Only the log the forwarder is in now (just archived) is left.
+    assert_eq!(archives(&d).len(), 1, "{}", d.logs());
 }

@@ -51,6 +51,12 @@ pub(super) struct ForwardArgs {
     /// This host's name in the central store [default: the host name].
     #[arg(long, value_name = "NAME")]
     host_id: Option<String>,
+    /// The name this forwarder reports its position under, so that the
+    /// daemon's retention keeps what it has not shipped; give each
+    /// forwarder of one host to another database a name of its own
+    /// [default: forward:<host id>].
+    #[arg(long, value_name = "NAME")]
+    consumer: Option<String>,
     /// Records per transaction (and per `read`).
     #[arg(long, default_value_t = 2000, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -114,9 +120,14 @@ pub(super) fn forward(socket: &Socket, database: Option<&str>, a: ForwardArgs) -
         Some(_) => return Err(Fail(2, "joblogctl forward: --host-id is empty".into())),
         None => host_name()?,
     };
+    let consumer = a
+        .consumer
+        .clone()
+        .unwrap_or_else(|| format!("forward:{host}"));
     let mut f = Forwarder {
         socket,
         daemon: None,
+        consumer,
         host,
         batch: a.batch as usize,
         batches: 0,
@@ -184,6 +195,8 @@ enum Failed {
 struct Forwarder<'s> {
     socket: &'s Socket,
     daemon: Option<Conn>,
+    /// The name its position is reported under (`consumer`).
+    consumer: String,
     host: String,
     batch: usize,
     /// Batches inserted, for the fault seam.
@@ -237,7 +250,6 @@ struct Positioned {
 struct ErrorBody {
     code: String,
     message: String,
-    log_id: Option<String>,
 }
 
 impl Forwarder<'_> {
@@ -341,22 +353,24 @@ impl Forwarder<'_> {
         let e = batch.reply.error.unwrap_or(ErrorBody {
             code: "unknown".into(),
             message: String::new(),
-            log_id: None,
         });
         if e.code != "log_changed" {
             return Err(Failed::Daemon(format!("{}: {}", e.code, e.message)));
         }
-        let live = match e.log_id {
+        // The oldest log still there, not the live one: logs between the
+        // lost one and the live one must not be skipped too (going over
+        // one already stored stores nothing twice).
+        let oldest = match self.logs()?.into_iter().next() {
             Some(l) => l,
             None => self.live_log_id()?,
         };
         eprintln!(
             "joblogctl forward: ERROR: log {} is neither live nor an archive beside it ({}); its \
-             records from seq {} on cannot be forwarded. Going on with the live log {live} from \
-             seq 0.",
+             records from seq {} on cannot be forwarded. Going on with the oldest log still \
+             there, {oldest}, from seq 0.",
             batch.log_id, e.message, batch.from
         );
-        Central::move_checkpoint(&tx, &self.host, &live, 0).await?;
+        Central::move_checkpoint(&tx, &self.host, &oldest, 0).await?;
         tx.commit().await.map_err(central::db)?;
         Ok(Turn::Moved)
     }
@@ -477,7 +491,7 @@ impl Forwarder<'_> {
         if !self.reports || self.reported.as_ref() == Some(&at) {
             return Ok(());
         }
-        let q = json!({"op":"consumer","name":format!("forward:{}", self.host),"log_id":log_id,"next_seq":next_seq});
+        let q = json!({"op":"consumer","name":self.consumer,"log_id":log_id,"next_seq":next_seq});
         let c = self.daemon()?;
         match tokio::task::block_in_place(|| c.ask(q)) {
             Ok(_) => self.reported = Some(at),
@@ -487,7 +501,13 @@ impl Forwarder<'_> {
                 );
                 self.reports = false;
             }
-            Err(Fail(_, m)) => return Err(Failed::Daemon(m)),
+            // The daemon keeps the last position it took: on the safe
+            // side (it keeps more). Forwarding goes on.
+            Err(Fail(_, m)) => {
+                eprintln!(
+                    "joblogctl forward: the daemon did not take this forwarder's position ({m})"
+                );
+            }
         }
         Ok(())
     }
