@@ -31,6 +31,9 @@ pub(super) async fn request(s: &mut Session, no: u64, req: Result<Request<'_>, P
         // Durable records by position: nothing is flushed for a reader
         // (it polls; it must not break up the writers' batches).
         Request::Query(q @ Query::Read { .. }) => query_reply(s, no, q, false).await,
+        // The writer makes every accepted record durable before it
+        // answers (`Query::flushes_first`), as for `stats`.
+        Request::Query(q @ Query::Report { .. }) => query_reply(s, no, q, false).await,
         // Read back from the file: this connection's records first.
         Request::Query(q) => query_reply(s, no, q, true).await,
         Request::Subscribe {

@@ -3,7 +3,7 @@
 //! from the index, what it asks the writer ([`Query`]), what the writer
 //! hands back ([`Answer`]), and how that answer is written to the client
 //! (`stats.rs`, `jobs.rs`, `export_csv.rs`, `retry_candidates.rs`,
-//! `snapshot.rs`; `read.rs` reads records back for them).
+//! `snapshot.rs`, `report.rs`; `read.rs` reads records back for them).
 //!
 //! An answer carries everything its writing needs (a `jobs` answer its
 //! `fields`, a CSV answer only its records), so there is one enum between
@@ -48,6 +48,7 @@ pub(crate) mod ping;
 mod pystr;
 mod read;
 pub(crate) mod read_records;
+pub(crate) mod report;
 pub(crate) mod retry_candidates;
 mod scan;
 pub(crate) mod snapshot;
@@ -139,6 +140,28 @@ pub enum Query {
         from_seq: u64,
         limit: usize,
     },
+    /// What `joblogctl report` draws: `stats`, failures over time and by
+    /// stage, the newest failures.
+    Report {
+        filter: Filter,
+        recent_failures: usize,
+    },
+}
+
+impl Query {
+    /// Whether the writer makes every accepted record durable before it
+    /// answers (a `stats` without `include_pending`, a `report`): the
+    /// answer then counts exactly the records in the file, and the index
+    /// holds no pending entry while it is computed.
+    pub(crate) fn flushes_first(&self) -> bool {
+        matches!(
+            self,
+            Query::Stats {
+                include_pending: false,
+                ..
+            } | Query::Report { .. }
+        )
+    }
 }
 
 /// What a query returns. Records are returned as spans of the file plus a
@@ -197,6 +220,7 @@ pub(crate) enum Answer {
         /// Set when served from an archive, not the live log.
         archive: Option<read_records::ArchiveNote>,
     },
+    Report(Box<report::Report>),
 }
 
 /// Answers a query over the writer's index and file: each operation's
@@ -218,6 +242,10 @@ pub(crate) fn run(view: &View<'_>, q: Query) -> Answer {
             from_seq,
             limit,
         } => read_records::run(view, log_id.as_deref(), from_seq, limit),
+        Query::Report {
+            filter,
+            recent_failures,
+        } => report::run(view, &filter, recent_failures),
     }
 }
 
@@ -264,6 +292,7 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(w: &mut W, answer: Answer) -> s
             let at = (from_seq, &*log_id, durable);
             read_records::write(w, &reader, &spans, at, archive.as_ref()).await
         }
+        Answer::Report(r) => report::write(w, *r).await,
         Answer::Failed(msg) => Err(std::io::Error::other(msg)),
         Answer::Refused(e) => Err(std::io::Error::other(e.message)),
     }

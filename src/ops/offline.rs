@@ -1,6 +1,6 @@
 //! Queries over records that are not the daemon's log: `joblogctl
-//! --database` answers `stats`, `jobs`, `retry_candidates` and
-//! `export_csv` over the central store's records with the very code the
+//! --database` answers `stats`, `jobs`, `retry_candidates`, `export_csv`
+//! and `report` over the central store's records with the very code the
 //! daemon answers them with, so a cluster-wide answer has the daemon's
 //! shape and meaning (what counts as a success, an error type, a retry
 //! candidate, a percentile) by construction, not by a second
@@ -86,7 +86,8 @@ fn parse(request: &[u8]) -> Result<super::Query, ProtocolError> {
 fn not_a_query() -> ProtocolError {
     ProtocolError::new(
         ErrorCode::InvalidRequest,
-        "only queries (stats, jobs and its aliases, retry_candidates, export_csv) are answered here",
+        "only queries (stats, jobs and its aliases, retry_candidates, export_csv, report) are \
+         answered here",
     )
 }
 

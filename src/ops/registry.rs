@@ -21,7 +21,7 @@ pub enum Request<'a> {
     /// The logs that can be read by position, oldest first.
     Logs,
     /// A question answered from the index (`stats`, `jobs` and its
-    /// aliases, `export_csv`, `retry_candidates`, `snapshot`).
+    /// aliases, `export_csv`, `retry_candidates`, `snapshot`, `report`).
     Query(super::Query),
     Clear,
     /// A consumer's position (retention keeps what it has not read).
@@ -71,6 +71,8 @@ const STATS: &[&[&str]] = &[&["include_pending"], STATS_KEYS];
 
 const LIMIT: &[&[&str]] = &[&["limit"]];
 
+const REPORT: &[&[&str]] = &[&["recent_failures"], STATS_KEYS];
+
 /// Every operation the daemon knows: the one list of names and shapes
 /// (adding an operation is a line here, its file under `ops/`, and its
 /// `Request` variant).
@@ -95,6 +97,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         super::subscribe::parse,
     ),
     op("snapshot", &[], super::snapshot::parse),
+    op("report", REPORT, super::report::parse),
     op("logs", &[], super::logs::parse),
     op(
         "consumer",

@@ -13,6 +13,7 @@
 //! snapshots, and anything filtered by `latest_per_video`, which depends on
 //! the newest record of each video as it is when asked.
 
+use super::report::ReportFold;
 use super::{Answer, Query, View};
 use crate::index::Index;
 use crate::query::{Filter, Matcher, Paging, StatsFold};
@@ -30,6 +31,7 @@ pub(crate) struct Scan {
 /// What a scan gathers.
 enum Fold {
     Stats(Box<StatsFold>),
+    Report(Box<ReportFold>),
     /// The matching entries a page can show (in log order until the end,
     /// pruned to `offset + limit` as it goes: `O(n)` time, `O(offset +
     /// limit)` memory), and how many matched.
@@ -54,6 +56,7 @@ impl Scan {
     pub(crate) fn wanted(q: &Query) -> bool {
         match q {
             Query::Stats { filter, .. } => !filter.latest_per_video,
+            Query::Report { .. } => true,
             Query::Jobs { filter, paging, .. } | Query::ExportCsv { filter, paging } => {
                 !filter.latest_per_video && reads_every_entry(filter, paging)
             }
@@ -63,8 +66,20 @@ impl Scan {
 
     /// A scan of `q` (one [`Scan::wanted`]) over the first `upto` entries.
     pub(crate) fn new(q: Query, ix: &Index, upto: usize) -> Scan {
+        let upto = if Scan::wanted(&q) {
+            upto.min(ix.len())
+        } else {
+            0
+        };
         let (filter, fold) = match &q {
             Query::Stats { filter, .. } => (filter, Fold::Stats(Box::default())),
+            Query::Report {
+                filter,
+                recent_failures,
+            } => {
+                let fold = ReportFold::new(ix, filter, *recent_failures, upto);
+                (filter, Fold::Report(Box::new(fold)))
+            }
             Query::Jobs { filter, .. } | Query::ExportCsv { filter, .. } => (
                 filter,
                 Fold::Select {
@@ -82,11 +97,6 @@ impl Scan {
             ),
         };
         let matcher = Matcher::new(ix, filter);
-        let upto = if Scan::wanted(&q) {
-            upto.min(ix.len())
-        } else {
-            0
-        };
         Scan {
             matcher,
             upto,
@@ -125,6 +135,7 @@ impl Scan {
             if self.matcher.matches(ix, i) {
                 match &mut self.fold {
                     Fold::Stats(f) => f.add(ix, i),
+                    Fold::Report(f) => f.add(ix, i),
                     Fold::Select { hits, total } => {
                         hits.push(i as u32);
                         *total += 1;
@@ -143,6 +154,7 @@ impl Scan {
     pub(crate) fn finish(self, view: &View<'_>) -> Answer {
         match (self.fold, self.query) {
             (Fold::Stats(f), Query::Stats { .. }) => super::stats::answer(view, f.finish()),
+            (Fold::Report(f), Query::Report { .. }) => super::report::answer(view, *f),
             (Fold::Select { hits, total }, Query::Jobs { paging, fields, .. }) => {
                 let (page, _) = crate::query::page(view.index, hits, &paging);
                 super::jobs::answer(view, &page, total, fields, self.upto)
@@ -202,6 +214,7 @@ mod tests {
                 timings_from: Some((_, spans)),
                 ..
             } => spans.iter().map(|s| (s.offset, s.len)).collect(),
+            Answer::Report(r) => r.summary().1,
             other => panic!("unexpected answer {other:?}"),
         }
     }
@@ -246,8 +259,16 @@ mod tests {
                 fields: None,
             },
             Query::ExportCsv {
-                filter: subject,
+                filter: subject.clone(),
                 paging: sorted,
+            },
+            Query::Report {
+                filter: subject,
+                recent_failures: 7,
+            },
+            Query::Report {
+                filter: Filter::default(),
+                recent_failures: 1_000,
             },
         ]
     }
@@ -272,10 +293,14 @@ mod tests {
                 assert_eq!(turns, 6000usize.div_ceil(slice).max(1));
                 let sliced = scan.finish(&view(&ix, &reader));
                 assert_eq!(spans(&sliced), spans(&at_once), "slice {slice}");
-                if let (Answer::Stats { value: a, .. }, Answer::Stats { value: b, .. }) =
-                    (&sliced, &at_once)
-                {
-                    assert_eq!(a, b);
+                match (&sliced, &at_once) {
+                    (Answer::Stats { value: a, .. }, Answer::Stats { value: b, .. }) => {
+                        assert_eq!(a, b)
+                    }
+                    (Answer::Report(a), Answer::Report(b)) => {
+                        assert_eq!(a.summary(), b.summary(), "slice {slice}")
+                    }
+                    _ => {}
                 }
             }
         }

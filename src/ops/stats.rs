@@ -70,19 +70,33 @@ fn timings(file: &File, spans: &[Span]) -> io::Result<(Value, u64)> {
     Ok((v, untracked))
 }
 
-/// Writes a filtered `stats` answer: `value` completed with the timings of
-/// the records `timings_from` names (read back from the file here, so the
-/// writer does not read records).
-pub(super) async fn write<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    mut value: crate::query::StatsValue,
-    timings_from: Option<(std::sync::Arc<File>, Vec<Span>)>,
+/// The successful records whose `timings` complete a filtered `stats`
+/// (the writer's index holds timings only in its running aggregate).
+pub(crate) type TimingsFrom = Option<(std::sync::Arc<File>, Vec<Span>)>;
+
+/// Completes `value` with the timings of the records `timings_from`
+/// names, read back from the file here (on the connection, so the writer
+/// does not read records); `None` leaves it as it is.
+pub(super) fn complete(
+    value: &mut crate::query::StatsValue,
+    timings_from: TimingsFrom,
 ) -> io::Result<()> {
     if let Some((file, spans)) = timings_from {
         let (t, untracked) = tokio::task::block_in_place(|| timings(&file, &spans))?;
         value.value["timings"] = t;
         value.value["timings_untracked"] = untracked.into();
     }
+    Ok(())
+}
+
+/// Writes a filtered `stats` answer: `value` completed with the timings of
+/// the records `timings_from` names.
+pub(super) async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut value: crate::query::StatsValue,
+    timings_from: TimingsFrom,
+) -> io::Result<()> {
+    complete(&mut value, timings_from)?;
     w.write_all(&value.reply_line()).await
 }
 
@@ -110,14 +124,27 @@ pub(crate) fn run(view: &super::View<'_>, filter: &crate::query::Filter) -> supe
 /// matches and its retry candidates (gathered at once or by a scan).
 pub(crate) fn answer(
     view: &super::View<'_>,
-    (agg, successful, candidates): (crate::index::Aggregate, Vec<u32>, u64),
+    gathered: (crate::index::Aggregate, Vec<u32>, u64),
 ) -> super::Answer {
+    let (value, timings_from) = parts(view, gathered);
+    super::Answer::Stats {
+        value,
+        timings_from,
+    }
+}
+
+/// The `stats` object of a filtered `stats` (or `report`) and the durable
+/// successful matches whose timings complete it.
+pub(crate) fn parts(
+    view: &super::View<'_>,
+    (agg, successful, candidates): (crate::index::Aggregate, Vec<u32>, u64),
+) -> (crate::query::StatsValue, TimingsFrom) {
     let readable: Vec<u32> = successful
         .into_iter()
         .filter(|&i| (i as usize) < view.durable)
         .collect();
-    super::Answer::Stats {
-        value: crate::query::stats_json(view.index, &agg, candidates),
-        timings_from: Some((view.reader.clone(), view.spans(&readable))),
-    }
+    (
+        crate::query::stats_json(view.index, &agg, candidates),
+        Some((view.reader.clone(), view.spans(&readable))),
+    )
 }

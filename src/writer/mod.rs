@@ -467,16 +467,13 @@ impl Writer {
                 let _ = reply.send((self.status_now(), stages));
             }
             Command::Query(q, reply) => {
-                if let Query::Stats {
-                    include_pending: false,
-                    ..
-                } = &q
+                if q.flushes_first()
                     && let Err(e) = self.flush_now().await
                 {
                     let msg = format!(
-                        "stats count only records in the file, and those accepted could not be \
-                         written: {e}; ask with \"include_pending\": true (joblogctl stats \
-                         --pending) for the counts including them"
+                        "stats and reports count only records in the file, and those accepted \
+                         could not be written: {e}; ask `stats` with \"include_pending\": true \
+                         (joblogctl stats --pending) for the counts including them"
                     );
                     let _ = reply.send(Answer::Failed(msg));
                     return;
