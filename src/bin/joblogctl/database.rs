@@ -1,4 +1,4 @@
-//! `joblogctl --database URL stats | jobs | retry-candidates |
+//! `joblogctl --database URL stats | report | jobs | retry-candidates |
 //! export-csv`: the same questions answered over every host's records in
 //! the central PostgreSQL (see `forward`).
 //!

@@ -26,6 +26,7 @@ mod log;
 mod metrics;
 mod output;
 mod pg;
+mod report;
 mod retry;
 mod snapshot;
 mod stats;
@@ -60,7 +61,7 @@ struct Cli {
     socket: Option<PathBuf>,
 
     /// The central PostgreSQL: `forward` ships records to it, and `stats`,
-    /// `jobs`, `retry-candidates` and `export-csv` answer from it, over
+    /// `report`, `jobs`, `retry-candidates` and `export-csv` answer from it, over
     /// every host's records. A URL (postgresql://user@host/db) or libpq
     /// key=value pairs.
     #[arg(long, global = true, env = "JOBLOGD_DATABASE", value_name = "URL")]
@@ -110,6 +111,10 @@ enum Sort {
 enum Cmd {
     /// Statistics (the old logger's get_statistics, and more).
     Stats(StatsArgs),
+    /// An HTML report to open in a browser: the headline figures,
+    /// successes and failures over time, errors by type and stage,
+    /// timings, subjects, workers and the newest failures.
+    Report(report::ReportArgs),
     /// List jobs, filtered, sorted and paged.
     Jobs(JobsArgs),
     /// Videos whose latest attempt failed and may be retried, newest first.
@@ -319,15 +324,19 @@ fn main() -> ExitCode {
     if let Some(url) = &cli.database {
         match &cli.cmd {
             Cmd::Forward(_) => {}
-            Cmd::Stats(_) | Cmd::Jobs(_) | Cmd::RetryCandidates { .. } | Cmd::ExportCsv { .. } => {
+            Cmd::Stats(_)
+            | Cmd::Report(_)
+            | Cmd::Jobs(_)
+            | Cmd::RetryCandidates { .. }
+            | Cmd::ExportCsv { .. } => {
                 socket.database = Some(url.clone());
             }
             _ if !given => {}
             _ => {
                 eprintln!(
-                    "joblogctl: --database answers stats, jobs, retry-candidates and export-csv \
-                     (and is where forward ships to); this command talks to the daemon: drop \
-                     --database"
+                    "joblogctl: --database answers stats, report, jobs, retry-candidates and \
+                     export-csv (and is where forward ships to); this command talks to the \
+                     daemon: drop --database"
                 );
                 return ExitCode::from(2);
             }
@@ -367,6 +376,7 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
             writeln!(out, "archived to {}", text(&v["archive"]))?;
         }
         Cmd::Stats(a) => stats(&mut out, socket, a)?,
+        Cmd::Report(a) => report::report(&mut out, socket, a)?,
         Cmd::Status => status::status(&mut out, socket)?,
         Cmd::Metrics => metrics::metrics(&mut out, socket)?,
         Cmd::Completions { shell } => {

@@ -66,7 +66,7 @@ pub(super) struct Order {
 
 /// A JSON object's members in the order they come.
 #[derive(Default)]
-struct Ordered(Vec<(String, Value)>);
+pub(super) struct Ordered(pub(super) Vec<(String, Value)>);
 
 impl<'de> serde::Deserialize<'de> for Ordered {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -81,6 +81,11 @@ fn is_iso(t: &str) -> bool {
                     && tail[4..].iter().all(u8::is_ascii_digit)))))
 }
 
+/// The local time now, as `logged_at` is written (to the second).
+pub(super) fn now_iso() -> String {
+    local_iso(now_secs())
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
