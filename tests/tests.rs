@@ -28,6 +28,9 @@ mod python;
 // joblogctl, the command for humans.
 mod ctl;
 
+// joblogctl report --html: its figures against stats, escaping, Chromium.
+mod report;
+
 // SIGKILL and torn-tail trials (the joblogd-torture harness).
 mod crash;
 
