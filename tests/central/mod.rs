@@ -444,7 +444,7 @@ fn ctl_central(pg: &Postgres, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `stats`, `jobs`, `retry-candidates` and `export-csv` with `--database`
+/// `stats`, `report`, `jobs`, `retry-candidates` and `export-csv` with `--database`
 /// answer over every host's records in the daemon's shapes: the counts
 /// are the sums of the hosts', and a video that failed on one host and
 /// later succeeded on another is no retry candidate.
@@ -498,6 +498,10 @@ fn the_same_questions_are_answered_cluster_wide() {
     );
     assert_eq!(central["retry_candidates"], 2, "{central}");
     assert_eq!(central["by_subject"]["AI"]["total"], 5, "{central}");
+    // The HTML report shows the same figures, and each failure's host.
+    let html = ctl_central(&pg, &["report", "--html", "-"]);
+    crate::report::check_figures(&html, &central);
+    assert!(html.contains("<th>Host</th>"), "no host column");
     // Retry candidates: y (newest attempt on b failed) and z, not x.
     let urls = ctl_central(&pg, &["retry-candidates", "--urls"]);
     let mut urls: Vec<&str> = urls.lines().collect();
