@@ -1,12 +1,15 @@
 //! Section 6, the index: a file of small records written directly as a
 //! JSON array, the daemon's memory on an empty log and on that file
-//! (resident bytes per indexed record), and timed round trips of `ping`,
-//! `stats`, `failed`, sorted `jobs` and one subject's `stats`.
+//! (resident bytes per indexed record), timed round trips of `ping`,
+//! `stats`, `failed`, sorted `jobs`, one subject's `stats` and `report`
+//! (all records and one subject's), and `joblogctl report --html` end to
+//! end (its process, the request, the page, the file).
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -17,6 +20,11 @@ use crate::records::Kind;
 use crate::scan::ScanStats;
 use crate::stats::{Latency, latency};
 use crate::util::{evict_from_cache, other, thousands};
+
+/// What [`Bench::index_queries`] measures: VmRSS and VmHWM after the
+/// first `stats`, `index_bytes`, VmRSS after the requests, the round
+/// trips, and `joblogctl report --html`'s runs.
+type Measured = (u64, u64, u64, u64, [Rtt; 7], Result<Latency, String>);
 
 /// Sequential round trips of one request on one connection.
 pub(crate) struct Rtt {
@@ -50,6 +58,10 @@ pub(crate) struct IndexStats {
     pub(crate) failed_100: Rtt,
     pub(crate) sort_5: Rtt,
     pub(crate) stats_ai: Rtt,
+    pub(crate) report: Rtt,
+    pub(crate) report_ai: Rtt,
+    /// Milliseconds of `joblogctl report --html FILE` runs, or why none ran.
+    pub(crate) report_html_ms: Result<Latency, String>,
     /// VmRSS / VmHWM of a daemon on an empty log, after one `stats`.
     pub(crate) rss_empty: u64,
     pub(crate) hwm_empty: u64,
@@ -79,6 +91,11 @@ const SORT_5: &str = r#"{"op":"jobs","sort_by":"processing_duration","order":"de
 /// Filtered stats: one subject of [`SUBJECTS`] (an eighth of the records),
 /// whose `timings` are read back from the file.
 const STATS_AI: &str = r#"{"op":"stats","subject":"AI"}"#;
+/// What `joblogctl report` asks: one pass over the index, the running
+/// aggregate's copy, the newest failures read back.
+const REPORT: &str = r#"{"op":"report"}"#;
+/// One subject's report: its timings read back, as [`STATS_AI`]'s.
+const REPORT_AI: &str = r#"{"op":"report","subject":"AI"}"#;
 /// The stage names of a successful record's `timings` in [`Gen::record`].
 const STAGES: [&str; 5] = [
     "export_pdfs",
@@ -257,8 +274,8 @@ impl Bench {
         self.progress("index: round trips");
         let q = self.index_queries(&d, n, failed);
         self.stop_daemon(d, log, "index: queries");
-        let (rss_full, hwm_full, index_bytes, rss_after, rtts) = q?;
-        let [ping, stats, failed_100, sort_5, stats_ai] = rtts;
+        let (rss_full, hwm_full, index_bytes, rss_after, rtts, report_html_ms) = q?;
+        let [ping, stats, failed_100, sort_5, stats_ai, report, report_ai] = rtts;
         Ok(IndexStats {
             records: n,
             failed,
@@ -270,6 +287,9 @@ impl Bench {
             failed_100,
             sort_5,
             stats_ai,
+            report,
+            report_ai,
+            report_html_ms,
             rss_empty,
             hwm_empty,
             index_bytes_empty,
@@ -282,12 +302,7 @@ impl Bench {
 
     /// On the daemon left running: the first `stats` (checked against the
     /// file), memory after it, the timed round trips, and memory after them.
-    fn index_queries(
-        &self,
-        d: &Daemon,
-        n: u64,
-        failed: u64,
-    ) -> io::Result<(u64, u64, u64, u64, [Rtt; 5])> {
+    fn index_queries(&self, d: &Daemon, n: u64, failed: u64) -> io::Result<Measured> {
         let mut c = Client::connect(d.socket())?;
         let v = c.request(STATS)?;
         let st = &v["stats"];
@@ -304,13 +319,18 @@ impl Bench {
         }
         let index_bytes = ping["index_bytes"].as_u64().unwrap_or(0);
         let rtts = self.query_round_trips(&mut c, n, failed)?;
+        let html = self.report_html(d, n).map_err(|e| e.to_string());
+        if let Err(e) = &html {
+            self.progress(&format!("index: joblogctl report --html not timed: {e}"));
+        }
         let (rss_after, _) = d.memory()?;
-        Ok((rss_full, hwm_full, index_bytes, rss_after, rtts))
+        Ok((rss_full, hwm_full, index_bytes, rss_after, rtts, html))
     }
 
     /// The timed round trips of [`PING`], [`STATS`], [`FAILED_100`],
-    /// [`SORT_5`] and [`STATS_AI`], every reply checked.
-    fn query_round_trips(&self, c: &mut Client, n: u64, failed: u64) -> io::Result<[Rtt; 5]> {
+    /// [`SORT_5`], [`STATS_AI`], [`REPORT`] and [`REPORT_AI`], every reply
+    /// checked.
+    fn query_round_trips(&self, c: &mut Client, n: u64, failed: u64) -> io::Result<[Rtt; 7]> {
         let iters = self.plan.index_stats_iters;
         let ping = round_trips(c, PING, iters, RTT_CAP, |_| Ok(()))?;
         let stats = round_trips(c, STATS, iters, RTT_CAP, |v| check_stats(v, n))?;
@@ -324,7 +344,65 @@ impl Bench {
         let stats_ai = round_trips(c, STATS_AI, self.plan.index_filtered_iters, SORT_CAP, |v| {
             check_stats_ai(v, n)
         })?;
-        Ok([ping, stats, failed_100, sort_5, stats_ai])
+        let iters = self.plan.index_filtered_iters;
+        let report = round_trips(c, REPORT, iters, SORT_CAP, |v| check_report(v, n, true))?;
+        let report_ai = round_trips(c, REPORT_AI, iters, SORT_CAP, |v| check_report(v, n, false))?;
+        Ok([ping, stats, failed_100, sort_5, stats_ai, report, report_ai])
+    }
+
+    /// Milliseconds of `joblogctl report --html FILE` (the `joblogctl`
+    /// beside the daemon) over the daemon's `n` records: a process, one
+    /// `report`, the page made and written.
+    fn report_html(&self, d: &Daemon, n: u64) -> io::Result<Latency> {
+        let ctl = self.bin.with_file_name("joblogctl");
+        if !ctl.is_file() {
+            return Err(other(format!(
+                "{} is missing (cargo build --release --bins)",
+                ctl.display()
+            )));
+        }
+        let page = self.dir.join("report.html");
+        let want = format!(
+            "wrote the report of {} jobs",
+            crate::util::thousands(n as f64)
+        );
+        let mut samples = Vec::new();
+        for _ in 0..self.plan.index_filtered_iters.min(5) {
+            let t = Instant::now();
+            let out = Command::new(&ctl)
+                .arg("--socket")
+                .arg(d.socket())
+                .args(["report", "--html"])
+                .arg(&page)
+                .output()?;
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() || !stderr.contains(&want) {
+                return Err(other(format!("joblogctl report: {}", stderr.trim())));
+            }
+        }
+        let _ = fs::remove_file(&page);
+        Ok(latency(&samples))
+    }
+}
+
+/// The check of a `report` reply: `stats` over all `n` records (or some
+/// of them, for one subject), a time series and recent failures.
+fn check_report(v: &Value, n: u64, all: bool) -> io::Result<()> {
+    let total = v["stats"]["total_jobs"].as_u64().unwrap_or(0);
+    let buckets = v["time_series"]["buckets"].as_array().map_or(0, Vec::len);
+    let recent = v["recent_failures"].as_array().map_or(0, Vec::len);
+    let total_ok = if all {
+        total == n
+    } else {
+        total > 0 && total < n
+    };
+    if total_ok && buckets > 0 && recent == 20 {
+        Ok(())
+    } else {
+        Err(other(format!(
+            "total_jobs {total} of {n}, {buckets} buckets, {recent} recent failures"
+        )))
     }
 }
 

@@ -63,6 +63,8 @@ fn index_queries_report(o: &mut String, ix: &IndexStats) {
         &ix.failed_100,
         &ix.sort_5,
         &ix.stats_ai,
+        &ix.report,
+        &ix.report_ai,
     ] {
         let l = rt.latency_us;
         let _ = writeln!(
@@ -86,6 +88,22 @@ fn index_queries_report(o: &mut String, ix: &IndexStats) {
         ms(ix.sort_5.latency_us),
         ms(ix.stats_ai.latency_us)
     );
+    match &ix.report_html_ms {
+        Ok(l) => {
+            let _ = writeln!(
+                o,
+                "   joblogctl report --html FILE at {} records (its process, the report request, the page made and written): p50 {:.0} ms, max {:.0} ms over {} runs; the report request alone {}",
+                thousands(ix.records as f64),
+                l.p50,
+                l.max,
+                l.n,
+                ms(ix.report.latency_us)
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(o, "   joblogctl report --html not timed: {e}");
+        }
+    }
     let _ = writeln!(
         o,
         "   memory (VmRSS of /proc/<pid>/status, after start-up and one stats): empty log {}, {} records {} (peak VmHWM {}; empty-log peak {}); after the measured requests {}",

@@ -71,6 +71,12 @@ pub(crate) fn results_json(b: &Bench, machine: Value, command: &str, r: &Results
                     "failed_limit_100": ix.failed_100.to_json(),
                     "jobs_sort_duration_desc_limit_5": ix.sort_5.to_json(),
                     "stats_subject_ai": ix.stats_ai.to_json(),
+                    "report": ix.report.to_json(),
+                    "report_subject_ai": ix.report_ai.to_json(),
+                },
+                "joblogctl_report_html_ms": match &ix.report_html_ms {
+                    Ok(l) => l.to_json(),
+                    Err(e) => err(e),
                 },
                 "memory": {
                     "rss_empty_bytes": ix.rss_empty,
