@@ -103,12 +103,15 @@ fn over_time_svg(ts: &Series) -> String {
 /// A bucket's period in full, for its tooltip and table row.
 fn period(unit: &str, start: &str) -> String {
     let t = time(start);
+    // The first `n` bytes, or all of it (not a time as the daemon writes
+    // them: never cut inside a character).
+    let head = |n: usize| t.get(..n).unwrap_or(&t).to_string();
     match unit {
-        "hour" => format!("{}–{:02}:00", &t[..t.len().min(16)], hour(start) + 1),
-        "day" => t[..t.len().min(10)].to_string(),
-        "week" => format!("week of {}", &t[..t.len().min(10)]),
-        "month" => t[..t.len().min(7)].to_string(),
-        _ => t[..t.len().min(4)].to_string(),
+        "hour" => format!("{}–{:02}:00", head(16), hour(start) + 1),
+        "day" => head(10),
+        "week" => format!("week of {}", head(10)),
+        "month" => head(7),
+        _ => head(4),
     }
 }
 
@@ -497,6 +500,19 @@ mod tests {
             .collect();
         assert!(bars[1] + bars[2] <= bars[0] + 1e-9, "{bars:?}");
         assert!(bars[1] > 0.0 && bars[2] > 0.0);
+    }
+
+    #[test]
+    fn periods_name_their_bucket() {
+        assert_eq!(
+            period("hour", "2025-10-17T09:00:00"),
+            "2025-10-17 09:00–10:00"
+        );
+        assert_eq!(period("week", "2025-10-13T00:00:00"), "week of 2025-10-13");
+        assert_eq!(period("month", "2025-10-01T00:00:00"), "2025-10");
+        assert_eq!(period("year", "2025-01-01T00:00:00"), "2025");
+        assert_eq!(short("hour", "2025-10-17T09:00:00"), "10-17 09:00");
+        assert_eq!(period("day", "é"), "é");
     }
 
     #[test]
