@@ -70,3 +70,62 @@ fn a_record_sent_again_with_its_record_id_is_written_once() {
     assert_eq!(log(&d, "r5")["logged"], 1);
     assert_eq!(ids_in(&d.log), ["r5"]);
 }
+
+/// A copy of a record whose original another connection still holds
+/// (taken, not yet handed to the writer: that connection waits for the
+/// byte budget while the disk refuses writes) is acknowledged only once
+/// the original is on disk: never before.
+#[test]
+fn a_copy_is_acknowledged_only_once_its_original_is_on_disk() {
+    let dir = TempDir::new();
+    let fault = dir.join("fault");
+    std::fs::write(&fault, "enospc").unwrap();
+    let d = Daemon::start(
+        &dir,
+        &[
+            "--fault-file",
+            fault.to_str().unwrap(),
+            "--max-pending-bytes",
+            "65536",
+            "--batch-max-bytes",
+            "65536",
+        ],
+    );
+    // Fill the budget with records the failing disk cannot take.
+    let mut filler = Client::new(d.connect());
+    let pad = "x".repeat(1000);
+    let mut buf = Vec::new();
+    for i in 0..200 {
+        buf.extend_from_slice(format!("{{\"f\":{i},\"pad\":\"{pad}\"}}\n").as_bytes());
+    }
+    filler.send_bytes(&buf);
+    crate::util::wait_until("the budget to fill", || {
+        d.request("ping")["pending"].as_u64().unwrap_or(0) > 0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A takes the original and waits for budget; B sends the copy.
+    let batch = |tag: &str| {
+        format!(
+            r#"{{"op":"log_batch","jobs":[{{"who":"{tag}","record_id":"orig-1","pad":"{pad}"}}],"ack":true}}"#
+        )
+    };
+    let mut a = Client::new(d.connect());
+    a.reply_timeout(std::time::Duration::from_secs(60));
+    a.send(&batch("a"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut b = Client::new(d.connect());
+    b.reply_timeout(std::time::Duration::from_secs(60));
+    b.send(&batch("b"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::remove_file(&fault).unwrap();
+    let rb = b.reply();
+    assert_eq!(rb["duplicates"], 1, "{rb}");
+    // B was told: the original is on disk, even if the daemon dies now.
+    let log = d.log.clone();
+    d.kill9();
+    assert_eq!(
+        ids_in(&log).iter().filter(|i| *i == "orig-1").count(),
+        1,
+        "the copy was acknowledged before its original was on disk"
+    );
+}

@@ -209,6 +209,11 @@ pub(crate) async fn handle(
         permit: None,
         shutdown: shutdown.clone(),
         replies_abandoned: false,
+        in_hand: InHand {
+            ids: Arc::clone(&shared_count.ids),
+            keys: Vec::new(),
+        },
+        originals: Vec::new(),
     };
     let shared = Arc::clone(&session.shared);
     let stopping = shutdown.clone();
@@ -265,6 +270,35 @@ struct Session {
     /// The client left its replies unread past the shutdown's grace: later
     /// replies are dropped, so the rest of what it sent is still handled.
     replies_abandoned: bool,
+    /// The record ids admitted into `chunk` (see [`InHand`]).
+    in_hand: InHand,
+    /// Ids of records this connection dropped as copies while their
+    /// originals were in another connection's hands: its next
+    /// acknowledgement waits until those are with the writer.
+    originals: Vec<u128>,
+}
+
+/// The keys of the record ids admitted into a connection's chunk: in hand
+/// (`index::Admit::InHand`) until the chunk reaches the writer, and let go
+/// when the connection ends too, so that no copy's acknowledgement waits
+/// for them forever.
+struct InHand {
+    ids: Arc<crate::index::RecordIds>,
+    keys: Vec<u128>,
+}
+
+impl InHand {
+    /// The chunk went to the writer (or never will).
+    fn handed(&mut self) {
+        self.ids.handed(&self.keys);
+        self.keys.clear();
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        self.handed();
+    }
 }
 
 /// Refuses line `no` with `e`, counted under its code for `metrics`.

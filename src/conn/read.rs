@@ -110,11 +110,15 @@ pub(super) async fn take_record(
     };
     // A record the log already holds (sent again after a lost ack) is
     // dropped here; with no reply to give, it is only counted (`ping`).
-    if let Some(id) = fields.record_id(&s.chunk[start..])
-        && !s.shared.ids.admit(id)
-    {
-        s.chunk.truncate(start - RECORD_PREFIX.len());
-        return;
+    if let Some(id) = fields.record_id(&s.chunk[start..]) {
+        match s.shared.ids.admit(id) {
+            index::Admit::New(key) => s.in_hand.keys.push(key),
+            dup => {
+                note_copy(s, dup);
+                s.chunk.truncate(start - RECORD_PREFIX.len());
+                return;
+            }
+        }
     }
     // With other clients connected too, the single writer is the
     // one to spare: index facts are computed here, in parallel.
@@ -389,10 +393,39 @@ pub(super) async fn send_chunk(s: &mut Session, done: Option<oneshot::Sender<Dur
         done,
         indexed: Arc::clone(&s.indexed),
     };
-    if s.shared.writer.tx.send(Command::Ingest(ing)).await.is_err() {
+    let sent = s.shared.writer.tx.send(Command::Ingest(ing)).await.is_ok();
+    // With the writer now (in order before anything sent later), or
+    // never: copies of these records need not wait for them any more.
+    s.in_hand.handed();
+    if !sent {
         s.writer_gone = true;
         return false;
     }
     s.sent += 1;
     true
+}
+
+/// A copy of a record held already was dropped: if the original is still
+/// in another connection's hands, this connection's next acknowledgement
+/// waits for it (see [`wait_for_originals`]).
+pub(super) fn note_copy(s: &mut Session, found: index::Admit) {
+    if let index::Admit::InHand(key) = found
+        && !s.in_hand.keys.contains(&key)
+    {
+        s.originals.push(key);
+    }
+}
+
+/// Before an acknowledgement (`ack`, `flush`): this connection's own
+/// records go to the writer, then, if it dropped copies whose originals
+/// another connection still held, it waits until those are with the
+/// writer too, so that the acknowledgement (a flush after them) never
+/// comes before the originals are on disk.
+pub(super) async fn wait_for_originals(s: &mut Session) {
+    if s.originals.is_empty() {
+        return;
+    }
+    send_chunk(s, None).await;
+    let originals = std::mem::take(&mut s.originals);
+    s.shared.ids.wait_handed(&originals).await;
 }

@@ -120,7 +120,7 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
             }
         }
     }
-    let (data, metas, duplicates) = without_duplicates(&s.shared.ids, data, metas);
+    let (data, metas, duplicates) = without_duplicates(s, data, metas);
     let n = metas.len() as u64;
     s.chunk = data;
     s.chunk_records = metas;
@@ -134,6 +134,7 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
         reply_line(&serde_json::json!({"ok": true, "logged": n}))
     };
     if ack {
+        wait_for_originals(s).await;
         let (tx, rx) = oneshot::channel();
         if send_chunk(s, Some(tx)).await {
             queue(s, Reply::WhenDurable { rx, ok, line: no }).await;
@@ -152,7 +153,7 @@ pub(super) async fn log_jobs(s: &mut Session, no: u64, jobs: &[&[u8]], ack: bool
 /// was formatted: a request refused as a whole notes no id, so sending
 /// it again logs it.
 fn without_duplicates(
-    ids: &crate::index::RecordIds,
+    s: &mut Session,
     data: Vec<u8>,
     metas: Vec<RecordMeta>,
 ) -> (Vec<u8>, Vec<RecordMeta>, u64) {
@@ -167,11 +168,15 @@ fn without_duplicates(
     let mut kept_metas = Vec::with_capacity(metas.len());
     let mut duplicates = 0;
     for m in &metas {
-        if let Some(id) = id_of(m)
-            && !ids.admit(id)
-        {
-            duplicates += 1;
-            continue;
+        if let Some(id) = id_of(m) {
+            match s.shared.ids.admit(id) {
+                index::Admit::New(key) => s.in_hand.keys.push(key),
+                dup => {
+                    note_copy(s, dup);
+                    duplicates += 1;
+                    continue;
+                }
+            }
         }
         let (start, end) = (m.start as usize, (m.start + m.len) as usize);
         let at = kept.len() + RECORD_PREFIX.len();
@@ -187,6 +192,7 @@ fn without_duplicates(
 /// `flush`: answered once everything accepted before is durable.
 pub(super) async fn flush(s: &mut Session, no: u64) {
     send_chunk(s, None).await;
+    wait_for_originals(s).await;
     let (tx, rx) = oneshot::channel();
     let ok = reply_line(&serde_json::json!({"ok": true}));
     if s.shared.writer.tx.send(Command::Flush(tx)).await.is_ok() {

@@ -29,6 +29,23 @@ pub(crate) struct RecordIds {
     shards: [Mutex<Generations>; SHARDS],
     keys: (RandomState, RandomState),
     duplicates: AtomicU64,
+    /// Woken whenever ids leave `in_hand` (see [`RecordIds::wait_handed`]).
+    handed: tokio::sync::Notify,
+}
+
+/// What [`RecordIds::admit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// A new id, noted now under this key: the record is to be logged.
+    New(u128),
+    /// Held already, its record with the writer or in the file.
+    Held,
+    /// Held already, but its record is still in the hands of the
+    /// connection that took it (not yet with the writer): an
+    /// acknowledgement of the copy must wait until it is handed over
+    /// ([`RecordIds::wait_handed`]), or it could come before the first
+    /// copy is on disk.
+    InHand(u128),
 }
 
 const SHARDS: usize = 16;
@@ -43,6 +60,9 @@ type Set = HashSet<u128, BuildHasherDefault<Spread>>;
 struct Generations {
     current: Set,
     previous: Set,
+    /// Ids of `current` whose records a connection holds and has not
+    /// handed to the writer yet (a few thousand at most: a chunk's).
+    in_hand: Set,
 }
 
 /// The keys are already keyed hashes: the table takes their low bits as
@@ -83,19 +103,62 @@ impl RecordIds {
         }
     }
 
-    /// True if the id is new (it is noted now); false if the log already
-    /// holds (or has accepted) a record with it, which is counted.
-    pub(crate) fn admit(&self, id: &[u8]) -> bool {
+    /// Whether the id is new (noted now, and in hand until
+    /// [`RecordIds::handed`] is told its key), or held already, which is
+    /// counted.
+    pub(crate) fn admit(&self, id: &[u8]) -> Admit {
         let key = self.key(id);
         // A poisoned lock (a panic elsewhere while holding it) admits:
         // a record twice is better than a record lost.
-        let new = self.shard(key).lock().map_or(true, |mut g| {
-            !g.previous.contains(&key) && g.current.insert(key)
-        });
-        if !new {
-            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut g) = self.shard(key).lock() else {
+            return Admit::New(key);
+        };
+        // (In hand first: a clear may have moved its id to `previous`.)
+        let found = if g.in_hand.contains(&key) {
+            Admit::InHand(key)
+        } else if g.previous.contains(&key) {
+            Admit::Held
+        } else if g.current.insert(key) {
+            g.in_hand.insert(key);
+            return Admit::New(key);
+        } else {
+            Admit::Held
+        };
+        drop(g);
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// The records of these keys (from [`Admit::New`]) are with the
+    /// writer now (or will never be: the connection is gone).
+    pub(crate) fn handed(&self, keys: &[u128]) {
+        if keys.is_empty() {
+            return;
         }
-        new
+        for (i, shard) in self.shards.iter().enumerate() {
+            if let Ok(mut g) = shard.lock() {
+                for k in keys.iter().filter(|k| (**k >> 124) as usize % SHARDS == i) {
+                    g.in_hand.remove(k);
+                }
+            }
+        }
+        self.handed.notify_waiters();
+    }
+
+    /// Waits until none of `keys` is in a connection's hands any more.
+    pub(crate) async fn wait_handed(&self, keys: &[u128]) {
+        loop {
+            let notified = self.handed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let in_hand = keys
+                .iter()
+                .any(|k| self.shard(*k).lock().is_ok_and(|g| g.in_hand.contains(k)));
+            if !in_hand {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// A new log took the live one's place (`clear`, a rotation): its ids
@@ -143,22 +206,57 @@ fn table_bytes(set: &Set) -> usize {
 mod tests {
     use super::*;
 
+    fn new(a: Admit) -> bool {
+        matches!(a, Admit::New(_))
+    }
+
     #[test]
     fn an_id_is_admitted_once() {
         let ids = RecordIds::default();
-        assert!(ids.admit(br#""0193a1b2-0000-7000-8000-000000000001""#));
-        assert!(!ids.admit(br#""0193a1b2-0000-7000-8000-000000000001""#));
-        assert!(ids.admit(br#""0193a1b2-0000-7000-8000-000000000002""#));
+        let Admit::New(one) = ids.admit(br#""0193a1b2-0000-7000-8000-000000000001""#) else {
+            panic!("new")
+        };
+        // Its record not yet handed to the writer: a copy must wait.
+        assert_eq!(
+            ids.admit(br#""0193a1b2-0000-7000-8000-000000000001""#),
+            Admit::InHand(one)
+        );
+        ids.handed(&[one]);
+        assert_eq!(
+            ids.admit(br#""0193a1b2-0000-7000-8000-000000000001""#),
+            Admit::Held
+        );
+        assert!(new(ids.admit(br#""0193a1b2-0000-7000-8000-000000000002""#)));
         ids.note(b"42");
-        assert!(!ids.admit(b"42"));
-        assert_eq!(ids.duplicates(), 2);
+        assert_eq!(ids.admit(b"42"), Admit::Held);
+        assert_eq!(ids.duplicates(), 3);
         assert_eq!(ids.size().0, 3);
         // Known across one new log, forgotten after two.
         ids.new_log();
-        assert!(!ids.admit(b"42"));
+        assert_eq!(ids.admit(b"42"), Admit::Held);
         ids.new_log();
         ids.new_log();
-        assert!(ids.admit(b"42"));
+        assert!(new(ids.admit(b"42")));
         assert_eq!(ids.size().0, 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_wait_ends_when_the_original_is_handed_over() {
+        let ids = std::sync::Arc::new(RecordIds::default());
+        let Admit::New(k) = ids.admit(b"7") else {
+            panic!("new")
+        };
+        // A clear meanwhile does not make it look written.
+        ids.new_log();
+        assert_eq!(ids.admit(b"7"), Admit::InHand(k));
+        let waiter = tokio::spawn({
+            let ids = std::sync::Arc::clone(&ids);
+            async move { ids.wait_handed(&[k]).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        ids.handed(&[k]);
+        waiter.await.unwrap();
+        ids.wait_handed(&[k]).await; // at once now
     }
 }

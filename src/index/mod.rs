@@ -25,7 +25,7 @@ mod python;
 mod record;
 mod stats;
 
-pub(crate) use ids::RecordIds;
+pub(crate) use ids::{Admit, RecordIds};
 pub(crate) use interner::{FxHasher, Interner, Sym, SymMap};
 pub(crate) use python::{
     error_type, group_key, int_or_number, number, string, string_bytes, truthy,
