@@ -243,3 +243,67 @@ fn an_archive_a_consumer_has_not_drained_is_kept() {
         );
     }
 }
+
+/// An archive is queried without a daemon: `joblogctl --file`, read-only,
+/// with the daemon's own answers.
+#[test]
+fn an_archive_is_queried_with_joblogctl_file() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    let jobs: Vec<Value> = (0..12)
+        .map(|i| json!({"video_id": format!("v{i}"), "success": i % 3 != 0, "stage": "s", "error": "E: x", "subject": "AI"}))
+        .collect();
+    let r = d.request(&json!({"op":"log_batch","jobs":jobs,"ack":true}).to_string());
+    assert_eq!(r["ok"], true, "{r}");
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_joblogctl"))
+            .env("JOBLOGD_SOCKET", &d.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let live = ctl(&["stats", "--json"]);
+    let archive = clear(&d);
+    let before = std::fs::read(&archive).unwrap();
+    let from_file = ctl(&["--file", archive.to_str().unwrap(), "stats", "--json"]);
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&from_file.stdout),
+        String::from_utf8_lossy(&live.stdout)
+    );
+    let failed = ctl(&[
+        "--file",
+        archive.to_str().unwrap(),
+        "jobs",
+        "--failed",
+        "--fields",
+        "video_id",
+    ]);
+    let ids: Vec<String> = String::from_utf8_lossy(&failed.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["video_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["v0", "v3", "v6", "v9"]);
+    assert_eq!(std::fs::read(&archive).unwrap(), before, "read-only");
+    // Commands that talk to the daemon refuse it; a file that is no log is named.
+    assert_eq!(
+        ctl(&["--file", archive.to_str().unwrap(), "tail"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let bad = dir.join("not-a-log.json");
+    std::fs::write(&bad, "{").unwrap();
+    let o = ctl(&["--file", bad.to_str().unwrap(), "stats"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a JSON array"));
+}

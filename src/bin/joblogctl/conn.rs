@@ -12,6 +12,8 @@ pub(super) struct Socket {
     explicit: bool,
     /// `--database`: queries are answered from the central store instead.
     pub(super) database: Option<String>,
+    /// `--file`: queries are answered over that log file instead.
+    pub(super) file: Option<PathBuf>,
 }
 
 impl Socket {
@@ -21,6 +23,7 @@ impl Socket {
                 candidates: vec![p],
                 explicit: true,
                 database: None,
+                file: None,
             },
             None => {
                 let mut candidates = vec![joblogd::config::default_socket()];
@@ -32,6 +35,7 @@ impl Socket {
                     candidates,
                     explicit: false,
                     database: None,
+                    file: None,
                 }
             }
         }
@@ -49,6 +53,9 @@ impl Conn {
     pub(super) fn open(socket: &Socket) -> Result<Conn, Fail> {
         if let Some(url) = &socket.database {
             return database::open(url);
+        }
+        if let Some(path) = &socket.file {
+            return archive::open(path);
         }
         let mut tried = Vec::new();
         // SAFETY: geteuid has no preconditions and cannot fail.

@@ -17,6 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+mod archive;
 mod conn;
 mod database;
 mod export;
@@ -66,6 +67,19 @@ struct Cli {
     /// key=value pairs.
     #[arg(long, global = true, env = "JOBLOGD_DATABASE", value_name = "URL")]
     database: Option<String>,
+
+    /// Answer stats, report, jobs, retry-candidates and export-csv over
+    /// this log file (an archive, a copy) instead of asking the daemon:
+    /// read-only, with the daemon's own query code.
+    // (An id of its own: `log`'s positional argument is `file`.)
+    #[arg(
+        long = "file",
+        id = "log_file",
+        global = true,
+        value_name = "LOG",
+        conflicts_with = "database"
+    )]
+    file: Option<PathBuf>,
 
     /// Colour and bold on a terminal: auto follows NO_COLOR,
     /// CLICOLOR_FORCE and TERM=dumb.
@@ -337,6 +351,22 @@ fn main() -> ExitCode {
                     "joblogctl: --database answers stats, report, jobs, retry-candidates and \
                      export-csv (and is where forward ships to); this command talks to the \
                      daemon: drop --database"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(path) = &cli.file {
+        match &cli.cmd {
+            Cmd::Stats(_)
+            | Cmd::Report(_)
+            | Cmd::Jobs(_)
+            | Cmd::RetryCandidates { .. }
+            | Cmd::ExportCsv { .. } => socket.file = Some(path.clone()),
+            _ => {
+                eprintln!(
+                    "joblogctl: --file answers stats, report, jobs, retry-candidates and \
+                     export-csv over a log file; this command talks to the daemon: drop --file"
                 );
                 return ExitCode::from(2);
             }
