@@ -307,3 +307,33 @@ fn an_archive_is_queried_with_joblogctl_file() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a JSON array"));
 }
+
+/// Rotations, removals and archives held for a consumer are in the
+/// metrics.
+#[test]
+fn retention_is_counted_in_the_metrics() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &["--keep-archives", "0", "--rotate-at-records", "5"]);
+    let sample = |name: &str| -> f64 {
+        let mut c = Client::new(d.connect());
+        c.send("metrics");
+        let n = c.reply()["bytes"].as_u64().unwrap() as usize;
+        let text = String::from_utf8(c.bytes(n)).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    log_some(&d, "a", 6); // rotated, and the archive removed at once
+    assert_eq!(sample("joblogd_rotations_total"), 1.0);
+    assert_eq!(sample("joblogd_archives_removed_total"), 1.0);
+    let live = d.request("ping")["log_id"].clone();
+    let r = d.request(&json!({"op":"consumer","name":"f","log_id":live,"next_seq":0}).to_string());
+    assert_eq!(r["ok"], true, "{r}");
+    log_some(&d, "b", 6); // rotated; the consumer has not read it: held
+    assert_eq!(sample("joblogd_rotations_total"), 2.0);
+    assert_eq!(sample("joblogd_archives_removed_total"), 1.0);
+    assert_eq!(sample("joblogd_archives_held_for_consumers"), 1.0);
+    assert_eq!(archives(&d.log).len(), 1);
+}

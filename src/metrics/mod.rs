@@ -52,6 +52,11 @@ pub(crate) struct Metrics {
     /// `+Inf` bucket), and their durations' sum in microseconds.
     flush_buckets: [AtomicU64; BUCKETS],
     flush_micros: AtomicU64,
+    /// Retention: automatic rotations, archives removed, and archives past
+    /// the limits kept at the last look because a consumer is behind.
+    rotations: AtomicU64,
+    archives_removed: AtomicU64,
+    archives_held: AtomicU64,
     /// The last successful flush, in Unix milliseconds; the start until
     /// the first (the file is complete on disk as the start-up left it).
     last_flush_ms: AtomicU64,
@@ -72,6 +77,9 @@ impl Metrics {
             fsync_failures: AtomicU64::new(0),
             flush_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             flush_micros: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            archives_removed: AtomicU64::new(0),
+            archives_held: AtomicU64::new(0),
             last_flush_ms: AtomicU64::new(now),
         }
     }
@@ -105,6 +113,18 @@ impl Metrics {
         if in_sync {
             self.fsync_failures.fetch_add(1, Relaxed);
         }
+    }
+
+    /// The live log was rotated on its own (`--rotate-at-*`).
+    pub(crate) fn rotated(&self) {
+        self.rotations.fetch_add(1, Relaxed);
+    }
+
+    /// Retention looked at the archives: `removed` went, `held` past the
+    /// limits stayed for a consumer that has not read them.
+    pub(crate) fn pruned(&self, removed: u64, held: u64) {
+        self.archives_removed.fetch_add(removed, Relaxed);
+        self.archives_held.store(held, Relaxed);
     }
 
     /// A line was refused with `code`.
@@ -141,6 +161,9 @@ impl Metrics {
             fsync_failures: self.fsync_failures.load(Relaxed),
             flush_buckets,
             flush_seconds: self.flush_micros.load(Relaxed) as f64 / 1e6,
+            rotations: self.rotations.load(Relaxed),
+            archives_removed: self.archives_removed.load(Relaxed),
+            archives_held: self.archives_held.load(Relaxed),
             last_flush: self.last_flush_ms.load(Relaxed) as f64 / 1000.0,
         }
     }
@@ -177,6 +200,9 @@ pub(crate) struct Counters {
     pub flush_buckets: [u64; BUCKETS],
     pub flush_seconds: f64,
     pub last_flush: f64,
+    pub rotations: u64,
+    pub archives_removed: u64,
+    pub archives_held: u64,
 }
 
 /// Jobs accepted since start at one stage (a `stage` label value), by

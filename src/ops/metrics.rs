@@ -114,6 +114,17 @@ fn the_log(t: &mut Text, s: &Sample) {
         let help = "Bytes of the logs put aside beside the live log.";
         t.gauge("joblogd_archive_bytes", help, bytes as f64);
     }
+    let c = &s.counters;
+    let help = "Automatic rotations of the live log (--rotate-at-bytes, --rotate-at-records).";
+    t.counter("joblogd_rotations_total", help, c.rotations);
+    let help = "Archives removed by retention (--keep-archives*).";
+    t.counter("joblogd_archives_removed_total", help, c.archives_removed);
+    let help = "Archives past the retention limits kept at the last look, because a consumer (the forwarder) has not read them.";
+    t.gauge(
+        "joblogd_archives_held_for_consumers",
+        help,
+        c.archives_held as f64,
+    );
 }
 
 /// Connections served now, accepted and refused since start.

@@ -114,6 +114,7 @@ impl Writer {
         match self.clear().await {
             Ok(archive) => {
                 self.retain.rotate_after = None;
+                self.cfg.metrics.rotated();
                 tracing::info!(archive = %archive.display(), bytes, records, "Log rotated (--rotate-at-*).");
                 self.prune();
             }
@@ -151,22 +152,26 @@ impl Writer {
         };
         let found: Vec<Found> = listed.into_iter().filter_map(Found::stat).collect();
         let doomed = past_limits(&found, &self.retain.cfg.keep, SystemTime::now());
-        for i in doomed {
+        let (mut removed, mut held) = (0, 0);
+        for (n, &i) in doomed.iter().enumerate() {
             let a = &found[i];
             if let Some(name) = self.undrained_by(&found, i) {
                 tracing::warn!(archive = %a.listed.path.display(), consumer = %name, "Archive past the retention limits kept: a consumer has not read it all yet.");
                 // The newer ones are not drained either.
+                held = (doomed.len() - n) as u64;
                 break;
             }
             match remove_archive(&a.listed.path) {
                 Ok(()) => {
-                    tracing::info!(archive = %a.listed.path.display(), bytes = a.bytes, records = a.listed.records, "Archive removed (--keep-archives*).")
+                    removed += 1;
+                    tracing::info!(archive = %a.listed.path.display(), bytes = a.bytes, records = a.listed.records, "Archive removed (--keep-archives*).");
                 }
                 Err(e) => {
-                    tracing::warn!(archive = %a.listed.path.display(), error = %e, "Cannot remove an archive.")
+                    tracing::warn!(archive = %a.listed.path.display(), error = %e, "Cannot remove an archive.");
                 }
             }
         }
+        self.cfg.metrics.pruned(removed, held);
     }
 
     /// A consumer that has not read all of archive `i` of `found`
