@@ -46,6 +46,23 @@ impl Drop for TempDir {
     }
 }
 
+/// Spawns `cmd`, trying again for a moment if its program is not found:
+/// `tests/install.rs` runs `cargo install` on this suite's build
+/// directory, and cargo links the binaries there again (remove, then
+/// link), so for an instant `target/debug/joblogd` does not exist.
+pub fn spawn_retrying(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.expect("spawn"),
+        }
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_joblogd")
 }
@@ -67,8 +84,8 @@ impl Daemon {
     pub fn start_with(socket: PathBuf, log: PathBuf, dir: &TempDir, args: &[&str]) -> Daemon {
         static N: AtomicUsize = AtomicUsize::new(0);
         let stderr = dir.join(&format!("daemon-{}.log", N.fetch_add(1, Ordering::SeqCst)));
-        let child = Command::new(bin())
-            .arg("--socket")
+        let mut cmd = Command::new(bin());
+        cmd.arg("--socket")
             .arg(&socket)
             .arg("--log-file")
             .arg(&log)
@@ -78,9 +95,8 @@ impl Daemon {
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn joblogd");
+            .stderr(fs::File::create(&stderr).expect("stderr file"));
+        let child = spawn_retrying(&mut cmd);
         let mut d = Daemon {
             child: Some(child),
             socket,
