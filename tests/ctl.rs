@@ -1191,3 +1191,40 @@ fn stats_keeps_first_seen_order() {
     let v: Value = serde_json::from_str(&json).expect("stats --json is JSON");
     assert_eq!(v["error_types"]["Zeta"], 2);
 }
+
+/// `export-csv`, `snapshot` and `report` write their file aside and rename
+/// it over PATH: a write that fails leaves PATH as it was and no
+/// temporary file behind.
+#[test]
+fn a_failed_export_leaves_the_path_as_it_was() {
+    let dir = TempDir::new();
+    let d = Daemon::start(&dir, &[]);
+    d.request(r#"{"op":"log","job":{"video_id":"v"},"ack":true}"#);
+    // A directory where the file should go: the rename over it fails.
+    let target = dir.join("out");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("keep"), "kept").unwrap();
+    for args in [
+        vec!["export-csv", target.to_str().unwrap()],
+        vec!["snapshot", target.to_str().unwrap()],
+        vec!["report", "--html", target.to_str().unwrap()],
+    ] {
+        let o = ctl(&d, &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert_eq!(fs::read_to_string(target.join("keep")).unwrap(), "kept");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{args:?}: {left:?}");
+    }
+    // And a good one lands whole.
+    let csv = dir.join("jobs.csv");
+    assert!(
+        ctl(&d, &["export-csv", csv.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(fs::read_to_string(&csv).unwrap().starts_with("video_id,"));
+}

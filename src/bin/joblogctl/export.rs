@@ -1,5 +1,6 @@
 //! `joblogctl export-csv`: the daemon's CSV export, written by joblogctl
-//! (with the user's permissions) to a file or standard output.
+//! (with the user's permissions) to a file (aside, then renamed over it:
+//! never a partial export) or standard output.
 
 use super::*;
 
@@ -18,7 +19,9 @@ pub(super) fn export_csv(
         out.flush()?;
         return Ok(());
     }
-    std::fs::write(path, &body).map_err(|e| cannot_write(path, &e))?;
+    write_aside(path, |f| {
+        f.write_all(&body).map_err(|e| cannot_write(path, &e))
+    })?;
     eprintln!("wrote {n} bytes to {}", path.display());
     Ok(())
 }

@@ -225,3 +225,26 @@ pub(super) fn cannot_write(path: &std::path::Path, e: &io::Error) -> Fail {
         format!("joblogctl: cannot write {}: {e}", path.display()),
     )
 }
+
+/// Writes a file the user asked for (`export-csv`, `snapshot`, `report`)
+/// the way that never leaves a partial one at `path`: `fill` writes it
+/// under a temporary name beside it, which is synced and then renamed
+/// over `path` (a reader, or a browser reloading the page, sees the old
+/// file or the new one whole); on any failure the temporary file is
+/// removed and `path` is as it was.
+pub(super) fn write_aside(
+    path: &std::path::Path,
+    fill: impl FnOnce(&mut File) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
+    let res = (|| {
+        let mut f = File::create(&tmp).map_err(|e| cannot_write(path, &e))?;
+        fill(&mut f)?;
+        f.sync_all().map_err(|e| cannot_write(path, &e))?;
+        std::fs::rename(&tmp, path).map_err(|e| cannot_write(path, &e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}

@@ -19,27 +19,18 @@ pub(super) fn snapshot(
         }
         return Ok(());
     }
-    write_aside(&mut c, n, path)?;
+    write_aside(path, |f| {
+        let copied = io::copy(&mut (&mut c.r).take(n), f)?;
+        if copied != n {
+            return Err(cut_short());
+        }
+        Ok(())
+    })?;
     eprintln!(
         "wrote {} records ({n} bytes) to {}",
         v["records"],
         path.display()
     );
-    Ok(())
-}
-
-/// The snapshot's `n` bytes, written aside and renamed, so PATH is never a
-/// partial copy.
-fn write_aside(c: &mut Conn, n: u64, path: &std::path::Path) -> Result<(), Fail> {
-    let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| cannot_write(path, &e))?;
-    let copied = io::copy(&mut (&mut c.r).take(n), &mut f)?;
-    if copied != n {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(cut_short());
-    }
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).map_err(|e| cannot_write(path, &e))?;
     Ok(())
 }
 

@@ -174,25 +174,14 @@ pub(super) fn report(out: &mut impl Write, socket: &Socket, a: ReportArgs) -> Re
         out.flush()?;
         return Ok(());
     }
-    write_aside(&a.html, html.as_bytes())?;
+    write_aside(&a.html, |f| {
+        f.write_all(html.as_bytes())
+            .map_err(|e| cannot_write(&a.html, &e))
+    })?;
     eprintln!(
         "wrote the report of {} jobs to {}",
         page::thousands(data.stats.total_jobs),
         a.html.display()
     );
     Ok(())
-}
-
-/// Writes `bytes` under a temporary name beside `path`, then renames it
-/// into place: a browser reloading the page never sees half of it.
-fn write_aside(path: &std::path::Path, bytes: &[u8]) -> Result<(), Fail> {
-    let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(cannot_write(path, &e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        cannot_write(path, &e)
-    })
 }
