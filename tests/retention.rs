@@ -100,6 +100,11 @@ fn archives_are_removed_by_count_bytes_and_age_oldest_first() {
         log_some(&d, &format!("c{k}"), 10);
         made.push(clear(&d));
     }
+    // (An archive kept is not said to be removed.)
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(r["removed"], serde_json::Value::Null, "{r}");
+    made.push(PathBuf::from(r["archive"].as_str().unwrap()));
+    let made = made[1..].to_vec();
     assert_eq!(archives(&d.log), made[2..], "the newest two kept");
     let sidecars = std::fs::read_dir(dir.path())
         .unwrap()
@@ -219,7 +224,11 @@ fn an_archive_a_consumer_has_not_drained_is_kept() {
     // Removed, nothing is kept for it any more.
     let r = d.request(r#"{"op":"consumer","name":"forward:h","remove":true}"#);
     assert_eq!(r["consumers"], json!({}), "{r}");
-    clear(&d);
+    let r = d.request(r#"{"op":"clear","confirm":true}"#);
+    assert_eq!(
+        r["removed"], true,
+        "the reply says its archive is gone: {r}"
+    );
     assert_eq!(archives(&d.log).len(), 0);
     for (q, needle) in [
         (

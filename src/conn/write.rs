@@ -317,7 +317,15 @@ pub(super) async fn write_side(
                 continue;
             }
             Reply::Cleared { rx, line } => {
-                let archive = |a: std::path::PathBuf| serde_json::json!({"ok": true, "archive": a.display().to_string()});
+                // Retention may have removed the archive before the reply
+                // (`--keep-archives 0`): said, rather than naming a file
+                // that is gone.
+                let archive = |a: std::path::PathBuf| match a.exists() {
+                    true => serde_json::json!({"ok": true, "archive": a.display().to_string()}),
+                    false => {
+                        serde_json::json!({"ok": true, "archive": a.display().to_string(), "removed": true})
+                    }
+                };
                 writer_reply(rx, line, archive).await
             }
             Reply::Writer { rx, line } => match rx.await {

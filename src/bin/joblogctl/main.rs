@@ -403,7 +403,15 @@ fn run(cmd: Cmd, socket: &Socket, database: Option<&str>) -> Result<(), Fail> {
                 return Err(Fail(2, "joblogctl: clear archives the log and starts an empty one; run again with --yes".into()));
             }
             let v = Conn::open(socket)?.ask(json!({"op":"clear","confirm":true}))?;
-            writeln!(out, "archived to {}", text(&v["archive"]))?;
+            if v["removed"] == true {
+                writeln!(
+                    out,
+                    "cleared; the archive {} was removed at once (--keep-archives)",
+                    text(&v["archive"])
+                )?;
+            } else {
+                writeln!(out, "archived to {}", text(&v["archive"]))?;
+            }
         }
         Cmd::Stats(a) => stats(&mut out, socket, a)?,
         Cmd::Report(a) => report::report(&mut out, socket, a)?,
