@@ -520,17 +520,24 @@ def _describe(part: bytes) -> str:
     return f"video_id {vid!r}" if vid is not None else f"{len(part)} bytes"
 
 
+def _connect(path: str, timeout: float) -> socket.socket:
+    """A connected socket to the daemon at ``path`` (closed again if the
+    connect fails)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _Conn:
     """One connection: line out, line (or bytes) in."""
 
     def __init__(self, path: str, timeout: float) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = _connect(path, timeout)
         self.file = self.sock.makefile("rb")
 
     def request(self, obj: Reply | bytes, timeout: float) -> Reply:
@@ -603,13 +610,7 @@ class _Pipe:
     def __init__(self, path: str, timeout: float) -> None:
         self.pid = os.getpid()
         self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = _connect(path, timeout)
         self.lock = lock = threading.Lock()
         # Waited on by the logging thread (room, idle) and by _settle.
         self.cond = threading.Condition(lock)

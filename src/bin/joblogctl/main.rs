@@ -203,19 +203,8 @@ struct StatsArgs {
     /// table]; the records themselves as CSV are export-csv's.
     #[arg(short = 'o', long, value_enum)]
     format: Option<Format>,
-    /// Only records of this subject.
-    #[arg(long)]
-    subject: Option<String>,
-    /// Only records of this worker_id.
-    #[arg(long, value_name = "ID")]
-    worker: Option<String>,
-    /// Only records logged at or after WHEN: an ISO local time, today,
-    /// yesterday, now, or a time ago (-1h, 30m ago, 2 days ago).
-    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
-    since: Option<String>,
-    /// Only records logged before WHEN (as --since).
-    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
-    until: Option<String>,
+    #[command(flatten)]
+    filter: StatsFilters,
     /// Count records accepted but not yet written too (a crash would
     /// take them away); without it, only records in the file.
     #[arg(long)]
@@ -267,6 +256,39 @@ struct TailArgs {
     /// table|json|ndjson|csv [default: table on a terminal, else ndjson].
     #[arg(short = 'o', long, value_enum)]
     format: Option<Format>,
+}
+
+/// The filters `stats` and `report` take (the daemon's `stats` filters).
+#[derive(Debug, clap::Args)]
+struct StatsFilters {
+    /// Only records of this subject.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Only records of this worker_id.
+    #[arg(long, value_name = "ID")]
+    worker: Option<String>,
+    /// Only records logged at or after WHEN: an ISO local time, today,
+    /// yesterday, now, or a time ago (-1h, 30m ago, 2 days ago).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
+    since: Option<String>,
+    /// Only records logged before WHEN (as --since).
+    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
+    until: Option<String>,
+}
+
+impl StatsFilters {
+    /// The filters given, as (request key, word for a reader, value).
+    fn given(self) -> Vec<(&'static str, &'static str, String)> {
+        [
+            ("subject", "subject", self.subject),
+            ("worker_id", "worker", self.worker),
+            ("since", "since", self.since),
+            ("until", "until", self.until),
+        ]
+        .into_iter()
+        .filter_map(|(key, label, v)| Some((key, label, v?)))
+        .collect()
+    }
 }
 
 /// The record filters `jobs` and `tail` share.

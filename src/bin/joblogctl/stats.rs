@@ -15,15 +15,8 @@ pub(super) fn stats(out: &mut impl Write, socket: &Socket, a: StatsArgs) -> Resu
     if a.pending {
         q["include_pending"] = json!(true);
     }
-    for (k, v) in [
-        ("subject", a.subject),
-        ("worker_id", a.worker),
-        ("since", a.since),
-        ("until", a.until),
-    ] {
-        if let Some(v) = v {
-            q[k] = json!(v);
-        }
+    for (key, _, v) in a.filter.given() {
+        q[key] = json!(v);
     }
     let mut c = Conn::open(socket)?;
     c.send(&q)?;

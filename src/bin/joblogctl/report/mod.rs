@@ -25,19 +25,8 @@ pub(super) struct ReportArgs {
     /// output): open it in a browser, print it, mail it.
     #[arg(long, value_name = "FILE")]
     html: PathBuf,
-    /// Only records of this subject.
-    #[arg(long)]
-    subject: Option<String>,
-    /// Only records of this worker_id.
-    #[arg(long, value_name = "ID")]
-    worker: Option<String>,
-    /// Only records logged at or after WHEN: an ISO local time, today,
-    /// yesterday, now, or a time ago (-1h, 30m ago, 2 days ago).
-    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
-    since: Option<String>,
-    /// Only records logged before WHEN (as --since).
-    #[arg(long, value_name = "WHEN", value_parser = when::parse_when, allow_hyphen_values = true)]
-    until: Option<String>,
+    #[command(flatten)]
+    filter: crate::StatsFilters,
     /// How many of the newest failures to list (at most 1000).
     #[arg(long, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u16).range(0..=1000))]
@@ -146,22 +135,14 @@ pub(super) struct Scope {
 
 pub(super) fn report(out: &mut impl Write, socket: &Socket, a: ReportArgs) -> Result<(), Fail> {
     let mut q = json!({"op": "report", "recent_failures": a.failures});
-    let filters: Vec<(&'static str, &'static str, Option<String>)> = vec![
-        ("subject", "subject", a.subject),
-        ("worker_id", "worker", a.worker),
-        ("since", "since", a.since),
-        ("until", "until", a.until),
-    ];
     let mut scope = Scope {
         filters: Vec::new(),
         central: socket.database.is_some(),
         generated: when::now_iso(),
     };
-    for (key, label, v) in filters {
-        if let Some(v) = v {
-            q[key] = json!(v);
-            scope.filters.push((label, v));
-        }
+    for (key, label, v) in a.filter.given() {
+        q[key] = json!(v);
+        scope.filters.push((label, v));
     }
     let mut c = Conn::open(socket)?;
     c.send(&q)?;
